@@ -1,0 +1,68 @@
+// Command oidc-authservice is the ext_authz service: see README.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/server"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "oidc-authservice:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "--help", "help":
+			fmt.Fprintf(stdout, "oidc-authservice %s: OpenID Connect ext_authz service for Kubeflow.\n\n"+
+				"Usage: oidc-authservice [version | --help]\n\nConfigured by environment variables:\n\n%s", version, config.Usage())
+			return nil
+		case "version", "--version":
+			fmt.Fprintln(stdout, version)
+			return nil
+		default:
+			return fmt.Errorf("unknown argument %q (see --help)", args[0])
+		}
+	}
+	s, err := config.Load()
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(s.LogLevel)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return server.Run(ctx, s, log.With(zap.String("version", version)))
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	c := zap.NewProductionConfig()
+	c.Level = zap.NewAtomicLevelAt(lvl)
+	c.Sampling = nil
+	c.EncoderConfig.TimeKey = "time"
+	c.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return c.Build()
+}

@@ -1,0 +1,16 @@
+module github.com/oidc-authservice/oidc-authservice
+
+go 1.26.8
+
+require (
+	github.com/coreos/go-oidc/v3 v3.21.0
+	github.com/gorilla/securecookie v1.1.2
+	github.com/kelseyhightower/envconfig v1.4.0
+	go.uber.org/zap v1.28.0
+	golang.org/x/oauth2 v0.37.0
+)
+
+require (
+	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+)

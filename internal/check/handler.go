@@ -1,0 +1,307 @@
+package check
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/authz"
+	"github.com/oidc-authservice/oidc-authservice/internal/cache"
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/pages"
+	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+)
+
+// Deps are the parts a Handler is built from, each built once at start-up.
+type Deps struct {
+	Settings *config.Settings
+	Logger   *zap.Logger
+	Codec    *session.Codec
+	Provider *provider.Provider
+	Mapper   *identity.Mapper
+	Policy   *authz.Policy
+	Pages    *pages.Pages
+	Now      func() time.Time
+	Random   io.Reader
+	// SessionCacheSize bounds the cache of verified session cookies.
+	SessionCacheSize int
+}
+
+// Handler answers ext_authz checks.
+type Handler struct {
+	Deps
+	cfg *config.Settings
+	log *zap.Logger
+
+	userHeader, groupsHeader string // canonical forms
+	removeIdentity           []string
+	statePrefix              string
+	redirectHTTPS            bool
+
+	// verified caches opened sessions with their header values, under the
+	// SHA-256 of the sealed value; only values that opened are stored, so
+	// bogus cookies cannot fill it.
+	verified *cache.Cache[*principal]
+	// usedStates remembers consumed login states so a replayed callback is
+	// refused even while its cookie is still around.
+	usedStates *cache.Cache[int64]
+}
+
+// principal is a verified session with its precomputed answer.
+type principal struct {
+	sess   *session.Session
+	user   []string // USERID_HEADER value
+	groups []string // GROUPS_HEADER value
+}
+
+// New builds the Handler.
+func New(d Deps) *Handler {
+	if d.SessionCacheSize <= 0 {
+		d.SessionCacheSize = 20000
+	}
+	s := d.Settings
+	return &Handler{
+		Deps:           d,
+		cfg:            s,
+		log:            d.Logger.Named("check"),
+		userHeader:     http.CanonicalHeaderKey(s.UserIDHeader),
+		groupsHeader:   http.CanonicalHeaderKey(s.GroupsHeader),
+		removeIdentity: []string{strings.ToLower(s.UserIDHeader) + "," + strings.ToLower(s.GroupsHeader)},
+		statePrefix:    "authservice_state_",
+		redirectHTTPS:  strings.HasPrefix(strings.ToLower(s.RedirectURL), "https://"),
+		verified:       cache.New[*principal](d.SessionCacheSize),
+		usedStates:     cache.New[int64](100000),
+	}
+}
+
+// ServeHTTP takes the decision documented in the package comment.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case p == h.cfg.RedirectPath:
+		h.callback(w, r)
+		return
+	case p == h.cfg.LogoutPath:
+		h.logout(w, r)
+		return
+	case h.skipped(p):
+		h.allowAnonymous(w, r, "skip path")
+		return
+	}
+
+	pr, reason := h.authenticate(r)
+	if pr != nil {
+		h.authorized(w, r, pr)
+		return
+	}
+	if r.Method == http.MethodOptions && h.cfg.AllowUnauthenticatedOptions {
+		h.allowAnonymous(w, r, "unauthenticated OPTIONS allowed")
+		return
+	}
+	if reason != nil {
+		h.clearSession(w, r)
+	}
+	if h.browserNavigation(r) {
+		h.startLogin(w, r, reason)
+		return
+	}
+	h.debug(r, "deny", "unauthenticated", zap.NamedError("cookie", reason))
+	h.unauthenticated(w)
+}
+
+// authenticate finds a valid session in the cookie or, as older SDK clients
+// send it, in Authorization: Bearer. It returns the reason a presented
+// credential was refused, or nil when there was none.
+func (h *Handler) authenticate(r *http.Request) (*principal, error) {
+	var reason error
+	if v := session.ReadSealed(r.Header, h.cfg.SessionCookieName); v != "" {
+		pr, err := h.open(v)
+		if err == nil {
+			return pr, nil
+		}
+		reason = err
+	} else if _, present := session.CookieValue(r.Header, h.cfg.SessionCookieName); present {
+		reason = session.ErrMalformed // chunks that do not fit together
+	}
+	if v, ok := bearer(r.Header); ok {
+		pr, err := h.open(v)
+		if err == nil {
+			return pr, nil
+		}
+		if reason == nil {
+			reason = err
+		}
+	}
+	return nil, reason
+}
+
+func (h *Handler) open(value string) (*principal, error) {
+	if value == "" || len(value) > session.MaxValue {
+		return nil, session.ErrMalformed
+	}
+	k := cache.KeyOf(value)
+	if pr, ok := h.verified.Get(k); ok {
+		if h.Now().Unix() < pr.sess.Expires {
+			return pr, nil
+		}
+		h.verified.Delete(k)
+		return nil, session.ErrExpired
+	}
+	s, err := h.Codec.OpenSession(h.cfg.SessionCookieName, value)
+	if err != nil {
+		return nil, err
+	}
+	pr := &principal{
+		sess:   s,
+		user:   []string{h.cfg.UserIDPrefix + s.User},
+		groups: []string{strings.Join(s.Groups, ",")},
+	}
+	h.verified.Put(k, pr)
+	return pr, nil
+}
+
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *principal) {
+	if ok, why := h.Policy.Allowed(pr.sess.Groups); !ok {
+		h.log.Info("not authorized", requestID(r), zap.String("user", pr.sess.User), zap.String("reason", why))
+		h.forbidden(w, r, pr.user[0], why)
+		return
+	}
+	hd := w.Header()
+	hd[h.userHeader] = pr.user
+	hd[h.groupsHeader] = pr.groups
+	w.WriteHeader(http.StatusOK)
+	h.debug(r, "allow", "session", zap.String("user", pr.sess.User))
+}
+
+// allowAnonymous lets a request through without identity, telling Envoy to
+// strip any identity header the client sent.
+func (h *Handler) allowAnonymous(w http.ResponseWriter, r *http.Request, why string) {
+	w.Header()["X-Envoy-Auth-Headers-To-Remove"] = h.removeIdentity
+	w.WriteHeader(http.StatusOK)
+	h.debug(r, "allow", why)
+}
+
+// skipped reports whether p is under SKIP_AUTH_URLS or the service's own
+// pages. Both the path as sent and its cleaned form must match, so that
+// "/dex/../api" is not skipped.
+func (h *Handler) skipped(p string) bool {
+	clean := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	if underPrefix(clean, h.cfg.SitePrefix) && underPrefix(p, h.cfg.SitePrefix) {
+		return true
+	}
+	for _, pre := range h.cfg.SkipPrefixes {
+		if underPrefix(p, pre) && underPrefix(clean, pre) {
+			return true
+		}
+	}
+	return false
+}
+
+// underPrefix matches path prefixes on segment boundaries: "/dex" matches
+// "/dex" and "/dex/auth" but not "/dexterity"; "/api/" matches "/api" and
+// everything below it.
+func underPrefix(p, prefix string) bool {
+	if strings.HasSuffix(prefix, "/") {
+		return strings.HasPrefix(p, prefix) || p == prefix[:len(prefix)-1]
+	}
+	return p == prefix || (strings.HasPrefix(p, prefix) && p[len(prefix)] == '/')
+}
+
+// browserNavigation reports whether an unauthenticated request should be
+// sent to the login page rather than answered 401: a top-level GET/HEAD from
+// a browser. Accept, X-Requested-With and Sec-Fetch-Mode are used when the
+// gateway forwards them; without them a GET is taken as a navigation.
+func (h *Handler) browserNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	hd := r.Header
+	if strings.EqualFold(hd.Get("X-Requested-With"), "XMLHttpRequest") {
+		return false
+	}
+	if m := hd.Get("Sec-Fetch-Mode"); m != "" && m != "navigate" && m != "nested-navigate" {
+		return false
+	}
+	if a := hd.Get("Accept"); a != "" && !acceptsHTML(a) {
+		return false
+	}
+	clean := path.Clean("/" + r.URL.Path)
+	for _, pre := range h.cfg.APIPrefixes {
+		if underPrefix(r.URL.Path, pre) || underPrefix(clean, pre) {
+			return false
+		}
+	}
+	return true
+}
+
+func acceptsHTML(accept string) bool {
+	for _, part := range strings.Split(accept, ",") {
+		mt, _, _ := strings.Cut(part, ";")
+		switch strings.ToLower(strings.TrimSpace(mt)) {
+		case "text/html", "application/xhtml+xml", "*/*", "text/*":
+			return true
+		}
+	}
+	return false
+}
+
+func bearer(h http.Header) (string, bool) {
+	a := h.Get("Authorization")
+	if len(a) < 7 || !strings.EqualFold(a[:7], "bearer ") {
+		return "", false
+	}
+	v := strings.TrimSpace(a[7:])
+	return v, v != ""
+}
+
+// secure reports whether cookies set in answer to r get the Secure flag.
+func (h *Handler) secure(r *http.Request) bool {
+	switch h.cfg.SessionSecure {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	return h.redirectHTTPS || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+func requestID(r *http.Request) zap.Field {
+	return zap.String("request_id", r.Header.Get("X-Request-Id"))
+}
+
+func (h *Handler) debug(r *http.Request, decision, reason string, fields ...zap.Field) {
+	if ce := h.log.Check(zap.DebugLevel, "decision"); ce != nil {
+		ce.Write(append(fields, requestID(r), zap.String("decision", decision), zap.String("reason", reason),
+			zap.String("method", r.Method), zap.String("host", r.Host), zap.String("path", r.URL.Path))...)
+	}
+}
+
+// providerContext bounds a call to the provider made while Envoy waits.
+func (h *Handler) providerContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), h.cfg.ProviderTimeout)
+}
+
+// reasonText turns an error into a short log reason.
+func reasonText(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, session.ErrExpired):
+		return "expired"
+	case errors.Is(err, session.ErrForged):
+		return "not sealed by a configured key"
+	default:
+		return "malformed"
+	}
+}

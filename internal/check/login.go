@@ -1,0 +1,285 @@
+package check
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/cache"
+	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+)
+
+func cacheKey(v string) cache.Key { return cache.KeyOf(v) }
+
+// startLogin sends a browser to the provider: a fresh state, nonce and PKCE
+// verifier sealed in a cookie of their own, named after the state, so that
+// logins in several tabs do not disturb each other.
+func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, reason error) {
+	ls, err := session.NewLoginState(h.Random, h.originalURL(r), h.Now().Unix())
+	if err != nil {
+		h.log.Error("no randomness for a login state", zap.Error(err))
+		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
+		return
+	}
+	authURL, err := h.Provider.AuthCodeURL(ls.State, ls.Nonce, ls.Challenge())
+	if err != nil {
+		h.log.Warn("login not started: provider not discovered yet", requestID(r))
+		w.Header().Set("Retry-After", "5")
+		h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(r))
+		return
+	}
+	sealed, err := h.Codec.Seal(h.statePrefix+ls.State, ls)
+	if err != nil {
+		h.log.Error("cannot seal login state", zap.Error(err))
+		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
+		return
+	}
+	h.prunePendingLogins(w, r)
+	// Lax whatever SESSION_SAME_SITE says: the callback is a top-level
+	// navigation from the provider's site, which Strict would not send.
+	h.setCookie(w, r, h.statePrefix+ls.State, sealed, int(h.cfg.LoginStateTTL/time.Second), http.SameSiteLaxMode, true)
+	hd := w.Header()
+	hd["Cache-Control"] = noStore
+	hd.Set("Location", authURL)
+	w.WriteHeader(http.StatusFound)
+	h.debug(r, "redirect", "login started", zap.String("cookie", reasonText(reason)))
+}
+
+// prunePendingLogins keeps at most MAX_PENDING_LOGINS-1 earlier pending
+// logins, dropping unreadable and expired ones first, then the oldest.
+func (h *Handler) prunePendingLogins(w http.ResponseWriter, r *http.Request) {
+	pending := session.CookiesWithPrefix(r.Header, h.statePrefix, 64)
+	if len(pending) < h.cfg.MaxPendingLogins {
+		return
+	}
+	type aged struct {
+		name    string
+		created int64
+	}
+	var keep []aged
+	now := h.Now().Unix()
+	for _, c := range pending {
+		var ls session.LoginState
+		if h.Codec.Open(c.Name, c.Value, &ls) != nil || now-ls.Created > int64(h.cfg.LoginStateTTL/time.Second) {
+			h.setCookie(w, r, c.Name, "", -1, http.SameSiteLaxMode, true)
+			continue
+		}
+		keep = append(keep, aged{c.Name, ls.Created})
+	}
+	sort.Slice(keep, func(i, j int) bool { return keep[i].created < keep[j].created })
+	for len(keep) >= h.cfg.MaxPendingLogins {
+		h.setCookie(w, r, keep[0].name, "", -1, http.SameSiteLaxMode, true)
+		keep = keep[1:]
+	}
+}
+
+// originalURL is the full URL the browser asked for.
+func (h *Handler) originalURL(r *http.Request) string {
+	scheme := "http"
+	if h.secure(r) {
+		scheme = "https"
+	}
+	target := r.RequestURI
+	if !strings.HasPrefix(target, "/") {
+		target = r.URL.RequestURI()
+	}
+	return scheme + "://" + r.Host + target
+}
+
+// retryLink is where "try again" leads: the request itself when it was a
+// navigation, else the site root.
+func (h *Handler) retryLink(r *http.Request) string {
+	if r.URL.Path == h.cfg.RedirectPath {
+		return "/"
+	}
+	if t := r.RequestURI; strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "//") {
+		return t
+	}
+	return "/"
+}
+
+// callback completes a login: state, code exchange with the PKCE verifier,
+// ID token verification, claims, policy, then the session cookie.
+func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.log.Info("callback: method not allowed", requestID(r), zap.String("method", r.Method))
+		w.Header().Set("Allow", "GET, HEAD")
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
+		return
+	}
+	q := r.URL.Query()
+	state := q.Get("state")
+	validState := session.ValidState(state)
+	stateCookie := h.statePrefix + state
+	if validState {
+		// Whatever happens next, this login is over.
+		if _, ok := session.CookieValue(r.Header, stateCookie); ok {
+			h.setCookie(w, r, stateCookie, "", -1, http.SameSiteLaxMode, true)
+		}
+	}
+
+	if e := q.Get("error"); e != "" {
+		h.log.Info("login failed: provider returned an error", requestID(r),
+			zap.String("error", truncate(e, 64)), zap.String("error_description", truncate(q.Get("error_description"), 256)))
+		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgProviderError, h.loginRetry(r, state))
+		return
+	}
+	if !validState {
+		h.log.Info("callback rejected: missing or malformed state", requestID(r))
+		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
+		return
+	}
+	sealed, ok := session.CookieValue(r.Header, stateCookie)
+	if !ok {
+		h.log.Info("callback rejected: no login state for this state (expired, replayed or another browser)", requestID(r))
+		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
+		return
+	}
+	var ls session.LoginState
+	if err := h.Codec.Open(stateCookie, sealed, &ls); err != nil {
+		h.log.Info("callback rejected: login state does not open", requestID(r), zap.Error(err))
+		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
+		return
+	}
+	now := h.Now().Unix()
+	if subtle.ConstantTimeCompare([]byte(ls.State), []byte(state)) != 1 || now-ls.Created > int64(h.cfg.LoginStateTTL/time.Second) {
+		h.log.Info("callback rejected: login state expired or mismatched", requestID(r))
+		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
+		return
+	}
+	stateKey := cache.KeyOf(state)
+	if _, used := h.usedStates.Get(stateKey); used {
+		h.log.Warn("callback rejected: replayed state", requestID(r))
+		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
+		return
+	}
+	h.usedStates.Put(stateKey, now)
+
+	code := q.Get("code")
+	if code == "" || len(code) > 4096 {
+		h.log.Info("callback rejected: missing or oversized code", requestID(r))
+		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgLoginFailed, h.safeTarget(r, ls.URL))
+		return
+	}
+
+	ctx, cancel := h.providerContext(r)
+	defer cancel()
+	login, err := h.Provider.Exchange(ctx, code, ls.Verifier, ls.Nonce)
+	if err != nil {
+		h.loginError(w, r, ls.URL, err)
+		return
+	}
+	id, dropped, err := h.Mapper.FromClaims(login.Claims)
+	if err != nil {
+		h.log.Warn("login refused: unusable claims", requestID(r), zap.String("sub", login.IDToken.Subject), zap.Error(err))
+		h.failPage(w, r, http.StatusForbidden, "Login refused", msgClaimsUnusable, "")
+		return
+	}
+	if len(dropped) > 0 {
+		h.log.Warn("groups left out: unsafe characters or too many", requestID(r), zap.String("user", id.User), zap.Strings("groups", dropped))
+	}
+	if ok, why := h.Policy.Allowed(id.Groups); !ok {
+		h.log.Info("login refused: not authorized", requestID(r), zap.String("user", id.User), zap.String("reason", why))
+		h.forbidden(w, r, h.cfg.UserIDPrefix+id.User, why)
+		return
+	}
+
+	s := h.newSession(login, id)
+	sealedSession, err := h.Codec.SealSession(h.cfg.SessionCookieName, s)
+	if err == nil && !h.writeSession(w, r, sealedSession, h.cfg.SessionMaxAge) {
+		// Too large for the cookies: keep identity and refresh, drop the rest.
+		s.IDToken, s.AccessToken = "", ""
+		sealedSession, err = h.Codec.SealSession(h.cfg.SessionCookieName, s)
+		if err == nil && !h.writeSession(w, r, sealedSession, h.cfg.SessionMaxAge) {
+			err = errors.New("session too large for cookies")
+		}
+	}
+	if err != nil {
+		h.log.Error("login failed: cannot store session", requestID(r), zap.String("user", id.User), zap.Error(err))
+		h.failPage(w, r, http.StatusForbidden, "Login failed", msgLoginFailed, "")
+		return
+	}
+	target := h.safeTarget(r, ls.URL)
+	if h.cfg.AfterLoginURL != "" {
+		target = h.cfg.AfterLoginURL + sep(h.cfg.AfterLoginURL) + "next=" + url.QueryEscape(target)
+	}
+	h.log.Info("login", requestID(r), zap.String("user", id.User), zap.String("sub", s.Subject), zap.Int("groups", len(id.Groups)))
+	hd := w.Header()
+	hd["Cache-Control"] = noStore
+	hd.Set("Location", target)
+	w.WriteHeader(http.StatusFound)
+}
+
+func (h *Handler) newSession(l *provider.Login, id identity.Identity) *session.Session {
+	now := h.Now()
+	s := &session.Session{
+		Subject:      l.IDToken.Subject,
+		Issuer:       l.IDToken.Issuer,
+		User:         id.User,
+		Groups:       id.Groups,
+		Created:      now.Unix(),
+		Expires:      now.Add(time.Duration(h.cfg.SessionMaxAge) * time.Second).Unix(),
+		AccessToken:  l.Token.AccessToken,
+		RefreshToken: l.Token.RefreshToken,
+		IDToken:      l.RawID,
+	}
+	if !l.Token.Expiry.IsZero() {
+		s.TokenExpiry = l.Token.Expiry.Unix()
+	}
+	if sid, ok := l.Claims["sid"].(string); ok {
+		s.SID = sid
+	}
+	return s
+}
+
+func (h *Handler) loginError(w http.ResponseWriter, r *http.Request, original string, err error) {
+	retry := h.safeTarget(r, original)
+	switch {
+	case errors.Is(err, provider.ErrUnavailable), errors.Is(err, provider.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
+		h.log.Warn("login failed: provider unavailable", requestID(r), zap.Error(err))
+		h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, retry)
+	case errors.Is(err, provider.ErrRejected):
+		h.log.Info("login failed: code rejected by the provider", requestID(r), zap.Error(err))
+		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, retry)
+	default:
+		h.log.Warn("login failed: ID token invalid", requestID(r), zap.Error(err))
+		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, retry)
+	}
+}
+
+// loginRetry is the retry link after a provider error: the original URL when
+// the state cookie still tells it.
+func (h *Handler) loginRetry(r *http.Request, state string) string {
+	if session.ValidState(state) {
+		if v, ok := session.CookieValue(r.Header, h.statePrefix+state); ok {
+			var ls session.LoginState
+			if h.Codec.Open(h.statePrefix+state, v, &ls) == nil {
+				return h.safeTarget(r, ls.URL)
+			}
+		}
+	}
+	return "/"
+}
+
+func sep(u string) string {
+	if strings.Contains(u, "?") {
+		return "&"
+	}
+	return "?"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,388 @@
+package config
+
+import (
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Config is the whole configuration of the service, read from the
+// environment. Field tags carry the variable name, its default and a
+// description; the same tags produce --help and docs/configuration.md.
+//
+// Secret fields are tagged secret:"true" and never printed: use Redacted
+// for logs.
+type Config struct {
+	// Provider and client.
+	Provider         string        `envconfig:"OIDC_PROVIDER" desc:"Issuer URL of the OpenID Connect provider; discovery is read from <issuer>/.well-known/openid-configuration. Required."`
+	AuthURL          string        `envconfig:"OIDC_AUTH_URL" desc:"Overrides the provider's authorization endpoint as the browser sees it. May be relative (Kubeflow: /dex/auth), then it is resolved by the browser against the request's host."`
+	ClientID         string        `envconfig:"CLIENT_ID" desc:"OAuth client id registered at the provider. Required."`
+	ClientSecret     string        `envconfig:"CLIENT_SECRET" secret:"true" desc:"OAuth client secret. Required unless CLIENT_SECRET_FILE is set."`
+	ClientSecretFile string        `envconfig:"CLIENT_SECRET_FILE" desc:"File holding the client secret (a mounted Kubernetes Secret); trailing newline is ignored."`
+	RedirectURL      string        `envconfig:"REDIRECT_URL" desc:"Callback URL sent to the provider, exactly as configured (may be relative, as Kubeflow's Dex client expects). Default <AUTHSERVICE_URL_PREFIX>oidc/callback."`
+	Scopes           string        `envconfig:"OIDC_SCOPES" default:"openid,email" desc:"Scopes to request, comma- or space-separated; openid is always added."`
+	CABundle         string        `envconfig:"CA_BUNDLE" desc:"PEM file of CA certificates trusted for calls to the provider, added to the system pool."`
+	ProviderTimeout  time.Duration `envconfig:"PROVIDER_TIMEOUT" default:"10s" desc:"Timeout of every outbound call to the provider (discovery, token, userinfo)."`
+
+	// URLs.
+	URLPrefix                   string `envconfig:"AUTHSERVICE_URL_PREFIX" default:"/authservice/" desc:"Path prefix of the service's own endpoints (callback, logout, pages)."`
+	SkipAuthURLs                string `envconfig:"SKIP_AUTH_URLS" desc:"Comma-separated path prefixes let through without authentication (identity headers are stripped). Kubeflow: /dex. A prefix without a trailing slash matches that path and its sub-paths only."`
+	SkipAuthURI                 string `envconfig:"SKIP_AUTH_URI" desc:"Deprecated space-separated form of SKIP_AUTH_URLS (Kubeflow ≤1.6); both are merged."`
+	APIPathPrefixes             string `envconfig:"API_PATH_PREFIXES" default:"/api/,/apis/,/ml_metadata" desc:"Comma-separated path prefixes treated as API routes: without a session they get 401 instead of a login redirect."`
+	AfterLoginURL               string `envconfig:"AFTER_LOGIN_URL" desc:"If set, after login the browser goes here with ?next=<original URL> instead of straight to the original URL."`
+	AfterLogoutURL              string `envconfig:"AFTER_LOGOUT_URL" desc:"Where the browser goes after logout. Default <AUTHSERVICE_URL_PREFIX>site/after_logout (the service's own page on WEB_SERVER_PORT)."`
+	HomepageURL                 string `envconfig:"HOMEPAGE_URL" desc:"Link target of the pages' home button. Default <AUTHSERVICE_URL_PREFIX>site/homepage."`
+	AllowedRedirectHosts        string `envconfig:"ALLOWED_REDIRECT_HOSTS" desc:"Comma-separated hosts (a leading *. matches sub-domains) a login may return to besides the callback request's own host."`
+	AllowUnauthenticatedOptions bool   `envconfig:"ALLOW_UNAUTHENTICATED_OPTIONS" default:"false" desc:"Let OPTIONS requests (CORS pre-flights) through without a session, identity headers stripped."`
+
+	// Identity.
+	UserIDHeader       string `envconfig:"USERID_HEADER" default:"kubeflow-userid" desc:"Header that carries the user id upstream."`
+	UserIDPrefix       string `envconfig:"USERID_PREFIX" desc:"Prefix put before the user id in USERID_HEADER."`
+	UserIDClaim        string `envconfig:"USERID_CLAIM" default:"email" desc:"Claim (ID token merged with userinfo) that holds the user id."`
+	UserIDTransformers string `envconfig:"USERID_TRANSFORMERS" desc:"JSON list [{\"matches\": regex, \"replaces\": replacement}] applied to the user id; the first matching rule applies."`
+	GroupsHeader       string `envconfig:"GROUPS_HEADER" default:"kubeflow-groups" desc:"Header that carries the comma-joined groups upstream (always set, possibly empty)."`
+	GroupsClaim        string `envconfig:"GROUPS_CLAIM" default:"groups" desc:"Claim that holds the user's groups (a list of strings)."`
+	GroupsAllowlist    string `envconfig:"GROUPS_ALLOWLIST" default:"*" desc:"Comma-separated groups allowed in; * allows every authenticated user."`
+
+	// Servers.
+	Hostname      string `envconfig:"SERVER_HOSTNAME" desc:"Address the servers listen on (empty: all interfaces)."`
+	Port          int    `envconfig:"SERVER_PORT" default:"8080" desc:"Port of the ext_authz check server."`
+	ReadinessPort int    `envconfig:"READINESS_PROBE_PORT" default:"8081" desc:"Port of /healthz (alive) and /readyz (ready once provider discovery succeeded; every other path answers as /readyz)."`
+	WebServerPort int    `envconfig:"WEB_SERVER_PORT" default:"8082" desc:"Port of the web pages (after-logout, homepage, themes)."`
+	LogLevel      string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error. At debug every decision is logged."`
+
+	// Sessions.
+	SessionKeys       string        `envconfig:"SESSION_KEYS" secret:"true" desc:"Comma-separated secrets (each ≥ 32 bytes, raw or base64). The first seals new cookies, all open existing ones. Unset: random keys, sessions lost on restart and not shared by replicas."`
+	SessionKeysFile   string        `envconfig:"SESSION_KEYS_FILE" desc:"File holding SESSION_KEYS (comma- or newline-separated)."`
+	SessionMaxAge     int           `envconfig:"SESSION_MAX_AGE" default:"86400" desc:"Absolute session lifetime in seconds."`
+	SessionSameSite   string        `envconfig:"SESSION_SAME_SITE" default:"Lax" desc:"SameSite attribute of the session cookie: Lax, Strict or None."`
+	SessionCookieName string        `envconfig:"SESSION_COOKIE_NAME" default:"authservice_session" desc:"Name of the session cookie."`
+	SessionHTTPOnly   bool          `envconfig:"SESSION_HTTP_ONLY" default:"true" desc:"HttpOnly on the session cookie. Set false only for Kubeflow dashboards before v1.10, whose JavaScript reads the cookie to log out."`
+	SessionSecure     string        `envconfig:"SESSION_COOKIE_SECURE" default:"auto" desc:"Secure attribute: auto (when X-Forwarded-Proto is https or REDIRECT_URL is https), true or false."`
+	SessionDomain     string        `envconfig:"SESSION_DOMAIN" desc:"Domain attribute of the cookies (empty: host-only)."`
+	LoginStateTTL     time.Duration `envconfig:"LOGIN_STATE_TTL" default:"10m" desc:"How long a started login may take (≤ 15m)."`
+	MaxPendingLogins  int           `envconfig:"MAX_PENDING_LOGINS" default:"5" desc:"Pending-login cookies kept per browser; the oldest is dropped beyond this."`
+}
+
+// obsolete lists variables of the predecessor that no longer mean anything:
+// sessions live in cookies, so there is no store to configure.
+var obsolete = []string{
+	"SESSION_STORE_PATH", "STORE_PATH", "OIDC_STATE_STORE_PATH", "SESSION_STORE_TYPE",
+	"OIDC_STATE_STORE_TYPE", "SESSION_STORE_REDIS_ADDR", "OIDC_STATE_STORE_REDIS_ADDR",
+}
+
+// Settings is the validated, parsed form of Config that the rest of the
+// service uses.
+type Settings struct {
+	Config
+
+	ProviderURL     *url.URL
+	Scopes          []string
+	RedirectPath    string // path of REDIRECT_URL, where the callback arrives
+	LogoutPath      string
+	SitePrefix      string // <prefix>site/, the web pages
+	SkipPrefixes    []string
+	APIPrefixes     []string
+	AllowedHosts    []string
+	GroupsAllowAll  bool
+	GroupsAllowlist []string
+	Transformers    []Transformer
+	SameSite        http.SameSite
+	Keys            []Key
+	GeneratedKeys   bool     // SESSION_KEYS unset: random keys
+	Obsolete        []string // obsolete variables that were set
+	LogLevel        string
+}
+
+// Transformer rewrites a user id, as USERID_TRANSFORMERS describes.
+type Transformer struct {
+	Matches  *regexp.Regexp
+	Replaces string
+}
+
+// Key is one session secret expanded into the two keys securecookie needs.
+type Key struct {
+	Hash  []byte // HMAC-SHA256 key
+	Block []byte // AES-256 key
+}
+
+// ErrInvalid wraps every validation problem.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Load reads the configuration from the environment and validates it. The
+// error lists every problem found, each naming its variable.
+func Load() (*Settings, error) {
+	var c Config
+	if err := envconfig.Process("", &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	s := &Settings{Config: c}
+	for _, name := range obsolete {
+		if _, ok := os.LookupEnv(name); ok {
+			s.Obsolete = append(s.Obsolete, name)
+		}
+	}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Settings) validate() error {
+	var errs []error
+	bad := func(env, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalid, env, fmt.Sprintf(format, a...)))
+	}
+
+	if s.Provider == "" {
+		bad("OIDC_PROVIDER", "required")
+	} else if u, err := url.Parse(s.Provider); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("OIDC_PROVIDER", "must be an absolute http(s) URL")
+	} else {
+		s.ProviderURL = u
+	}
+	if s.ClientID == "" {
+		bad("CLIENT_ID", "required")
+	}
+	if s.ClientSecretFile != "" {
+		b, err := os.ReadFile(s.ClientSecretFile)
+		if err != nil {
+			bad("CLIENT_SECRET_FILE", "cannot read: %v", err)
+		} else {
+			s.ClientSecret = strings.TrimRight(string(b), "\r\n")
+		}
+	}
+	if s.ClientSecret == "" {
+		bad("CLIENT_SECRET", "required (or CLIENT_SECRET_FILE)")
+	}
+
+	if !strings.HasPrefix(s.URLPrefix, "/") {
+		bad("AUTHSERVICE_URL_PREFIX", "must start with /")
+	}
+	if !strings.HasSuffix(s.URLPrefix, "/") {
+		s.URLPrefix += "/"
+	}
+	if s.RedirectURL == "" {
+		s.RedirectURL = s.URLPrefix + "oidc/callback"
+	}
+	if u, err := url.Parse(s.RedirectURL); err != nil || u.Path == "" || !strings.HasPrefix(u.Path, "/") || (u.IsAbs() && u.Host == "") {
+		bad("REDIRECT_URL", "must be an absolute URL or an absolute path")
+	} else {
+		s.RedirectPath = u.Path
+	}
+	if s.AuthURL != "" {
+		if u, err := url.Parse(s.AuthURL); err != nil || (!u.IsAbs() && !strings.HasPrefix(u.Path, "/")) {
+			bad("OIDC_AUTH_URL", "must be an absolute URL or an absolute path")
+		}
+	}
+	s.LogoutPath = s.URLPrefix + "logout"
+	s.SitePrefix = s.URLPrefix + "site/"
+	if s.AfterLogoutURL == "" {
+		s.AfterLogoutURL = s.SitePrefix + "after_logout"
+	}
+	if s.HomepageURL == "" {
+		s.HomepageURL = s.SitePrefix + "homepage"
+	}
+
+	s.Scopes = splitList(s.Config.Scopes, ", ")
+	if !contains(s.Scopes, "openid") {
+		s.Scopes = append([]string{"openid"}, s.Scopes...)
+	}
+	s.SkipPrefixes = append(splitList(s.SkipAuthURLs, ","), splitList(s.SkipAuthURI, " ,")...)
+	for _, p := range s.SkipPrefixes {
+		if !strings.HasPrefix(p, "/") {
+			bad("SKIP_AUTH_URLS", "%q must start with /", p)
+		}
+	}
+	s.APIPrefixes = splitList(s.APIPathPrefixes, ",")
+	for _, p := range s.APIPrefixes {
+		if !strings.HasPrefix(p, "/") {
+			bad("API_PATH_PREFIXES", "%q must start with /", p)
+		}
+	}
+	for _, h := range splitList(s.AllowedRedirectHosts, ",") {
+		s.AllowedHosts = append(s.AllowedHosts, strings.ToLower(h))
+	}
+
+	for _, g := range splitList(s.Config.GroupsAllowlist, ",") {
+		if g == "*" {
+			s.GroupsAllowAll = true
+		}
+		s.GroupsAllowlist = append(s.GroupsAllowlist, g)
+	}
+	if len(s.GroupsAllowlist) == 0 {
+		bad("GROUPS_ALLOWLIST", "empty: nobody could log in (use * to allow everybody)")
+	}
+
+	if s.UserIDTransformers != "" {
+		var raw []struct {
+			Matches  string `json:"matches"`
+			Replaces string `json:"replaces"`
+		}
+		if err := json.Unmarshal([]byte(s.UserIDTransformers), &raw); err != nil {
+			bad("USERID_TRANSFORMERS", "not a JSON list of {matches, replaces}: %v", err)
+		}
+		for i, r := range raw {
+			re, err := regexp.Compile(r.Matches)
+			if err != nil {
+				bad("USERID_TRANSFORMERS", "rule %d: %v", i, err)
+				continue
+			}
+			s.Transformers = append(s.Transformers, Transformer{Matches: re, Replaces: r.Replaces})
+		}
+	}
+	if s.UserIDHeader == "" {
+		bad("USERID_HEADER", "must not be empty")
+	}
+	if s.GroupsHeader == "" {
+		bad("GROUPS_HEADER", "must not be empty")
+	}
+	if s.UserIDClaim == "" {
+		bad("USERID_CLAIM", "must not be empty")
+	}
+
+	for env, p := range map[string]int{"SERVER_PORT": s.Port, "READINESS_PROBE_PORT": s.ReadinessPort, "WEB_SERVER_PORT": s.WebServerPort} {
+		if p < 0 || p > 65535 {
+			bad(env, "%d is not a port", p)
+		}
+	}
+	switch strings.ToLower(s.Config.LogLevel) {
+	case "debug", "info", "warn", "warning", "error":
+		s.LogLevel = strings.ToLower(s.Config.LogLevel)
+	default:
+		bad("LOG_LEVEL", "%q: want debug, info, warn or error", s.Config.LogLevel)
+	}
+
+	if s.SessionMaxAge <= 0 {
+		bad("SESSION_MAX_AGE", "must be a positive number of seconds")
+	}
+	switch strings.ToLower(s.SessionSameSite) {
+	case "lax", "":
+		s.SameSite = http.SameSiteLaxMode
+	case "strict":
+		s.SameSite = http.SameSiteStrictMode
+	case "none":
+		s.SameSite = http.SameSiteNoneMode
+	default:
+		bad("SESSION_SAME_SITE", "%q: want Lax, Strict or None", s.SessionSameSite)
+	}
+	switch s.SessionSecure {
+	case "auto", "true", "false":
+	default:
+		bad("SESSION_COOKIE_SECURE", "%q: want auto, true or false", s.SessionSecure)
+	}
+	if s.SameSite == http.SameSiteNoneMode && s.SessionSecure == "false" {
+		bad("SESSION_SAME_SITE", "None requires Secure cookies (SESSION_COOKIE_SECURE must not be false)")
+	}
+	if !validCookieName(s.SessionCookieName) {
+		bad("SESSION_COOKIE_NAME", "%q is not a valid cookie name", s.SessionCookieName)
+	}
+	if s.LoginStateTTL <= 0 || s.LoginStateTTL > 15*time.Minute {
+		bad("LOGIN_STATE_TTL", "must be between 1s and 15m")
+	}
+	if s.MaxPendingLogins < 1 || s.MaxPendingLogins > 20 {
+		bad("MAX_PENDING_LOGINS", "must be between 1 and 20")
+	}
+	if s.ProviderTimeout <= 0 {
+		bad("PROVIDER_TIMEOUT", "must be positive")
+	}
+	if s.CABundle != "" {
+		if _, err := os.Stat(s.CABundle); err != nil {
+			bad("CA_BUNDLE", "cannot read: %v", err)
+		}
+	}
+
+	keys := s.SessionKeys
+	if s.SessionKeysFile != "" {
+		b, err := os.ReadFile(s.SessionKeysFile)
+		if err != nil {
+			bad("SESSION_KEYS_FILE", "cannot read: %v", err)
+		} else {
+			keys = strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", ",")
+		}
+	}
+	if keys == "" {
+		s.GeneratedKeys = true
+	} else {
+		for i, k := range splitList(keys, ",") {
+			secret, err := parseSecret(k)
+			if err != nil {
+				bad("SESSION_KEYS", "key %d: %v", i+1, err)
+				continue
+			}
+			s.Keys = append(s.Keys, DeriveKey(secret))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// parseSecret accepts a secret as base64 (standard or URL alphabet, padded
+// or not) when it decodes to at least 32 bytes, else as raw bytes.
+func parseSecret(k string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(k); err == nil && len(b) >= 32 {
+			return b, nil
+		}
+	}
+	if len(k) >= 32 {
+		return []byte(k), nil
+	}
+	return nil, fmt.Errorf("too short: need at least 32 bytes (raw) or base64 of at least 32 bytes")
+}
+
+// DeriveKey expands one secret into independent HMAC and AES keys with
+// HKDF-SHA256, so one secret per rotation step is all an operator manages.
+func DeriveKey(secret []byte) Key {
+	h, err := hkdf.Key(sha256.New, secret, nil, "oidc-authservice session hmac", 32)
+	if err != nil {
+		panic(err) // only for lengths > 255*32
+	}
+	b, err := hkdf.Key(sha256.New, secret, nil, "oidc-authservice session aes", 32)
+	if err != nil {
+		panic(err)
+	}
+	return Key{Hash: h, Block: b}
+}
+
+func splitList(s, seps string) []string {
+	f := strings.FieldsFunc(s, func(r rune) bool { return strings.ContainsRune(seps, r) })
+	out := f[:0]
+	for _, v := range f {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func validCookieName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for _, r := range n {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,125 @@
+// Package identity owns the mapping from a provider's claims to the identity
+// the service forwards: the user id (USERID_CLAIM, USERID_TRANSFORMERS) and
+// the groups (GROUPS_CLAIM), sanitized so that nothing a provider or a user
+// controls can smuggle a header line, a second group or a second user.
+package identity
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+)
+
+// Limits on what a provider may put into an identity.
+const (
+	MaxUserID    = 512
+	MaxGroupName = 512
+	MaxGroups    = 256
+)
+
+// Errors of FromClaims, for errors.Is. Each means the login cannot proceed.
+var (
+	ErrNoUserID  = errors.New("user id claim missing or empty")
+	ErrBadUserID = errors.New("user id claim unusable")
+	ErrBadGroups = errors.New("groups claim is not a list of strings")
+)
+
+// Identity is who a request is from, as forwarded upstream.
+type Identity struct {
+	User   string   // after transformers, without USERID_PREFIX
+	Groups []string // sanitized
+}
+
+// Mapper turns claims into an Identity.
+type Mapper struct {
+	UserClaim    string
+	GroupsClaim  string
+	Transformers []config.Transformer
+}
+
+// NewMapper builds a Mapper from the settings.
+func NewMapper(s *config.Settings) *Mapper {
+	return &Mapper{UserClaim: s.UserIDClaim, GroupsClaim: s.GroupsClaim, Transformers: s.Transformers}
+}
+
+// FromClaims maps claims to an Identity. dropped lists group names that were
+// left out because they could not be forwarded safely (commas, control
+// characters, oversize), for the log.
+func (m *Mapper) FromClaims(claims map[string]any) (id Identity, dropped []string, err error) {
+	raw, ok := claims[m.UserClaim]
+	if !ok || raw == nil {
+		return id, nil, fmt.Errorf("%w: %q", ErrNoUserID, m.UserClaim)
+	}
+	user, ok := raw.(string)
+	if !ok {
+		return id, nil, fmt.Errorf("%w: %q is a %T, not a string", ErrBadUserID, m.UserClaim, raw)
+	}
+	if user == "" {
+		return id, nil, fmt.Errorf("%w: %q", ErrNoUserID, m.UserClaim)
+	}
+	user = m.Transform(user)
+	if err := checkValue(user, MaxUserID); err != nil {
+		return id, nil, fmt.Errorf("%w: %v", ErrBadUserID, err)
+	}
+	id.User = user
+	id.Groups, dropped, err = groups(claims[m.GroupsClaim])
+	return id, dropped, err
+}
+
+// Transform applies the first USERID_TRANSFORMERS rule that matches.
+func (m *Mapper) Transform(user string) string {
+	for _, t := range m.Transformers {
+		if t.Matches.MatchString(user) {
+			return t.Matches.ReplaceAllString(user, t.Replaces)
+		}
+	}
+	return user
+}
+
+func groups(raw any) (out, dropped []string, err error) {
+	if raw == nil {
+		return nil, nil, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: got %T", ErrBadGroups, raw)
+	}
+	for _, v := range list {
+		g, ok := v.(string)
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: element of type %T", ErrBadGroups, v)
+		}
+		if checkValue(g, MaxGroupName) != nil || strings.ContainsRune(g, ',') || len(out) >= MaxGroups {
+			dropped = append(dropped, truncate(g, 64))
+			continue
+		}
+		out = append(out, g)
+	}
+	return out, dropped, nil
+}
+
+// checkValue refuses what cannot travel in a header value unchanged:
+// control characters (CR, LF, NUL, ...), invalid UTF-8 and oversize values.
+func checkValue(v string, limit int) error {
+	if v == "" {
+		return errors.New("empty")
+	}
+	if len(v) > limit {
+		return fmt.Errorf("longer than %d bytes", limit)
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f || r == '\uFFFD' {
+			return fmt.Errorf("contains a control character or invalid UTF-8")
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,61 @@
+package session
+
+import (
+	"net/http"
+	"strings"
+)
+
+// CookieValue finds one cookie in the request headers without parsing the
+// others, so the hot path does not allocate for unrelated cookies. When the
+// name appears more than once the first wins, as in net/http.
+func CookieValue(h http.Header, name string) (string, bool) {
+	for _, line := range h["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimLeft(part, " \t")
+			n, v, ok := strings.Cut(part, "=")
+			if !ok || strings.TrimRight(n, " \t") != name {
+				continue
+			}
+			v = strings.TrimSpace(v)
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// NamedValue is one cookie.
+type NamedValue struct{ Name, Value string }
+
+// CookiesWithPrefix lists the cookies whose name starts with prefix, at most
+// limit of them (the rest are ignored: a browser holding hundreds of them is
+// hostile or broken).
+func CookiesWithPrefix(h http.Header, prefix string, limit int) []NamedValue {
+	var out []NamedValue
+	for _, line := range h["Cookie"] {
+		for len(line) > 0 && len(out) < limit {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			n, v, ok := strings.Cut(part, "=")
+			if ok && strings.HasPrefix(n, prefix) {
+				out = append(out, NamedValue{n, strings.Trim(v, "\"")})
+			}
+		}
+	}
+	return out
+}
+
+// ReadSealed returns the sealed value stored under name, rejoined from its
+// chunks, or "" when there is none or the chunks do not fit together.
+func ReadSealed(h http.Header, name string) string {
+	first, ok := CookieValue(h, name)
+	if !ok {
+		return ""
+	}
+	return Join(first, func(i int) (string, bool) { return CookieValue(h, ChunkName(name, i)) })
+}

@@ -1,0 +1,108 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gorilla/securecookie"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+)
+
+// Session is what a logged-in browser carries, sealed. Field names are short
+// because every request carries them.
+type Session struct {
+	Subject string   `json:"sub"`
+	Issuer  string   `json:"iss,omitempty"`
+	User    string   `json:"u"`           // user id after USERID_TRANSFORMERS, without USERID_PREFIX
+	Groups  []string `json:"g,omitempty"` // groups after sanitizing
+	SID     string   `json:"sid,omitempty"`
+	Created int64    `json:"c"` // unix seconds
+	Expires int64    `json:"x"` // unix seconds; absolute bound (SESSION_MAX_AGE)
+
+	AccessToken  string `json:"at,omitempty"`
+	RefreshToken string `json:"rt,omitempty"`
+	IDToken      string `json:"it,omitempty"`
+	TokenExpiry  int64  `json:"tx,omitempty"` // access token expiry, unix seconds
+}
+
+// Errors of Open, for errors.Is. The service logs them as the reason of a
+// rejected cookie; the user only learns that a login is needed.
+var (
+	ErrMalformed = errors.New("session cookie malformed")
+	ErrForged    = errors.New("session cookie not sealed by any configured key")
+	ErrExpired   = errors.New("session expired")
+)
+
+// MaxValue is the longest sealed value accepted, all chunks together.
+// Anything longer is rejected before any cryptography runs.
+const MaxValue = maxChunks * chunkSize
+
+// Codec seals and opens sessions and login states.
+type Codec struct {
+	codecs []securecookie.Codec
+	now    func() time.Time
+}
+
+// NewCodec builds a codec from the derived keys; keys[0] seals. maxAge bounds
+// the sealed timestamp as a second line of defence behind Session.Expires.
+func NewCodec(keys []config.Key, maxAge time.Duration, now func() time.Time) *Codec {
+	c := &Codec{now: now}
+	for _, k := range keys {
+		sc := securecookie.New(k.Hash, k.Block)
+		sc.SetSerializer(securecookie.JSONEncoder{})
+		sc.MaxLength(0) // we bound lengths ourselves (MaxValue)
+		sc.MaxAge(int(maxAge/time.Second) + 300)
+		c.codecs = append(c.codecs, sc)
+	}
+	return c
+}
+
+// Seal encrypts and authenticates v under the cookie name.
+func (c *Codec) Seal(name string, v any) (string, error) {
+	s, err := securecookie.EncodeMulti(name, v, c.codecs[0])
+	if err != nil {
+		return "", fmt.Errorf("seal %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// Open reverses Seal with any configured key.
+func (c *Codec) Open(name, value string, dst any) error {
+	if value == "" || len(value) > MaxValue {
+		return ErrMalformed
+	}
+	if err := securecookie.DecodeMulti(name, value, dst, c.codecs...); err != nil {
+		var multi securecookie.MultiError
+		if errors.As(err, &multi) && !multi.IsDecode() {
+			return fmt.Errorf("%w: %v", ErrForged, err)
+		}
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return nil
+}
+
+// SealSession seals s under the session cookie name.
+func (c *Codec) SealSession(name string, s *Session) (string, error) {
+	return c.Seal(name, s)
+}
+
+// OpenSession opens and checks a sealed session: authentic, complete and not
+// expired by the codec's clock.
+func (c *Codec) OpenSession(name, value string) (*Session, error) {
+	s := new(Session)
+	if err := c.Open(name, value, s); err != nil {
+		return nil, err
+	}
+	if s.User == "" || s.Expires == 0 {
+		return nil, fmt.Errorf("%w: incomplete session", ErrMalformed)
+	}
+	if c.now().Unix() >= s.Expires {
+		return nil, ErrExpired
+	}
+	return s, nil
+}
+
+// Now is the codec's clock.
+func (c *Codec) Now() time.Time { return c.now() }

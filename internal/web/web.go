@@ -1,0 +1,55 @@
+// Package web owns the server on WEB_SERVER_PORT: the pages a browser is
+// sent to outside the login flow.
+//
+//	GET <prefix>site/after_logout   the after-logout page (default AFTER_LOGOUT_URL)
+//	GET <prefix>site/homepage       the home page (default HOMEPAGE_URL)
+//	GET /site/...                   the same, for gateways that strip the prefix
+//
+// Kubeflow routes <prefix> to this port; the check server lets <prefix>site/
+// through without a session so these pages are reachable when signed out.
+package web
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/pages"
+)
+
+// Handler serves the pages.
+type Handler struct {
+	cfg   *config.Settings
+	pages *pages.Pages
+}
+
+// New builds the web Handler.
+func New(cfg *config.Settings, p *pages.Pages) *Handler { return &Handler{cfg: cfg, pages: p} }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	page := strings.TrimPrefix(r.URL.Path, h.cfg.SitePrefix)
+	if page == r.URL.Path {
+		page = strings.TrimPrefix(r.URL.Path, "/site/")
+	}
+	switch page {
+	case "after_logout":
+		h.pages.Render(w, http.StatusOK, "after_logout", pages.Data{
+			Title:   "Signed out",
+			Message: "Your session has ended on this site.",
+			Link:    h.cfg.HomepageURL,
+		})
+	case "homepage":
+		h.pages.Render(w, http.StatusOK, "homepage", pages.Data{
+			Title:   "Home",
+			Message: "Sign in to continue.",
+			Link:    "/",
+		})
+	default:
+		h.pages.Render(w, http.StatusNotFound, "error", pages.Data{Title: "Not found", Message: "There is no such page.", Link: "/", LinkText: "Home"})
+	}
+}
