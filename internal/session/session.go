@@ -75,8 +75,12 @@ func (c *Codec) Open(name, value string, dst any) error {
 	}
 	if err := securecookie.DecodeMulti(name, value, dst, c.codecs...); err != nil {
 		var multi securecookie.MultiError
-		if errors.As(err, &multi) && !multi.IsDecode() {
-			return fmt.Errorf("%w: %v", ErrForged, err)
+		if errors.As(err, &multi) {
+			for _, e := range multi {
+				if e == securecookie.ErrMacInvalid {
+					return ErrForged
+				}
+			}
 		}
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}

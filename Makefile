@@ -1,0 +1,61 @@
+# oidc-authservice — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+# The same command the Dockerfile's build stage runs.
+BUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
+PKGS := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/oidc-authservice.
+	$(BUILD) -o bin/oidc-authservice ./cmd/oidc-authservice
+
+.PHONY: tools
+tools: bin/dex-runner ## Build the test peers: Dex runner, ext_authz proxy, demo upstream.
+	$(GO) build -o bin/extauthz-proxy ./test/extauthz/cmd/extauthz-proxy
+	$(GO) build -o bin/demo-upstream ./test/upstream/cmd/demo-upstream
+
+.PHONY: bin/dex-runner
+bin/dex-runner:
+	cd test/dex && $(GO) build -o ../../bin/dex-runner .
+
+.PHONY: run
+run: build tools ## Start Dex, the service, a demo upstream and an Envoy-faithful proxy; log in at http://127.0.0.1:8000/.
+	./deploy/local/run.sh
+
+.PHONY: test
+test: bin/dex-runner ## Run vet and the whole test suite (unit and integration against a real Dex).
+	$(GO) vet $(PKGS)
+	DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 15m $(PKGS)
+
+.PHONY: e2e
+e2e: bin/dex-runner ## Run the end-to-end scenarios (browser, GitLab-shaped provider, replicas, proxies).
+	DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e ./test/e2e/...
+
+.PHONY: bench
+bench: ## Run the benchmarks of the check path.
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+.PHONY: lint
+lint: ## gofmt and vet.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+
+.PHONY: docs
+docs: ## Regenerate docs/configuration.md from the configuration struct.
+	$(GO) run ./internal/config/gen > docs/configuration.md
+
+.PHONY: image
+image: ## Build the container image (needs a Docker engine).
+	docker build --build-arg VERSION=$(VERSION) -t oidc-authservice:$(VERSION) .
+
+.PHONY: clean
+clean: ## Remove build output.
+	rm -rf bin

@@ -1,0 +1,68 @@
+package identity
+
+import (
+	"errors"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+)
+
+func TestFromClaims(t *testing.T) {
+	m := &Mapper{UserClaim: "email", GroupsClaim: "groups", Transformers: []config.Transformer{
+		{Matches: regexp.MustCompile(`^(.*)@corp\.example$`), Replaces: "$1@example.com"},
+	}}
+	cases := []struct {
+		name    string
+		claims  map[string]any
+		user    string
+		groups  []string
+		dropped int
+		err     error
+	}{
+		{"plain", map[string]any{"email": "a@example.com", "groups": []any{"g1", "g2"}}, "a@example.com", []string{"g1", "g2"}, 0, nil},
+		{"no groups claim", map[string]any{"email": "a@example.com"}, "a@example.com", nil, 0, nil},
+		{"null groups", map[string]any{"email": "a@example.com", "groups": nil}, "a@example.com", nil, 0, nil},
+		{"transformed", map[string]any{"email": "bob@corp.example"}, "bob@example.com", nil, 0, nil},
+		{"missing user claim", map[string]any{"sub": "1"}, "", nil, 0, ErrNoUserID},
+		{"null user claim", map[string]any{"email": nil}, "", nil, 0, ErrNoUserID},
+		{"empty user claim", map[string]any{"email": ""}, "", nil, 0, ErrNoUserID},
+		{"numeric user claim", map[string]any{"email": 42.0}, "", nil, 0, ErrBadUserID},
+		{"list user claim", map[string]any{"email": []any{"a"}}, "", nil, 0, ErrBadUserID},
+		{"CRLF in user id", map[string]any{"email": "a@example.com\r\nkubeflow-userid: admin"}, "", nil, 0, ErrBadUserID},
+		{"very long user id", map[string]any{"email": strings.Repeat("a", 600)}, "", nil, 0, ErrBadUserID},
+		{"groups is a string", map[string]any{"email": "a@x", "groups": "admins"}, "", nil, 0, ErrBadGroups},
+		{"groups is an object", map[string]any{"email": "a@x", "groups": map[string]any{"a": 1}}, "", nil, 0, ErrBadGroups},
+		{"group not a string", map[string]any{"email": "a@x", "groups": []any{"a", 1.0}}, "", nil, 0, ErrBadGroups},
+		{"comma and CRLF in groups dropped", map[string]any{"email": "a@x", "groups": []any{"ok", "admins,root", "x\r\ny", ""}}, "a@x", []string{"ok"}, 3, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			id, dropped, err := m.FromClaims(c.claims)
+			if c.err != nil {
+				if !errors.Is(err, c.err) {
+					t.Fatalf("err = %v, want %v", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id.User != c.user || strings.Join(id.Groups, "|") != strings.Join(c.groups, "|") || len(dropped) != c.dropped {
+				t.Fatalf("got %+v dropped %q", id, dropped)
+			}
+		})
+	}
+}
+
+func TestTooManyGroupsBounded(t *testing.T) {
+	var g []any
+	for i := 0; i < MaxGroups+10; i++ {
+		g = append(g, "g")
+	}
+	id, dropped, err := (&Mapper{UserClaim: "email", GroupsClaim: "groups"}).FromClaims(map[string]any{"email": "a@x", "groups": g})
+	if err != nil || len(id.Groups) != MaxGroups || len(dropped) != 10 {
+		t.Fatalf("%d groups, %d dropped, %v", len(id.Groups), len(dropped), err)
+	}
+}
