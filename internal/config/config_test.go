@@ -208,3 +208,13 @@ func TestUserIDTransformers(t *testing.T) {
 		t.Fatalf("transformers %+v", s.Transformers)
 	}
 }
+
+func TestConfigurationDocIsCurrent(t *testing.T) {
+	b, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != Document() {
+		t.Fatal("docs/configuration.md is out of date: run `make docs`")
+	}
+}

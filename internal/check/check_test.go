@@ -1,0 +1,348 @@
+package check
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/authz"
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/pages"
+	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+)
+
+// discoveryOnly serves a discovery document: enough for the service to
+// build authorization URLs; the code flow itself is tested against real
+// providers in test/integration.
+func discoveryOnly(t *testing.T) string {
+	t.Helper()
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/openid-configuration":
+			json.NewEncoder(w).Encode(map[string]any{
+				"issuer": srv.URL, "authorization_endpoint": srv.URL + "/auth", "token_endpoint": srv.URL + "/token",
+				"jwks_uri": srv.URL + "/keys", "id_token_signing_alg_values_supported": []string{"RS256"},
+			})
+		case "/keys":
+			w.Write([]byte(`{"keys":[]}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+type fixture struct {
+	h     *Handler
+	s     *config.Settings
+	codec *session.Codec
+	now   time.Time
+}
+
+func newFixture(t *testing.T, env map[string]string) *fixture {
+	t.Helper()
+	issuer := discoveryOnly(t)
+	base := map[string]string{
+		"OIDC_PROVIDER": issuer, "CLIENT_ID": "kubeflow-oidc-authservice", "CLIENT_SECRET": "secret",
+		"SKIP_AUTH_URLS": "/dex", "OIDC_AUTH_URL": "/dex/auth", "SESSION_KEYS": strings.Repeat("k", 32),
+	}
+	for k, v := range env {
+		base[k] = v
+	}
+	for _, f := range config.Fields() {
+		t.Setenv(f.Env, "") // restored after the test
+		os.Unsetenv(f.Env)
+	}
+	for k, v := range base {
+		t.Setenv(k, v)
+	}
+	s, err := config.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	clock := func() time.Time { return now }
+	p, err := provider.New(provider.Options{Issuer: s.Provider, AuthURL: s.AuthURL, ClientID: s.ClientID,
+		ClientSecret: s.ClientSecret, RedirectURL: s.RedirectURL, Scopes: s.Scopes, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Discover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pg, _ := pages.New("Kubeflow")
+	codec := session.NewCodec(s.Keys, time.Duration(s.SessionMaxAge)*time.Second, clock)
+	h := New(Deps{Settings: s, Logger: zap.NewNop(), Codec: codec, Provider: p, Mapper: identity.NewMapper(s),
+		Policy: authz.New(s), Pages: pg, Now: clock, Random: rand.Reader})
+	return &fixture{h: h, s: s, codec: codec, now: now}
+}
+
+func (f *fixture) cookie(t *testing.T, user string, groups []string, expires time.Time) string {
+	t.Helper()
+	v, err := f.codec.SealSession("authservice_session", &session.Session{Subject: "s", User: user, Groups: groups,
+		Created: f.now.Unix(), Expires: expires.Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (f *fixture) do(method, target string, hdr map[string]string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, target, nil)
+	r.Host = "kubeflow.example.com"
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	return w
+}
+
+func TestDecisionTable(t *testing.T) {
+	f := newFixture(t, nil)
+	valid := f.cookie(t, "user@example.com", []string{"team-a", "team-b"}, f.now.Add(time.Hour))
+	expired := f.cookie(t, "user@example.com", nil, f.now.Add(-time.Second))
+	other, _ := session.NewCodec([]config.Key{config.DeriveKey([]byte(strings.Repeat("z", 32)))}, time.Hour, time.Now).
+		SealSession("authservice_session", &session.Session{User: "admin@example.com", Expires: f.now.Add(time.Hour).Unix()})
+
+	cases := []struct {
+		name     string
+		method   string
+		target   string
+		hdr      map[string]string
+		status   int
+		user     string // expected kubeflow-userid on 200
+		location string // prefix of Location on 302
+		removes  bool   // x-envoy-auth-headers-to-remove names the identity headers
+	}{
+		{"skip path", "GET", "/dex/auth?x=1", nil, 200, "", "", true},
+		{"skip path exact", "GET", "/dex", nil, 200, "", "", true},
+		{"skip prefix is segment-aware", "GET", "/dexterity", nil, 302, "", "/dex/auth?", false},
+		{"skip path traversal not skipped", "GET", "/dex/../api/x", map[string]string{"Accept": "application/json"}, 401, "", "", false},
+		{"own pages skipped", "GET", "/authservice/site/after_logout", nil, 200, "", "", true},
+		{"valid cookie", "GET", "/notebook/ns/x?y=1", map[string]string{"Cookie": "a=b; authservice_session=" + valid}, 200, "user@example.com", "", false},
+		{"valid cookie as bearer", "POST", "/pipeline/apis/v1/runs", map[string]string{"Authorization": "Bearer " + valid}, 200, "user@example.com", "", false},
+		{"expired cookie, navigation", "GET", "/", map[string]string{"Cookie": "authservice_session=" + expired}, 302, "", "/dex/auth?", false},
+		{"foreign key cookie, XHR", "GET", "/x", map[string]string{"Cookie": "authservice_session=" + other, "X-Requested-With": "XMLHttpRequest"}, 401, "", "", false},
+		{"no session, navigation", "GET", "/jupyter/", nil, 302, "", "/dex/auth?", false},
+		{"no session, HEAD", "HEAD", "/", nil, 302, "", "/dex/auth?", false},
+		{"no session, XHR", "GET", "/x", map[string]string{"X-Requested-With": "XMLHttpRequest"}, 401, "", "", false},
+		{"no session, fetch", "GET", "/x", map[string]string{"Sec-Fetch-Mode": "cors"}, 401, "", "", false},
+		{"no session, JSON accept", "GET", "/x", map[string]string{"Accept": "application/json"}, 401, "", "", false},
+		{"no session, browser accept", "GET", "/x", map[string]string{"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}, 302, "", "/dex/auth?", false},
+		{"no session, API path", "GET", "/api/workgroup/env-info", nil, 401, "", "", false},
+		{"no session, apis path", "GET", "/apis/v1beta1/x", nil, 401, "", "", false},
+		{"no session, POST", "POST", "/x", nil, 401, "", "", false},
+		{"no session, OPTIONS", "OPTIONS", "/x", nil, 401, "", "", false},
+		{"garbage bearer", "GET", "/x", map[string]string{"Authorization": "Bearer not-a-session", "Accept": "application/json"}, 401, "", "", false},
+		{"logout GET without session", "GET", "/authservice/logout", nil, 302, "", "/authservice/site/after_logout", false},
+		{"logout POST without session", "POST", "/authservice/logout", nil, 401, "", "", false},
+		{"logout PUT", "PUT", "/authservice/logout", nil, 405, "", "", false},
+		{"callback without state", "GET", "/authservice/oidc/callback?code=x", nil, 400, "", "", false},
+		{"callback POST", "POST", "/authservice/oidc/callback", nil, 405, "", "", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := f.do(c.method, c.target, c.hdr)
+			if w.Code != c.status {
+				t.Fatalf("status %d, want %d; body %s", w.Code, c.status, w.Body)
+			}
+			if got := w.Header().Get("Kubeflow-Userid"); got != c.user {
+				t.Errorf("kubeflow-userid %q, want %q", got, c.user)
+			}
+			if c.status == 200 && c.user != "" {
+				if _, ok := w.Header()["Kubeflow-Groups"]; !ok {
+					t.Error("kubeflow-groups not set")
+				}
+			}
+			if loc := w.Header().Get("Location"); !strings.HasPrefix(loc, c.location) || (c.location == "" && loc != "") {
+				t.Errorf("Location %q, want prefix %q", loc, c.location)
+			}
+			rm := w.Header().Get("X-Envoy-Auth-Headers-To-Remove")
+			if c.removes != (rm == "kubeflow-userid,kubeflow-groups") {
+				t.Errorf("headers-to-remove %q", rm)
+			}
+			if c.status == 401 && w.Header().Get("Www-Authenticate") == "" {
+				t.Error("401 without WWW-Authenticate")
+			}
+			if c.status >= 500 {
+				t.Error("5xx")
+			}
+		})
+	}
+}
+
+func TestAllowAnswerHeaders(t *testing.T) {
+	f := newFixture(t, map[string]string{"USERID_PREFIX": "accounts.google.com:"})
+	w := f.do("GET", "/", map[string]string{"Cookie": "authservice_session=" + f.cookie(t, "u@x", []string{"a", "b"}, f.now.Add(time.Hour))})
+	if w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "accounts.google.com:u@x" || w.Header().Get("Kubeflow-Groups") != "a,b" {
+		t.Fatalf("%d %v", w.Code, w.Header())
+	}
+	w = f.do("GET", "/", map[string]string{"Cookie": "authservice_session=" + f.cookie(t, "u@x", nil, f.now.Add(time.Hour))})
+	if v, ok := w.Header()["Kubeflow-Groups"]; !ok || v[0] != "" {
+		t.Fatalf("empty groups must still be set: %v", w.Header())
+	}
+}
+
+func TestGroupsAllowlist(t *testing.T) {
+	f := newFixture(t, map[string]string{"GROUPS_ALLOWLIST": "admins,ml"})
+	in := f.cookie(t, "in@x", []string{"ml"}, f.now.Add(time.Hour))
+	out := f.cookie(t, "out@x", []string{"sales"}, f.now.Add(time.Hour))
+	if w := f.do("GET", "/", map[string]string{"Cookie": "authservice_session=" + in}); w.Code != 200 {
+		t.Fatalf("member: %d", w.Code)
+	}
+	w := f.do("GET", "/", map[string]string{"Cookie": "authservice_session=" + out})
+	if w.Code != 403 || !strings.Contains(w.Body.String(), "out@x") || !strings.Contains(w.Body.String(), "GROUPS_ALLOWLIST") {
+		t.Fatalf("non-member: %d %s", w.Code, w.Body)
+	}
+	if w.Header().Get("Content-Security-Policy") == "" || w.Header().Get("X-Frame-Options") != "DENY" {
+		t.Fatal("403 page without CSP/frame protection")
+	}
+	w = f.do("GET", "/x", map[string]string{"Cookie": "authservice_session=" + out, "Accept": "application/json"})
+	if w.Code != 403 || !strings.Contains(w.Body.String(), `"user":"out@x"`) {
+		t.Fatalf("non-member JSON: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestLoginRedirect(t *testing.T) {
+	f := newFixture(t, map[string]string{"OIDC_SCOPES": "profile email groups"})
+	w := f.do("GET", "/notebook/ns/x/?a=1&b=%2F", nil)
+	if w.Code != 302 {
+		t.Fatalf("%d", w.Code)
+	}
+	u, err := url.Parse(w.Header().Get("Location"))
+	if err != nil || u.Path != "/dex/auth" || u.Host != "" {
+		t.Fatalf("Location %q", w.Header().Get("Location"))
+	}
+	q := u.Query()
+	for k, want := range map[string]string{"client_id": "kubeflow-oidc-authservice", "redirect_uri": "/authservice/oidc/callback",
+		"response_type": "code", "scope": "openid profile email groups", "code_challenge_method": "S256"} {
+		if q.Get(k) != want {
+			t.Errorf("%s = %q, want %q", k, q.Get(k), want)
+		}
+	}
+	if !session.ValidState(q.Get("state")) || q.Get("nonce") == "" || len(q.Get("code_challenge")) != 43 {
+		t.Fatalf("state/nonce/challenge: %v", q)
+	}
+	// The state cookie is named after the state and holds the original URL.
+	var stateCookie *http.Cookie
+	for _, c := range w.Result().Cookies() {
+		if c.Name == "authservice_state_"+q.Get("state") {
+			stateCookie = c
+		}
+	}
+	if stateCookie == nil || !stateCookie.HttpOnly || stateCookie.MaxAge != 600 || stateCookie.SameSite != http.SameSiteLaxMode {
+		t.Fatalf("state cookie %+v", stateCookie)
+	}
+	var ls session.LoginState
+	if err := f.codec.Open(stateCookie.Name, stateCookie.Value, &ls); err != nil {
+		t.Fatal(err)
+	}
+	if ls.URL != "http://kubeflow.example.com/notebook/ns/x/?a=1&b=%2F" || ls.Challenge() != q.Get("code_challenge") || ls.Nonce != q.Get("nonce") {
+		t.Fatalf("login state %+v", ls)
+	}
+	// A second navigation starts a second, independent login.
+	w2 := f.do("GET", "/other", nil)
+	if w2.Code != 302 || len(w2.Result().Cookies()) != 1 || w2.Result().Cookies()[0].Name == stateCookie.Name {
+		t.Fatal("second login did not get its own state cookie")
+	}
+}
+
+func TestPendingLoginsBounded(t *testing.T) {
+	f := newFixture(t, map[string]string{"MAX_PENDING_LOGINS": "3"})
+	jar := map[string]string{}
+	for i := 0; i < 10; i++ {
+		var parts []string
+		for n, v := range jar {
+			parts = append(parts, n+"="+v)
+		}
+		f.now = f.now.Add(time.Second)
+		w := f.do("GET", "/", map[string]string{"Cookie": strings.Join(parts, "; ")})
+		for _, c := range w.Result().Cookies() {
+			if c.MaxAge < 0 {
+				delete(jar, c.Name)
+			} else {
+				jar[c.Name] = c.Value
+			}
+		}
+		if len(jar) > 3 {
+			t.Fatalf("after %d logins the browser holds %d state cookies", i+1, len(jar))
+		}
+	}
+}
+
+func TestSecureCookies(t *testing.T) {
+	f := newFixture(t, nil)
+	w := f.do("GET", "/", map[string]string{"X-Forwarded-Proto": "https"})
+	if c := w.Result().Cookies(); len(c) != 1 || !c[0].Secure {
+		t.Fatalf("https request: %+v", c)
+	}
+	if c := f.do("GET", "/", nil).Result().Cookies(); len(c) != 1 || c[0].Secure {
+		t.Fatalf("http request: %+v", c)
+	}
+}
+
+func TestLogout(t *testing.T) {
+	f := newFixture(t, map[string]string{"AFTER_LOGOUT_URL": "/"})
+	v := f.cookie(t, "u@x", nil, f.now.Add(time.Hour))
+	w := f.do("POST", "/authservice/logout", map[string]string{"Authorization": "Bearer " + v})
+	if w.Code != 201 || strings.TrimSpace(w.Body.String()) != `{"afterLogoutURL":"/"}` {
+		t.Fatalf("POST logout: %d %s", w.Code, w.Body)
+	}
+	w = f.do("GET", "/authservice/logout", map[string]string{"Cookie": "authservice_session=" + v})
+	if w.Code != 302 || w.Header().Get("Location") != "/" {
+		t.Fatalf("GET logout: %d %v", w.Code, w.Header())
+	}
+	cleared := false
+	for _, c := range w.Result().Cookies() {
+		cleared = cleared || (c.Name == "authservice_session" && c.MaxAge < 0)
+	}
+	if !cleared {
+		t.Fatal("GET logout did not clear the cookie")
+	}
+}
+
+func TestSafeTarget(t *testing.T) {
+	f := newFixture(t, map[string]string{"ALLOWED_REDIRECT_HOSTS": "*.apps.example.com,other.example.com"})
+	r := httptest.NewRequest("GET", "/authservice/oidc/callback", nil)
+	r.Host = "kubeflow.example.com"
+	cases := map[string]string{
+		"http://kubeflow.example.com/a?b=c":                "/a?b=c",
+		"https://KUBEFLOW.example.com/":                    "/",
+		"https://other.example.com/x":                      "https://other.example.com/x",
+		"https://nb.apps.example.com/x":                    "https://nb.apps.example.com/x",
+		"https://apps.example.com.evil.com/x":              "/",
+		"https://evil.example/":                            "/",
+		"//evil.example/":                                  "/",
+		"/\\evil.example":                                  "/",
+		"https:evil.example":                               "/",
+		"https://user@evil.example/":                       "/",
+		"https://kubeflow.example.com@evil.example/":       "/",
+		"javascript:alert(1)":                              "/",
+		"HTTPS://evil.example/":                            "/",
+		"http://kubeflow.example.com//evil.example/":       "/",
+		"http://kubeflow.example.com/%2F%2Fevil.example":   "/",
+		"http://kubeflow.example.com/a\r\nSet-Cookie: x=y": "/",
+		"http://kubeflow.example.com/\tx":                  "/",
+		"http://xn--kubflow-5ya.example.com/":              "/",
+		"":                                                 "/",
+	}
+	for in, want := range cases {
+		if got := f.h.safeTarget(r, in); got != want {
+			t.Errorf("safeTarget(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
