@@ -19,6 +19,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
@@ -86,7 +87,8 @@ func newFixture(t *testing.T, env map[string]string) *fixture {
 	pg, _ := pages.New("Kubeflow")
 	codec := session.NewCodec(s.Keys, time.Duration(s.SessionMaxAge)*time.Second, clock)
 	h := New(Deps{Settings: s, Logger: zap.NewNop(), Codec: codec, Provider: p, Mapper: identity.NewMapper(s),
-		Policy: authz.New(s), Pages: pg, Now: clock, Random: rand.Reader})
+		Policy: authz.New(s), Pages: pg, Now: clock, Random: rand.Reader,
+		Revocations: revocation.New(time.Hour, nil, clock, zap.NewNop())})
 	return &fixture{h: h, s: s, codec: codec, now: now}
 }
 

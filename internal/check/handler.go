@@ -17,6 +17,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
@@ -29,8 +30,10 @@ type Deps struct {
 	Mapper   *identity.Mapper
 	Policy   *authz.Policy
 	Pages    *pages.Pages
-	Now      func() time.Time
-	Random   io.Reader
+	// Revocations lists sessions ended before their expiry.
+	Revocations *revocation.List
+	Now         func() time.Time
+	Random      io.Reader
 	// SessionCacheSize bounds the cache of verified session cookies.
 	SessionCacheSize int
 }
@@ -53,13 +56,6 @@ type Handler struct {
 	// usedStates remembers consumed login states so a replayed callback is
 	// refused even while its cookie is still around.
 	usedStates *cache.Cache[int64]
-}
-
-// principal is a verified session with its precomputed answer.
-type principal struct {
-	sess   *session.Session
-	user   []string // USERID_HEADER value
-	groups []string // GROUPS_HEADER value
 }
 
 // New builds the Handler.
@@ -99,8 +95,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	pr, reason := h.authenticate(r)
 	if pr != nil {
-		h.authorized(w, r, pr)
-		return
+		next, sealed, err := h.lifecycle(r, pr)
+		if err == nil {
+			if sealed != "" {
+				h.writeSession(w, r, sealed, int(next.sess.Expires-h.Now().Unix()))
+			}
+			h.authorized(w, r, next)
+			return
+		}
+		if err == errValidationPending {
+			h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(r))
+			return
+		}
+		reason = err
 	}
 	if r.Method == http.MethodOptions && h.cfg.AllowUnauthenticatedOptions {
 		h.allowAnonymous(w, r, "unauthenticated OPTIONS allowed")
@@ -159,11 +166,7 @@ func (h *Handler) open(value string) (*principal, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr := &principal{
-		sess:   s,
-		user:   []string{h.cfg.UserIDPrefix + s.User},
-		groups: []string{strings.Join(s.Groups, ",")},
-	}
+	pr := h.newPrincipal(value, s, max(s.Created, s.Renewed))
 	h.verified.Put(k, pr)
 	return pr, nil
 }
@@ -198,6 +201,9 @@ func (h *Handler) skipped(p string) bool {
 		clean += "/"
 	}
 	if underPrefix(clean, h.cfg.SitePrefix) && underPrefix(p, h.cfg.SitePrefix) {
+		return true
+	}
+	if p == h.cfg.BackchannelPath {
 		return true
 	}
 	for _, pre := range h.cfg.SkipPrefixes {
@@ -256,6 +262,8 @@ func acceptsHTML(accept string) bool {
 	return false
 }
 
+func joinGroups(g []string) string { return strings.Join(g, ",") }
+
 func bearer(h http.Header) (string, bool) {
 	a := h.Get("Authorization")
 	if len(a) < 7 || !strings.EqualFold(a[:7], "bearer ") {
@@ -301,6 +309,10 @@ func reasonText(err error) string {
 		return "expired"
 	case errors.Is(err, session.ErrForged):
 		return "not sealed by a configured key"
+	case errors.Is(err, session.ErrMalformed):
+		return "malformed"
+	case err == errRevoked, err == errIdle, err == errRefreshRejected, err == errValidationRejected:
+		return err.Error()
 	default:
 		return "malformed"
 	}

@@ -3,7 +3,9 @@ package check
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
@@ -193,7 +195,12 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	s := h.newSession(login, id)
+	s, err := h.newSession(login, id)
+	if err != nil {
+		h.log.Error("no randomness for a session id", zap.Error(err))
+		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
+		return
+	}
 	sealedSession, err := h.Codec.SealSession(h.cfg.SessionCookieName, s)
 	if err == nil && !h.writeSession(w, r, sealedSession, h.cfg.SessionMaxAge) {
 		// Too large for the cookies: keep identity and refresh, drop the rest.
@@ -219,15 +226,22 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusFound)
 }
 
-func (h *Handler) newSession(l *provider.Login, id identity.Identity) *session.Session {
+func (h *Handler) newSession(l *provider.Login, id identity.Identity) (*session.Session, error) {
+	var rnd [16]byte
+	if _, err := io.ReadFull(h.Random, rnd[:]); err != nil {
+		return nil, err
+	}
 	now := h.Now()
 	s := &session.Session{
+		ID:           base64.RawURLEncoding.EncodeToString(rnd[:]),
 		Subject:      l.IDToken.Subject,
 		Issuer:       l.IDToken.Issuer,
 		User:         id.User,
 		Groups:       id.Groups,
 		Created:      now.Unix(),
 		Expires:      now.Add(time.Duration(h.cfg.SessionMaxAge) * time.Second).Unix(),
+		Active:       now.Unix(),
+		Renewed:      now.Unix(),
 		AccessToken:  l.Token.AccessToken,
 		RefreshToken: l.Token.RefreshToken,
 		IDToken:      l.RawID,
@@ -238,7 +252,7 @@ func (h *Handler) newSession(l *provider.Login, id identity.Identity) *session.S
 	if sid, ok := l.Claims["sid"].(string); ok {
 		s.SID = sid
 	}
-	return s
+	return s, nil
 }
 
 func (h *Handler) loginError(w http.ResponseWriter, r *http.Request, original string, err error) {

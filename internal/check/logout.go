@@ -1,14 +1,25 @@
 package check
 
 import (
+	"context"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 )
 
 // logout ends the session. POST is the Kubeflow dashboard's contract before
 // v1.10 (Authorization: Bearer <session cookie value>, answer 201 with
 // JSON); GET is the contract since v1.10 (a navigation, answered 302).
+//
+// Ending a session: the cookie is cleared, the session id goes on the
+// revocation list (so a copy of the cookie stops working, on every replica
+// with Redis), the tokens are revoked at the provider when it has a
+// revocation endpoint, and the browser goes to the provider's end-session
+// endpoint when it has one, else to AFTER_LOGOUT_URL.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPost:
@@ -18,17 +29,25 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 			h.unauthenticated(w)
 			return
 		}
-		h.endSession(w, r, pr)
-		writeJSON(w, http.StatusCreated, map[string]string{"afterLogoutURL": h.cfg.AfterLogoutURL})
+		after, providerOK := h.endSession(w, r, pr)
+		body := map[string]string{"afterLogoutURL": after}
+		if !providerOK {
+			body["providerLogout"] = "failed"
+		}
+		writeJSON(w, http.StatusCreated, body)
 	case http.MethodGet, http.MethodHead:
+		after := h.cfg.AfterLogoutURL
 		if pr, _ := h.authenticate(r); pr != nil {
-			h.endSession(w, r, pr)
+			var providerOK bool
+			if after, providerOK = h.endSession(w, r, pr); !providerOK && after == h.cfg.AfterLogoutURL {
+				after += sep(after) + "provider_logout=failed"
+			}
 		} else {
 			h.clearSession(w, r)
 		}
 		hd := w.Header()
 		hd["Cache-Control"] = noStore
-		hd.Set("Location", h.cfg.AfterLogoutURL)
+		hd.Set("Location", after)
 		w.WriteHeader(http.StatusFound)
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST")
@@ -36,10 +55,55 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *Handler) endSession(w http.ResponseWriter, r *http.Request, pr *principal) {
+// endSession ends pr's session and returns where the browser goes next and
+// whether the provider could be told.
+func (h *Handler) endSession(w http.ResponseWriter, r *http.Request, pr *principal) (string, bool) {
+	if n := pr.successor.Load(); n != nil {
+		pr = n.pr
+	}
+	s := pr.sess
 	h.clearSession(w, r)
+	h.verified.Delete(pr.key)
 	if v, ok := bearer(r.Header); ok {
 		h.verified.Delete(cacheKey(v))
 	}
-	h.log.Info("logout", requestID(r), zap.String("user", pr.sess.User), zap.String("sub", pr.sess.Subject))
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ProviderTimeout)
+	defer cancel()
+	h.Revocations.Revoke(ctx, revocation.Session, s.ID)
+
+	providerOK := true
+	if h.cfg.RevokeOnLogout {
+		for _, t := range []struct{ token, hint string }{{s.RefreshToken, "refresh_token"}, {s.AccessToken, "access_token"}} {
+			if err := h.Provider.Revoke(ctx, t.token, t.hint); err != nil {
+				providerOK = false
+				h.log.Warn("logout: token revocation at the provider failed; local session ended anyway", requestID(r),
+					zap.String("user", s.User), zap.String("token", t.hint), zap.Error(err))
+			}
+		}
+	}
+	after := h.cfg.AfterLogoutURL
+	if h.cfg.ProviderLogout {
+		if u := h.Provider.EndSessionURL(s.IDToken, h.postLogoutURL(r)); u != "" {
+			after = u
+		}
+	}
+	h.log.Info("logout", requestID(r), zap.String("user", s.User), zap.String("sub", s.Subject), zap.Bool("provider_ok", providerOK))
+	return after, providerOK
+}
+
+// postLogoutURL is the post_logout_redirect_uri for the provider: the
+// configured one, or AFTER_LOGOUT_URL made absolute with the request's host.
+func (h *Handler) postLogoutURL(r *http.Request) string {
+	if h.cfg.PostLogoutRedirectURL != "" {
+		return h.cfg.PostLogoutRedirectURL
+	}
+	u, err := url.Parse(h.cfg.AfterLogoutURL)
+	if err != nil || u.IsAbs() || !strings.HasPrefix(u.Path, "/") {
+		return h.cfg.AfterLogoutURL
+	}
+	scheme := "http"
+	if h.secure(r) {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + h.cfg.AfterLogoutURL
 }

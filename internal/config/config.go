@@ -63,16 +63,40 @@ type Config struct {
 	LogLevel      string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error. At debug every decision is logged."`
 
 	// Sessions.
-	SessionKeys       string        `envconfig:"SESSION_KEYS" secret:"true" desc:"Comma-separated secrets (each ≥ 32 bytes, raw or base64). The first seals new cookies, all open existing ones. Unset: random keys, sessions lost on restart and not shared by replicas."`
-	SessionKeysFile   string        `envconfig:"SESSION_KEYS_FILE" desc:"File holding SESSION_KEYS (comma- or newline-separated)."`
-	SessionMaxAge     int           `envconfig:"SESSION_MAX_AGE" default:"86400" desc:"Absolute session lifetime in seconds."`
-	SessionSameSite   string        `envconfig:"SESSION_SAME_SITE" default:"Lax" desc:"SameSite attribute of the session cookie: Lax, Strict or None."`
-	SessionCookieName string        `envconfig:"SESSION_COOKIE_NAME" default:"authservice_session" desc:"Name of the session cookie."`
-	SessionHTTPOnly   bool          `envconfig:"SESSION_HTTP_ONLY" default:"true" desc:"HttpOnly on the session cookie. Set false only for Kubeflow dashboards before v1.10, whose JavaScript reads the cookie to log out."`
-	SessionSecure     string        `envconfig:"SESSION_COOKIE_SECURE" default:"auto" desc:"Secure attribute: auto (when X-Forwarded-Proto is https or REDIRECT_URL is https), true or false."`
-	SessionDomain     string        `envconfig:"SESSION_DOMAIN" desc:"Domain attribute of the cookies (empty: host-only)."`
-	LoginStateTTL     time.Duration `envconfig:"LOGIN_STATE_TTL" default:"10m" desc:"How long a started login may take (≤ 15m)."`
-	MaxPendingLogins  int           `envconfig:"MAX_PENDING_LOGINS" default:"5" desc:"Pending-login cookies kept per browser; the oldest is dropped beyond this."`
+	SessionKeys        string        `envconfig:"SESSION_KEYS" secret:"true" desc:"Comma-separated secrets (each ≥ 32 bytes, raw or base64). The first seals new cookies, all open existing ones. Unset: random keys, sessions lost on restart and not shared by replicas."`
+	SessionKeysFile    string        `envconfig:"SESSION_KEYS_FILE" desc:"File holding SESSION_KEYS (comma- or newline-separated)."`
+	SessionMaxAge      int           `envconfig:"SESSION_MAX_AGE" default:"86400" desc:"Absolute session lifetime in seconds."`
+	SessionSameSite    string        `envconfig:"SESSION_SAME_SITE" default:"Lax" desc:"SameSite attribute of the session cookie: Lax, Strict or None."`
+	SessionCookieName  string        `envconfig:"SESSION_COOKIE_NAME" default:"authservice_session" desc:"Name of the session cookie."`
+	SessionHTTPOnly    bool          `envconfig:"SESSION_HTTP_ONLY" default:"true" desc:"HttpOnly on the session cookie. Set false only for Kubeflow dashboards before v1.10, whose JavaScript reads the cookie to log out."`
+	SessionSecure      string        `envconfig:"SESSION_COOKIE_SECURE" default:"auto" desc:"Secure attribute: auto (when X-Forwarded-Proto is https or REDIRECT_URL is https), true or false."`
+	SessionDomain      string        `envconfig:"SESSION_DOMAIN" desc:"Domain attribute of the cookies (empty: host-only)."`
+	LoginStateTTL      time.Duration `envconfig:"LOGIN_STATE_TTL" default:"10m" desc:"How long a started login may take (≤ 15m)."`
+	MaxPendingLogins   int           `envconfig:"MAX_PENDING_LOGINS" default:"5" desc:"Pending-login cookies kept per browser; the oldest is dropped beyond this."`
+	SessionIdleTimeout time.Duration `envconfig:"SESSION_IDLE_TIMEOUT" default:"0s" desc:"End a session unused for this long (0: no idle limit). Needs set-cookie passed to the browser on allow."`
+
+	// Session lifetime at the provider.
+	RefreshBeforeExpiry time.Duration `envconfig:"REFRESH_BEFORE_EXPIRY" default:"60s" desc:"Refresh the provider's access token this long before it expires, when the session has a refresh token. The new cookie is returned with Set-Cookie on the allow answer."`
+	StrictValidation    bool          `envconfig:"STRICT_SESSION_VALIDATION" default:"false" desc:"Check each session's access token at the provider's userinfo endpoint (at most once per interval per replica); a token the provider refuses ends the session."`
+	StrictInterval      time.Duration `envconfig:"STRICT_SESSION_VALIDATION_INTERVAL" default:"60s" desc:"How often strict validation asks the provider about one session."`
+	StrictGrace         time.Duration `envconfig:"STRICT_SESSION_VALIDATION_GRACE" default:"5m" desc:"While the provider cannot be reached, sessions last validated less than this long ago keep working; older ones are refused until it answers again."`
+	CheckProviderBudget time.Duration `envconfig:"CHECK_PROVIDER_BUDGET" default:"3s" desc:"Longest a check waits for the provider (refresh, strict validation); after it, the session is kept or refused as if the provider were down."`
+
+	// Logout.
+	RevokeOnLogout        bool          `envconfig:"REVOKE_TOKENS_ON_LOGOUT" default:"true" desc:"On logout, revoke the refresh and access tokens at the provider's revocation_endpoint (RFC 7009), when it has one."`
+	ProviderLogout        bool          `envconfig:"PROVIDER_LOGOUT" default:"true" desc:"On logout, send the browser to the provider's end_session_endpoint (RP-initiated logout), when it has one."`
+	PostLogoutRedirectURL string        `envconfig:"POST_LOGOUT_REDIRECT_URL" desc:"post_logout_redirect_uri sent to the provider's end_session_endpoint (must be registered there). Default: AFTER_LOGOUT_URL made absolute with the request's host."`
+	ProviderSignOutURL    string        `envconfig:"PROVIDER_SIGN_OUT_URL" desc:"For providers without end_session_endpoint (GitLab: https://gitlab.example.com/users/sign_out): the after-logout page offers to sign out there too."`
+	ProviderSignOutMode   string        `envconfig:"PROVIDER_SIGN_OUT_MODE" default:"button" desc:"button (the after-logout page shows a button that POSTs to PROVIDER_SIGN_OUT_URL) or auto (the page submits it at once)."`
+	BackchannelMaxAge     time.Duration `envconfig:"BACKCHANNEL_LOGOUT_MAX_AGE" default:"5m" desc:"Oldest iat accepted in a back-channel logout token."`
+	RedisURL              string        `envconfig:"REDIS_URL" secret:"true" desc:"redis://[:password@]host:port/db of a Redis shared by the replicas for logout and back-channel logout; unset: each replica knows only its own."`
+	RedisKeyPrefix        string        `envconfig:"REDIS_KEY_PREFIX" default:"oidc-authservice" desc:"Prefix of the Redis keys and channel."`
+
+	// Pages.
+	ClientName   string `envconfig:"CLIENT_NAME" default:"Kubeflow" desc:"Name shown on the pages."`
+	Theme        string `envconfig:"THEME" default:"kubeflow" desc:"Theme of the pages: kubeflow (embedded) or the name of a folder under THEMES_URL."`
+	ThemesURL    string `envconfig:"THEMES_URL" desc:"Base URL of external themes: pages load <THEMES_URL>/<THEME>/styles.css."`
+	TemplatePath string `envconfig:"TEMPLATE_PATH" desc:"Folder with templates overriding the embedded ones (layout.html, error.html, after_logout.html, homepage.html). TEMPLATE_CONTEXT_<KEY>=value variables appear in them as .Context.<KEY>."`
 }
 
 // obsolete lists variables of the predecessor that no longer mean anything:
@@ -91,6 +115,7 @@ type Settings struct {
 	Scopes          []string
 	RedirectPath    string // path of REDIRECT_URL, where the callback arrives
 	LogoutPath      string
+	BackchannelPath string // <prefix>oidc/backchannel-logout, served on WEB_SERVER_PORT
 	SitePrefix      string // <prefix>site/, the web pages
 	SkipPrefixes    []string
 	APIPrefixes     []string
@@ -102,6 +127,7 @@ type Settings struct {
 	Keys            []Key
 	GeneratedKeys   bool     // SESSION_KEYS unset: random keys
 	Obsolete        []string // obsolete variables that were set
+	TemplateContext map[string]string
 	LogLevel        string
 }
 
@@ -188,6 +214,7 @@ func (s *Settings) validate() error {
 	}
 	s.LogoutPath = s.URLPrefix + "logout"
 	s.SitePrefix = s.URLPrefix + "site/"
+	s.BackchannelPath = s.URLPrefix + "oidc/backchannel-logout"
 	if s.AfterLogoutURL == "" {
 		s.AfterLogoutURL = s.SitePrefix + "after_logout"
 	}
@@ -300,6 +327,45 @@ func (s *Settings) validate() error {
 	if s.CABundle != "" {
 		if _, err := os.Stat(s.CABundle); err != nil {
 			bad("CA_BUNDLE", "cannot read: %v", err)
+		}
+	}
+
+	if s.SessionIdleTimeout < 0 {
+		bad("SESSION_IDLE_TIMEOUT", "must not be negative")
+	}
+	if s.StrictInterval <= 0 {
+		bad("STRICT_SESSION_VALIDATION_INTERVAL", "must be positive")
+	}
+	if s.StrictGrace < 0 {
+		bad("STRICT_SESSION_VALIDATION_GRACE", "must not be negative")
+	}
+	if s.CheckProviderBudget <= 0 {
+		bad("CHECK_PROVIDER_BUDGET", "must be positive")
+	}
+	switch s.ProviderSignOutMode {
+	case "button", "auto":
+	default:
+		bad("PROVIDER_SIGN_OUT_MODE", "%q: want button or auto", s.ProviderSignOutMode)
+	}
+	if s.ProviderSignOutURL != "" {
+		if u, err := url.Parse(s.ProviderSignOutURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("PROVIDER_SIGN_OUT_URL", "must be an absolute http(s) URL")
+		}
+	}
+	if s.ThemesURL != "" {
+		if u, err := url.Parse(s.ThemesURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("THEMES_URL", "must be an absolute http(s) URL")
+		}
+	}
+	if s.TemplatePath != "" {
+		if fi, err := os.Stat(s.TemplatePath); err != nil || !fi.IsDir() {
+			bad("TEMPLATE_PATH", "not a readable folder")
+		}
+	}
+	s.TemplateContext = map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "TEMPLATE_CONTEXT_") {
+			s.TemplateContext[strings.TrimPrefix(k, "TEMPLATE_CONTEXT_")] = v
 		}
 	}
 

@@ -26,6 +26,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 	"github.com/oidc-authservice/oidc-authservice/internal/web"
 )
@@ -53,26 +54,44 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	pg, err := pages.New("Kubeflow")
+	pg, err := pages.New(s.ClientName)
 	if err != nil {
 		return err
 	}
+	var store revocation.Store
+	if s.RedisURL != "" {
+		rs, err := revocation.NewRedisStore(s.RedisURL, s.RedisKeyPrefix)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		pingCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := rs.Ping(pingCtx); err != nil {
+			log.Warn("Redis not reachable at start; revocations stay local until it is", zap.Error(err))
+		}
+		cancel()
+		store = rs
+	} else {
+		log.Info("no REDIS_URL: logout and back-channel logout end sessions on this replica only; with several replicas set REDIS_URL")
+	}
+	revocations := revocation.New(time.Duration(s.SessionMaxAge)*time.Second, store, now, log)
 	checkHandler := check.New(check.Deps{
-		Settings: s,
-		Logger:   log,
-		Codec:    session.NewCodec(s.Keys, time.Duration(s.SessionMaxAge)*time.Second, now),
-		Provider: prov,
-		Mapper:   identity.NewMapper(s),
-		Policy:   authz.New(s),
-		Pages:    pg,
-		Now:      now,
-		Random:   rand.Reader,
+		Settings:    s,
+		Logger:      log,
+		Codec:       session.NewCodec(s.Keys, time.Duration(s.SessionMaxAge)*time.Second, now),
+		Provider:    prov,
+		Mapper:      identity.NewMapper(s),
+		Policy:      authz.New(s),
+		Pages:       pg,
+		Revocations: revocations,
+		Now:         now,
+		Random:      rand.Reader,
 	})
 
 	servers := []*http.Server{
 		newServer(s, s.Port, checkHandler, s.ProviderTimeout),
 		newServer(s, s.ReadinessPort, probe(prov), s.ProviderTimeout),
-		newServer(s, s.WebServerPort, web.New(s, pg), s.ProviderTimeout),
+		newServer(s, s.WebServerPort, web.New(s, pg, checkHandler.BackchannelLogout), s.ProviderTimeout),
 	}
 	listeners := make([]net.Listener, len(servers))
 	for i, srv := range servers {
@@ -92,6 +111,7 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	discoveryCtx, stopDiscovery := context.WithCancel(ctx)
 	defer stopDiscovery()
 	go prov.Run(discoveryCtx)
+	go revocations.Run(discoveryCtx, 30*time.Second)
 
 	errc := make(chan error, len(servers))
 	for i, srv := range servers {

@@ -13,13 +13,16 @@ import (
 // Session is what a logged-in browser carries, sealed. Field names are short
 // because every request carries them.
 type Session struct {
+	ID      string   `json:"id"` // random; names this browser session in the revocation list
 	Subject string   `json:"sub"`
 	Issuer  string   `json:"iss,omitempty"`
 	User    string   `json:"u"`           // user id after USERID_TRANSFORMERS, without USERID_PREFIX
 	Groups  []string `json:"g,omitempty"` // groups after sanitizing
 	SID     string   `json:"sid,omitempty"`
-	Created int64    `json:"c"` // unix seconds
-	Expires int64    `json:"x"` // unix seconds; absolute bound (SESSION_MAX_AGE)
+	Created int64    `json:"c"`           // unix seconds
+	Expires int64    `json:"x"`           // unix seconds; absolute bound (SESSION_MAX_AGE)
+	Active  int64    `json:"a,omitempty"` // unix seconds; last activity, for SESSION_IDLE_TIMEOUT
+	Renewed int64    `json:"r,omitempty"` // unix seconds; tokens obtained (login or refresh)
 
 	AccessToken  string `json:"at,omitempty"`
 	RefreshToken string `json:"rt,omitempty"`

@@ -4,6 +4,7 @@
 //	GET <prefix>site/after_logout   the after-logout page (default AFTER_LOGOUT_URL)
 //	GET <prefix>site/homepage       the home page (default HOMEPAGE_URL)
 //	GET /site/...                   the same, for gateways that strip the prefix
+//	POST <prefix>oidc/backchannel-logout  OpenID Connect back-channel logout
 //
 // Kubeflow routes <prefix> to this port; the check server lets <prefix>site/
 // through without a session so these pages are reachable when signed out.
@@ -19,14 +20,21 @@ import (
 
 // Handler serves the pages.
 type Handler struct {
-	cfg   *config.Settings
-	pages *pages.Pages
+	cfg         *config.Settings
+	pages       *pages.Pages
+	backchannel http.HandlerFunc
 }
 
-// New builds the web Handler.
-func New(cfg *config.Settings, p *pages.Pages) *Handler { return &Handler{cfg: cfg, pages: p} }
+// New builds the web Handler; backchannel serves back-channel logout.
+func New(cfg *config.Settings, p *pages.Pages, backchannel http.HandlerFunc) *Handler {
+	return &Handler{cfg: cfg, pages: p, backchannel: backchannel}
+}
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == h.cfg.BackchannelPath {
+		h.backchannel(w, r)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)

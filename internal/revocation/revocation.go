@@ -1,0 +1,229 @@
+// Package revocation owns the list of ended sessions. Sessions are sealed
+// cookies with no server state, so ending one before it expires — logout,
+// OpenID Connect back-channel logout, a token revoked at the provider —
+// means remembering it until it would have expired anyway.
+//
+// Entries name a session id (one browser session), a provider session id
+// (sid: every session of one provider login) or a subject (sub: every
+// session of a user created before the revocation). The list lives in
+// memory and is consulted on every check without any I/O. With Redis
+// (REDIS_URL) every replica publishes its revocations and subscribes to the
+// others', with a periodic full resync; Redis being down never fails a
+// check — each replica then knows only its own revocations.
+package revocation
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Kind names what an entry revokes.
+type Kind byte
+
+// Kinds of entries.
+const (
+	Session Kind = 'i' // the service's own session id
+	SID     Kind = 's' // the provider's session id
+	Subject Kind = 'u' // every session of the subject created before the revocation
+)
+
+// Store shares revocations between replicas.
+type Store interface {
+	Publish(ctx context.Context, k Kind, value string, at time.Time) error
+	// Load returns every entry younger than since.
+	Load(ctx context.Context, since time.Time) ([]Entry, error)
+	// Subscribe calls fn for entries published by any replica until ctx ends.
+	Subscribe(ctx context.Context, fn func(Entry)) error
+	// Remember records a one-time value (a logout token's jti) and reports
+	// whether it was new.
+	Remember(ctx context.Context, key string, ttl time.Duration) (bool, error)
+}
+
+// Entry is one revocation.
+type Entry struct {
+	Kind  Kind
+	Value string
+	At    int64 // unix seconds
+}
+
+// List is the in-memory revocation list. Safe for concurrent use.
+type List struct {
+	ttl   time.Duration
+	now   func() time.Time
+	log   *zap.Logger
+	store Store // nil: this replica only
+
+	n    atomic.Int64 // entries held; 0 lets Revoked skip the lock
+	mu   sync.RWMutex // guards the maps
+	maps map[Kind]map[string]int64
+
+	seenMu sync.Mutex // guards seen
+	seen   map[string]int64
+}
+
+// New returns a list that keeps entries for ttl (the longest a session can
+// live). store may be nil.
+func New(ttl time.Duration, store Store, now func() time.Time, log *zap.Logger) *List {
+	return &List{ttl: ttl, now: now, log: log.Named("revocation"), store: store,
+		maps: map[Kind]map[string]int64{Session: {}, SID: {}, Subject: {}}, seen: map[string]int64{}}
+}
+
+// Shared reports whether revocations reach other replicas.
+func (l *List) Shared() bool { return l.store != nil }
+
+// Revoked reports whether a session with this id, provider sid and subject,
+// created at created (unix seconds), has been ended.
+func (l *List) Revoked(id, sid, sub string, created int64) bool {
+	if l.n.Load() == 0 {
+		return false
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if _, ok := l.maps[Session][id]; ok && id != "" {
+		return true
+	}
+	if _, ok := l.maps[SID][sid]; ok && sid != "" {
+		return true
+	}
+	if at, ok := l.maps[Subject][sub]; ok && sub != "" && created <= at {
+		return true
+	}
+	return false
+}
+
+// Revoke ends sessions locally and, with a store, on every replica. A store
+// failure is logged and returned; the local entry stands regardless.
+func (l *List) Revoke(ctx context.Context, k Kind, value string) error {
+	if value == "" {
+		return nil
+	}
+	now := l.now()
+	l.add(Entry{Kind: k, Value: value, At: now.Unix()})
+	if l.store == nil {
+		return nil
+	}
+	if err := l.store.Publish(ctx, k, value, now); err != nil {
+		l.log.Warn("revocation not shared with other replicas: store unavailable", zap.Error(err))
+		return err
+	}
+	return nil
+}
+
+// FirstUse records a one-time value (a logout token's jti) for ttl and
+// reports whether it had not been seen before, here or (with a store) on
+// any replica.
+func (l *List) FirstUse(ctx context.Context, key string, ttl time.Duration) bool {
+	now := l.now().Unix()
+	l.seenMu.Lock()
+	for k, exp := range l.seen {
+		if exp < now {
+			delete(l.seen, k)
+		}
+	}
+	_, dup := l.seen[key]
+	if !dup {
+		l.seen[key] = now + int64(ttl/time.Second)
+	}
+	l.seenMu.Unlock()
+	if dup {
+		return false
+	}
+	if l.store != nil {
+		fresh, err := l.store.Remember(ctx, key, ttl)
+		if err != nil {
+			l.log.Warn("replay check limited to this replica: store unavailable", zap.Error(err))
+			return true
+		}
+		return fresh
+	}
+	return true
+}
+
+func (l *List) add(e Entry) {
+	if l.now().Unix()-e.At > int64(l.ttl/time.Second) {
+		return
+	}
+	l.mu.Lock()
+	m := l.maps[e.Kind]
+	if m == nil {
+		l.mu.Unlock()
+		return
+	}
+	if old, ok := m[e.Value]; !ok {
+		l.n.Add(1)
+		m[e.Value] = e.At
+	} else if e.At > old {
+		m[e.Value] = e.At
+	}
+	l.mu.Unlock()
+}
+
+// expire drops entries older than the longest session.
+func (l *List) expire() {
+	cut := l.now().Add(-l.ttl).Unix()
+	l.mu.Lock()
+	for _, m := range l.maps {
+		for v, at := range m {
+			if at < cut {
+				delete(m, v)
+				l.n.Add(-1)
+			}
+		}
+	}
+	l.mu.Unlock()
+}
+
+// Len is the number of entries held.
+func (l *List) Len() int { return int(l.n.Load()) }
+
+// Run expires entries and, with a store, keeps the list in step with the
+// other replicas (subscription plus a full resync every interval) until ctx
+// ends. A store outage is retried; checks never wait for it.
+func (l *List) Run(ctx context.Context, interval time.Duration) {
+	if l.store != nil {
+		go func() {
+			for ctx.Err() == nil {
+				if err := l.store.Subscribe(ctx, l.add); err != nil && ctx.Err() == nil {
+					l.log.Warn("revocation subscription lost; retrying", zap.Error(err))
+					select {
+					case <-ctx.Done():
+					case <-time.After(2 * time.Second):
+					}
+				}
+			}
+		}()
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		l.sync(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (l *List) sync(ctx context.Context) {
+	l.expire()
+	if l.store == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	entries, err := l.store.Load(ctx, l.now().Add(-l.ttl))
+	if err != nil {
+		if ctx.Err() == nil || err != context.Canceled {
+			l.log.Warn("revocation resync failed", zap.Error(err))
+		}
+		return
+	}
+	for _, e := range entries {
+		l.add(e)
+	}
+}
