@@ -242,11 +242,18 @@ func (h *Handler) newSession(l *provider.Login, id identity.Identity) (*session.
 		Expires:      now.Add(time.Duration(h.cfg.SessionMaxAge) * time.Second).Unix(),
 		Active:       now.Unix(),
 		Renewed:      now.Unix(),
-		AccessToken:  l.Token.AccessToken,
 		RefreshToken: l.Token.RefreshToken,
-		IDToken:      l.RawID,
 	}
-	if !l.Token.Expiry.IsZero() {
+	// Every request carries the cookie: keep a token only when a feature
+	// needs it, so sessions stay in one cookie (which the old dashboard's
+	// logout needs) and cheap to send.
+	if h.cfg.StrictValidation || (h.cfg.RevokeOnLogout && h.Provider.RevocationEndpoint() != "") {
+		s.AccessToken = l.Token.AccessToken
+	}
+	if h.cfg.ProviderLogout && h.Provider.EndSessionEndpoint() != "" {
+		s.IDToken = l.RawID
+	}
+	if s.RefreshToken != "" && !l.Token.Expiry.IsZero() {
 		s.TokenExpiry = l.Token.Expiry.Unix()
 	}
 	if sid, ok := l.Claims["sid"].(string); ok {

@@ -65,7 +65,7 @@ func run() error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	users := []storage.Password{}
 	add := func(email, pw, gs string) error {
-		hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		hash, err := bcrypt.GenerateFromPassword([]byte(pw), 10)
 		if err != nil {
 			return err
 		}

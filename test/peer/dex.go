@@ -1,0 +1,165 @@
+package peer
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// DexOptions configure a Dex runner (test/dex).
+type DexOptions struct {
+	ClientID, ClientSecret string
+	RedirectURIs           []string // default: the relative /authservice/oidc/callback, as Kubeflow's Dex
+	PostLogoutURIs         []string
+	BackchannelLogoutURI   string
+	User, Password, Groups string   // default user@example.com / 12341234
+	ExtraUsers             []string // email:password[:group;group]
+	IDTokenTTL             time.Duration
+	Port                   int // 0: a free port
+}
+
+// Dex is a running Dex.
+type Dex struct {
+	Issuer string
+	Port   int
+	Opts   DexOptions
+	cmd    *exec.Cmd
+	t      testing.TB
+}
+
+var (
+	dexBuild    sync.Once
+	dexBinary   string
+	dexBuildErr error
+)
+
+// DexBinary builds test/dex once per test process (or uses $DEX_RUNNER).
+func DexBinary() (string, error) {
+	dexBuild.Do(func() {
+		if p := os.Getenv("DEX_RUNNER"); p != "" {
+			if _, err := os.Stat(p); err == nil {
+				dexBinary = p
+				return
+			}
+		}
+		root := RepoRoot()
+		dexBinary = filepath.Join(root, "bin", "dex-runner")
+		cmd := exec.Command("go", "build", "-o", dexBinary, ".")
+		cmd.Dir = filepath.Join(root, "test", "dex")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			dexBuildErr = fmt.Errorf("building test/dex: %v: %s", err, out)
+		}
+	})
+	return dexBinary, dexBuildErr
+}
+
+// NewDex prepares a Dex (binary built, port chosen) without starting it.
+func NewDex(t testing.TB, o DexOptions) *Dex {
+	t.Helper()
+	if o.ClientID == "" {
+		o.ClientID = "kubeflow-oidc-authservice"
+	}
+	if o.ClientSecret == "" {
+		o.ClientSecret = "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok"
+	}
+	if o.User == "" {
+		o.User, o.Password = "user@example.com", "12341234"
+	}
+	if o.Port == 0 {
+		o.Port = FreePort(t)
+	}
+	_, err := DexBinary()
+	Require(t, "dex", err)
+	d := &Dex{Issuer: fmt.Sprintf("http://127.0.0.1:%d/dex", o.Port), Port: o.Port, Opts: o, t: t}
+	t.Cleanup(d.Stop)
+	return d
+}
+
+// StartDex starts a Dex and waits for its discovery document.
+func StartDex(t testing.TB, o DexOptions) *Dex {
+	d := NewDex(t, o)
+	d.Start()
+	return d
+}
+
+// Start runs the prepared Dex.
+func (d *Dex) Start() {
+	d.t.Helper()
+	o := d.Opts
+	args := []string{"-addr", "127.0.0.1:" + strconv.Itoa(d.Port), "-issuer", d.Issuer,
+		"-client-id", o.ClientID, "-client-secret", o.ClientSecret, "-user", o.User, "-password", o.Password}
+	if o.Groups != "" {
+		args = append(args, "-groups", o.Groups)
+	}
+	for _, u := range o.RedirectURIs {
+		args = append(args, "-redirect-uri", u)
+	}
+	for _, u := range o.PostLogoutURIs {
+		args = append(args, "-post-logout-redirect-uri", u)
+	}
+	if o.BackchannelLogoutURI != "" {
+		args = append(args, "-backchannel-logout-uri", o.BackchannelLogoutURI)
+	}
+	for _, u := range o.ExtraUsers {
+		args = append(args, "-extra-user", u)
+	}
+	if o.IDTokenTTL > 0 {
+		args = append(args, "-id-token-ttl", o.IDTokenTTL.String())
+	}
+	bin, _ := DexBinary()
+	cmd := exec.Command(bin, args...)
+	stdout, _ := cmd.StdoutPipe()
+	if testing.Verbose() {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		Require(d.t, "dex", err)
+	}
+	d.cmd = cmd
+	if err := waitLine(stdout, "dex-runner ready", 60*time.Second); err != nil {
+		d.Stop()
+		Require(d.t, "dex", err)
+	}
+	Require(d.t, "dex", WaitHTTP(d.Issuer+"/.well-known/openid-configuration", 30*time.Second))
+}
+
+// Stop ends the Dex process; safe to call twice.
+func (d *Dex) Stop() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+	}
+	d.cmd = nil
+}
+
+// DexLogin follows url (through a gateway or straight to Dex) to Dex's
+// login form and submits it. It returns the final response of c, whose
+// redirect policy decides where following stops.
+func DexLogin(c *http.Client, authURL, user, password string) (*http.Response, error) {
+	resp, err := c.Get(authURL)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(resp.Request.URL.Path, "/auth/") && !strings.Contains(resp.Request.URL.Path, "/login") {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: ended at %s (HTTP %d)", ErrNoForm, resp.Request.URL, resp.StatusCode)
+	}
+	return SubmitForm(c, resp, url.Values{"login": {user}, "password": {password}})
+}

@@ -1,0 +1,129 @@
+// Package peer starts the real programs the integration and end-to-end
+// tests talk to (Dex, the GitLab-shaped node-oidc-provider, ...), each on
+// 127.0.0.1 with a free port, stopped by the test's cleanup.
+//
+// A peer that cannot be started fails the test when CI is set and skips it
+// with an explicit message otherwise.
+package peer
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Require stops the test when a peer could not be started: a failure in CI,
+// a skip (with the reason) on a developer's machine.
+func Require(t testing.TB, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("peer %s could not be started (CI requires it; .ci/run installs it): %v", what, err)
+	}
+	t.Skipf("SKIPPED: peer %s could not be started here: %v", what, err)
+}
+
+// FreePort returns a port free on 127.0.0.1 at the time of the call.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// RepoRoot is the folder holding the main go.mod.
+func RepoRoot() string {
+	dir, _ := os.Getwd()
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "test", "dex", "go.mod")); err == nil {
+			return d
+		}
+	}
+	return dir
+}
+
+// WaitHTTP polls url until it answers 200 or the timeout passes.
+func WaitHTTP(url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	c := &http.Client{Timeout: time.Second}
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			last = fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+		} else {
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after %s: %v", timeout, last)
+}
+
+// waitLine reads r until a line starts with prefix.
+func waitLine(r io.Reader, prefix string, timeout time.Duration) error {
+	found := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), prefix) {
+				close(found)
+				io.Copy(io.Discard, r)
+				return
+			}
+		}
+	}()
+	select {
+	case <-found:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("no %q line after %s", prefix, timeout)
+	}
+}
+
+var formAction = regexp.MustCompile(`(?is)<form[^>]*method="post"[^>]*action="([^"]*)"|<form[^>]*action="([^"]*)"[^>]*method="post"`)
+
+// SubmitForm finds the first POST form in the page of resp, fills fields and
+// posts it with c, following redirects as c's policy says.
+func SubmitForm(c *http.Client, resp *http.Response, fields url.Values) (*http.Response, error) {
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	m := formAction.FindSubmatch(body)
+	if m == nil {
+		return nil, fmt.Errorf("no POST form at %s (HTTP %d): %.300s", resp.Request.URL, resp.StatusCode, body)
+	}
+	action := string(m[1])
+	if action == "" {
+		action = string(m[2])
+	}
+	action = strings.ReplaceAll(action, "&amp;", "&")
+	target, err := resp.Request.URL.Parse(action)
+	if err != nil {
+		return nil, err
+	}
+	return c.PostForm(target.String(), fields)
+}
+
+// ErrNoForm reports a page without the expected form.
+var ErrNoForm = errors.New("no login form")

@@ -1,0 +1,115 @@
+package peer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/server"
+	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
+)
+
+// Service is an oidc-authservice running in the test process.
+type Service struct {
+	CheckURL, ProbeURL, WebURL string
+	Settings                   *config.Settings
+	stop                       context.CancelFunc
+	done                       chan error
+}
+
+// StartService runs the service with env (on top of an empty environment
+// for every configuration variable) on free ports. It does not wait for
+// readiness: use WaitReady.
+func StartService(t testing.TB, env map[string]string) *Service {
+	t.Helper()
+	ports := [3]int{FreePort(t), FreePort(t), FreePort(t)}
+	saved := map[string]*string{}
+	for _, f := range config.Fields() {
+		if v, ok := os.LookupEnv(f.Env); ok {
+			saved[f.Env] = &v
+		} else {
+			saved[f.Env] = nil
+		}
+		os.Unsetenv(f.Env)
+	}
+	all := map[string]string{"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
+		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]), "LOG_LEVEL": "debug"}
+	for k, v := range env {
+		all[k] = v
+	}
+	for k, v := range all {
+		os.Setenv(k, v)
+	}
+	s, err := config.Load()
+	for k, v := range saved {
+		if v == nil {
+			os.Unsetenv(k)
+		} else {
+			os.Setenv(k, *v)
+		}
+	}
+	for k := range all {
+		if _, known := saved[k]; !known {
+			os.Unsetenv(k)
+		}
+	}
+	if err != nil {
+		t.Fatalf("configuration: %v", err)
+	}
+	var log *zap.Logger
+	if testing.Verbose() {
+		log = zaptest.NewLogger(t)
+	} else {
+		log = zap.NewNop()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	svc := &Service{
+		CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		ProbeURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		WebURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
+		Settings: s, stop: cancel, done: make(chan error, 1),
+	}
+	go func() { svc.done <- server.Run(ctx, s, log) }()
+	t.Cleanup(svc.Stop)
+	if err := WaitHTTP(svc.ProbeURL+"/healthz", 10*time.Second); err != nil {
+		t.Fatalf("service did not start: %v", err)
+	}
+	return svc
+}
+
+// WaitReady waits for /readyz.
+func (s *Service) WaitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	if err := WaitHTTP(s.ProbeURL+"/readyz", timeout); err != nil {
+		t.Fatalf("service not ready: %v", err)
+	}
+}
+
+// Stop shuts the service down gracefully; safe to call twice.
+func (s *Service) Stop() {
+	if s.stop == nil {
+		return
+	}
+	s.stop()
+	<-s.done
+	s.stop = nil
+}
+
+// Gateway starts an Envoy-faithful gateway in front of the check server.
+func Gateway(t testing.TB, cfg extauthz.Config) string {
+	t.Helper()
+	port := FreePort(t)
+	srv, l, err := extauthz.Serve(cfg, fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String()
+}
