@@ -13,69 +13,24 @@ import (
 
 	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
-	"github.com/oidc-authservice/oidc-authservice/test/upstream"
 )
 
-const sessionKey = "integration-test-session-key-0123456789abcdef"
-
-// setup is Kubeflow in miniature: Dex, the service with Kubeflow's
-// params.env, a demo upstream and a gateway routing /dex/ to Dex.
 type setup struct {
 	dex     *peer.Dex
 	svc     *peer.Service
 	gateway string
 }
 
-func kubeflowEnv(dex *peer.Dex) map[string]string {
-	return map[string]string{
-		"OIDC_PROVIDER":          dex.Issuer,
-		"OIDC_AUTH_URL":          "/dex/auth",
-		"CLIENT_ID":              dex.Opts.ClientID,
-		"CLIENT_SECRET":          dex.Opts.ClientSecret,
-		"REDIRECT_URL":           "/authservice/oidc/callback",
-		"OIDC_SCOPES":            "profile email groups",
-		"AUTHSERVICE_URL_PREFIX": "/authservice/",
-		"SKIP_AUTH_URLS":         "/dex",
-		"AFTER_LOGOUT_URL":       "/",
-		"USERID_HEADER":          "kubeflow-userid",
-		"USERID_PREFIX":          "",
-		"USERID_CLAIM":           "email",
-		"SESSION_KEYS":           sessionKey,
-	}
-}
+func kubeflowEnv(dex *peer.Dex) map[string]string { return peer.KubeflowEnv(dex) }
 
 func newSetup(t *testing.T, mode func(string) extauthz.Config, env map[string]string) *setup {
 	t.Helper()
-	dex := peer.StartDex(t, peer.DexOptions{Groups: "team-a,team-b"})
-	e := kubeflowEnv(dex)
-	for k, v := range env {
-		e[k] = v
-	}
-	svc := peer.StartService(t, e)
-	svc.WaitReady(t, 30*time.Second)
-	return &setup{dex: dex, svc: svc, gateway: gatewayFor(t, mode, svc, dex)}
+	k := peer.StartKubeflow(t, mode, env)
+	return &setup{dex: k.Dex, svc: k.Svc, gateway: k.Gateway}
 }
 
 func gatewayFor(t *testing.T, mode func(string) extauthz.Config, svc *peer.Service, dex *peer.Dex) string {
-	up := newUpstream(t)
-	cfg := mode(svc.CheckURL)
-	cfg.Upstream = up
-	cfg.Routes = []extauthz.Route{
-		{Prefix: "/dex/", Upstream: fmt.Sprintf("http://127.0.0.1:%d", dex.Port)},
-		{Prefix: "/authservice/site/", Upstream: svc.WebURL},
-	}
-	return peer.Gateway(t, cfg)
-}
-
-func newUpstream(t *testing.T) string {
-	port := peer.FreePort(t)
-	srv := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Handler: upstream.Handler("")}
-	go srv.ListenAndServe()
-	t.Cleanup(func() { srv.Close() })
-	if err := peer.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", port), 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
+	return peer.KubeflowGateway(t, mode, svc.CheckURL, svc.WebURL, dex.Port)
 }
 
 // browser is an HTTP client with a cookie jar that records every URL it

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
@@ -63,12 +66,7 @@ func StartService(t testing.TB, env map[string]string) *Service {
 	if err != nil {
 		t.Fatalf("configuration: %v", err)
 	}
-	var log *zap.Logger
-	if testing.Verbose() {
-		log = zaptest.NewLogger(t)
-	} else {
-		log = zap.NewNop()
-	}
+	log := serviceLogger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc := &Service{
 		CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
@@ -82,6 +80,31 @@ func StartService(t testing.TB, env map[string]string) *Service {
 		t.Fatalf("service did not start: %v", err)
 	}
 	return svc
+}
+
+// ArtifactsDir is test/artifacts/<test name>, where tests leave logs and
+// screenshots for diagnosing failures (git ignores it).
+func ArtifactsDir(t testing.TB) string {
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	dir := filepath.Join(RepoRoot(), "test", "artifacts", name)
+	os.MkdirAll(dir, 0o755)
+	return dir
+}
+
+// serviceLogger writes the service's JSON log to the test's artifacts
+// folder (and to the test log with -v).
+func serviceLogger(t testing.TB) *zap.Logger {
+	path := filepath.Join(ArtifactsDir(t), "service.log")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return zap.NewNop()
+	}
+	t.Cleanup(func() { f.Close() })
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(f), zap.DebugLevel)
+	if testing.Verbose() {
+		return zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
+	}
+	return zap.New(core)
 }
 
 // WaitReady waits for /readyz.
