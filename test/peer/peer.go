@@ -101,6 +101,8 @@ func waitLine(r io.Reader, prefix string, timeout time.Duration) error {
 
 var formAction = regexp.MustCompile(`(?is)<form[^>]*method="post"[^>]*action="([^"]*)"|<form[^>]*action="([^"]*)"[^>]*method="post"`)
 
+var hiddenInput = regexp.MustCompile(`(?i)<input[^>]*type="hidden"[^>]*name="([^"]*)"[^>]*value="([^"]*)"`)
+
 // SubmitForm finds the first POST form in the page of resp, fills fields and
 // posts it with c, following redirects as c's policy says.
 func SubmitForm(c *http.Client, resp *http.Response, fields url.Values) (*http.Response, error) {
@@ -118,6 +120,15 @@ func SubmitForm(c *http.Client, resp *http.Response, fields url.Values) (*http.R
 		action = string(m[2])
 	}
 	action = strings.ReplaceAll(action, "&amp;", "&")
+	// Hidden inputs of the form travel with the submitted fields.
+	all := url.Values{}
+	for _, h := range hiddenInput.FindAllSubmatch(body, -1) {
+		all.Set(string(h[1]), string(h[2]))
+	}
+	for k, v := range fields {
+		all[k] = v
+	}
+	fields = all
 	target, err := resp.Request.URL.Parse(action)
 	if err != nil {
 		return nil, err

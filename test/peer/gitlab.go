@@ -1,0 +1,163 @@
+package peer
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// GitLabOptions configure the GitLab-shaped provider (test/gitlabop).
+type GitLabOptions struct {
+	Profile                string // "gitlab" (default) or "full" (RP-initiated and back-channel logout)
+	ClientID, ClientSecret string
+	RedirectURIs           []string
+	PostLogoutURIs         []string
+	BackchannelLogoutURI   string
+	IDTokenTTL             time.Duration // default 120 s, GitLab's
+	AccessTokenTTL         time.Duration
+	Port                   int
+}
+
+// GitLab is a running GitLab-shaped provider.
+type GitLab struct {
+	Issuer string
+	Port   int
+	Opts   GitLabOptions
+	cmd    *exec.Cmd
+	t      testing.TB
+}
+
+var (
+	npmOnce sync.Once
+	npmErr  error
+)
+
+func gitlabDir() string { return filepath.Join(RepoRoot(), "test", "gitlabop") }
+
+// StartGitLab installs node-oidc-provider once (npm ci) and starts it.
+func StartGitLab(t testing.TB, o GitLabOptions) *GitLab {
+	t.Helper()
+	npmOnce.Do(func() {
+		if _, err := exec.LookPath("node"); err != nil {
+			npmErr = fmt.Errorf("node not found (apt-get install nodejs npm): %v", err)
+			return
+		}
+		if _, err := os.Stat(filepath.Join(gitlabDir(), "node_modules", "oidc-provider")); err == nil {
+			return
+		}
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = gitlabDir()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			npmErr = fmt.Errorf("npm ci in test/gitlabop: %v: %s", err, out)
+		}
+	})
+	Require(t, "gitlab-shaped provider (node-oidc-provider)", npmErr)
+	if o.ClientID == "" {
+		o.ClientID, o.ClientSecret = "kubeflow", "kubeflow-secret"
+	}
+	if o.Port == 0 {
+		o.Port = FreePort(t)
+	}
+	g := &GitLab{Issuer: fmt.Sprintf("http://127.0.0.1:%d", o.Port), Port: o.Port, Opts: o, t: t}
+	t.Cleanup(g.Stop)
+	g.Start()
+	return g
+}
+
+// Start (re)starts the provider on its port. Its state (sessions, tokens)
+// lives in memory and does not survive a restart.
+func (g *GitLab) Start() {
+	g.t.Helper()
+	o := g.Opts
+	cmd := exec.Command("node", "server.mjs")
+	cmd.Dir = gitlabDir()
+	env := []string{
+		"PORT=" + strconv.Itoa(g.Port), "ISSUER=" + g.Issuer, "PROFILE=" + o.Profile,
+		"CLIENT_ID=" + o.ClientID, "CLIENT_SECRET=" + o.ClientSecret,
+		"REDIRECT_URIS=" + strings.Join(o.RedirectURIs, ","),
+		"POST_LOGOUT_REDIRECT_URIS=" + strings.Join(o.PostLogoutURIs, ","),
+		"BACKCHANNEL_LOGOUT_URI=" + o.BackchannelLogoutURI,
+	}
+	if o.IDTokenTTL > 0 {
+		env = append(env, "ID_TOKEN_TTL="+strconv.Itoa(int(o.IDTokenTTL/time.Second)))
+	}
+	if o.AccessTokenTTL > 0 {
+		env = append(env, "ACCESS_TOKEN_TTL="+strconv.Itoa(int(o.AccessTokenTTL/time.Second)))
+	}
+	cmd.Env = append(os.Environ(), env...)
+	stdout, _ := cmd.StdoutPipe()
+	if testing.Verbose() {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		Require(g.t, "gitlab-shaped provider", err)
+	}
+	g.cmd = cmd
+	if err := waitLine(stdout, "gitlabop ready", 30*time.Second); err != nil {
+		g.Stop()
+		Require(g.t, "gitlab-shaped provider", err)
+	}
+}
+
+// Stop ends the provider; safe to call twice.
+func (g *GitLab) Stop() {
+	if g.cmd == nil || g.cmd.Process == nil {
+		return
+	}
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { g.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		g.cmd.Process.Kill()
+		<-done
+	}
+	g.cmd = nil
+}
+
+// Revoke revokes every grant and token of the subject, as a GitLab user
+// revoking the application does.
+func (g *GitLab) Revoke(sub string) error {
+	return g.admin("/__test/revoke?sub=" + url.QueryEscape(sub))
+}
+
+// Backchannel makes the provider send a back-channel logout token for the
+// subject and provider session id.
+func (g *GitLab) Backchannel(sub, sid string) error {
+	return g.admin("/__test/backchannel?sub=" + url.QueryEscape(sub) + "&sid=" + url.QueryEscape(sid))
+}
+
+func (g *GitLab) admin(path string) error {
+	resp, err := http.Post(g.Issuer+path, "", nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: HTTP %d", path, resp.StatusCode)
+	}
+	return nil
+}
+
+// GitLabLogin follows authURL to the provider's login form and submits it
+// with login (any password). It returns c's final response.
+func GitLabLogin(c *http.Client, authURL, login string) (*http.Response, error) {
+	resp, err := c.Get(authURL)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(resp.Request.URL.Path, "/interaction/") {
+		return resp, fmt.Errorf("%w: ended at %s (HTTP %d)", ErrNoForm, resp.Request.URL, resp.StatusCode)
+	}
+	return SubmitForm(c, resp, url.Values{"login": {login}, "password": {"any"}})
+}
