@@ -126,9 +126,12 @@ func (s *Service) Stop() {
 }
 
 // Gateway starts an Envoy-faithful gateway in front of the check server.
-func Gateway(t testing.TB, cfg extauthz.Config) string {
+func Gateway(t testing.TB, cfg extauthz.Config) string { return GatewayAt(t, cfg, FreePort(t)) }
+
+// GatewayAt starts the gateway on a given port (for providers that need
+// the absolute redirect URI before the gateway exists).
+func GatewayAt(t testing.TB, cfg extauthz.Config, port int) string {
 	t.Helper()
-	port := FreePort(t)
 	srv, l, err := extauthz.Serve(cfg, fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
