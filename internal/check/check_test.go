@@ -84,7 +84,7 @@ func newFixture(t *testing.T, env map[string]string) *fixture {
 	if err := p.Discover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	pg, _ := pages.New("Kubeflow")
+	pg, _ := pages.New(pages.Options{})
 	codec := session.NewCodec(s.Keys, time.Duration(s.SessionMaxAge)*time.Second, clock)
 	h := New(Deps{Settings: s, Logger: zap.NewNop(), Codec: codec, Provider: p, Mapper: identity.NewMapper(s),
 		Policy: authz.New(s), Pages: pg, Now: clock, Random: rand.Reader,

@@ -382,7 +382,7 @@ func (s *Settings) validate() error {
 		s.GeneratedKeys = true
 	} else {
 		for i, k := range splitList(keys, ",") {
-			secret, err := parseSecret(k)
+			secret, err := ParseSecret(k)
 			if err != nil {
 				bad("SESSION_KEYS", "key %d: %v", i+1, err)
 				continue
@@ -393,9 +393,9 @@ func (s *Settings) validate() error {
 	return errors.Join(errs...)
 }
 
-// parseSecret accepts a secret as base64 (standard or URL alphabet, padded
+// ParseSecret accepts a secret as base64 (standard or URL alphabet, padded
 // or not) when it decodes to at least 32 bytes, else as raw bytes.
-func parseSecret(k string) ([]byte, error) {
+func ParseSecret(k string) ([]byte, error) {
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		if b, err := enc.DecodeString(k); err == nil && len(b) >= 32 {
 			return b, nil

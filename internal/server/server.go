@@ -54,7 +54,8 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	pg, err := pages.New(s.ClientName)
+	pg, err := pages.New(pages.Options{ClientName: s.ClientName, Theme: s.Theme, ThemesURL: s.ThemesURL,
+		TemplatePath: s.TemplatePath, Context: s.TemplateContext})
 	if err != nil {
 		return err
 	}

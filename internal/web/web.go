@@ -12,6 +12,7 @@ package web
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
@@ -46,11 +47,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch page {
 	case "after_logout":
-		h.pages.Render(w, http.StatusOK, "after_logout", pages.Data{
+		d := pages.Data{
 			Title:   "Signed out",
 			Message: "Your session has ended on this site.",
 			Link:    h.cfg.HomepageURL,
-		})
+		}
+		if r.URL.Query().Get("provider_logout") == "failed" {
+			d.Reason = "The identity provider could not be reached to revoke your tokens. Your session here has ended; the provider's own session may still be active."
+		}
+		if h.cfg.ProviderSignOutURL != "" {
+			d.SignOutURL = h.cfg.ProviderSignOutURL
+			d.ProviderName = providerName(h.cfg.ProviderSignOutURL)
+			d.AutoSubmit = h.cfg.ProviderSignOutMode == "auto"
+		}
+		h.pages.Render(w, http.StatusOK, "after_logout", d)
 	case "homepage":
 		h.pages.Render(w, http.StatusOK, "homepage", pages.Data{
 			Title:   "Home",
@@ -60,4 +70,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.pages.Render(w, http.StatusNotFound, "error", pages.Data{Title: "Not found", Message: "There is no such page.", Link: "/", LinkText: "Home"})
 	}
+}
+
+// providerName is the host of the provider's sign-out URL, for the button.
+func providerName(u string) string {
+	if p, err := url.Parse(u); err == nil && p.Host != "" {
+		return p.Host
+	}
+	return "your identity provider"
 }

@@ -35,7 +35,11 @@ type gitlabSetup struct {
 
 func startGitLabSetup(t *testing.T, o peer.GitLabOptions, env map[string]string) *gitlabSetup {
 	t.Helper()
-	port := peer.FreePort(t)
+	return startGitLabSetupAt(t, peer.FreePort(t), o, env)
+}
+
+func startGitLabSetupAt(t *testing.T, port int, o peer.GitLabOptions, env map[string]string) *gitlabSetup {
+	t.Helper()
 	gateway := fmt.Sprintf("http://127.0.0.1:%d", port)
 	o.RedirectURIs = []string{gateway + "/authservice/oidc/callback"}
 	g := peer.StartGitLab(t, o)

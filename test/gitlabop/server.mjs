@@ -150,6 +150,9 @@ const provider = new Provider(ISSUER, {
   pkce: { required: () => false },
   cookies: { keys: ['gitlabop-test-cookie-key'] },
   clientBasedCORS: () => true,
+  // Its SSRF protection refuses loopback addresses, where every peer of the
+  // tests lives: drop the protecting dispatcher (test tooling only).
+  fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
 });
 provider.proxy = true;
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
@@ -195,7 +198,14 @@ provider.use(async (ctx, next) => {
     }
     if (ctx.method === 'POST' && ctx.path === '/__test/backchannel') {
       const c = await provider.Client.find(CLIENT_ID);
-      await c.backchannelLogout(ctx.query.sub, ctx.query.sid);
+      try {
+        await c.backchannelLogout(ctx.query.sub, ctx.query.sid);
+      } catch (err) {
+        console.error('backchannel logout failed:', err, err.cause);
+        ctx.status = 502;
+        ctx.body = { error: String(err), cause: String(err.cause) };
+        return;
+      }
       ctx.body = { sent: true };
       return;
     }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/server"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
 	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 )
 
@@ -69,9 +70,9 @@ func StartService(t testing.TB, env map[string]string) *Service {
 	log := serviceLogger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc := &Service{
-		CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		ProbeURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		WebURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
+		CheckURL: fmt.Sprintf("http://127.0.0.1:%d", s.Port),
+		ProbeURL: fmt.Sprintf("http://127.0.0.1:%d", s.ReadinessPort),
+		WebURL:   fmt.Sprintf("http://127.0.0.1:%d", s.WebServerPort),
 		Settings: s, stop: cancel, done: make(chan error, 1),
 	}
 	go func() { svc.done <- server.Run(ctx, s, log) }()
@@ -138,4 +139,19 @@ func GatewayAt(t testing.TB, cfg extauthz.Config, port int) string {
 	}
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + l.Addr().String()
+}
+
+// OpenSession opens a session cookie sealed with SessionKey, so tests can
+// read the tokens and ids inside.
+func OpenSession(t testing.TB, value string) *session.Session {
+	t.Helper()
+	secret, err := config.ParseSecret(SessionKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := session.NewCodec([]config.Key{config.DeriveKey(secret)}, 24*time.Hour, time.Now).OpenSession("authservice_session", value)
+	if err != nil {
+		t.Fatalf("open session: %v", err)
+	}
+	return s
 }

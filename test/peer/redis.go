@@ -1,0 +1,33 @@
+package peer
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// StartRedis runs a throw-away redis-server (Debian's package) on a free
+// port, without persistence, and returns its redis:// URL.
+func StartRedis(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	Require(t, "redis-server (apt-get install redis-server)", err)
+	port := FreePort(t)
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	Require(t, "redis-server", cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "redis://" + addr + "/0"
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	Require(t, "redis-server", fmt.Errorf("not listening on %s", addr))
+	return ""
+}
