@@ -40,8 +40,10 @@ e2e: bin/dex-runner ## Run the end-to-end scenarios (browser, GitLab-shaped prov
 	DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e ./test/e2e/...
 
 .PHONY: bench
-bench: ## Run the benchmarks of the check path.
+bench: build ## Benchmarks of the check path, then the load comparison with a bare server (docs/performance.md).
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	$(GO) run ./test/loadbench -bin bin/oidc-authservice -users 1000 -c 32 -d 5s -rounds 3
+	$(GO) run ./test/loadbench -bin bin/oidc-authservice -users 10000 -c 32 -d 5s -rounds 1
 
 .PHONY: lint
 lint: ## gofmt and vet.

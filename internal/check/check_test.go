@@ -26,7 +26,7 @@ import (
 // discoveryOnly serves a discovery document: enough for the service to
 // build authorization URLs; the code flow itself is tested against real
 // providers in test/integration.
-func discoveryOnly(t *testing.T) string {
+func discoveryOnly(t testing.TB) string {
 	t.Helper()
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -53,7 +53,7 @@ type fixture struct {
 	now   time.Time
 }
 
-func newFixture(t *testing.T, env map[string]string) *fixture {
+func newFixture(t testing.TB, env map[string]string) *fixture {
 	t.Helper()
 	issuer := discoveryOnly(t)
 	base := map[string]string{
@@ -92,7 +92,7 @@ func newFixture(t *testing.T, env map[string]string) *fixture {
 	return &fixture{h: h, s: s, codec: codec, now: now}
 }
 
-func (f *fixture) cookie(t *testing.T, user string, groups []string, expires time.Time) string {
+func (f *fixture) cookie(t testing.TB, user string, groups []string, expires time.Time) string {
 	t.Helper()
 	v, err := f.codec.SealSession("authservice_session", &session.Session{Subject: "s", User: user, Groups: groups,
 		Created: f.now.Unix(), Expires: expires.Unix()})

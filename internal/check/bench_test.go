@@ -1,0 +1,112 @@
+package check
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+)
+
+// benchWriter is a ResponseWriter that costs nothing, so the benchmarks
+// measure the handler, not the recorder.
+type benchWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *benchWriter) Header() http.Header         { return w.h }
+func (w *benchWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *benchWriter) WriteHeader(c int)           { w.code = c }
+
+func benchCheck(b *testing.B, f *fixture, r *http.Request, want int) {
+	b.Helper()
+	w := &benchWriter{h: http.Header{}}
+	f.h.ServeHTTP(w, r)
+	if w.code != want {
+		b.Fatalf("status %d, want %d", w.code, want)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		clear(w.h)
+		f.h.ServeHTTP(w, r)
+	}
+}
+
+func benchRequest(method, target string, hdr map[string]string) *http.Request {
+	r, _ := http.NewRequest(method, "http://kubeflow.example.com"+target, nil)
+	r.RequestURI = target
+	r.Host = "kubeflow.example.com"
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	return r
+}
+
+// A browser request with a valid session cookie among other cookies.
+func BenchmarkCheckSessionCookie(b *testing.B) {
+	f := newFixture(b, nil)
+	c := f.cookie(b, "user@example.com", []string{"team-a", "team-b"}, f.now.Add(time.Hour))
+	benchCheck(b, f, benchRequest("GET", "/notebook/ns/nb/lab?x=1", map[string]string{
+		"Cookie": "_ga=GA1.1.123; authservice_session=" + c + "; theme=dark",
+	}), 200)
+}
+
+// A session large enough to be split into chunks.
+func BenchmarkCheckSessionCookieChunked(b *testing.B) {
+	f := newFixture(b, nil)
+	s := &session.Session{ID: "x", Subject: "s", User: "user@example.com", Groups: []string{"a"}, Created: f.now.Unix(),
+		Expires: f.now.Add(time.Hour).Unix(), IDToken: strings.Repeat("t", 4000)}
+	sealed, _ := f.codec.SealSession("authservice_session", s)
+	chunks := session.Split(sealed)
+	var parts []string
+	for i, c := range chunks {
+		parts = append(parts, session.ChunkName("authservice_session", i)+"="+c)
+	}
+	if len(chunks) < 2 {
+		b.Fatal("not chunked")
+	}
+	benchCheck(b, f, benchRequest("GET", "/x", map[string]string{"Cookie": strings.Join(parts, "; ")}), 200)
+}
+
+// An older SDK sending the session value as a bearer token.
+func BenchmarkCheckSessionAsBearer(b *testing.B) {
+	f := newFixture(b, nil)
+	c := f.cookie(b, "user@example.com", nil, f.now.Add(time.Hour))
+	benchCheck(b, f, benchRequest("POST", "/pipeline/apis/v2beta1/runs", map[string]string{"Authorization": "Bearer " + c}), 200)
+}
+
+// An unauthenticated browser navigation: a new login (state, PKCE, nonce,
+// sealed state cookie, authorization URL).
+func BenchmarkCheckUnauthenticatedRedirect(b *testing.B) {
+	f := newFixture(b, nil)
+	benchCheck(b, f, benchRequest("GET", "/jupyter/", nil), 302)
+}
+
+// An XHR without a session.
+func BenchmarkCheckXHRUnauthenticated(b *testing.B) {
+	f := newFixture(b, nil)
+	benchCheck(b, f, benchRequest("GET", "/api/workgroup/env-info", map[string]string{"X-Requested-With": "XMLHttpRequest"}), 401)
+}
+
+// A path under SKIP_AUTH_URLS.
+func BenchmarkCheckSkipPath(b *testing.B) {
+	f := newFixture(b, nil)
+	benchCheck(b, f, benchRequest("GET", "/dex/auth/local?req=abc", nil), 200)
+}
+
+// Opening a cookie this replica has not seen: the cost of a cache miss
+// (base64, HMAC, AES, JSON).
+func BenchmarkOpenSessionUncached(b *testing.B) {
+	f := newFixture(b, nil)
+	c := f.cookie(b, "user@example.com", []string{"team-a", "team-b"}, f.now.Add(time.Hour))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := f.codec.OpenSession("authservice_session", c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
