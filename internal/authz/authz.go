@@ -1,35 +1,210 @@
 // Package authz owns the decision whether an authenticated identity may pass:
-// GROUPS_ALLOWLIST, as the predecessor had it.
+// GROUPS_ALLOWLIST, as the predecessor had it, then the rules of
+// AUTHORIZATION_RULES_FILE, for browser sessions and bearer tokens alike.
+//
+// Rules are tried in order; the first whose host, path prefix and method
+// match decides. A request no rule matches gets the file's default (allow
+// unless it says deny).
+//
+//	rules:
+//	- name: pipelines-ci
+//	  host: kubeflow.example.com        # optional; "*.example.com" matches sub-domains
+//	  pathPrefix: /pipeline/            # segment-aware, like SKIP_AUTH_URLS
+//	  methods: [GET, POST]              # optional
+//	  allow:
+//	    users: ["gitlab-ci:project_path:foo/bar:ref_type:branch:ref:main"]
+//	    groups: ["gitlab:acme"]
+//	    emailDomains: [example.com]
+//	    authenticated: false            # true: anybody authenticated
+//	default: allow
 package authz
 
 import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 )
 
-// Policy decides about identities.
-type Policy struct {
-	allowAll bool
-	groups   map[string]struct{}
+// RulesFile is the format of AUTHORIZATION_RULES_FILE.
+type RulesFile struct {
+	Rules   []Rule `json:"rules"`
+	Default string `json:"default,omitempty"`
 }
 
-// New builds the policy from the settings.
-func New(s *config.Settings) *Policy {
+// Rule matches requests and says who may make them.
+type Rule struct {
+	Name       string   `json:"name,omitempty"`
+	Host       string   `json:"host,omitempty"`
+	PathPrefix string   `json:"pathPrefix,omitempty"`
+	Methods    []string `json:"methods,omitempty"`
+	Allow      Subjects `json:"allow"`
+}
+
+// Subjects are who a rule allows.
+type Subjects struct {
+	Users         []string `json:"users,omitempty"`
+	Groups        []string `json:"groups,omitempty"`
+	EmailDomains  []string `json:"emailDomains,omitempty"`
+	Authenticated bool     `json:"authenticated,omitempty"`
+}
+
+// ErrRules wraps every problem of the rules file.
+var ErrRules = errors.New("invalid authorization rules")
+
+// Policy decides about identities.
+type Policy struct {
+	allowAll    bool
+	groups      map[string]struct{}
+	rules       []Rule
+	defaultDeny bool
+}
+
+// New builds the policy from the settings and the rules file, if any.
+func New(s *config.Settings) (*Policy, error) {
 	p := &Policy{allowAll: s.GroupsAllowAll, groups: map[string]struct{}{}}
 	for _, g := range s.GroupsAllowlist {
 		p.groups[g] = struct{}{}
 	}
-	return p
+	if s.AuthorizationRulesFile == "" {
+		return p, nil
+	}
+	b, err := os.ReadFile(s.AuthorizationRulesFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRules, err)
+	}
+	return p, p.parse(b)
 }
 
-// Allowed reports whether a member of groups may pass, and why not.
-func (p *Policy) Allowed(groups []string) (bool, string) {
-	if p.allowAll {
-		return true, ""
+func (p *Policy) parse(b []byte) error {
+	var f RulesFile
+	if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		return fmt.Errorf("%w: %v", ErrRules, err)
 	}
-	for _, g := range groups {
-		if _, ok := p.groups[g]; ok {
+	var errs []error
+	switch f.Default {
+	case "", "allow":
+	case "deny":
+		p.defaultDeny = true
+	default:
+		errs = append(errs, fmt.Errorf("%w: default %q: want allow or deny", ErrRules, f.Default))
+	}
+	for i, r := range f.Rules {
+		if r.Name == "" {
+			f.Rules[i].Name = fmt.Sprintf("rules[%d]", i)
+		}
+		if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+			errs = append(errs, fmt.Errorf("%w: %s: pathPrefix must start with /", ErrRules, f.Rules[i].Name))
+		}
+		a := r.Allow
+		if !a.Authenticated && len(a.Users)+len(a.Groups)+len(a.EmailDomains) == 0 {
+			errs = append(errs, fmt.Errorf("%w: %s: allows nobody (set users, groups, emailDomains or authenticated)", ErrRules, f.Rules[i].Name))
+		}
+		for j, m := range r.Methods {
+			f.Rules[i].Methods[j] = strings.ToUpper(m)
+		}
+		f.Rules[i].Host = strings.ToLower(r.Host)
+	}
+	p.rules = f.Rules
+	return errors.Join(errs...)
+}
+
+// Request is what the policy looks at.
+type Request struct {
+	Host, Path, Method string
+	User               string
+	Groups             []string
+}
+
+// Decide reports whether the request may pass, and when not, why (naming
+// the rule).
+func (p *Policy) Decide(q Request) (bool, string) {
+	if !p.allowAll && !p.inAllowlist(q.Groups) {
+		return false, "none of the user's groups is in GROUPS_ALLOWLIST"
+	}
+	for _, r := range p.rules {
+		if !r.matches(q) {
+			continue
+		}
+		if r.Allow.allows(q) {
 			return true, ""
 		}
+		return false, "not allowed by rule " + r.Name
 	}
-	return false, "none of the user's groups is in GROUPS_ALLOWLIST"
+	if p.defaultDeny {
+		return false, "no authorization rule matches and the default is deny"
+	}
+	return true, ""
+}
+
+func (p *Policy) inAllowlist(groups []string) bool {
+	for _, g := range groups {
+		if _, ok := p.groups[g]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (r Rule) matches(q Request) bool {
+	if r.Host != "" {
+		host := strings.ToLower(q.Host)
+		if h, _, ok := strings.Cut(host, ":"); ok {
+			host = h
+		}
+		if !(host == r.Host || (strings.HasPrefix(r.Host, "*.") && strings.HasSuffix(host, r.Host[1:]))) {
+			return false
+		}
+	}
+	if r.PathPrefix != "" && !underPrefix(q.Path, r.PathPrefix) {
+		return false
+	}
+	if len(r.Methods) > 0 {
+		ok := false
+		for _, m := range r.Methods {
+			ok = ok || m == q.Method
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (s Subjects) allows(q Request) bool {
+	if s.Authenticated {
+		return true
+	}
+	for _, u := range s.Users {
+		if u == q.User {
+			return true
+		}
+	}
+	for _, g := range s.Groups {
+		for _, have := range q.Groups {
+			if g == have {
+				return true
+			}
+		}
+	}
+	if at := strings.LastIndexByte(q.User, '@'); at >= 0 {
+		domain := strings.ToLower(q.User[at+1:])
+		for _, d := range s.EmailDomains {
+			if strings.ToLower(d) == domain {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func underPrefix(p, prefix string) bool {
+	if strings.HasSuffix(prefix, "/") {
+		return strings.HasPrefix(p, prefix) || p == prefix[:len(prefix)-1]
+	}
+	return p == prefix || (strings.HasPrefix(p, prefix) && p[len(prefix)] == '/')
 }

@@ -87,7 +87,7 @@ func newFixture(t testing.TB, env map[string]string) *fixture {
 	pg, _ := pages.New(pages.Options{})
 	codec := session.NewCodec(s.Keys, time.Duration(s.SessionMaxAge)*time.Second, clock)
 	h := New(Deps{Settings: s, Logger: zap.NewNop(), Codec: codec, Provider: p, Mapper: identity.NewMapper(s),
-		Policy: authz.New(s), Pages: pg, Now: clock, Random: rand.Reader,
+		Policy: policy(t, s), Pages: pg, Now: clock, Random: rand.Reader,
 		Revocations: revocation.New(time.Hour, nil, clock, zap.NewNop())})
 	return &fixture{h: h, s: s, codec: codec, now: now}
 }
@@ -347,4 +347,12 @@ func TestSafeTarget(t *testing.T) {
 			t.Errorf("safeTarget(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func policy(t testing.TB, s *config.Settings) *authz.Policy {
+	p, err := authz.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/authn"
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
@@ -30,6 +31,8 @@ type Deps struct {
 	Mapper   *identity.Mapper
 	Policy   *authz.Policy
 	Pages    *pages.Pages
+	// Tokens authenticates bearer JWTs; nil when no issuer is configured.
+	Tokens *authn.Authenticator
 	// Revocations lists sessions ended before their expiry.
 	Revocations *revocation.List
 	Now         func() time.Time
@@ -113,6 +116,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.allowAnonymous(w, r, "unauthenticated OPTIONS allowed")
 		return
 	}
+	if errors.Is(reason, authn.ErrInvalidToken) {
+		h.log.Info("bearer token refused", requestID(r), zap.Error(reason))
+		h.unauthenticated(w)
+		return
+	}
 	if reason != nil {
 		h.clearSession(w, r)
 	}
@@ -139,6 +147,9 @@ func (h *Handler) authenticate(r *http.Request) (*principal, error) {
 		reason = session.ErrMalformed // chunks that do not fit together
 	}
 	if v, ok := bearer(r.Header); ok {
+		if looksLikeJWT(v) {
+			return h.openToken(r, v)
+		}
 		pr, err := h.open(v)
 		if err == nil {
 			return pr, nil
@@ -172,7 +183,7 @@ func (h *Handler) open(value string) (*principal, error) {
 }
 
 func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *principal) {
-	if ok, why := h.Policy.Allowed(pr.sess.Groups); !ok {
+	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: r.URL.Path, Method: r.Method, User: pr.user[0], Groups: pr.sess.Groups}); !ok {
 		h.log.Info("not authorized", requestID(r), zap.String("user", pr.sess.User), zap.String("reason", why))
 		h.forbidden(w, r, pr.user[0], why)
 		return

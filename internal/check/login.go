@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
@@ -189,7 +190,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	if len(dropped) > 0 {
 		h.log.Warn("groups left out: unsafe characters or too many", requestID(r), zap.String("user", id.User), zap.Strings("groups", dropped))
 	}
-	if ok, why := h.Policy.Allowed(id.Groups); !ok {
+	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: pathOf(ls.URL), Method: http.MethodGet, User: h.cfg.UserIDPrefix + id.User, Groups: id.Groups}); !ok {
 		h.log.Info("login refused: not authorized", requestID(r), zap.String("user", id.User), zap.String("reason", why))
 		h.forbidden(w, r, h.cfg.UserIDPrefix+id.User, why)
 		return
@@ -287,6 +288,15 @@ func (h *Handler) loginRetry(r *http.Request, state string) string {
 				return h.safeTarget(r, ls.URL)
 			}
 		}
+	}
+	return "/"
+}
+
+// pathOf is the path of the URL a login started from: the request the
+// user will be sent back to, which the policy judges.
+func pathOf(u string) string {
+	if p, err := url.Parse(u); err == nil && p.Path != "" {
+		return p.Path
 	}
 	return "/"
 }

@@ -92,6 +92,11 @@ type Config struct {
 	RedisURL              string        `envconfig:"REDIS_URL" secret:"true" desc:"redis://[:password@]host:port/db of a Redis shared by the replicas for logout and back-channel logout; unset: each replica knows only its own."`
 	RedisKeyPrefix        string        `envconfig:"REDIS_KEY_PREFIX" default:"oidc-authservice" desc:"Prefix of the Redis keys and channel."`
 
+	// Machine identities and authorization.
+	AuthenticationConfigFile string `envconfig:"AUTHENTICATION_CONFIG_FILE" desc:"Kubernetes AuthenticationConfiguration (apiserver.config.k8s.io/v1beta1 or v1) whose jwt issuers are accepted as Authorization: Bearer tokens (GitLab users and CI jobs, Kubernetes service accounts, ...). See docs/machine-identities.md."`
+	AcceptProviderIDTokens   bool   `envconfig:"ACCEPT_PROVIDER_ID_TOKENS" default:"true" desc:"Accept the login provider's own ID tokens (audience CLIENT_ID) as bearer tokens, mapped with USERID_CLAIM and GROUPS_CLAIM, as the predecessor did."`
+	AuthorizationRulesFile   string `envconfig:"AUTHORIZATION_RULES_FILE" desc:"YAML rules: host, path prefix and methods → allowed users, groups, email domains or any authenticated; first match wins. See docs/authorization.md."`
+
 	// Pages.
 	ClientName   string `envconfig:"CLIENT_NAME" default:"Kubeflow" desc:"Name shown on the pages."`
 	Theme        string `envconfig:"THEME" default:"kubeflow" desc:"Theme of the pages: kubeflow (embedded) or the name of a folder under THEMES_URL."`

@@ -64,7 +64,7 @@ func (m *Mapper) FromClaims(claims map[string]any) (id Identity, dropped []strin
 		return id, nil, fmt.Errorf("%w: %v", ErrBadUserID, err)
 	}
 	id.User = user
-	id.Groups, dropped, err = groups(claims[m.GroupsClaim])
+	id.Groups, dropped, err = groupsOf(claims[m.GroupsClaim])
 	return id, dropped, err
 }
 
@@ -78,7 +78,7 @@ func (m *Mapper) Transform(user string) string {
 	return user
 }
 
-func groups(raw any) (out, dropped []string, err error) {
+func groupsOf(raw any) (out, dropped []string, err error) {
 	if raw == nil {
 		return nil, nil, nil
 	}
@@ -122,4 +122,19 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// Clean checks and sanitizes an identity from any source (sessions map
+// claims with FromClaims; bearer tokens arrive mapped already): the user id
+// must be forwardable, groups that are not are left out and returned.
+func Clean(user string, groups []string) (string, []string, []string, error) {
+	if err := checkValue(user, MaxUserID); err != nil {
+		return "", nil, nil, fmt.Errorf("%w: %v", ErrBadUserID, err)
+	}
+	raw := make([]any, len(groups))
+	for i, g := range groups {
+		raw[i] = g
+	}
+	out, dropped, _ := groupsOf(raw)
+	return user, out, dropped, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/authn"
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/check"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
@@ -75,6 +76,18 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	} else {
 		log.Info("no REDIS_URL: logout and back-channel logout end sessions on this replica only; with several replicas set REDIS_URL")
 	}
+	policy, err := authz.New(s)
+	if err != nil {
+		return err
+	}
+	var extra []authn.JWTAuthenticator
+	if s.AcceptProviderIDTokens {
+		extra = append(extra, authn.ProviderEntry(s.Provider, s.ClientID, s.UserIDClaim, s.GroupsClaim))
+	}
+	tokens, err := authn.Load(s.AuthenticationConfigFile, extra, authn.Options{Logger: log, Now: now, Timeout: s.ProviderTimeout})
+	if err != nil {
+		return err
+	}
 	revocations := revocation.New(time.Duration(s.SessionMaxAge)*time.Second, store, now, log)
 	checkHandler := check.New(check.Deps{
 		Settings:    s,
@@ -82,7 +95,8 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 		Codec:       session.NewCodec(s.Keys, time.Duration(s.SessionMaxAge)*time.Second, now),
 		Provider:    prov,
 		Mapper:      identity.NewMapper(s),
-		Policy:      authz.New(s),
+		Policy:      policy,
+		Tokens:      tokens,
 		Pages:       pg,
 		Revocations: revocations,
 		Now:         now,

@@ -1,0 +1,408 @@
+package authn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+)
+
+// ErrInvalidToken wraps every reason a bearer token is refused.
+var ErrInvalidToken = errors.New("invalid bearer token")
+
+// MaxTokenSize bounds what is parsed at all.
+const MaxTokenSize = 16 << 10
+
+// Identity is who a token says the caller is.
+type Identity struct {
+	Username string
+	UID      string
+	Groups   []string
+	Extra    map[string][]string
+	Issuer   string
+	Expiry   time.Time
+}
+
+// Options configure an Authenticator.
+type Options struct {
+	Logger             *zap.Logger
+	Now                func() time.Time
+	Timeout            time.Duration // of discovery and key fetches
+	KeyRefetchInterval time.Duration // at most one key set refetch per issuer per interval
+}
+
+// Authenticator verifies bearer JWTs of the configured issuers.
+type Authenticator struct {
+	opts    Options
+	log     *zap.Logger
+	issuers map[string]*issuer
+}
+
+// New builds an Authenticator from compiled configurations.
+func New(cfgs []*compiled, o Options) (*Authenticator, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.KeyRefetchInterval == 0 {
+		o.KeyRefetchInterval = 10 * time.Second
+	}
+	a := &Authenticator{opts: o, log: o.Logger.Named("authn"), issuers: map[string]*issuer{}}
+	for _, c := range cfgs {
+		client, err := httpClient(c.Issuer, o.Timeout)
+		if err != nil {
+			return nil, fmt.Errorf("%w: issuer %s: %v", ErrConfig, c.Issuer.URL, err)
+		}
+		a.issuers[c.Issuer.URL] = &issuer{c: c, client: client, opts: o, log: a.log}
+	}
+	return a, nil
+}
+
+// Issuers lists the configured issuer URLs.
+func (a *Authenticator) Issuers() []string {
+	var out []string
+	for u := range a.issuers {
+		out = append(out, u)
+	}
+	return out
+}
+
+// Has reports whether iss is configured.
+func (a *Authenticator) Has(iss string) bool { _, ok := a.issuers[iss]; return ok }
+
+// Authenticate verifies raw and maps it to an Identity.
+func (a *Authenticator) Authenticate(ctx context.Context, raw string) (*Identity, error) {
+	if len(raw) > MaxTokenSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalidToken, MaxTokenSize)
+	}
+	iss, err := unverifiedIssuer(raw)
+	if err != nil {
+		return nil, err
+	}
+	is, ok := a.issuers[iss]
+	if !ok {
+		return nil, fmt.Errorf("%w: issuer %q is not configured", ErrInvalidToken, truncate(iss, 100))
+	}
+	return is.authenticate(ctx, raw)
+}
+
+// unverifiedIssuer reads iss from the payload to choose the authenticator;
+// nothing else of the unverified token is trusted.
+func unverifiedIssuer(raw string) (string, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return "", fmt.Errorf("%w: not a JWS compact token", ErrInvalidToken)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", fmt.Errorf("%w: payload is not base64url: %v", ErrInvalidToken, err)
+	}
+	var c struct {
+		Iss any `json:"iss"`
+	}
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return "", fmt.Errorf("%w: payload is not JSON", ErrInvalidToken)
+	}
+	s, ok := c.Iss.(string)
+	if !ok || s == "" {
+		return "", fmt.Errorf("%w: no iss", ErrInvalidToken)
+	}
+	return s, nil
+}
+
+// issuer is one configured issuer with its lazily discovered keys.
+type issuer struct {
+	c      *compiled
+	client *http.Client
+	opts   Options
+	log    *zap.Logger
+
+	mu       sync.Mutex // guards verifier and lastTry
+	verifier *oidc.IDTokenVerifier
+	lastTry  time.Time
+}
+
+var signingAlgs = []string{"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+
+func (is *issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if is.verifier != nil {
+		return is.verifier, nil
+	}
+	if time.Since(is.lastTry) < 5*time.Second {
+		return nil, fmt.Errorf("%w: issuer %s: discovery failed recently", ErrInvalidToken, is.c.Issuer.URL)
+	}
+	is.lastTry = time.Now()
+	jwksURL, err := is.discover(ctx)
+	if err != nil {
+		is.log.Warn("issuer discovery failed", zap.String("issuer", is.c.Issuer.URL), zap.Error(err))
+		return nil, fmt.Errorf("%w: issuer %s: %v", ErrInvalidToken, is.c.Issuer.URL, err)
+	}
+	ks := &keySet{url: jwksURL, client: is.client, interval: is.opts.KeyRefetchInterval, log: is.log}
+	is.verifier = oidc.NewVerifier(is.c.Issuer.URL, ks, &oidc.Config{
+		SkipClientIDCheck: true, SupportedSigningAlgs: signingAlgs, Now: is.opts.Now,
+	})
+	return is.verifier, nil
+}
+
+func (is *issuer) discover(ctx context.Context) (string, error) {
+	u := is.c.Issuer.DiscoveryURL
+	if u == "" {
+		u = strings.TrimSuffix(is.c.Issuer.URL, "/") + "/.well-known/openid-configuration"
+	}
+	ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := is.client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("discovery %s: HTTP %d", u, resp.StatusCode)
+	}
+	var d struct {
+		Issuer  string `json:"issuer"`
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := json.NewDecoder(limit(resp.Body)).Decode(&d); err != nil {
+		return "", fmt.Errorf("discovery %s: %v", u, err)
+	}
+	if d.Issuer != is.c.Issuer.URL {
+		return "", fmt.Errorf("discovery %s names issuer %q, configured %q", u, d.Issuer, is.c.Issuer.URL)
+	}
+	if d.JWKSURI == "" {
+		return "", fmt.Errorf("discovery %s has no jwks_uri", u)
+	}
+	return d.JWKSURI, nil
+}
+
+func (is *issuer) authenticate(ctx context.Context, raw string) (*Identity, error) {
+	v, err := is.getVerifier(ctx)
+	if err != nil {
+		return nil, err
+	}
+	idt, err := v.Verify(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	if !audienceMatches(idt.Audience, is.c.Issuer.Audiences) {
+		return nil, fmt.Errorf("%w: audience %q not accepted", ErrInvalidToken, idt.Audience)
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
+	}
+	id, err := is.c.mapClaims(claims)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	id.Issuer, id.Expiry = idt.Issuer, idt.Expiry
+	return id, nil
+}
+
+func audienceMatches(got, accepted []string) bool {
+	for _, g := range got {
+		for _, a := range accepted {
+			if g == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// mapClaims applies validation rules and claim mappings as the API server
+// does.
+func (c *compiled) mapClaims(claims map[string]any) (*Identity, error) {
+	vars := map[string]any{"claims": claims}
+	for _, r := range c.claimRules {
+		if r.p == nil {
+			if s, ok := claims[r.claim].(string); !ok || s != r.required {
+				return nil, fmt.Errorf("claim %q must be %q", r.claim, r.required)
+			}
+			continue
+		}
+		v, err := eval(r.p, vars)
+		if err != nil {
+			return nil, fmt.Errorf("claim validation rule: %v", err)
+		}
+		if ok, err := asBool(v); err != nil || !ok {
+			return nil, fmt.Errorf("claim validation rule failed: %s", r.message)
+		}
+	}
+	id := &Identity{}
+	var err error
+	if id.Username, err = c.username.str(vars, claims); err != nil {
+		return nil, fmt.Errorf("username: %v", err)
+	}
+	if c.username.claim == "email" {
+		if v, ok := claims["email_verified"]; ok && v != true {
+			return nil, fmt.Errorf("username: email_verified is not true")
+		}
+	}
+	if id.Username == "" {
+		return nil, fmt.Errorf("username is empty")
+	}
+	if id.Groups, err = c.groups.list(vars, claims); err != nil {
+		return nil, fmt.Errorf("groups: %v", err)
+	}
+	if id.UID, err = c.uid.str(vars, claims); err != nil {
+		return nil, fmt.Errorf("uid: %v", err)
+	}
+	for _, x := range c.extra {
+		v, err := eval(x.p, vars)
+		if err != nil {
+			return nil, fmt.Errorf("extra %s: %v", x.key, err)
+		}
+		vals, err := asStrings(v)
+		if err != nil {
+			return nil, fmt.Errorf("extra %s: %v", x.key, err)
+		}
+		if len(vals) > 0 {
+			if id.Extra == nil {
+				id.Extra = map[string][]string{}
+			}
+			id.Extra[x.key] = vals
+		}
+	}
+	if len(c.userRules) > 0 {
+		extra := map[string]any{}
+		for k, v := range id.Extra {
+			extra[k] = v
+		}
+		user := map[string]any{"username": id.Username, "uid": id.UID, "groups": id.Groups, "extra": extra}
+		for _, r := range c.userRules {
+			v, err := eval(r.p, map[string]any{"user": user})
+			if err != nil {
+				return nil, fmt.Errorf("user validation rule: %v", err)
+			}
+			if ok, err := asBool(v); err != nil || !ok {
+				return nil, fmt.Errorf("user validation rule failed: %s", r.message)
+			}
+		}
+	}
+	return id, nil
+}
+
+func (v celValue) str(vars map[string]any, claims map[string]any) (string, error) {
+	switch {
+	case v.p != nil:
+		r, err := eval(v.p, vars)
+		if err != nil {
+			return "", err
+		}
+		return asString(r)
+	case v.claim != "":
+		raw, ok := claims[v.claim]
+		if !ok {
+			return "", fmt.Errorf("claim %q missing", v.claim)
+		}
+		s, ok := raw.(string)
+		if !ok {
+			return "", fmt.Errorf("claim %q is not a string", v.claim)
+		}
+		return v.prefix + s, nil
+	}
+	return "", nil
+}
+
+func (v celValue) list(vars map[string]any, claims map[string]any) ([]string, error) {
+	var out []string
+	switch {
+	case v.p != nil:
+		r, err := eval(v.p, vars)
+		if err != nil {
+			return nil, err
+		}
+		return asStrings(r)
+	case v.claim != "":
+		switch raw := claims[v.claim].(type) {
+		case nil:
+		case string:
+			out = []string{v.prefix + raw}
+		case []any:
+			for _, e := range raw {
+				s, ok := e.(string)
+				if !ok {
+					return nil, fmt.Errorf("claim %q has a non-string element", v.claim)
+				}
+				out = append(out, v.prefix+s)
+			}
+		default:
+			return nil, fmt.Errorf("claim %q is neither a string nor a list of strings", v.claim)
+		}
+	}
+	return out, nil
+}
+
+// httpClient is the client for one issuer: its CA, an optional bearer token
+// for discovery and keys, and timeouts.
+func httpClient(is Issuer, timeout time.Duration) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = timeout
+	pemData := []byte(is.CertificateAuthority)
+	if is.CertificateAuthorityFile != "" {
+		b, err := os.ReadFile(is.CertificateAuthorityFile)
+		if err != nil {
+			return nil, err
+		}
+		pemData = b
+	}
+	if len(pemData) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemData) {
+			return nil, fmt.Errorf("certificateAuthority holds no PEM certificate")
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	var rt http.RoundTripper = tr
+	if is.DiscoveryTokenFile != "" {
+		rt = tokenFileTransport{file: is.DiscoveryTokenFile, next: tr}
+	}
+	return &http.Client{Transport: rt, Timeout: timeout}, nil
+}
+
+// tokenFileTransport adds the bearer token read from a file (re-read on
+// every request: projected tokens rotate).
+type tokenFileTransport struct {
+	file string
+	next http.RoundTripper
+}
+
+func (t tokenFileTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	b, err := os.ReadFile(t.file)
+	if err != nil {
+		return nil, err
+	}
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
+	return t.next.RoundTrip(r)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,228 @@
+package authn_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/authn"
+	"github.com/oidc-authservice/oidc-authservice/test/peer"
+)
+
+// gitlabConfig is the configuration of CONTRACT.md §3, as written: one jwt
+// entry for GitLab serving users and CI jobs.
+func gitlabConfig(issuer string) string {
+	return fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1beta1
+kind: AuthenticationConfiguration
+jwt:
+- issuer:
+    url: %s
+    audiences: ["gitlab-application-id", "https://kubeflow.example.com"]
+    audienceMatchPolicy: MatchAny
+  claimMappings:
+    username:
+      expression: 'has(claims.preferred_username) ? "gitlab:" + claims.preferred_username : "gitlab-ci:" + claims.sub'
+    uid:
+      expression: 'has(claims.preferred_username) ? "gitlab:" + claims.preferred_username : "gitlab-ci:" + claims.sub'
+    groups:
+      claim: groups_direct
+      prefix: "gitlab:"
+`, issuer)
+}
+
+// serviceAccountConfig is the documented entry for Kubernetes service
+// account tokens (docs/machine-identities.md).
+func serviceAccountConfig(issuer string) string {
+	return fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt:
+- issuer:
+    url: %s
+    audiences: ["pipelines.kubeflow.org"]
+  claimMappings:
+    username:
+      expression: '"system:serviceaccount:" + claims["kubernetes.io"].namespace + ":" + claims["kubernetes.io"].serviceaccount.name'
+    uid:
+      expression: 'claims["kubernetes.io"].serviceaccount.uid'
+    groups:
+      expression: '["system:serviceaccounts", "system:serviceaccounts:" + claims["kubernetes.io"].namespace]'
+  claimValidationRules:
+  - expression: '"kubernetes.io" in claims && "serviceaccount" in claims["kubernetes.io"]'
+    message: not a service account token
+`, issuer)
+}
+
+func authenticator(t *testing.T, yaml string) *authn.Authenticator {
+	t.Helper()
+	_, cfgs, err := authn.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := authn.New(cfgs, authn.Options{KeyRefetchInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestGitLabUsersAndCIJobs(t *testing.T) {
+	is := peer.StartIssuer(t)
+	a := authenticator(t, gitlabConfig(is.URL))
+	ctx := context.Background()
+
+	ci := is.Sign(t, map[string]any{"aud": "https://kubeflow.example.com", "sub": "project_path:foo/bar:ref_type:branch:ref:main",
+		"namespace_path": "foo", "project_path": "foo/bar", "ref": "main", "ref_protected": "true", "user_login": "alice"})
+	id, err := a.Authenticate(ctx, ci)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Username != "gitlab-ci:project_path:foo/bar:ref_type:branch:ref:main" || len(id.Groups) != 0 || id.UID != id.Username {
+		t.Fatalf("CI job: %+v", id)
+	}
+
+	user := is.Sign(t, map[string]any{"aud": "gitlab-application-id", "sub": "4217", "preferred_username": "alice",
+		"email": "alice@example.com", "groups_direct": []string{"acme", "acme/ml"}})
+	id, err = a.Authenticate(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Username != "gitlab:alice" || strings.Join(id.Groups, ",") != "gitlab:acme,gitlab:acme/ml" {
+		t.Fatalf("user: %+v", id)
+	}
+}
+
+func TestServiceAccountTokens(t *testing.T) {
+	is := peer.StartIssuer(t)
+	a := authenticator(t, serviceAccountConfig(is.URL))
+	tok := is.Sign(t, map[string]any{"aud": []string{"pipelines.kubeflow.org"}, "sub": "system:serviceaccount:ns:sa",
+		"kubernetes.io": map[string]any{"namespace": "ns", "serviceaccount": map[string]any{"name": "sa", "uid": "u-1"}}})
+	id, err := a.Authenticate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Username != "system:serviceaccount:ns:sa" || strings.Join(id.Groups, ",") != "system:serviceaccounts,system:serviceaccounts:ns" || id.UID != "u-1" {
+		t.Fatalf("%+v", id)
+	}
+	notSA := is.Sign(t, map[string]any{"aud": "pipelines.kubeflow.org", "sub": "x"})
+	if _, err := a.Authenticate(context.Background(), notSA); err == nil {
+		t.Fatal("a token without kubernetes.io claims passed the claim validation rule")
+	}
+}
+
+func b64(v any) string {
+	b, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func TestRejections(t *testing.T) {
+	is := peer.StartIssuer(t)
+	a := authenticator(t, gitlabConfig(is.URL))
+	good := map[string]any{"aud": "gitlab-application-id", "sub": "1", "preferred_username": "alice"}
+	with := func(k string, v any) map[string]any {
+		c := map[string]any{}
+		for kk, vv := range good {
+			c[kk] = vv
+		}
+		c[k] = v
+		return c
+	}
+	payload := b64(map[string]any{"iss": is.URL, "aud": "gitlab-application-id", "sub": "1", "preferred_username": "alice",
+		"exp": time.Now().Add(time.Hour).Unix()})
+	pubDER, _ := x509.MarshalPKIXPublicKey(&peer.ForeignKey().PublicKey)
+	hsInput := b64(map[string]any{"alg": "HS256", "typ": "JWT", "kid": "key-1"}) + "." + payload
+	mac := hmac.New(sha256.New, pubDER)
+	mac.Write([]byte(hsInput))
+
+	cases := map[string]string{
+		"wrong issuer":                    peer.SignWith(t, peer.ForeignKey(), "key-1", map[string]any{"iss": "https://evil.example", "aud": "gitlab-application-id", "sub": "1", "exp": time.Now().Add(time.Hour).Unix()}),
+		"issuer claims ours, foreign key": peer.SignWith(t, peer.ForeignKey(), "key-1", map[string]any{"iss": is.URL, "aud": "gitlab-application-id", "sub": "1", "preferred_username": "a", "exp": time.Now().Add(time.Hour).Unix()}),
+		"wrong audience":                  is.Sign(t, with("aud", "another-app")),
+		"expired":                         is.Sign(t, with("exp", time.Now().Add(-time.Minute).Unix())),
+		"not yet valid":                   is.Sign(t, with("nbf", time.Now().Add(time.Hour).Unix())),
+		"no exp":                          is.Sign(t, with("exp", nil)),
+		"alg none":                        b64(map[string]any{"alg": "none", "typ": "JWT"}) + "." + payload + ".",
+		"HMAC with the public key":        hsInput + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)),
+		"unknown kid":                     peer.SignWith(t, peer.ForeignKey(), "key-999", map[string]any{"iss": is.URL, "aud": "gitlab-application-id", "sub": "1", "preferred_username": "a", "exp": time.Now().Add(time.Hour).Unix()}),
+		"kid with path characters":        peer.SignWith(t, peer.ForeignKey(), "../../etc/passwd", map[string]any{"iss": is.URL, "aud": "gitlab-application-id", "sub": "1", "preferred_username": "a", "exp": time.Now().Add(time.Hour).Unix()}),
+		"oversized":                       is.Sign(t, with("pad", strings.Repeat("x", authn.MaxTokenSize))),
+		"malformed base64":                "eyJhbGciOiJSUzI1NiJ9.!!!notbase64!!!.sig",
+		"two parts":                       "abc.def",
+		"username not a string":           is.Sign(t, with("preferred_username", 42)),
+		"groups not strings":              is.Sign(t, with("groups_direct", []any{1, 2})),
+	}
+	for name, tok := range cases {
+		t.Run(name, func(t *testing.T) {
+			id, err := a.Authenticate(context.Background(), tok)
+			if err == nil {
+				t.Fatalf("accepted: %+v", id)
+			}
+			if !errors.Is(err, authn.ErrInvalidToken) {
+				t.Fatalf("error does not wrap ErrInvalidToken: %v", err)
+			}
+		})
+	}
+}
+
+func TestKeyRotationAndRefetchRateLimit(t *testing.T) {
+	is := peer.StartIssuer(t)
+	_, cfgs, err := authn.Parse([]byte(gitlabConfig(is.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := authn.New(cfgs, authn.Options{KeyRefetchInterval: 200 * time.Millisecond})
+	ctx := context.Background()
+	claims := map[string]any{"aud": "gitlab-application-id", "sub": "1", "preferred_username": "alice"}
+	if _, err := a.Authenticate(ctx, is.Sign(t, claims)); err != nil {
+		t.Fatal(err)
+	}
+	is.Rotate()
+	time.Sleep(250 * time.Millisecond) // past the refetch interval since the first fetch
+	if _, err := a.Authenticate(ctx, is.Sign(t, claims)); err != nil {
+		t.Fatalf("token of the rotated key: %v", err)
+	}
+	// A flood of invented kids refetches at most once per interval.
+	before := is.JWKSFetches.Load()
+	for i := 0; i < 50; i++ {
+		tok := peer.SignWith(t, peer.ForeignKey(), fmt.Sprintf("invented-%d", i), map[string]any{"iss": is.URL, "aud": "gitlab-application-id",
+			"sub": "1", "preferred_username": "a", "exp": time.Now().Add(time.Hour).Unix()})
+		a.Authenticate(ctx, tok)
+	}
+	if n := is.JWKSFetches.Load() - before; n > 1 {
+		t.Fatalf("%d key set fetches for 50 unknown kids within one interval", n)
+	}
+}
+
+func TestHugeJWKSRefused(t *testing.T) {
+	is := peer.StartIssuer(t)
+	is.PadJWKS(500)
+	a := authenticator(t, gitlabConfig(is.URL))
+	if _, err := a.Authenticate(context.Background(), is.Sign(t, map[string]any{"aud": "gitlab-application-id", "sub": "1", "preferred_username": "a"})); err == nil {
+		t.Fatal("a key set of 500 keys was used")
+	}
+}
+
+func TestConfigErrorsNameTheEntry(t *testing.T) {
+	bad := strings.Replace(gitlabConfig("https://gitlab.example.com"), `"gitlab-ci:" + claims.sub'`, `"gitlab-ci:" + claims.sub +'`, 1)
+	_, _, err := authn.Parse([]byte(bad))
+	if !errors.Is(err, authn.ErrConfig) || !strings.Contains(err.Error(), "jwt[0] (issuer https://gitlab.example.com)") || !strings.Contains(err.Error(), "claimMappings.username.expression") {
+		t.Fatalf("err = %v", err)
+	}
+	for name, y := range map[string]string{
+		"two audiences without MatchAny": strings.Replace(gitlabConfig("https://g"), "    audienceMatchPolicy: MatchAny\n", "", 1),
+		"claim without prefix":           strings.Replace(gitlabConfig("https://g"), "      prefix: \"gitlab:\"\n", "", 1),
+		"unknown field":                  strings.Replace(gitlabConfig("https://g"), "kind:", "bogus: 1\nkind:", 1),
+		"wrong kind":                     strings.Replace(gitlabConfig("https://g"), "kind: AuthenticationConfiguration", "kind: Other", 1),
+	} {
+		if _, _, err := authn.Parse([]byte(y)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

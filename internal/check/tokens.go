@@ -1,0 +1,57 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/authn"
+	"github.com/oidc-authservice/oidc-authservice/internal/cache"
+	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+)
+
+// looksLikeJWT tells a JWS compact token from a sealed session value (which
+// never contains a dot).
+func looksLikeJWT(v string) bool { return strings.Count(v, ".") == 2 }
+
+// openToken authenticates a bearer JWT. A verified token's identity is
+// cached under the token's SHA-256 until the token expires.
+func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
+	if h.Tokens == nil {
+		return nil, fmt.Errorf("%w: no bearer token issuers are configured", authn.ErrInvalidToken)
+	}
+	k := cache.KeyOf(raw)
+	now := h.Now().Unix()
+	if pr, ok := h.verified.Get(k); ok {
+		if now < pr.sess.Expires {
+			return pr, nil
+		}
+		h.verified.Delete(k)
+		return nil, fmt.Errorf("%w: expired", authn.ErrInvalidToken)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.CheckProviderBudget)
+	defer cancel()
+	id, err := h.Tokens.Authenticate(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	user, groups, dropped, err := identity.Clean(h.Mapper.Transform(id.Username), id.Groups)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", authn.ErrInvalidToken, err)
+	}
+	if len(dropped) > 0 {
+		h.log.Warn("token groups left out: unsafe characters or too many", requestID(r), zap.String("user", user), zap.Strings("groups", dropped))
+	}
+	sub := id.UID
+	if sub == "" {
+		sub = id.Username
+	}
+	s := &session.Session{Subject: sub, Issuer: id.Issuer, User: user, Groups: groups, Created: now, Expires: id.Expiry.Unix()}
+	pr := h.newPrincipal(raw, s, now)
+	h.verified.Put(k, pr)
+	return pr, nil
+}
