@@ -226,3 +226,25 @@ func TestConfigErrorsNameTheEntry(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkVerify is the verify path of a bearer token (no cache): parse,
+// RS256 signature, claims, CEL mappings.
+func BenchmarkVerify(b *testing.B) {
+	is := peer.StartIssuer(b)
+	_, cfgs, err := authn.Parse([]byte(gitlabConfig(is.URL)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, _ := authn.New(cfgs, authn.Options{})
+	tok := is.Sign(b, map[string]any{"aud": "gitlab-application-id", "sub": "4217", "preferred_username": "alice", "groups_direct": []string{"acme"}})
+	if _, err := a.Authenticate(context.Background(), tok); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := a.Authenticate(context.Background(), tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -110,3 +110,15 @@ func BenchmarkOpenSessionUncached(b *testing.B) {
 		}
 	}
 }
+
+// A bearer JWT already verified by this replica (the common case for SDKs
+// and CI jobs).
+func BenchmarkCheckBearerTokenCached(b *testing.B) {
+	f := newFixture(b, nil)
+	tok := strings.Repeat("a", 300) + "." + strings.Repeat("b", 400) + "." + strings.Repeat("c", 342)
+	pr := f.h.newPrincipal(tok, &session.Session{Subject: "s", User: "system:serviceaccount:ns:sa", Groups: []string{"system:serviceaccounts"},
+		Created: f.now.Unix(), Expires: f.now.Add(time.Hour).Unix()}, f.now.Unix())
+	f.h.verified.Put(pr.key, pr)
+	f.h.Tokens = nonNilAuthenticator(b)
+	benchCheck(b, f, benchRequest("POST", "/pipeline/apis/v2beta1/runs", map[string]string{"Authorization": "Bearer " + tok}), 200)
+}
