@@ -16,6 +16,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/issuer"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
@@ -31,6 +32,8 @@ type Deps struct {
 	Mapper   *identity.Mapper
 	Policy   *authz.Policy
 	Pages    *pages.Pages
+	// Upstream issues identity tokens for upstreams (UPSTREAM_TOKEN=issued).
+	Upstream *issuer.Issuer
 	// Tokens authenticates bearer JWTs; nil when no issuer is configured.
 	Tokens *authn.Authenticator
 	// Revocations lists sessions ended before their expiry.
@@ -83,19 +86,36 @@ func New(d Deps) *Handler {
 
 // ServeHTTP takes the decision documented in the package comment.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p := r.URL.Path
-	switch {
+	switch p := r.URL.Path; {
 	case p == h.cfg.RedirectPath:
 		h.callback(w, r)
-		return
 	case p == h.cfg.LogoutPath:
 		h.logout(w, r)
-		return
-	case h.skipped(p):
-		h.allowAnonymous(w, r, "skip path")
+	case p == h.cfg.VerifyPath:
+		h.verify(w, r)
+	case p == h.cfg.StartPath:
+		h.start(w, r)
+	default:
+		h.decide(w, r, extAuthz)
+	}
+}
+
+// mode is who asks: Envoy's ext_authz filter, or a forward-auth proxy
+// (nginx auth_request, Caddy forward_auth, Traefik forwardAuth) through the
+// verify endpoint.
+type mode int
+
+const (
+	extAuthz mode = iota
+	forwardAuth
+)
+
+// decide answers for request r: the decision table of the package comment.
+func (h *Handler) decide(w http.ResponseWriter, r *http.Request, m mode) {
+	if h.skipped(r.URL.Path) {
+		h.allowAnonymous(w, r, "skip path", m)
 		return
 	}
-
 	pr, reason := h.authenticate(r)
 	if pr != nil {
 		next, sealed, err := h.lifecycle(r, pr)
@@ -113,7 +133,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reason = err
 	}
 	if r.Method == http.MethodOptions && h.cfg.AllowUnauthenticatedOptions {
-		h.allowAnonymous(w, r, "unauthenticated OPTIONS allowed")
+		h.allowAnonymous(w, r, "unauthenticated OPTIONS allowed", m)
 		return
 	}
 	if errors.Is(reason, authn.ErrInvalidToken) {
@@ -124,7 +144,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if reason != nil {
 		h.clearSession(w, r)
 	}
-	if h.browserNavigation(r) {
+	if h.browserNavigation(r) && (m == extAuthz || h.cfg.ForwardAuthRedirect) {
 		h.startLogin(w, r, reason)
 		return
 	}
@@ -191,14 +211,23 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *princip
 	hd := w.Header()
 	hd[h.userHeader] = pr.user
 	hd[h.groupsHeader] = pr.groups
+	if auth := h.upstreamAuthorization(pr); auth != nil {
+		hd["Authorization"] = auth
+	}
 	w.WriteHeader(http.StatusOK)
 	h.debug(r, "allow", "session", zap.String("user", pr.sess.User))
 }
 
 // allowAnonymous lets a request through without identity, telling Envoy to
 // strip any identity header the client sent.
-func (h *Handler) allowAnonymous(w http.ResponseWriter, r *http.Request, why string) {
+func (h *Handler) allowAnonymous(w http.ResponseWriter, r *http.Request, why string, m mode) {
 	w.Header()["X-Envoy-Auth-Headers-To-Remove"] = h.removeIdentity
+	if m == forwardAuth {
+		// Forward-auth proxies copy the listed headers from this answer
+		// onto the request: empty values overwrite what the client sent.
+		w.Header()[h.userHeader] = empty
+		w.Header()[h.groupsHeader] = empty
+	}
 	w.WriteHeader(http.StatusOK)
 	h.debug(r, "allow", why)
 }
@@ -272,6 +301,8 @@ func acceptsHTML(accept string) bool {
 	}
 	return false
 }
+
+var empty = []string{""}
 
 func joinGroups(g []string) string { return strings.Join(g, ",") }
 

@@ -36,11 +36,18 @@ type principal struct {
 	user   []string // USERID_HEADER value
 	groups []string // GROUPS_HEADER value
 
-	mu         sync.Mutex                // serializes refresh and validation: concurrent requests collapse into one provider call
-	validated  atomic.Int64              // last successful strict validation, unix seconds
-	retryAt    atomic.Int64              // no provider call before this, after the provider failed
-	successor  atomic.Pointer[successor] // the refreshed or re-sealed session that replaces this one
-	validateAt atomic.Int64              // no validation retry before this, after the provider failed
+	mu         sync.Mutex                    // serializes refresh and validation: concurrent requests collapse into one provider call
+	validated  atomic.Int64                  // last successful strict validation, unix seconds
+	retryAt    atomic.Int64                  // no provider call before this, after the provider failed
+	successor  atomic.Pointer[successor]     // the refreshed or re-sealed session that replaces this one
+	validateAt atomic.Int64                  // no validation retry before this, after the provider failed
+	upstream   atomic.Pointer[upstreamToken] // the issued token for upstreams, re-signed at half its lifetime
+}
+
+// upstreamToken is an issued identity token with its header value.
+type upstreamToken struct {
+	header  []string // "Bearer <jwt>"
+	renewAt int64
 }
 
 // successor is what replaces a session: requests still carrying the old

@@ -251,7 +251,7 @@ func (h *Handler) newSession(l *provider.Login, id identity.Identity) (*session.
 	if h.cfg.StrictValidation || (h.cfg.RevokeOnLogout && h.Provider.RevocationEndpoint() != "") {
 		s.AccessToken = l.Token.AccessToken
 	}
-	if h.cfg.ProviderLogout && h.Provider.EndSessionEndpoint() != "" {
+	if (h.cfg.ProviderLogout && h.Provider.EndSessionEndpoint() != "") || h.cfg.UpstreamToken == "id_token" {
 		s.IDToken = l.RawID
 	}
 	if s.RefreshToken != "" && !l.Token.Expiry.IsZero() {

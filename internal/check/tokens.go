@@ -55,3 +55,34 @@ func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
 	h.verified.Put(k, pr)
 	return pr, nil
 }
+
+// upstreamAuthorization is the Authorization header the upstream gets, per
+// UPSTREAM_TOKEN: the provider's ID token, or an issued token cached on the
+// principal and re-signed when half its lifetime has passed, so the hot path
+// signs once per session per half-lifetime, not per request.
+func (h *Handler) upstreamAuthorization(pr *principal) []string {
+	switch h.cfg.UpstreamToken {
+	case "id_token":
+		if pr.sess.IDToken == "" {
+			return nil
+		}
+		return []string{"Bearer " + pr.sess.IDToken}
+	case "issued":
+		if h.Upstream == nil {
+			return nil
+		}
+		now := h.Now().Unix()
+		if t := pr.upstream.Load(); t != nil && now < t.renewAt {
+			return t.header
+		}
+		raw, exp, err := h.Upstream.Sign(pr.user[0], pr.sess.Groups)
+		if err != nil {
+			h.log.Error("cannot sign the upstream token", zap.Error(err))
+			return nil
+		}
+		t := &upstreamToken{header: []string{"Bearer " + raw}, renewAt: exp.Unix() - int64(h.Upstream.Lifetime().Seconds()/2)}
+		pr.upstream.Store(t)
+		return t.header
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -97,6 +98,18 @@ type Config struct {
 	AcceptProviderIDTokens   bool   `envconfig:"ACCEPT_PROVIDER_ID_TOKENS" default:"true" desc:"Accept the login provider's own ID tokens (audience CLIENT_ID) as bearer tokens, mapped with USERID_CLAIM and GROUPS_CLAIM, as the predecessor did."`
 	AuthorizationRulesFile   string `envconfig:"AUTHORIZATION_RULES_FILE" desc:"YAML rules: host, path prefix and methods → allowed users, groups, email domains or any authenticated; first match wins. See docs/authorization.md."`
 
+	// Forward auth (nginx auth_request, Caddy forward_auth, Traefik forwardAuth).
+	VerifyAuthURL             string `envconfig:"VERIFY_AUTH_URL" desc:"Path of the forward-auth verify endpoint on SERVER_PORT. Default <AUTHSERVICE_URL_PREFIX>verify. The login-start endpoint for nginx is <AUTHSERVICE_URL_PREFIX>start?rd=<url>."`
+	ForwardAuthTrustedProxies string `envconfig:"FORWARD_AUTH_TRUSTED_PROXIES" default:"127.0.0.1/32,::1/128" desc:"Comma-separated addresses or CIDRs whose X-Forwarded-Method/-Proto/-Host/-Uri and X-Original-URL headers the verify endpoint believes; from anyone else they are ignored."`
+	ForwardAuthRedirect       bool   `envconfig:"FORWARD_AUTH_REDIRECT" default:"false" desc:"The verify endpoint answers an unauthenticated browser navigation with a 302 to the provider (Caddy, Traefik pass it on) instead of 401 (nginx: use error_page 401 with the start endpoint)."`
+
+	// Identity token for the upstream.
+	UpstreamToken         string        `envconfig:"UPSTREAM_TOKEN" default:"none" desc:"none, id_token (forward the provider's ID token as Authorization: Bearer) or issued (a short-lived JWT signed by the service, for Istio RequestAuthentication)."`
+	UpstreamTokenIssuer   string        `envconfig:"UPSTREAM_TOKEN_ISSUER" default:"http://authservice.istio-system.svc.cluster.local:8082" desc:"iss of issued tokens; its /.well-known/openid-configuration and jwks.json are served on WEB_SERVER_PORT."`
+	UpstreamTokenAudience string        `envconfig:"UPSTREAM_TOKEN_AUDIENCE" default:"kubeflow" desc:"aud of issued tokens."`
+	UpstreamTokenLifetime time.Duration `envconfig:"UPSTREAM_TOKEN_LIFETIME" default:"5m" desc:"Lifetime of issued tokens."`
+	UpstreamTokenKeysFile string        `envconfig:"UPSTREAM_TOKEN_KEYS_FILE" desc:"PEM file (a Kubernetes Secret) of the signing keys, RSA or EC P-256, newest first: the first signs, all are published. Unset with UPSTREAM_TOKEN=issued: a random key, valid for this process only."`
+
 	// Pages.
 	ClientName   string `envconfig:"CLIENT_NAME" default:"Kubeflow" desc:"Name shown on the pages."`
 	Theme        string `envconfig:"THEME" default:"kubeflow" desc:"Theme of the pages: kubeflow (embedded) or the name of a folder under THEMES_URL."`
@@ -121,6 +134,9 @@ type Settings struct {
 	RedirectPath    string // path of REDIRECT_URL, where the callback arrives
 	LogoutPath      string
 	BackchannelPath string // <prefix>oidc/backchannel-logout, served on WEB_SERVER_PORT
+	VerifyPath      string // forward-auth verify endpoint
+	StartPath       string // forward-auth login start
+	TrustedProxies  []netip.Prefix
 	SitePrefix      string // <prefix>site/, the web pages
 	SkipPrefixes    []string
 	APIPrefixes     []string
@@ -220,6 +236,34 @@ func (s *Settings) validate() error {
 	s.LogoutPath = s.URLPrefix + "logout"
 	s.SitePrefix = s.URLPrefix + "site/"
 	s.BackchannelPath = s.URLPrefix + "oidc/backchannel-logout"
+	s.VerifyPath = s.VerifyAuthURL
+	if s.VerifyPath == "" {
+		s.VerifyPath = s.URLPrefix + "verify"
+	}
+	s.StartPath = s.URLPrefix + "start"
+	for _, p := range splitList(s.ForwardAuthTrustedProxies, ",") {
+		if !strings.Contains(p, "/") {
+			if strings.Contains(p, ":") {
+				p += "/128"
+			} else {
+				p += "/32"
+			}
+		}
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			bad("FORWARD_AUTH_TRUSTED_PROXIES", "%q is not an address or CIDR", p)
+			continue
+		}
+		s.TrustedProxies = append(s.TrustedProxies, pfx)
+	}
+	switch s.UpstreamToken {
+	case "none", "id_token", "issued":
+	default:
+		bad("UPSTREAM_TOKEN", "%q: want none, id_token or issued", s.UpstreamToken)
+	}
+	if s.UpstreamTokenLifetime < 10*time.Second || s.UpstreamTokenLifetime > 24*time.Hour {
+		bad("UPSTREAM_TOKEN_LIFETIME", "must be between 10s and 24h")
+	}
 	if s.AfterLogoutURL == "" {
 		s.AfterLogoutURL = s.SitePrefix + "after_logout"
 	}

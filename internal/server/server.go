@@ -25,6 +25,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/check"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/issuer"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
@@ -88,6 +89,25 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	var upstream *issuer.Issuer
+	if s.UpstreamToken == "issued" {
+		var keys []issuer.Key
+		if s.UpstreamTokenKeysFile != "" {
+			if keys, err = issuer.LoadKeys(s.UpstreamTokenKeysFile); err != nil {
+				return err
+			}
+		} else {
+			k, err := issuer.GenerateKey()
+			if err != nil {
+				return err
+			}
+			keys = []issuer.Key{k}
+			log.Warn("UPSTREAM_TOKEN=issued without UPSTREAM_TOKEN_KEYS_FILE: a random signing key; replicas will not agree and tokens fail validation after a restart")
+		}
+		if upstream, err = issuer.New(keys, s.UpstreamTokenIssuer, s.UpstreamTokenAudience, s.UpstreamTokenLifetime, now); err != nil {
+			return err
+		}
+	}
 	revocations := revocation.New(time.Duration(s.SessionMaxAge)*time.Second, store, now, log)
 	checkHandler := check.New(check.Deps{
 		Settings:    s,
@@ -97,6 +117,7 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 		Mapper:      identity.NewMapper(s),
 		Policy:      policy,
 		Tokens:      tokens,
+		Upstream:    upstream,
 		Pages:       pg,
 		Revocations: revocations,
 		Now:         now,
@@ -106,7 +127,7 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	servers := []*http.Server{
 		newServer(s, s.Port, checkHandler, s.ProviderTimeout),
 		newServer(s, s.ReadinessPort, probe(prov), s.ProviderTimeout),
-		newServer(s, s.WebServerPort, web.New(s, pg, checkHandler.BackchannelLogout), s.ProviderTimeout),
+		newServer(s, s.WebServerPort, web.New(s, pg, checkHandler.BackchannelLogout, upstream), s.ProviderTimeout),
 	}
 	listeners := make([]net.Listener, len(servers))
 	for i, srv := range servers {

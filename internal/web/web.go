@@ -5,6 +5,8 @@
 //	GET <prefix>site/homepage       the home page (default HOMEPAGE_URL)
 //	GET /site/...                   the same, for gateways that strip the prefix
 //	POST <prefix>oidc/backchannel-logout  OpenID Connect back-channel logout
+//	GET /.well-known/openid-configuration, /.well-known/jwks.json
+//	                                the issuer of upstream tokens (UPSTREAM_TOKEN=issued)
 //
 // Kubeflow routes <prefix> to this port; the check server lets <prefix>site/
 // through without a session so these pages are reachable when signed out.
@@ -16,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/issuer"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 )
 
@@ -24,17 +27,29 @@ type Handler struct {
 	cfg         *config.Settings
 	pages       *pages.Pages
 	backchannel http.HandlerFunc
+	issuer      *issuer.Issuer
 }
 
-// New builds the web Handler; backchannel serves back-channel logout.
-func New(cfg *config.Settings, p *pages.Pages, backchannel http.HandlerFunc) *Handler {
-	return &Handler{cfg: cfg, pages: p, backchannel: backchannel}
+// New builds the web Handler; backchannel serves back-channel logout; iss,
+// when not nil, publishes the upstream token issuer's discovery and keys.
+func New(cfg *config.Settings, p *pages.Pages, backchannel http.HandlerFunc, iss *issuer.Issuer) *Handler {
+	return &Handler{cfg: cfg, pages: p, backchannel: backchannel, issuer: iss}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == h.cfg.BackchannelPath {
 		h.backchannel(w, r)
 		return
+	}
+	if h.issuer != nil {
+		switch r.URL.Path {
+		case "/.well-known/jwks.json":
+			writeDoc(w, h.issuer.JWKS())
+			return
+		case "/.well-known/openid-configuration":
+			writeDoc(w, h.issuer.Discovery())
+			return
+		}
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -78,4 +93,10 @@ func providerName(u string) string {
 		return p.Host
 	}
 	return "your identity provider"
+}
+
+func writeDoc(w http.ResponseWriter, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(b)
 }
