@@ -20,14 +20,19 @@ func StartRedis(t testing.TB) string {
 	Require(t, "redis-server", cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
+	Require(t, "redis-server", WaitTCP(addr, 10*time.Second))
+	return "redis://" + addr + "/0"
+}
+
+// WaitTCP waits until addr accepts connections.
+func WaitTCP(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return "redis://" + addr + "/0"
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	Require(t, "redis-server", fmt.Errorf("not listening on %s", addr))
-	return ""
+	return fmt.Errorf("not listening on %s after %s", addr, timeout)
 }
