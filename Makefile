@@ -39,6 +39,17 @@ test: bin/dex-runner ## Run vet and the whole test suite (unit and integration a
 e2e: bin/dex-runner ## Run the end-to-end scenarios (browser, GitLab-shaped provider, replicas, proxies).
 	DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e ./test/e2e/...
 
+FUZZTIME ?= 10s
+FUZZ_TARGETS := internal/session:FuzzOpenSession internal/session:FuzzLoginState internal/check:FuzzSafeTarget \
+	internal/check:FuzzCallbackQuery internal/check:FuzzForwardedHeaders internal/check:FuzzBackchannelLogoutToken \
+	internal/authn:FuzzBearerToken
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed corpus.
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg; done
+
 .PHONY: bench
 bench: build ## Benchmarks of the check path, then the load comparison with a bare server (docs/performance.md).
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...

@@ -27,7 +27,6 @@ func StartCaddy(t testing.TB, tg ForwardAuthTargets) string {
 	conf := fmt.Sprintf(`{
 	admin off
 	auto_https off
-	persist_config off
 }
 http://127.0.0.1:%d {
 	bind 127.0.0.1
