@@ -49,6 +49,7 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer log.Sync()
+	server.Version = version
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	return server.Run(ctx, s, log.With(zap.String("version", version)))

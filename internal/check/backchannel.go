@@ -56,6 +56,7 @@ func (h *Handler) BackchannelLogout(w http.ResponseWriter, r *http.Request) {
 	} else {
 		h.Revocations.Revoke(ctx, revocation.Subject, lt.Subject)
 	}
+	h.Metrics.Revocation("backchannel")
 	h.log.Info("back-channel logout", zap.String("sub", lt.Subject), zap.Bool("by_sid", lt.SID != ""))
 	w.WriteHeader(http.StatusOK)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
@@ -88,7 +89,7 @@ func newFixture(t testing.TB, env map[string]string) *fixture {
 	codec := session.NewCodec(s.Keys, time.Duration(s.SessionMaxAge)*time.Second, clock)
 	h := New(Deps{Settings: s, Logger: zap.NewNop(), Codec: codec, Provider: p, Mapper: identity.NewMapper(s),
 		Policy: policy(t, s), Pages: pg, Now: clock, Random: rand.Reader,
-		Revocations: revocation.New(time.Hour, nil, clock, zap.NewNop())})
+		Revocations: revocation.New(time.Hour, nil, clock, zap.NewNop()), Metrics: metrics.New("test")})
 	return &fixture{h: h, s: s, codec: codec, now: now}
 }
 

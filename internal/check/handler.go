@@ -17,6 +17,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/issuer"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
@@ -42,6 +43,8 @@ type Deps struct {
 	Random      io.Reader
 	// SessionCacheSize bounds the cache of verified session cookies.
 	SessionCacheSize int
+	// Metrics records decisions, logins and cache lookups; may be nil.
+	Metrics *metrics.Metrics
 }
 
 // Handler answers ext_authz checks.
@@ -62,6 +65,8 @@ type Handler struct {
 	// usedStates remembers consumed login states so a replayed callback is
 	// refused even while its cookie is still around.
 	usedStates *cache.Cache[int64]
+	// access writes the audit lines of ACCESS_LOG; nil when it is off.
+	access *accessLog
 }
 
 // New builds the Handler.
@@ -70,7 +75,12 @@ func New(d Deps) *Handler {
 		d.SessionCacheSize = 20000
 	}
 	s := d.Settings
+	var access *accessLog
+	if s.AccessLog {
+		access = &accessLog{log: d.Logger.Named("access"), rate: s.AccessLogRate, metrics: d.Metrics}
+	}
 	return &Handler{
+		access:         access,
 		Deps:           d,
 		cfg:            s,
 		log:            d.Logger.Named("check"),
@@ -110,11 +120,21 @@ const (
 	forwardAuth
 )
 
-// decide answers for request r: the decision table of the package comment.
+// decide answers for request r (the decision table of the package comment)
+// and records the answer in the metrics and the access log.
 func (h *Handler) decide(w http.ResponseWriter, r *http.Request, m mode) {
+	start := time.Now()
+	d, why, pr := h.decision(w, r, m)
+	h.Metrics.Check(d, why, time.Since(start))
+	if h.access != nil {
+		h.access.line(r, d, why, pr)
+	}
+}
+
+func (h *Handler) decision(w http.ResponseWriter, r *http.Request, m mode) (metrics.Decision, metrics.Reason, *principal) {
 	if h.skipped(r.URL.Path) {
 		h.allowAnonymous(w, r, "skip path", m)
-		return
+		return metrics.Allow, metrics.SkipPath, nil
 	}
 	pr, reason := h.authenticate(r)
 	if pr != nil {
@@ -123,33 +143,43 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, m mode) {
 			if sealed != "" {
 				h.writeSession(w, r, sealed, int(next.sess.Expires-h.Now().Unix()))
 			}
-			h.authorized(w, r, next)
-			return
+			if !h.authorized(w, r, next) {
+				return metrics.Forbidden, metrics.Policy, next
+			}
+			if next.bearer {
+				return metrics.Allow, metrics.Token, next
+			}
+			return metrics.Allow, metrics.Session, next
 		}
 		if err == errValidationPending {
 			h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(r))
-			return
+			return metrics.Deny, metrics.ProviderUnavailable, pr
 		}
 		reason = err
 	}
 	if r.Method == http.MethodOptions && h.cfg.AllowUnauthenticatedOptions {
 		h.allowAnonymous(w, r, "unauthenticated OPTIONS allowed", m)
-		return
+		return metrics.Allow, metrics.Options, nil
 	}
 	if errors.Is(reason, authn.ErrInvalidToken) {
 		h.log.Info("bearer token refused", requestID(r), zap.Error(reason))
 		h.unauthenticated(w)
-		return
+		return metrics.Deny, metrics.InvalidToken, nil
 	}
+	why := metrics.NoCredentials
 	if reason != nil {
+		why = metrics.InvalidSession
 		h.clearSession(w, r)
 	}
 	if h.browserNavigation(r) && (m == extAuthz || h.cfg.ForwardAuthRedirect) {
-		h.startLogin(w, r, reason)
-		return
+		if !h.startLogin(w, r, reason) {
+			return metrics.Fail, metrics.ProviderUnavailable, nil
+		}
+		return metrics.Redirect, why, nil
 	}
 	h.debug(r, "deny", "unauthenticated", zap.NamedError("cookie", reason))
 	h.unauthenticated(w)
+	return metrics.Deny, why, nil
 }
 
 // authenticate finds a valid session in the cookie or, as older SDK clients
@@ -186,7 +216,9 @@ func (h *Handler) open(value string) (*principal, error) {
 		return nil, session.ErrMalformed
 	}
 	k := cache.KeyOf(value)
-	if pr, ok := h.verified.Get(k); ok {
+	pr, ok := h.verified.Get(k)
+	h.Metrics.CacheLookup(metrics.SessionCache, ok)
+	if ok {
 		if h.Now().Unix() < pr.sess.Expires {
 			return pr, nil
 		}
@@ -197,16 +229,18 @@ func (h *Handler) open(value string) (*principal, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr := h.newPrincipal(value, s, max(s.Created, s.Renewed))
+	pr = h.newPrincipal(value, s, max(s.Created, s.Renewed))
 	h.verified.Put(k, pr)
 	return pr, nil
 }
 
-func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *principal) {
+// authorized answers for an authenticated principal: allow with the
+// identity headers, or 403 when the policy refuses (then it returns false).
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *principal) bool {
 	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: r.URL.Path, Method: r.Method, User: pr.user[0], Groups: pr.sess.Groups}); !ok {
 		h.log.Info("not authorized", requestID(r), zap.String("user", pr.sess.User), zap.String("reason", why))
 		h.forbidden(w, r, pr.user[0], why)
-		return
+		return false
 	}
 	hd := w.Header()
 	hd[h.userHeader] = pr.user
@@ -216,6 +250,7 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *princip
 	}
 	w.WriteHeader(http.StatusOK)
 	h.debug(r, "allow", "session", zap.String("user", pr.sess.User))
+	return true
 }
 
 // allowAnonymous lets a request through without identity, telling Envoy to

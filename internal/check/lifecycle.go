@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
@@ -35,6 +36,7 @@ type principal struct {
 	sess   *session.Session
 	user   []string // USERID_HEADER value
 	groups []string // GROUPS_HEADER value
+	bearer bool     // authenticated by a bearer JWT, not a session
 
 	mu         sync.Mutex                    // serializes refresh and validation: concurrent requests collapse into one provider call
 	validated  atomic.Int64                  // last successful strict validation, unix seconds
@@ -121,8 +123,10 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 				next.TokenExpiry = tok.Expiry.Unix()
 			}
 			changed, validated = true, now
+			h.Metrics.Refresh(metrics.ResultOK)
 			h.log.Info("session refreshed", requestID(r), zap.String("user", s.User))
 		case errors.Is(err, provider.ErrRejected) && now >= s.TokenExpiry:
+			h.Metrics.Refresh(metrics.ResultRejected)
 			h.log.Info("session ended: refresh refused by the provider", requestID(r), zap.String("user", s.User), zap.Error(err))
 			h.Revocations.Revoke(ctx, revocation.Session, s.ID)
 			return nil, "", errRefreshRejected
@@ -131,9 +135,11 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 			// rotated the refresh token and the browser will bring the new
 			// cookie. Keep the session until the token expires.
 			pr.retryAt.Store(now + 10)
+			h.Metrics.Refresh(metrics.ResultRejected)
 			h.log.Info("refresh refused while the access token is still valid; retrying later", requestID(r), zap.String("user", s.User), zap.Error(err))
 		default:
 			pr.retryAt.Store(now + 10)
+			h.Metrics.Refresh(metrics.ResultUnavailable)
 			h.log.Warn("refresh failed: provider unavailable; session kept", requestID(r), zap.String("user", s.User), zap.Error(err))
 		}
 	}
@@ -144,12 +150,15 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 		case err == nil:
 			validated = now
 			pr.validated.Store(now)
+			h.Metrics.Validation(metrics.ResultOK)
 		case errors.Is(err, provider.ErrRejected):
+			h.Metrics.Validation(metrics.ResultRejected)
 			h.log.Info("session ended: access token refused by the provider (strict validation)", requestID(r), zap.String("user", s.User), zap.Error(err))
 			h.Revocations.Revoke(ctx, revocation.Session, s.ID)
 			return nil, "", errValidationRejected
 		default:
 			pr.validateAt.Store(now + 5)
+			h.Metrics.Validation(metrics.ResultUnavailable)
 			if now-validated > int64(h.cfg.StrictGrace/time.Second) {
 				h.log.Warn("session refused for now: provider unreachable past the grace period", requestID(r), zap.String("user", s.User), zap.Error(err))
 				return nil, "", errValidationPending

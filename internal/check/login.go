@@ -17,6 +17,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
@@ -26,25 +27,26 @@ func cacheKey(v string) cache.Key { return cache.KeyOf(v) }
 // startLogin sends a browser to the provider: a fresh state, nonce and PKCE
 // verifier sealed in a cookie of their own, named after the state, so that
 // logins in several tabs do not disturb each other.
-func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, reason error) {
+// It reports false when it answered with an error page instead.
+func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, reason error) bool {
 	ls, err := session.NewLoginState(h.Random, h.originalURL(r), h.Now().Unix())
 	if err != nil {
 		h.log.Error("no randomness for a login state", zap.Error(err))
 		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
-		return
+		return false
 	}
 	authURL, err := h.Provider.AuthCodeURL(ls.State, ls.Nonce, ls.Challenge())
 	if err != nil {
 		h.log.Warn("login not started: provider not discovered yet", requestID(r))
 		w.Header().Set("Retry-After", "5")
 		h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(r))
-		return
+		return false
 	}
 	sealed, err := h.Codec.Seal(h.statePrefix+ls.State, ls)
 	if err != nil {
 		h.log.Error("cannot seal login state", zap.Error(err))
 		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
-		return
+		return false
 	}
 	h.prunePendingLogins(w, r)
 	// Lax whatever SESSION_SAME_SITE says: the callback is a top-level
@@ -55,6 +57,8 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, reason erro
 	hd.Set("Location", authURL)
 	w.WriteHeader(http.StatusFound)
 	h.debug(r, "redirect", "login started", zap.String("cookie", reasonText(reason)))
+	h.Metrics.LoginStarted()
+	return true
 }
 
 // prunePendingLogins keeps at most MAX_PENDING_LOGINS-1 earlier pending
@@ -113,11 +117,21 @@ func (h *Handler) retryLink(r *http.Request) string {
 // callback completes a login: state, code exchange with the PKCE verifier,
 // ID token verification, claims, policy, then the session cookie.
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+	if failed := h.completeLogin(w, r); failed != "" {
+		h.Metrics.LoginFailed(failed)
+	} else {
+		h.Metrics.LoginCompleted()
+	}
+}
+
+// completeLogin does the work of callback; it returns why the login failed,
+// or "" when it made a session.
+func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		h.log.Info("callback: method not allowed", requestID(r), zap.String("method", r.Method))
 		w.Header().Set("Allow", "GET, HEAD")
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
-		return
+		return metrics.LoginInvalidState
 	}
 	q := r.URL.Query()
 	state := q.Get("state")
@@ -134,36 +148,36 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("login failed: provider returned an error", requestID(r),
 			zap.String("error", truncate(e, 64)), zap.String("error_description", truncate(q.Get("error_description"), 256)))
 		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgProviderError, h.loginRetry(r, state))
-		return
+		return metrics.LoginProviderError
 	}
 	if !validState {
 		h.log.Info("callback rejected: missing or malformed state", requestID(r))
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return
+		return metrics.LoginInvalidState
 	}
 	sealed, ok := session.CookieValue(r.Header, stateCookie)
 	if !ok {
 		h.log.Info("callback rejected: no login state for this state (expired, replayed or another browser)", requestID(r))
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return
+		return metrics.LoginInvalidState
 	}
 	var ls session.LoginState
 	if err := h.Codec.Open(stateCookie, sealed, &ls); err != nil {
 		h.log.Info("callback rejected: login state does not open", requestID(r), zap.Error(err))
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return
+		return metrics.LoginInvalidState
 	}
 	now := h.Now().Unix()
 	if subtle.ConstantTimeCompare([]byte(ls.State), []byte(state)) != 1 || now-ls.Created > int64(h.cfg.LoginStateTTL/time.Second) {
 		h.log.Info("callback rejected: login state expired or mismatched", requestID(r))
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return
+		return metrics.LoginInvalidState
 	}
 	stateKey := cache.KeyOf(state)
 	if _, used := h.usedStates.Get(stateKey); used {
 		h.log.Warn("callback rejected: replayed state", requestID(r))
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return
+		return metrics.LoginInvalidState
 	}
 	h.usedStates.Put(stateKey, now)
 
@@ -171,21 +185,20 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	if code == "" || len(code) > 4096 {
 		h.log.Info("callback rejected: missing or oversized code", requestID(r))
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgLoginFailed, h.safeTarget(r, ls.URL))
-		return
+		return metrics.LoginInvalidState
 	}
 
 	ctx, cancel := h.providerContext(r)
 	defer cancel()
 	login, err := h.Provider.Exchange(ctx, code, ls.Verifier, ls.Nonce)
 	if err != nil {
-		h.loginError(w, r, ls.URL, err)
-		return
+		return h.loginError(w, r, ls.URL, err)
 	}
 	id, dropped, err := h.Mapper.FromClaims(login.Claims)
 	if err != nil {
 		h.log.Warn("login refused: unusable claims", requestID(r), zap.String("sub", login.IDToken.Subject), zap.Error(err))
 		h.failPage(w, r, http.StatusForbidden, "Login refused", msgClaimsUnusable, "")
-		return
+		return metrics.LoginClaims
 	}
 	if len(dropped) > 0 {
 		h.log.Warn("groups left out: unsafe characters or too many", requestID(r), zap.String("user", id.User), zap.Strings("groups", dropped))
@@ -193,14 +206,14 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: pathOf(ls.URL), Method: http.MethodGet, User: h.cfg.UserIDPrefix + id.User, Groups: id.Groups}); !ok {
 		h.log.Info("login refused: not authorized", requestID(r), zap.String("user", id.User), zap.String("reason", why))
 		h.forbidden(w, r, h.cfg.UserIDPrefix+id.User, why)
-		return
+		return metrics.LoginNotAuthorized
 	}
 
 	s, err := h.newSession(login, id)
 	if err != nil {
 		h.log.Error("no randomness for a session id", zap.Error(err))
 		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
-		return
+		return metrics.LoginInternal
 	}
 	sealedSession, err := h.Codec.SealSession(h.cfg.SessionCookieName, s)
 	if err == nil && !h.writeSession(w, r, sealedSession, h.cfg.SessionMaxAge) {
@@ -214,7 +227,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.log.Error("login failed: cannot store session", requestID(r), zap.String("user", id.User), zap.Error(err))
 		h.failPage(w, r, http.StatusForbidden, "Login failed", msgLoginFailed, "")
-		return
+		return metrics.LoginInternal
 	}
 	target := h.safeTarget(r, ls.URL)
 	if h.cfg.AfterLoginURL != "" {
@@ -225,6 +238,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	hd["Cache-Control"] = noStore
 	hd.Set("Location", target)
 	w.WriteHeader(http.StatusFound)
+	return ""
 }
 
 func (h *Handler) newSession(l *provider.Login, id identity.Identity) (*session.Session, error) {
@@ -263,18 +277,22 @@ func (h *Handler) newSession(l *provider.Login, id identity.Identity) (*session.
 	return s, nil
 }
 
-func (h *Handler) loginError(w http.ResponseWriter, r *http.Request, original string, err error) {
+// loginError answers a failed code exchange and returns the metrics reason.
+func (h *Handler) loginError(w http.ResponseWriter, r *http.Request, original string, err error) string {
 	retry := h.safeTarget(r, original)
 	switch {
 	case errors.Is(err, provider.ErrUnavailable), errors.Is(err, provider.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
 		h.log.Warn("login failed: provider unavailable", requestID(r), zap.Error(err))
 		h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, retry)
+		return metrics.LoginProviderUnavailable
 	case errors.Is(err, provider.ErrRejected):
 		h.log.Info("login failed: code rejected by the provider", requestID(r), zap.Error(err))
 		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, retry)
+		return metrics.LoginExchangeRejected
 	default:
 		h.log.Warn("login failed: ID token invalid", requestID(r), zap.Error(err))
 		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, retry)
+		return metrics.LoginInvalidToken
 	}
 }
 

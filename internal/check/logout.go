@@ -70,6 +70,7 @@ func (h *Handler) endSession(w http.ResponseWriter, r *http.Request, pr *princip
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.ProviderTimeout)
 	defer cancel()
 	h.Revocations.Revoke(ctx, revocation.Session, s.ID)
+	h.Metrics.Revocation("logout")
 
 	providerOK := true
 	if h.cfg.RevokeOnLogout {

@@ -11,6 +11,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/authn"
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
@@ -26,7 +27,9 @@ func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
 	}
 	k := cache.KeyOf(raw)
 	now := h.Now().Unix()
-	if pr, ok := h.verified.Get(k); ok {
+	pr, ok := h.verified.Get(k)
+	h.Metrics.CacheLookup(metrics.TokenCache, ok)
+	if ok {
 		if now < pr.sess.Expires {
 			return pr, nil
 		}
@@ -51,7 +54,8 @@ func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
 		sub = id.Username
 	}
 	s := &session.Session{Subject: sub, Issuer: id.Issuer, User: user, Groups: groups, Created: now, Expires: id.Expiry.Unix()}
-	pr := h.newPrincipal(raw, s, now)
+	pr = h.newPrincipal(raw, s, now)
+	pr.bearer = true
 	h.verified.Put(k, pr)
 	return pr, nil
 }

@@ -57,11 +57,13 @@ type Config struct {
 	GroupsAllowlist    string `envconfig:"GROUPS_ALLOWLIST" default:"*" desc:"Comma-separated groups allowed in; * allows every authenticated user."`
 
 	// Servers.
-	Hostname      string `envconfig:"SERVER_HOSTNAME" desc:"Address the servers listen on (empty: all interfaces)."`
-	Port          int    `envconfig:"SERVER_PORT" default:"8080" desc:"Port of the ext_authz check server."`
-	ReadinessPort int    `envconfig:"READINESS_PROBE_PORT" default:"8081" desc:"Port of /healthz (alive) and /readyz (ready once provider discovery succeeded; every other path answers as /readyz)."`
-	WebServerPort int    `envconfig:"WEB_SERVER_PORT" default:"8082" desc:"Port of the web pages (after-logout, homepage, themes)."`
-	LogLevel      string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error. At debug every decision is logged."`
+	Hostname      string  `envconfig:"SERVER_HOSTNAME" desc:"Address the servers listen on (empty: all interfaces)."`
+	Port          int     `envconfig:"SERVER_PORT" default:"8080" desc:"Port of the ext_authz check server."`
+	ReadinessPort int     `envconfig:"READINESS_PROBE_PORT" default:"8081" desc:"Port of /healthz (alive), /readyz (ready once provider discovery succeeded; every other path answers as /readyz) and /metrics (Prometheus)."`
+	WebServerPort int     `envconfig:"WEB_SERVER_PORT" default:"8082" desc:"Port of the web pages (after-logout, homepage, themes)."`
+	LogLevel      string  `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error. At debug every decision is logged."`
+	AccessLog     bool    `envconfig:"ACCESS_LOG" default:"false" desc:"Write an audit line at info for checks: decision, reason, user, method, host and path (never the query string or credentials)."`
+	AccessLogRate float64 `envconfig:"ACCESS_LOG_SAMPLE_RATE" default:"1" desc:"Fraction (0 to 1) of allowed checks that get an access-log line. Denials, redirects and refusals are always logged when ACCESS_LOG is on."`
 
 	// Sessions.
 	SessionKeys        string        `envconfig:"SESSION_KEYS" secret:"true" desc:"Comma-separated secrets (each ≥ 32 bytes, raw or base64). The first seals new cookies, all open existing ones. Unset: random keys, sessions lost on restart and not shared by replicas."`
@@ -332,6 +334,9 @@ func (s *Settings) validate() error {
 		if p < 0 || p > 65535 {
 			bad(env, "%d is not a port", p)
 		}
+	}
+	if s.AccessLogRate < 0 || s.AccessLogRate > 1 || s.AccessLogRate != s.AccessLogRate {
+		bad("ACCESS_LOG_SAMPLE_RATE", "%v: want a fraction between 0 and 1", s.AccessLogRate)
 	}
 	switch strings.ToLower(s.Config.LogLevel) {
 	case "debug", "info", "warn", "warning", "error":

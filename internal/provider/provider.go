@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 )
@@ -32,6 +34,7 @@ type Options struct {
 	Timeout      time.Duration
 	Logger       *zap.Logger
 	Now          func() time.Time
+	Metrics      *metrics.Metrics // optional: provider requests by endpoint
 }
 
 // Errors of the login path, for errors.Is.
@@ -64,12 +67,15 @@ type discovered struct {
 	userinfo   bool
 	endSession string
 	revocation string
+	// endpoints names the provider's URLs (without query) for metrics.
+	endpoints map[string]string
 }
 
 // Metadata is the part of the discovery document beyond what go-oidc reads.
 type Metadata struct {
 	EndSessionEndpoint string `json:"end_session_endpoint"`
 	RevocationEndpoint string `json:"revocation_endpoint"`
+	JWKSURI            string `json:"jwks_uri"`
 }
 
 // New builds a Provider; call Discover (or Run) before use.
@@ -84,7 +90,24 @@ func New(o Options) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Provider{opts: o, log: o.Logger, client: client}, nil
+	p := &Provider{opts: o, log: o.Logger, client: client}
+	client.Transport = o.Metrics.Transport(client.Transport, p.endpointOf)
+	return p, nil
+}
+
+// endpointOf names the provider endpoint a request goes to, for metrics.
+func (p *Provider) endpointOf(r *http.Request) string {
+	u := *r.URL
+	u.RawQuery, u.Fragment = "", ""
+	if d := p.d.Load(); d != nil {
+		if name, ok := d.endpoints[u.String()]; ok {
+			return name
+		}
+	}
+	if strings.HasSuffix(u.Path, "/.well-known/openid-configuration") {
+		return "discovery"
+	}
+	return "other"
 }
 
 // HTTPClient is the client used for every call to the provider.
@@ -155,6 +178,13 @@ func (p *Provider) Discover(ctx context.Context) error {
 		userinfo:   op.UserInfoEndpoint() != "",
 		endSession: md.EndSessionEndpoint,
 		revocation: md.RevocationEndpoint,
+		endpoints:  map[string]string{},
+	}
+	for name, u := range map[string]string{"token": ep.TokenURL, "userinfo": op.UserInfoEndpoint(),
+		"jwks": md.JWKSURI, "revocation": md.RevocationEndpoint} {
+		if u != "" {
+			d.endpoints[u] = name
+		}
 	}
 	p.d.Store(d)
 	return nil

@@ -3,8 +3,8 @@
 // down gracefully when its context ends.
 //
 //	SERVER_PORT           (8080)  the ext_authz check            package check
-//	READINESS_PROBE_PORT  (8081)  /healthz alive; /readyz and every other path: ready
-//	                              once provider discovery succeeded
+//	READINESS_PROBE_PORT  (8081)  /healthz alive; /metrics Prometheus; /readyz and every
+//	                              other path: ready once provider discovery succeeded
 //	WEB_SERVER_PORT       (8082)  pages                          package web
 package server
 
@@ -26,6 +26,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/issuer"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
@@ -33,9 +34,14 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/web"
 )
 
+// Version is the build's version, for oidc_authservice_build_info; the
+// command sets it.
+var Version = "dev"
+
 // Run serves until ctx ends, then shuts down within 10 s.
 func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	now := time.Now
+	m := metrics.New(Version)
 	if s.GeneratedKeys {
 		secret := make([]byte, 32)
 		if _, err := rand.Read(secret); err != nil {
@@ -51,7 +57,7 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	prov, err := provider.New(provider.Options{
 		Issuer: s.Provider, AuthURL: s.AuthURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
 		RedirectURL: s.RedirectURL, Scopes: s.Scopes, CABundle: s.CABundle, Timeout: s.ProviderTimeout,
-		Logger: log.Named("provider"), Now: now,
+		Logger: log.Named("provider"), Now: now, Metrics: m,
 	})
 	if err != nil {
 		return err
@@ -122,11 +128,12 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 		Revocations: revocations,
 		Now:         now,
 		Random:      rand.Reader,
+		Metrics:     m,
 	})
 
 	servers := []*http.Server{
 		newServer(s, s.Port, checkHandler, s.ProviderTimeout),
-		newServer(s, s.ReadinessPort, probe(prov), s.ProviderTimeout),
+		newServer(s, s.ReadinessPort, probe(prov, m.Handler()), s.ProviderTimeout),
 		newServer(s, s.WebServerPort, web.New(s, pg, checkHandler.BackchannelLogout, upstream), s.ProviderTimeout),
 	}
 	listeners := make([]net.Listener, len(servers))
@@ -183,8 +190,12 @@ func newServer(s *config.Settings, port int, h http.Handler, providerTimeout tim
 	}
 }
 
-func probe(p *provider.Provider) http.Handler {
+func probe(p *provider.Provider, metricsHandler http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			metricsHandler.ServeHTTP(w, r)
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		if r.URL.Path == "/healthz" {

@@ -1,0 +1,295 @@
+// Package metrics holds the service's Prometheus metrics, served at /metrics
+// on READINESS_PROBE_PORT.
+//
+// Every method works on a nil *Metrics and then does nothing, so parts built
+// without metrics (unit tests, benchmarks of a bare handler) need no stubs.
+// Labels are small fixed sets: no user id, host, path or token material ever
+// becomes a label value.
+//
+// The check path records one counter increment and one histogram
+// observation per request; the counter for a (decision, reason) pair is
+// resolved once and kept, so the hot path does no label hashing.
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "oidc_authservice"
+
+// Decision is what a check answered.
+type Decision uint8
+
+// Decisions, the "decision" label of oidc_authservice_checks_total.
+const (
+	Allow     Decision = iota // 200: identity headers (or anonymous for skip paths)
+	Redirect                  // 302 to the provider's login page
+	Deny                      // 401: no usable credential
+	Forbidden                 // 403: authenticated, refused by GROUPS_ALLOWLIST or the rules
+	Fail                      // a 4xx error page: the login could not start
+	nDecisions
+)
+
+var decisionNames = [nDecisions]string{"allow", "redirect", "deny", "forbidden", "error"}
+
+// Reason is why a check answered as it did.
+type Reason uint8
+
+// Reasons, the "reason" label of oidc_authservice_checks_total.
+const (
+	Session             Reason = iota // a valid session cookie (or its value as bearer)
+	Token                             // a verified bearer JWT
+	SkipPath                          // SKIP_AUTH_URLS or the service's own pages
+	Options                           // ALLOW_UNAUTHENTICATED_OPTIONS
+	NoCredentials                     // nothing presented
+	InvalidSession                    // a session that is expired, forged, malformed, revoked, idle or refused at refresh
+	InvalidToken                      // a bearer JWT that failed verification
+	Policy                            // the authorization policy refused
+	ProviderUnavailable               // the provider could not be reached when it had to be
+	nReasons
+)
+
+var reasonNames = [nReasons]string{"session", "token", "skip_path", "options", "no_credentials",
+	"invalid_session", "invalid_token", "policy", "provider_unavailable"}
+
+func (d Decision) String() string { return decisionNames[d] }
+func (r Reason) String() string   { return reasonNames[r] }
+
+// Metrics is the set of collectors of one service instance.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	checks        *prometheus.CounterVec
+	checkCells    [nDecisions][nReasons]atomic.Pointer[prometheus.Counter]
+	checkDuration prometheus.Histogram
+
+	loginsStarted   prometheus.Counter
+	loginsCompleted prometheus.Counter
+	loginsFailed    *prometheus.CounterVec
+	refreshes       *prometheus.CounterVec
+	validations     *prometheus.CounterVec
+	revocations     *prometheus.CounterVec
+	providerCalls   *prometheus.CounterVec
+	providerLatency *prometheus.HistogramVec
+	cacheLookups    *prometheus.CounterVec
+	cacheHit        [2]prometheus.Counter // sessions, tokens
+	cacheMiss       [2]prometheus.Counter
+	accessLog       prometheus.Counter
+}
+
+// New registers every collector on a registry of its own, with the Go
+// runtime and process collectors and a build-info gauge.
+func New(version string) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{reg: reg}
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
+		Help: "Always 1; the labels say which build is running."}, []string{"version", "goversion"})
+	build.WithLabelValues(version, runtime.Version()).Set(1)
+	f(build)
+
+	m.checks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "checks_total",
+		Help: "Checks answered, by decision (allow, redirect, deny, forbidden, error) and reason."}, []string{"decision", "reason"})
+	m.checkDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "check_duration_seconds",
+		Help:    "Time to answer a check (ext_authz or forward-auth verify), from request to answer written.",
+		Buckets: []float64{0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3}})
+	m.loginsStarted = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "logins_started_total",
+		Help: "Redirects to the provider's login page."})
+	m.loginsCompleted = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "logins_completed_total",
+		Help: "Callbacks that ended in a new session."})
+	m.loginsFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "logins_failed_total",
+		Help: "Callbacks (and login starts) that did not end in a session, by reason."}, []string{"reason"})
+	m.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "refreshes_total",
+		Help: "Refresh-token grants, by result (ok, rejected, unavailable)."}, []string{"result"})
+	m.validations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "validations_total",
+		Help: "Strict session validations at the provider's userinfo endpoint, by result (ok, rejected, unavailable)."}, []string{"result"})
+	m.revocations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "revocations_total",
+		Help: "Sessions ended before their expiry, by source (logout, backchannel)."}, []string{"source"})
+	m.providerCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "provider_requests_total",
+		Help: "HTTP requests to the provider, by endpoint and result (2xx, 3xx, 4xx, 5xx, error)."}, []string{"endpoint", "result"})
+	m.providerLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "provider_request_duration_seconds",
+		Help: "Latency of HTTP requests to the provider, by endpoint.", Buckets: prometheus.DefBuckets}, []string{"endpoint"})
+	m.cacheLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "cache_lookups_total",
+		Help: "Lookups in the cache of verified credentials, by cache (session, token) and result (hit, miss)."}, []string{"cache", "result"})
+	m.accessLog = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "access_log_lines_total",
+		Help: "Access-log lines written (ACCESS_LOG, after sampling)."})
+	for _, c := range []prometheus.Collector{m.checks, m.checkDuration, m.loginsStarted, m.loginsCompleted, m.loginsFailed,
+		m.refreshes, m.validations, m.revocations, m.providerCalls, m.providerLatency, m.cacheLookups, m.accessLog} {
+		f(c)
+	}
+	for i, name := range []string{"session", "token"} {
+		m.cacheHit[i] = m.cacheLookups.WithLabelValues(name, "hit")
+		m.cacheMiss[i] = m.cacheLookups.WithLabelValues(name, "miss")
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// Registry is where the collectors are registered.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Check records one answered check and how long it took.
+func (m *Metrics) Check(d Decision, r Reason, took time.Duration) {
+	if m == nil {
+		return
+	}
+	cell := &m.checkCells[d][r]
+	c := cell.Load()
+	if c == nil {
+		cc := m.checks.WithLabelValues(d.String(), r.String())
+		c = &cc
+		cell.Store(c)
+	}
+	(*c).Inc()
+	m.checkDuration.Observe(took.Seconds())
+}
+
+// LoginStarted counts a redirect to the provider.
+func (m *Metrics) LoginStarted() {
+	if m != nil {
+		m.loginsStarted.Inc()
+	}
+}
+
+// LoginCompleted counts a callback that made a session.
+func (m *Metrics) LoginCompleted() {
+	if m != nil {
+		m.loginsCompleted.Inc()
+	}
+}
+
+// Login failure reasons, the "reason" label of oidc_authservice_logins_failed_total.
+const (
+	LoginProviderError       = "provider_error"       // the provider answered the callback with an error
+	LoginInvalidState        = "invalid_state"        // missing, unknown, expired or replayed state
+	LoginExchangeRejected    = "exchange_rejected"    // the token endpoint refused the code
+	LoginProviderUnavailable = "provider_unavailable" // the provider could not be reached
+	LoginInvalidToken        = "invalid_id_token"     // the ID token failed verification
+	LoginClaims              = "unusable_claims"      // no usable user id in the claims
+	LoginNotAuthorized       = "not_authorized"       // the policy refused the new identity
+	LoginInternal            = "internal"             // randomness or sealing failed
+)
+
+// LoginFailed counts a login that did not end in a session.
+func (m *Metrics) LoginFailed(reason string) {
+	if m != nil {
+		m.loginsFailed.WithLabelValues(reason).Inc()
+	}
+}
+
+// Results of provider-side session lifecycle calls.
+const (
+	ResultOK          = "ok"
+	ResultRejected    = "rejected"
+	ResultUnavailable = "unavailable"
+)
+
+// Refresh counts a refresh-token grant by result.
+func (m *Metrics) Refresh(result string) {
+	if m != nil {
+		m.refreshes.WithLabelValues(result).Inc()
+	}
+}
+
+// Validation counts a strict validation by result.
+func (m *Metrics) Validation(result string) {
+	if m != nil {
+		m.validations.WithLabelValues(result).Inc()
+	}
+}
+
+// Revocation counts a session ended early, by source ("logout", "backchannel").
+func (m *Metrics) Revocation(source string) {
+	if m != nil {
+		m.revocations.WithLabelValues(source).Inc()
+	}
+}
+
+// Cache identifies a cache of verified credentials.
+type Cache uint8
+
+// Caches, the "cache" label of oidc_authservice_cache_lookups_total.
+const (
+	SessionCache Cache = iota
+	TokenCache
+)
+
+// CacheLookup counts a hit or a miss.
+func (m *Metrics) CacheLookup(c Cache, hit bool) {
+	if m == nil {
+		return
+	}
+	if hit {
+		m.cacheHit[c].Inc()
+	} else {
+		m.cacheMiss[c].Inc()
+	}
+}
+
+// AccessLogLine counts a written access-log line.
+func (m *Metrics) AccessLogLine() {
+	if m != nil {
+		m.accessLog.Inc()
+	}
+}
+
+// ProviderCall records one HTTP request to the provider.
+func (m *Metrics) ProviderCall(endpoint string, status int, err error, took time.Duration) {
+	if m == nil {
+		return
+	}
+	result := "error"
+	if err == nil {
+		result = statusClass(status)
+	}
+	m.providerCalls.WithLabelValues(endpoint, result).Inc()
+	m.providerLatency.WithLabelValues(endpoint).Observe(took.Seconds())
+}
+
+func statusClass(code int) string {
+	switch {
+	case code >= 500:
+		return "5xx"
+	case code >= 400:
+		return "4xx"
+	case code >= 300:
+		return "3xx"
+	default:
+		return "2xx"
+	}
+}
+
+// Transport wraps next so that every request through it is recorded with
+// the endpoint name that endpoint(req) gives.
+func (m *Metrics) Transport(next http.RoundTripper, endpoint func(*http.Request) string) http.RoundTripper {
+	if m == nil {
+		return next
+	}
+	return roundTripper(func(req *http.Request) (*http.Response, error) {
+		start := time.Now()
+		resp, err := next.RoundTrip(req)
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		m.ProviderCall(endpoint(req), status, err, time.Since(start))
+		return resp, err
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
