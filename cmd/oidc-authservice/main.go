@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/checkconfig"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/server"
 )
@@ -31,11 +33,15 @@ func run(args []string, stdout io.Writer) error {
 		switch args[0] {
 		case "-h", "--help", "help":
 			fmt.Fprintf(stdout, "oidc-authservice %s: OpenID Connect ext_authz service for Kubeflow.\n\n"+
-				"Usage: oidc-authservice [version | --help]\n\nConfigured by environment variables:\n\n%s", version, config.Usage())
+				"Usage: oidc-authservice [version | check-config | --help]\n\n"+
+				"  check-config  validate the environment, reach the provider, print what the service will do;\n"+
+				"                exit status 1 on any problem\n\nConfigured by environment variables:\n\n%s", version, config.Usage())
 			return nil
 		case "version", "--version":
 			fmt.Fprintln(stdout, version)
 			return nil
+		case "check-config":
+			return checkConfig(stdout)
 		default:
 			return fmt.Errorf("unknown argument %q (see --help)", args[0])
 		}
@@ -53,6 +59,21 @@ func run(args []string, stdout io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	return server.Run(ctx, s, log.With(zap.String("version", version)))
+}
+
+// checkConfig is the check-config command.
+func checkConfig(stdout io.Writer) error {
+	s, err := config.Load()
+	if err != nil {
+		fmt.Fprintf(stdout, "oidc-authservice check-config\n\nPROBLEM: %v\n", err)
+		return errors.New("the configuration is invalid")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if r := checkconfig.Run(ctx, s, stdout); len(r.Problems) > 0 {
+		return fmt.Errorf("%d problem(s) found", len(r.Problems))
+	}
+	return nil
 }
 
 func newLogger(level string) (*zap.Logger, error) {

@@ -1,0 +1,141 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/oidc-authservice/oidc-authservice/test/peer"
+)
+
+var (
+	binaryOnce sync.Once
+	binaryPath string
+	binaryErr  error
+)
+
+// serviceBinary builds cmd/oidc-authservice once per test process.
+func serviceBinary(t *testing.T) string {
+	t.Helper()
+	binaryOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "oidc-authservice-bin")
+		if err != nil {
+			binaryErr = err
+			return
+		}
+		binaryPath = filepath.Join(dir, "oidc-authservice")
+		cmd := exec.Command("go", "build", "-o", binaryPath, "./cmd/oidc-authservice")
+		cmd.Dir = peer.RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binaryErr = errors.New(string(out))
+		}
+	})
+	if binaryErr != nil {
+		t.Fatalf("build: %v", binaryErr)
+	}
+	return binaryPath
+}
+
+// checkConfig runs `oidc-authservice check-config` with exactly env.
+func checkConfig(t *testing.T, env map[string]string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(serviceBinary(t), "check-config")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), code
+}
+
+func TestCheckConfig(t *testing.T) {
+	dex := peer.StartDex(t, peer.DexOptions{})
+	with := func(over map[string]string) map[string]string {
+		env := peer.KubeflowEnv(dex)
+		for k, v := range over {
+			if v == "" {
+				delete(env, k)
+			} else {
+				env[k] = v
+			}
+		}
+		return env
+	}
+
+	t.Run("kubeflow settings against a real Dex", func(t *testing.T) {
+		out, code := checkConfig(t, with(nil))
+		if code != 0 {
+			t.Fatalf("exit %d:\n%s", code, out)
+		}
+		flat := strings.Join(strings.Fields(out), " ")
+		for _, want := range []string{
+			"discovery:", "ok (",
+			"token endpoint: " + dex.Issuer + "/token",
+			"authorization endpoint: /dex/auth (OIDC_AUTH_URL",
+			"redirect URL (sent as is): /authservice/oidc/callback",
+			"scopes: openid profile email groups",
+			"kubeflow-userid: <claim \"email\">",
+			"skip paths (no login): /dex",
+			"session keys: 1",
+			"OK.",
+		} {
+			if !strings.Contains(flat, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, dex.Opts.ClientSecret) || strings.Contains(out, peer.SessionKey) {
+			t.Fatalf("a secret is printed:\n%s", out)
+		}
+	})
+
+	cases := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"a scope the provider does not support", map[string]string{"OIDC_SCOPES": "openid email read_api"},
+			`scope "read_api" is not in the provider's scopes_supported`},
+		{"provider unreachable", map[string]string{"OIDC_PROVIDER": "http://127.0.0.1:1/dex", "PROVIDER_TIMEOUT": "2s"},
+			"PROBLEM: discovery failed"},
+		{"wrong issuer path", map[string]string{"OIDC_PROVIDER": dex.Issuer + "/nope"},
+			"PROBLEM: discovery failed"},
+		{"missing client secret", map[string]string{"CLIENT_SECRET": ""},
+			"CLIENT_SECRET"},
+		{"invalid log level", map[string]string{"LOG_LEVEL": "loud"},
+			"LOG_LEVEL"},
+		{"no session keys", map[string]string{"SESSION_KEYS": ""},
+			"PROBLEM: SESSION_KEYS is not set"},
+		{"issued upstream tokens without a key file", map[string]string{"UPSTREAM_TOKEN": "issued"},
+			"PROBLEM: UPSTREAM_TOKEN=issued without UPSTREAM_TOKEN_KEYS_FILE"},
+		{"unreachable Redis", map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"},
+			"PROBLEM: Redis not reachable"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, code := checkConfig(t, with(c.env))
+			if code != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", code, out)
+			}
+			if !strings.Contains(out, c.want) {
+				t.Fatalf("output lacks %q:\n%s", c.want, out)
+			}
+			if strings.Contains(out, dex.Opts.ClientSecret) {
+				t.Fatalf("the client secret is printed:\n%s", out)
+			}
+		})
+	}
+}
