@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -356,4 +357,66 @@ func policy(t testing.TB, s *config.Settings) *authz.Policy {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func TestHostPrefixedCookies(t *testing.T) {
+	https := map[string]string{"X-Forwarded-Proto": "https"}
+	t.Run("https, no domain: __Host- state cookie", func(t *testing.T) {
+		f := newFixture(t, nil)
+		c := f.do("GET", "/", https).Result().Cookies()
+		if len(c) != 1 || !strings.HasPrefix(c[0].Name, "__Host-authservice_state_") || !c[0].Secure || c[0].Path != "/" || c[0].Domain != "" {
+			t.Fatalf("%+v", c)
+		}
+		// The sealed value is bound to the logical name.
+		var ls session.LoginState
+		if err := f.codec.Open(strings.TrimPrefix(c[0].Name, "__Host-"), c[0].Value, &ls); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for name, env := range map[string]map[string]string{
+		"with SESSION_DOMAIN":                 {"SESSION_DOMAIN": "example.com"},
+		"with SESSION_COOKIE_HOST_PREFIX off": {"SESSION_COOKIE_HOST_PREFIX": "false"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, env)
+			c := f.do("GET", "/", https).Result().Cookies()
+			if len(c) != 1 || !strings.HasPrefix(c[0].Name, "authservice_state_") || !c[0].Secure {
+				t.Fatalf("%+v", c)
+			}
+		})
+	}
+	t.Run("http: plain names", func(t *testing.T) {
+		f := newFixture(t, nil)
+		if c := f.do("GET", "/", nil).Result().Cookies(); len(c) != 1 || !strings.HasPrefix(c[0].Name, "authservice_state_") {
+			t.Fatalf("%+v", c)
+		}
+	})
+	t.Run("both names are read; clearing deletes the one sent", func(t *testing.T) {
+		f := newFixture(t, nil)
+		v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
+		for _, name := range []string{"__Host-authservice_session", "authservice_session"} {
+			w := f.do("GET", "/x", map[string]string{"Cookie": name + "=" + v, "X-Forwarded-Proto": "https"})
+			if w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "u@example.com" {
+				t.Fatalf("%s: %d", name, w.Code)
+			}
+		}
+		w := f.do("GET", "/authservice/logout", map[string]string{"Cookie": "authservice_session=" + v, "X-Forwarded-Proto": "https"})
+		var names []string
+		for _, c := range w.Result().Cookies() {
+			if c.MaxAge < 0 {
+				names = append(names, c.Name)
+			}
+		}
+		if !slices.Contains(names, "authservice_session") || !slices.Contains(names, "__Host-authservice_session") {
+			t.Fatalf("logout over https deleted %v", names)
+		}
+	})
+	t.Run("readable session cookie keeps its name for the old dashboard", func(t *testing.T) {
+		f := newFixture(t, map[string]string{"SESSION_HTTP_ONLY": "false"})
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("X-Forwarded-Proto", "https")
+		if f.h.hostPrefixed(r, "authservice_session") || !f.h.hostPrefixed(r, "authservice_state_x") {
+			t.Fatal("with SESSION_HTTP_ONLY=false the session cookie must keep its plain name; state cookies are prefixed")
+		}
+	})
 }

@@ -2,10 +2,34 @@ package check
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
+
+// hostPrefix marks cookies that browsers accept only when Secure, with
+// Path=/ and no Domain, from a secure origin: a sibling subdomain or a
+// network attacker cannot plant or overwrite them (RFC 6265bis §4.1.3.2).
+//
+// Cookie names in this file are logical names (SESSION_COOKIE_NAME,
+// authservice_state_<state>); the sealed values are bound to the logical
+// name, and the name on the wire gets the prefix when hostPrefixed says so.
+// Both forms are read, prefixed first, so sessions survive a change of
+// SESSION_COOKIE_SECURE, SESSION_DOMAIN or of the scheme.
+const hostPrefix = "__Host-"
+
+// hostPrefixed reports whether the cookie called name, set in answer to r,
+// goes out as __Host-<name>: when it is Secure and SESSION_DOMAIN is empty,
+// unless SESSION_COOKIE_HOST_PREFIX is off. The session cookie keeps its
+// plain name when it is readable by scripts (SESSION_HTTP_ONLY=false): the
+// older Kubeflow dashboard reads authservice_session by that name.
+func (h *Handler) hostPrefixed(r *http.Request, name string) bool {
+	if !h.cfg.SessionHostPrefix || h.cfg.SessionDomain != "" || !h.secure(r) {
+		return false
+	}
+	return h.cfg.SessionHTTPOnly || strings.HasPrefix(name, h.statePrefix)
+}
 
 // setCookie adds one Set-Cookie. maxAge < 0 deletes the cookie.
 func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge int, sameSite http.SameSite, httpOnly bool) {
@@ -19,11 +43,57 @@ func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, name, value 
 		HttpOnly: httpOnly,
 		SameSite: sameSite,
 	}
+	if h.hostPrefixed(r, name) {
+		c.Name, c.Domain, c.Secure = hostPrefix+name, "", true
+	}
 	if maxAge < 0 {
 		c.Value = ""
 		c.Expires = time.Unix(0, 0)
 	}
 	w.Header().Add("Set-Cookie", c.String())
+}
+
+// expireCookie deletes the cookie called name in every form the request
+// carries it in, and in the form setCookie would use now.
+func (h *Handler) expireCookie(w http.ResponseWriter, r *http.Request, name string, sameSite http.SameSite, httpOnly bool) {
+	h.setCookie(w, r, name, "", -1, sameSite, httpOnly)
+	prefixedNow := h.hostPrefixed(r, name)
+	if _, ok := session.CookieValue(r.Header, hostPrefix+name); ok && !prefixedNow {
+		c := &http.Cookie{Name: hostPrefix + name, Path: "/", MaxAge: -1, Expires: time.Unix(0, 0),
+			Secure: true, HttpOnly: httpOnly, SameSite: sameSite}
+		w.Header().Add("Set-Cookie", c.String())
+	}
+	if _, ok := session.CookieValue(r.Header, name); ok && prefixedNow {
+		c := &http.Cookie{Name: name, Path: "/", Domain: h.cfg.SessionDomain, MaxAge: -1, Expires: time.Unix(0, 0),
+			Secure: h.secure(r), HttpOnly: httpOnly, SameSite: sameSite}
+		w.Header().Add("Set-Cookie", c.String())
+	}
+}
+
+// cookieValue reads the cookie called name, prefixed form first.
+func cookieValue(hd http.Header, name string) (string, bool) {
+	if v, ok := session.CookieValue(hd, hostPrefix+name); ok {
+		return v, true
+	}
+	return session.CookieValue(hd, name)
+}
+
+// readSession reads the sealed session value (its chunks joined), prefixed
+// form first; present reports whether any session cookie was sent.
+func (h *Handler) readSession(hd http.Header) (value string, present bool) {
+	if hd["Cookie"] == nil {
+		return "", false
+	}
+	name := h.cfg.SessionCookieName
+	if v := session.ReadSealed(hd, h.hostSessionName); v != "" {
+		return v, true
+	}
+	if v := session.ReadSealed(hd, name); v != "" {
+		return v, true
+	}
+	_, p1 := session.CookieValue(hd, h.hostSessionName)
+	_, p2 := session.CookieValue(hd, name)
+	return "", p1 || p2
 }
 
 // writeSession sets the session cookie (in chunks when needed) and deletes
@@ -38,8 +108,8 @@ func (h *Handler) writeSession(w http.ResponseWriter, r *http.Request, sealed st
 		h.setCookie(w, r, session.ChunkName(name, i), c, maxAge, h.cfg.SameSite, h.cfg.SessionHTTPOnly)
 	}
 	for i := len(chunks); i < 8; i++ {
-		if _, ok := session.CookieValue(r.Header, session.ChunkName(name, i)); ok {
-			h.setCookie(w, r, session.ChunkName(name, i), "", -1, h.cfg.SameSite, h.cfg.SessionHTTPOnly)
+		if _, ok := cookieValue(r.Header, session.ChunkName(name, i)); ok {
+			h.expireCookie(w, r, session.ChunkName(name, i), h.cfg.SameSite, h.cfg.SessionHTTPOnly)
 		}
 	}
 	return true
@@ -49,13 +119,13 @@ func (h *Handler) writeSession(w http.ResponseWriter, r *http.Request, sealed st
 // and forgets the value in the cache so a copy is checked afresh.
 func (h *Handler) clearSession(w http.ResponseWriter, r *http.Request) {
 	name := h.cfg.SessionCookieName
-	if v := session.ReadSealed(r.Header, name); v != "" {
+	if v, _ := h.readSession(r.Header); v != "" {
 		h.verified.Delete(cacheKey(v))
 	}
-	h.setCookie(w, r, name, "", -1, h.cfg.SameSite, h.cfg.SessionHTTPOnly)
+	h.expireCookie(w, r, name, h.cfg.SameSite, h.cfg.SessionHTTPOnly)
 	for i := 1; i < 8; i++ {
-		if _, ok := session.CookieValue(r.Header, session.ChunkName(name, i)); ok {
-			h.setCookie(w, r, session.ChunkName(name, i), "", -1, h.cfg.SameSite, h.cfg.SessionHTTPOnly)
+		if _, ok := cookieValue(r.Header, session.ChunkName(name, i)); ok {
+			h.expireCookie(w, r, session.ChunkName(name, i), h.cfg.SameSite, h.cfg.SessionHTTPOnly)
 		}
 	}
 }

@@ -56,6 +56,7 @@ type Handler struct {
 	userHeader, groupsHeader string // canonical forms
 	removeIdentity           []string
 	statePrefix              string
+	hostSessionName          string // __Host-<SESSION_COOKIE_NAME>
 	redirectHTTPS            bool
 
 	// verified caches opened sessions with their header values, under the
@@ -80,17 +81,18 @@ func New(d Deps) *Handler {
 		access = &accessLog{log: d.Logger.Named("access"), rate: s.AccessLogRate, metrics: d.Metrics}
 	}
 	return &Handler{
-		access:         access,
-		Deps:           d,
-		cfg:            s,
-		log:            d.Logger.Named("check"),
-		userHeader:     http.CanonicalHeaderKey(s.UserIDHeader),
-		groupsHeader:   http.CanonicalHeaderKey(s.GroupsHeader),
-		removeIdentity: []string{strings.ToLower(s.UserIDHeader) + "," + strings.ToLower(s.GroupsHeader)},
-		statePrefix:    "authservice_state_",
-		redirectHTTPS:  strings.HasPrefix(strings.ToLower(s.RedirectURL), "https://"),
-		verified:       cache.New[*principal](d.SessionCacheSize),
-		usedStates:     cache.New[int64](100000),
+		access:          access,
+		Deps:            d,
+		cfg:             s,
+		log:             d.Logger.Named("check"),
+		userHeader:      http.CanonicalHeaderKey(s.UserIDHeader),
+		groupsHeader:    http.CanonicalHeaderKey(s.GroupsHeader),
+		removeIdentity:  []string{strings.ToLower(s.UserIDHeader) + "," + strings.ToLower(s.GroupsHeader)},
+		statePrefix:     "authservice_state_",
+		hostSessionName: hostPrefix + s.SessionCookieName,
+		redirectHTTPS:   strings.HasPrefix(strings.ToLower(s.RedirectURL), "https://"),
+		verified:        cache.New[*principal](d.SessionCacheSize),
+		usedStates:      cache.New[int64](100000),
 	}
 }
 
@@ -187,13 +189,13 @@ func (h *Handler) decision(w http.ResponseWriter, r *http.Request, m mode) (metr
 // credential was refused, or nil when there was none.
 func (h *Handler) authenticate(r *http.Request) (*principal, error) {
 	var reason error
-	if v := session.ReadSealed(r.Header, h.cfg.SessionCookieName); v != "" {
+	if v, present := h.readSession(r.Header); v != "" {
 		pr, err := h.open(v)
 		if err == nil {
 			return pr, nil
 		}
 		reason = err
-	} else if _, present := session.CookieValue(r.Header, h.cfg.SessionCookieName); present {
+	} else if present {
 		reason = session.ErrMalformed // chunks that do not fit together
 	}
 	if v, ok := bearer(r.Header); ok {

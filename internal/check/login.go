@@ -64,7 +64,8 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, reason erro
 // prunePendingLogins keeps at most MAX_PENDING_LOGINS-1 earlier pending
 // logins, dropping unreadable and expired ones first, then the oldest.
 func (h *Handler) prunePendingLogins(w http.ResponseWriter, r *http.Request) {
-	pending := session.CookiesWithPrefix(r.Header, h.statePrefix, 64)
+	pending := append(session.CookiesWithPrefix(r.Header, hostPrefix+h.statePrefix, 64),
+		session.CookiesWithPrefix(r.Header, h.statePrefix, 64)...)
 	if len(pending) < h.cfg.MaxPendingLogins {
 		return
 	}
@@ -76,15 +77,16 @@ func (h *Handler) prunePendingLogins(w http.ResponseWriter, r *http.Request) {
 	now := h.Now().Unix()
 	for _, c := range pending {
 		var ls session.LoginState
-		if h.Codec.Open(c.Name, c.Value, &ls) != nil || now-ls.Created > int64(h.cfg.LoginStateTTL/time.Second) {
-			h.setCookie(w, r, c.Name, "", -1, http.SameSiteLaxMode, true)
+		name := strings.TrimPrefix(c.Name, hostPrefix)
+		if h.Codec.Open(name, c.Value, &ls) != nil || now-ls.Created > int64(h.cfg.LoginStateTTL/time.Second) {
+			h.expireCookie(w, r, name, http.SameSiteLaxMode, true)
 			continue
 		}
-		keep = append(keep, aged{c.Name, ls.Created})
+		keep = append(keep, aged{name, ls.Created})
 	}
 	sort.Slice(keep, func(i, j int) bool { return keep[i].created < keep[j].created })
 	for len(keep) >= h.cfg.MaxPendingLogins {
-		h.setCookie(w, r, keep[0].name, "", -1, http.SameSiteLaxMode, true)
+		h.expireCookie(w, r, keep[0].name, http.SameSiteLaxMode, true)
 		keep = keep[1:]
 	}
 }
@@ -139,8 +141,8 @@ func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 	stateCookie := h.statePrefix + state
 	if validState {
 		// Whatever happens next, this login is over.
-		if _, ok := session.CookieValue(r.Header, stateCookie); ok {
-			h.setCookie(w, r, stateCookie, "", -1, http.SameSiteLaxMode, true)
+		if _, ok := cookieValue(r.Header, stateCookie); ok {
+			h.expireCookie(w, r, stateCookie, http.SameSiteLaxMode, true)
 		}
 	}
 
@@ -155,7 +157,7 @@ func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
 		return metrics.LoginInvalidState
 	}
-	sealed, ok := session.CookieValue(r.Header, stateCookie)
+	sealed, ok := cookieValue(r.Header, stateCookie)
 	if !ok {
 		h.log.Info("callback rejected: no login state for this state (expired, replayed or another browser)", requestID(r))
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
@@ -300,7 +302,7 @@ func (h *Handler) loginError(w http.ResponseWriter, r *http.Request, original st
 // the state cookie still tells it.
 func (h *Handler) loginRetry(r *http.Request, state string) string {
 	if session.ValidState(state) {
-		if v, ok := session.CookieValue(r.Header, h.statePrefix+state); ok {
+		if v, ok := cookieValue(r.Header, h.statePrefix+state); ok {
 			var ls session.LoginState
 			if h.Codec.Open(h.statePrefix+state, v, &ls) == nil {
 				return h.safeTarget(r, ls.URL)

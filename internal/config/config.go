@@ -73,6 +73,7 @@ type Config struct {
 	SessionCookieName  string        `envconfig:"SESSION_COOKIE_NAME" default:"authservice_session" desc:"Name of the session cookie."`
 	SessionHTTPOnly    bool          `envconfig:"SESSION_HTTP_ONLY" default:"true" desc:"HttpOnly on the session cookie. Set false only for Kubeflow dashboards before v1.10, whose JavaScript reads the cookie to log out."`
 	SessionSecure      string        `envconfig:"SESSION_COOKIE_SECURE" default:"auto" desc:"Secure attribute: auto (when X-Forwarded-Proto is https or REDIRECT_URL is https), true or false."`
+	SessionHostPrefix  bool          `envconfig:"SESSION_COOKIE_HOST_PREFIX" default:"true" desc:"Name cookies __Host-<name> when they are Secure and SESSION_DOMAIN is empty, so that no sibling subdomain or network attacker can plant or overwrite them. The session cookie keeps its plain name when SESSION_HTTP_ONLY=false (the older dashboard reads it by name). Both names are always read."`
 	SessionDomain      string        `envconfig:"SESSION_DOMAIN" desc:"Domain attribute of the cookies (empty: host-only)."`
 	LoginStateTTL      time.Duration `envconfig:"LOGIN_STATE_TTL" default:"10m" desc:"How long a started login may take (≤ 15m)."`
 	MaxPendingLogins   int           `envconfig:"MAX_PENDING_LOGINS" default:"5" desc:"Pending-login cookies kept per browser; the oldest is dropped beyond this."`
