@@ -65,6 +65,10 @@ lint: ## gofmt and vet.
 docs: ## Regenerate docs/configuration.md from the configuration struct.
 	$(GO) run ./internal/config/gen > docs/configuration.md
 
+.PHONY: image-check
+image-check: ## Run the Dockerfile's build stage without Docker and check the binary (static, stamped).
+	bash test/image/check.sh
+
 .PHONY: image
 image: ## Build the container image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t oidc-authservice:$(VERSION) .
