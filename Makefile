@@ -39,6 +39,10 @@ test: bin/dex-runner ## Run vet and the whole test suite (unit and integration a
 e2e: bin/dex-runner ## Run the end-to-end scenarios (browser, GitLab-shaped provider, replicas, proxies).
 	DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e ./test/e2e/...
 
+.PHONY: soak
+soak: bin/dex-runner ## The soak with provider restart and key rotations, SOAK_DURATION long (default 60s); prints figures.
+	SOAK_DURATION=$${SOAK_DURATION:-60s} DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e -run Soak -v ./test/e2e/ | grep -E 'soak|^(ok|FAIL|---)'
+
 FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/session:FuzzOpenSession internal/session:FuzzLoginState internal/check:FuzzSafeTarget \
 	internal/check:FuzzCallbackQuery internal/check:FuzzForwardedHeaders internal/check:FuzzBackchannelLogoutToken \

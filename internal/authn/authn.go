@@ -61,7 +61,7 @@ func New(cfgs []*compiled, o Options) (*Authenticator, error) {
 		o.Timeout = 10 * time.Second
 	}
 	if o.KeyRefetchInterval == 0 {
-		o.KeyRefetchInterval = 10 * time.Second
+		o.KeyRefetchInterval = 2 * time.Second
 	}
 	a := &Authenticator{opts: o, log: o.Logger.Named("authn"), issuers: map[string]*issuer{}}
 	for _, c := range cfgs {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -197,6 +198,76 @@ func TestKeyRotationAndRefetchRateLimit(t *testing.T) {
 	}
 	if n := is.JWKSFetches.Load() - before; n > 1 {
 		t.Fatalf("%d key set fetches for 50 unknown kids within one interval", n)
+	}
+}
+
+// A token signed with a key rotated in right after a fetch waits for the
+// next allowed fetch when that falls within the request's deadline, and
+// concurrent requests share that one fetch.
+func TestRotationJustAfterAFetchWaitsWithinTheBudget(t *testing.T) {
+	is := peer.StartIssuer(t)
+	_, cfgs, err := authn.Parse([]byte(gitlabConfig(is.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := authn.New(cfgs, authn.Options{KeyRefetchInterval: 300 * time.Millisecond})
+	claims := map[string]any{"aud": "gitlab-application-id", "sub": "1", "preferred_username": "alice"}
+	if _, err := a.Authenticate(context.Background(), is.Sign(t, claims)); err != nil {
+		t.Fatal(err)
+	}
+	is.Rotate()
+	rotated := is.Sign(t, claims)
+	before := is.JWKSFetches.Load()
+	// Without a deadline (or with one too short) nothing waits: refused.
+	short, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	_, err = a.Authenticate(short, rotated)
+	cancel()
+	if err == nil {
+		t.Fatal("accepted without a refetch")
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_, errs[i] = a.Authenticate(ctx, rotated)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if n := is.JWKSFetches.Load() - before; n != 1 {
+		t.Fatalf("%d key set fetches for 20 concurrent requests, want 1", n)
+	}
+	// Invented kids with a generous deadline: still at most one fetch per
+	// interval, however many wait.
+	before = is.JWKSFetches.Load()
+	start := time.Now()
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			tok := peer.SignWith(t, peer.ForeignKey(), fmt.Sprintf("invented-%d", i), map[string]any{"iss": is.URL, "aud": "gitlab-application-id",
+				"sub": "1", "preferred_username": "a", "exp": time.Now().Add(time.Hour).Unix()})
+			_, errs[i] = a.Authenticate(ctx, tok)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			t.Fatalf("invented kid %d accepted", i)
+		}
+	}
+	if n, max := is.JWKSFetches.Load()-before, int64(time.Since(start)/(300*time.Millisecond))+1; n > max {
+		t.Fatalf("%d key set fetches in %s, want at most %d", n, time.Since(start), max)
 	}
 }
 

@@ -33,7 +33,8 @@ type keySet struct {
 	log      *zap.Logger
 
 	keys      atomic.Pointer[[]jose.JSONWebKey]
-	mu        sync.Mutex // serializes fetches; guards lastFetch
+	gen       atomic.Uint64 // incremented each time keys are replaced
+	mu        sync.Mutex    // serializes fetches; guards lastFetch
 	lastFetch time.Time
 }
 
@@ -51,10 +52,11 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 		return nil, fmt.Errorf("want exactly one signature")
 	}
 	kid := jws.Signatures[0].Header.KeyID
+	seen := k.gen.Load()
 	if payload, ok := k.verify(jws, kid); ok {
 		return payload, nil
 	}
-	if !k.refetch(ctx) {
+	if !k.refetch(ctx, seen) {
 		return nil, fmt.Errorf("no key matches kid %q", truncate(kid, 64))
 	}
 	if payload, ok := k.verify(jws, kid); ok {
@@ -80,22 +82,46 @@ func (k *keySet) verify(jws *jose.JSONWebSignature, kid string) ([]byte, bool) {
 	return nil, false
 }
 
-// refetch loads the key set unless it was loaded within the interval; it
-// reports whether new keys were loaded.
-func (k *keySet) refetch(ctx context.Context) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if time.Since(k.lastFetch) < k.interval {
-		return false
+// refetch makes sure the key set is newer than generation seen: it
+// returns at once when another request has already loaded newer keys, and
+// otherwise fetches, at most once per interval. When the interval has not
+// passed yet but will before ctx's deadline (the check's provider budget),
+// it waits for it instead of failing, so a token signed with a key the
+// issuer has just rotated in is accepted rather than refused for up to an
+// interval. It reports whether newer keys are there to try.
+func (k *keySet) refetch(ctx context.Context, seen uint64) bool {
+	for {
+		k.mu.Lock()
+		if k.gen.Load() != seen {
+			k.mu.Unlock()
+			return true
+		}
+		wait := k.interval - time.Since(k.lastFetch)
+		if wait <= 0 {
+			k.lastFetch = time.Now()
+			keys, err := k.fetch(ctx)
+			if err != nil {
+				k.mu.Unlock()
+				k.log.Warn("key set fetch failed", zap.String("jwks", k.url), zap.Error(err))
+				return false
+			}
+			k.keys.Store(&keys)
+			k.gen.Add(1)
+			k.mu.Unlock()
+			return true
+		}
+		k.mu.Unlock()
+		if deadline, ok := ctx.Deadline(); !ok || time.Until(deadline) < wait {
+			return false
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return false
+		}
 	}
-	k.lastFetch = time.Now()
-	keys, err := k.fetch(ctx)
-	if err != nil {
-		k.log.Warn("key set fetch failed", zap.String("jwks", k.url), zap.Error(err))
-		return false
-	}
-	k.keys.Store(&keys)
-	return true
 }
 
 func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
