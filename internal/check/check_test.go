@@ -176,7 +176,10 @@ func TestDecisionTable(t *testing.T) {
 				t.Errorf("Location %q, want prefix %q", loc, c.location)
 			}
 			rm := w.Header().Get("X-Envoy-Auth-Headers-To-Remove")
-			if c.removes != (rm == "kubeflow-userid,kubeflow-groups") {
+			// Every allow removes the underscore spellings; anonymous
+			// allows remove the identity headers themselves too.
+			if c.removes != (rm == "kubeflow-userid,kubeflow-groups,kubeflow_userid,kubeflow_groups") ||
+				(c.status == 200 && !c.removes && rm != "kubeflow_userid,kubeflow_groups" && rm != "kubeflow_userid,kubeflow_groups,authorization") {
 				t.Errorf("headers-to-remove %q", rm)
 			}
 			if c.status == 401 && w.Header().Get("Www-Authenticate") == "" {
@@ -419,4 +422,18 @@ func TestHostPrefixedCookies(t *testing.T) {
 			t.Fatal("with SESSION_HTTP_ONLY=false the session cookie must keep its plain name; state cookies are prefixed")
 		}
 	})
+}
+
+func TestSessionAsBearerIsNotForwarded(t *testing.T) {
+	f := newFixture(t, nil)
+	v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
+	w := f.do("GET", "/pipeline/apis/v2beta1/runs", map[string]string{"Authorization": "Bearer " + v})
+	if w.Code != 200 || w.Header().Get("X-Envoy-Auth-Headers-To-Remove") != "kubeflow_userid,kubeflow_groups,authorization" {
+		t.Fatalf("%d, headers-to-remove %q", w.Code, w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
+	}
+	// A cookie session with the app's own Authorization header keeps it.
+	w = f.do("GET", "/app", map[string]string{"Cookie": "authservice_session=" + v, "Authorization": "Basic dTpw"})
+	if w.Code != 200 || strings.Contains(w.Header().Get("X-Envoy-Auth-Headers-To-Remove"), "authorization") {
+		t.Fatalf("%d, headers-to-remove %q", w.Code, w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
+	}
 }

@@ -53,8 +53,10 @@ type Handler struct {
 	cfg *config.Settings
 	log *zap.Logger
 
-	userHeader, groupsHeader string // canonical forms
-	removeIdentity           []string
+	userHeader, groupsHeader string   // canonical forms
+	removeIdentity           []string // the identity headers and their underscore spellings
+	removeLookalike          []string // the underscore spellings only (nil when there are none)
+	removeBearerSession      []string // the underscore spellings and authorization
 	statePrefix              string
 	hostSessionName          string // __Host-<SESSION_COOKIE_NAME>
 	redirectHTTPS            bool
@@ -81,18 +83,20 @@ func New(d Deps) *Handler {
 		access = &accessLog{log: d.Logger.Named("access"), rate: s.AccessLogRate, metrics: d.Metrics}
 	}
 	return &Handler{
-		access:          access,
-		Deps:            d,
-		cfg:             s,
-		log:             d.Logger.Named("check"),
-		userHeader:      http.CanonicalHeaderKey(s.UserIDHeader),
-		groupsHeader:    http.CanonicalHeaderKey(s.GroupsHeader),
-		removeIdentity:  []string{strings.ToLower(s.UserIDHeader) + "," + strings.ToLower(s.GroupsHeader)},
-		statePrefix:     "authservice_state_",
-		hostSessionName: hostPrefix + s.SessionCookieName,
-		redirectHTTPS:   strings.HasPrefix(strings.ToLower(s.RedirectURL), "https://"),
-		verified:        cache.New[*principal](d.SessionCacheSize),
-		usedStates:      cache.New[int64](100000),
+		access:              access,
+		Deps:                d,
+		cfg:                 s,
+		log:                 d.Logger.Named("check"),
+		userHeader:          http.CanonicalHeaderKey(s.UserIDHeader),
+		groupsHeader:        http.CanonicalHeaderKey(s.GroupsHeader),
+		removeIdentity:      []string{identityHeaderNames(s.UserIDHeader, s.GroupsHeader)},
+		removeLookalike:     lookalikes(s.UserIDHeader, s.GroupsHeader),
+		removeBearerSession: []string{strings.Join(append(lookalikes(s.UserIDHeader, s.GroupsHeader), "authorization"), ",")},
+		statePrefix:         "authservice_state_",
+		hostSessionName:     hostPrefix + s.SessionCookieName,
+		redirectHTTPS:       strings.HasPrefix(strings.ToLower(s.RedirectURL), "https://"),
+		verified:            cache.New[*principal](d.SessionCacheSize),
+		usedStates:          cache.New[int64](100000),
 	}
 }
 
@@ -247,6 +251,16 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *princip
 	hd := w.Header()
 	hd[h.userHeader] = pr.user
 	hd[h.groupsHeader] = pr.groups
+	if h.removeLookalike != nil {
+		hd["X-Envoy-Auth-Headers-To-Remove"] = h.removeLookalike
+	}
+	// A session value sent as Authorization: Bearer (older SDKs) is a
+	// credential of this service: it does not go on to the upstream.
+	if !pr.bearer && hd["Authorization"] == nil && r.Header["Authorization"] != nil {
+		if v, _ := h.readSession(r.Header); v == "" {
+			hd["X-Envoy-Auth-Headers-To-Remove"] = h.removeBearerSession
+		}
+	}
 	if auth := h.upstreamAuthorization(pr); auth != nil {
 		hd["Authorization"] = auth
 	}
@@ -340,6 +354,31 @@ func acceptsHTML(accept string) bool {
 }
 
 var empty = []string{""}
+
+// identityHeaderNames lists the identity headers for
+// x-envoy-auth-headers-to-remove, with their underscore spellings: Envoy
+// passes kubeflow_userid through by default, and some upstream servers
+// (WSGI, CGI) read it as kubeflow-userid.
+func identityHeaderNames(user, groups string) string {
+	names := []string{strings.ToLower(user), strings.ToLower(groups)}
+	if l := lookalikes(user, groups); l != nil {
+		names = append(names, l[0])
+	}
+	return strings.Join(names, ",")
+}
+
+func lookalikes(user, groups string) []string {
+	var out []string
+	for _, n := range []string{user, groups} {
+		if u := strings.ReplaceAll(strings.ToLower(n), "-", "_"); u != strings.ToLower(n) {
+			out = append(out, u)
+		}
+	}
+	if out == nil {
+		return nil
+	}
+	return []string{strings.Join(out, ",")}
+}
 
 func joinGroups(g []string) string { return strings.Join(g, ",") }
 

@@ -94,6 +94,13 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 		return nil, "", errIdle
 	}
 	if !h.due(pr, now, active) {
+		// Strict validation failed recently and its retry is not due yet:
+		// past the grace period the session stays refused until the
+		// provider answers, not only on the requests that retry.
+		if h.cfg.StrictValidation && s.AccessToken != "" && pr.validateAt.Load() > now &&
+			now-pr.validated.Load() > int64(h.cfg.StrictGrace/time.Second) {
+			return nil, "", errValidationPending
+		}
 		return pr, sealed, nil
 	}
 

@@ -91,7 +91,15 @@ func (h *Handler) prunePendingLogins(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// originalURL is the full URL the browser asked for.
+// maxKeptURL bounds the original URL kept in the login-state cookie:
+// sealed (base64 of AES-CTR plus an HMAC) it grows by about 4/3, and
+// browsers drop cookies over 4,096 bytes, which would make the login
+// impossible rather than merely lose the deep link.
+const maxKeptURL = 2048
+
+// originalURL is the full URL the browser asked for, shortened to fit the
+// login-state cookie: without its query string when too long, then the
+// site root.
 func (h *Handler) originalURL(r *http.Request) string {
 	scheme := "http"
 	if h.secure(r) {
@@ -101,7 +109,17 @@ func (h *Handler) originalURL(r *http.Request) string {
 	if !strings.HasPrefix(target, "/") {
 		target = r.URL.RequestURI()
 	}
-	return scheme + "://" + r.Host + target
+	base := scheme + "://" + r.Host
+	if len(base)+len(target) <= maxKeptURL {
+		return base + target
+	}
+	p, _, _ := strings.Cut(target, "?")
+	if len(base)+len(p) > maxKeptURL {
+		p = "/"
+	}
+	h.log.Info("deep link too long to keep through the login; the user will land on a shorter URL", requestID(r),
+		zap.Int("length", len(target)), zap.Int("kept", len(p)))
+	return base + p
 }
 
 // retryLink is where "try again" leads: the request itself when it was a
@@ -190,7 +208,10 @@ func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 		return metrics.LoginInvalidState
 	}
 
-	ctx, cancel := h.providerContext(r)
+	// Token endpoint, keys and userinfo: each call is bounded by
+	// PROVIDER_TIMEOUT (the HTTP client's), all of them by twice that,
+	// within the server's write timeout.
+	ctx, cancel := context.WithTimeout(r.Context(), 2*h.cfg.ProviderTimeout)
 	defer cancel()
 	login, err := h.Provider.Exchange(ctx, code, ls.Verifier, ls.Nonce)
 	if err != nil {

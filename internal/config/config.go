@@ -34,7 +34,7 @@ type Config struct {
 	RedirectURL      string        `envconfig:"REDIRECT_URL" desc:"Callback URL sent to the provider, exactly as configured (may be relative, as Kubeflow's Dex client expects). Default <AUTHSERVICE_URL_PREFIX>oidc/callback."`
 	Scopes           string        `envconfig:"OIDC_SCOPES" default:"openid,email" desc:"Scopes to request, comma- or space-separated; openid is always added."`
 	CABundle         string        `envconfig:"CA_BUNDLE" desc:"PEM file of CA certificates trusted for calls to the provider, added to the system pool."`
-	ProviderTimeout  time.Duration `envconfig:"PROVIDER_TIMEOUT" default:"10s" desc:"Timeout of every outbound call to the provider (discovery, token, userinfo)."`
+	ProviderTimeout  time.Duration `envconfig:"PROVIDER_TIMEOUT" default:"10s" desc:"Timeout of every outbound call to the provider (discovery, token, keys, userinfo, revocation). A callback's calls together get at most twice this."`
 
 	// URLs.
 	URLPrefix                   string `envconfig:"AUTHSERVICE_URL_PREFIX" default:"/authservice/" desc:"Path prefix of the service's own endpoints (callback, logout, pages)."`

@@ -1,0 +1,858 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
+	"github.com/oidc-authservice/oidc-authservice/test/peer"
+)
+
+// checkFailed is the gateway's status_on_error in these tests. Kubeflow
+// uses 403, which would hide a 5xx, a reset or a timeout of the check behind
+// an ordinary deny; a status of its own makes any of them visible.
+const checkFailed = 555
+
+// sentinelGateway is Kubeflow's corrected EnvoyFilter with checkFailed as
+// status_on_error.
+func sentinelGateway(checkURL string) extauthz.Config {
+	c := extauthz.KubeflowEnvoyFilterCorrected(checkURL)
+	c.StatusOnError = checkFailed
+	return c
+}
+
+const (
+	callbackPath = "/authservice/oidc/callback"
+	legitUser    = "user@example.com"
+	legitGroups  = "team-a,team-b"
+)
+
+// answer is what came back for one hostile request.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (a *answer) String() string {
+	return fmt.Sprintf("HTTP %d Location=%q body=%.200q", a.status, a.header.Get("Location"), a.body)
+}
+
+// upstreamEcho is the demo upstream's JSON answer when the request got
+// through, else nil.
+func (a *answer) upstreamEcho() *echo {
+	if a.status != 200 {
+		return nil
+	}
+	var e echo
+	if json.Unmarshal(a.body, &e) != nil || e.Headers == nil {
+		return nil
+	}
+	return &e
+}
+
+// sessionIssued reports whether the answer sets a non-empty session cookie.
+func (a *answer) sessionIssued() bool {
+	for _, c := range (&http.Response{Header: a.header}).Cookies() {
+		if strings.HasPrefix(c.Name, "authservice_session") && c.Value != "" && c.MaxAge >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// cookieCleared reports whether the answer deletes the named cookie.
+func (a *answer) cookieCleared(name string) bool {
+	for _, c := range (&http.Response{Header: a.header}).Cookies() {
+		if c.Name == name && c.Value == "" && c.MaxAge < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func toAnswer(resp *http.Response) *answer {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return &answer{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// expectation is the definite answer a row wants.
+type expectation struct {
+	desc string
+	ok   func(a *answer) bool
+}
+
+func status(code int) expectation {
+	return expectation{fmt.Sprintf("HTTP %d", code), func(a *answer) bool { return a.status == code }}
+}
+
+var (
+	deny401     = status(401)
+	badRequest  = status(400)
+	clientError = expectation{"4xx", func(a *answer) bool { return a.status >= 400 && a.status < 500 }}
+	toLogin     = expectation{"302 to the login at /dex/auth", func(a *answer) bool {
+		return a.status == 302 && strings.HasPrefix(a.header.Get("Location"), "/dex/auth?")
+	}}
+	// Through the gateway: the upstream saw exactly the logged-in user.
+	allowedAsUser = expectation{"200, upstream sees only " + legitUser, func(a *answer) bool {
+		e := a.upstreamEcho()
+		return e != nil && len(e.Headers["kubeflow-userid"]) == 1 && e.Headers["kubeflow-userid"][0] == legitUser &&
+			len(e.Headers["kubeflow-groups"]) == 1 && e.Headers["kubeflow-groups"][0] == legitGroups
+	}}
+	// Straight from the check server: allow with the user's identity.
+	serviceAllows = expectation{"200 with kubeflow-userid " + legitUser, func(a *answer) bool {
+		return a.status == 200 && a.header.Get("Kubeflow-Userid") == legitUser
+	}}
+	// Where nothing but the HTTP parser can answer (Envoy's codec refuses
+	// these too): a 400, or a decision of the service that is not 5xx.
+	parserOrDecision = expectation{"400 from the parser or a 3xx/4xx decision", func(a *answer) bool {
+		return a.status >= 300 && a.status < 500
+	}}
+	allowedOrDenied = expectation{"200 as " + legitUser + " or 401", func(a *answer) bool {
+		return a.status == 401 || allowedAsUser.ok(a)
+	}}
+)
+
+type hostileRow struct {
+	name  string
+	bug   string // set: a known product bug; the row is skipped with it
+	send  func(t *testing.T) *answer
+	want  expectation
+	check func(t *testing.T, a *answer) // extra assertions, optional
+}
+
+// hostileEnv is Kubeflow in miniature with one logged-in user.
+type hostileEnv struct {
+	s            *setup
+	gw           string
+	gwURL        *url.URL
+	gwAddr       string
+	svcAddr      string
+	legit        *browser
+	legitSession string
+	client       *http.Client // no cookies, no redirects followed
+}
+
+func (h *hostileEnv) do(t *testing.T, c *http.Client, req *http.Request) *answer {
+	t.Helper()
+	if c == nil {
+		c = h.client
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("no answer (connection dropped, timeout or panic?): %v", err)
+	}
+	return toAnswer(resp)
+}
+
+func (h *hostileEnv) get(t *testing.T, path string, headers ...string) *answer {
+	t.Helper()
+	req, err := http.NewRequest("GET", h.gw+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	return h.do(t, nil, req)
+}
+
+// raw writes a request byte for byte, for what Go's client refuses to
+// send, and reads one answer.
+func raw(t *testing.T, addr, request string) *answer {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer (connection dropped, timeout or panic?): %v", err)
+	}
+	return toAnswer(resp)
+}
+
+// rawGet is a GET request line with the given target and Host.
+func rawGet(target, host string, headers ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\n", target, host)
+	for _, h := range headers {
+		b.WriteString(h + "\r\n")
+	}
+	b.WriteString("Connection: close\r\n\r\n")
+	return b.String()
+}
+
+// pending is a login completed at Dex but not yet at the callback: the
+// browser holds the state cookie, cb is where Dex sent it.
+type pending struct {
+	b           *browser
+	cb          *url.URL
+	state, code string
+	stateCookie string // its sealed value
+}
+
+func (h *hostileEnv) pendingLogin(t *testing.T, deepLink string) *pending {
+	t.Helper()
+	b := newBrowser()
+	var cb *url.URL
+	b.Client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if r.URL.Path == callbackPath {
+			cb = r.URL
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, err := peer.DexLogin(b.Client, h.gw+deepLink, legitUser, "12341234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cb == nil {
+		t.Fatalf("Dex did not send the browser to the callback (ended at %s, HTTP %d)", resp.Request.URL, resp.StatusCode)
+	}
+	p := &pending{b: b, cb: cb, state: cb.Query().Get("state"), code: cb.Query().Get("code")}
+	for _, c := range b.Jar.Cookies(h.gwURL) {
+		if c.Name == "authservice_state_"+p.state {
+			p.stateCookie = c.Value
+		}
+	}
+	if p.state == "" || p.code == "" || p.stateCookie == "" {
+		t.Fatalf("pending login incomplete: %+v", p)
+	}
+	return p
+}
+
+func noFollowWith(jar http.CookieJar) *http.Client {
+	return &http.Client{Jar: jar, Timeout: 20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func (h *hostileEnv) callback(t *testing.T, jar http.CookieJar, query string, headers ...string) *answer {
+	t.Helper()
+	req, _ := http.NewRequest("GET", h.gw+callbackPath+"?"+query, nil)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	return h.do(t, noFollowWith(jar), req)
+}
+
+// finishLogin completes at Dex a login that start (an answer of the
+// gateway) began, in a fresh browser holding start's cookies, and returns
+// the callback's answer: where the browser is sent after the login.
+func (h *hostileEnv) finishLogin(t *testing.T, start *answer) *answer {
+	t.Helper()
+	if !toLogin.ok(start) {
+		t.Fatalf("login did not start: %s", start)
+	}
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(h.gwURL, (&http.Response{Header: start.header}).Cookies())
+	c := &http.Client{Jar: jar, Timeout: 20 * time.Second, CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		if via[len(via)-1].URL.Path == callbackPath {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}}
+	resp, err := peer.DexLogin(c, h.gw+start.header.Get("Location"), legitUser, "12341234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Request.URL.Path != callbackPath {
+		a := toAnswer(resp)
+		t.Fatalf("login did not end at the callback but at %s: %s", resp.Request.URL, a)
+	}
+	return toAnswer(resp)
+}
+
+// staysOnHost asserts the after-login redirect cannot leave the gateway's
+// host, however a browser reads it.
+func (h *hostileEnv) staysOnHost(t *testing.T, a *answer) {
+	t.Helper()
+	if !a.sessionIssued() {
+		t.Errorf("the login itself failed: %s", a)
+	}
+	loc := a.header.Get("Location")
+	if loc == "" || strings.ContainsAny(loc, "\\\r\n\t\x00 ") {
+		t.Fatalf("after-login Location %q is empty or has characters browsers reinterpret", loc)
+	}
+	if strings.HasPrefix(loc, "//") || !strings.HasPrefix(loc, "/") {
+		t.Fatalf("after-login Location %q is not a same-origin path", loc)
+	}
+	base, _ := url.Parse(h.gw + callbackPath)
+	u, err := base.Parse(loc)
+	if err != nil {
+		t.Fatalf("after-login Location %q does not parse: %v", loc, err)
+	}
+	if u.Scheme != "http" || u.Host != h.gwURL.Host || strings.Contains(strings.ToLower(u.Host), "evil") {
+		t.Fatalf("after-login Location %q leads to %s://%s, not the gateway %s", loc, u.Scheme, u.Host, h.gwURL.Host)
+	}
+}
+
+// browserJar keeps cookies as a browser does: one whose name and value
+// together exceed 4096 bytes is dropped (RFC 6265bis §5.6; Chromium and
+// Firefox enforce it), where Go's cookiejar would keep it.
+type browserJar struct{ http.CookieJar }
+
+func (j browserJar) SetCookies(u *url.URL, cs []*http.Cookie) {
+	var keep []*http.Cookie
+	for _, c := range cs {
+		if len(c.Name)+len(c.Value) <= 4096 {
+			keep = append(keep, c)
+		}
+	}
+	j.CookieJar.SetCookies(u, keep)
+}
+
+// jwtPart encodes one part of a compact JWS.
+func jwtPart(v any) string {
+	b, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// logTap records what the standard logger prints (net/http reports
+// recovered handler panics there) while still showing it.
+type logTap struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logTap) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.buf.Write(p)
+	l.mu.Unlock()
+	return os.Stderr.Write(p)
+}
+
+func (l *logTap) panics() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		if strings.Contains(line, "panic") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestHostileInputs sends a table of hostile requests through the
+// Envoy-faithful gateway (and, for what a gateway's parser would refuse,
+// straight to the check server) of a Kubeflow-like setup with a real Dex.
+// Every row must get its definite answer, never a 5xx or a dropped
+// connection, no handler may panic, and the logged-in user must still be
+// served after every row.
+func TestHostileInputs(t *testing.T) {
+	tap := &logTap{}
+	log.SetOutput(tap)
+	t.Cleanup(func() { log.SetOutput(os.Stderr) })
+
+	k := peer.StartKubeflow(t, sentinelGateway, map[string]string{"SKIP_AUTH_URLS": "/dex,/public"})
+	gwURL, _ := url.Parse(k.Gateway)
+	h := &hostileEnv{
+		s: &setup{dex: k.Dex, svc: k.Svc, gateway: k.Gateway}, gw: k.Gateway, gwURL: gwURL,
+		gwAddr: gwURL.Host, svcAddr: strings.TrimPrefix(k.Svc.CheckURL, "http://"),
+		client: noFollowWith(nil),
+	}
+	h.legit = newBrowser()
+	h.s.login(t, h.legit, "/start?format=json")
+	for _, c := range h.legit.Jar.Cookies(gwURL) {
+		if c.Name == "authservice_session" {
+			h.legitSession = c.Value
+		}
+	}
+	if h.legitSession == "" {
+		t.Fatal("no session cookie after login")
+	}
+	legit := h.legitSession
+	legitCookie := "authservice_session=" + legit
+
+	// Sessions sealed by hand: with a key the service does not have, and
+	// with its own key (as if the key had leaked) but expired or empty.
+	seal := func(secret string, name string, v any) string { return sealAs(t, secret, name, v) }
+	const otherKey = "another-deployment-session-key-0123456789abcdef"
+	now := time.Now()
+	admin := &session.Session{ID: "forged", Subject: "0", User: "admin@example.com", Groups: []string{"admins"},
+		Created: now.Unix(), Expires: now.Add(time.Hour).Unix()}
+	foreignSealed := seal(otherKey, "authservice_session", admin)
+	expired := *admin
+	expired.User, expired.Created, expired.Expires = legitUser, now.Add(-2*time.Hour).Unix(), now.Add(-time.Hour).Unix()
+	expiredSealed := seal(peer.SessionKey, "authservice_session", &expired)
+	incomplete := *admin
+	incomplete.User = ""
+	incompleteSealed := seal(peer.SessionKey, "authservice_session", &incomplete)
+	// The legitimate session sealed under another cookie name: the name is
+	// part of what the MAC covers.
+	renamedSealed := seal(peer.SessionKey, "other_session", peer.OpenSession(t, legit))
+
+	// Bearer tokens: a genuine Dex ID token and forgeries of it.
+	idToken := dexIDToken(t, k.Dex)
+	parts := strings.Split(idToken, ".")
+	var hdr map[string]any
+	hb, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	json.Unmarshal(hb, &hdr)
+	kid, _ := hdr["kid"].(string)
+	claims := map[string]any{}
+	pb, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	json.Unmarshal(pb, &claims)
+	edited := map[string]any{}
+	for k, v := range claims {
+		edited[k] = v
+	}
+	edited["email"] = "admin@example.com"
+	edited["groups"] = []string{"admins"}
+	editedToken := parts[0] + "." + jwtPart(edited) + "." + parts[2]
+	noneToken := jwtPart(map[string]any{"alg": "none", "typ": "JWT"}) + "." + jwtPart(edited) + "."
+	hsInput := jwtPart(map[string]any{"alg": "HS256", "typ": "JWT", "kid": kid}) + "." + jwtPart(edited)
+	mac := hmac.New(sha256.New, []byte(k.Dex.Opts.ClientSecret))
+	mac.Write([]byte(hsInput))
+	hsToken := hsInput + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	foreignToken := peer.SignWith(t, peer.ForeignKey(), kid, edited)
+	unsignedToken := parts[0] + "." + parts[1] + "."
+
+	identity := []string{"Kubeflow-Userid", "admin@example.com", "Kubeflow-Groups", "admins"}
+	accept := "Accept"
+	jsonType := "application/json"
+	manyCookies := func(first string, n int, value func(i int) string) string {
+		var cs []string
+		if first != "" {
+			cs = append(cs, "authservice_session="+first)
+		}
+		for i := len(cs); i < n; i++ {
+			cs = append(cs, "authservice_session="+value(i))
+		}
+		return strings.Join(cs, "; ")
+	}
+	garbage := func(i int) string { return fmt.Sprintf("garbage-%d-%s", i, strings.Repeat("A", 40)) }
+	noUpstream := func(t *testing.T, a *answer) {
+		if a.upstreamEcho() != nil {
+			t.Errorf("the request reached the upstream: %s", a.body)
+		}
+	}
+	noIdentityUpstream := func(t *testing.T, a *answer) {
+		e := a.upstreamEcho()
+		if e == nil {
+			t.Fatalf("not the upstream's answer: %s", a)
+		}
+		for name, v := range e.Headers {
+			if n := strings.ReplaceAll(name, "_", "-"); n == "kubeflow-userid" || n == "kubeflow-groups" {
+				if name == n {
+					t.Errorf("client-sent %s reached the upstream: %q", name, v)
+				} else {
+					// Not an identity header by name, but WSGI servers
+					// map it onto the same variable: it must not pass.
+					t.Errorf("client-sent %s (underscore spelling) reached the upstream: %q", name, v)
+				}
+			}
+		}
+	}
+	hugeHeaders := func(n int) []string {
+		var hs []string
+		for i := 0; i < n; i++ {
+			hs = append(hs, fmt.Sprintf("X-Hostile-%03d", i), strings.Repeat("v", 20))
+		}
+		return hs
+	}
+	withHeaders := func(path string, hs []string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer { return h.get(t, path, hs...) }
+	}
+	post := func(path string, headers ...string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			req, _ := http.NewRequest("POST", h.gw+path, nil)
+			for i := 0; i+1 < len(headers); i += 2 {
+				req.Header.Add(headers[i], headers[i+1])
+			}
+			return h.do(t, nil, req)
+		}
+	}
+	method := func(m, path string, headers ...string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			req, _ := http.NewRequest(m, h.gw+path, nil)
+			for i := 0; i+1 < len(headers); i += 2 {
+				req.Header.Add(headers[i], headers[i+1])
+			}
+			return h.do(t, nil, req)
+		}
+	}
+	openRedirect := func(target, host string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			if host == "" {
+				host = h.gwAddr
+			}
+			start := raw(t, h.gwAddr, rawGet(target, strings.ReplaceAll(host, "GW", h.gwAddr)))
+			return h.finishLogin(t, start)
+		}
+	}
+	// Request targets Envoy's codec would not pass on, straight to the
+	// check server (its own answer, then the login completed through the
+	// gateway as usual).
+	openRedirectDirect := func(target string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			return h.finishLogin(t, raw(t, h.svcAddr, rawGet(target, h.gwAddr)))
+		}
+	}
+	sessionRedirect := expectation{"302 with a session cookie", func(a *answer) bool { return a.status == 302 && a.sessionIssued() }}
+	noSession := func(t *testing.T, a *answer) {
+		if a.sessionIssued() {
+			t.Errorf("a session was issued: %v", a.header.Values("Set-Cookie"))
+		}
+	}
+	notReflected := func(t *testing.T, a *answer) {
+		noSession(t, a)
+		if bytes.Contains(a.body, []byte("<script>")) {
+			t.Errorf("the answer reflects markup: %s", a.body)
+		}
+	}
+	sealedState := func(secret, state string, created time.Time) string {
+		return seal(secret, "authservice_state_"+state, &session.LoginState{State: state, Verifier: strings.Repeat("v", 43),
+			Nonce: "n", URL: h.gw + "/x", Created: created.Unix()})
+	}
+	const otherState = "AAAAAAAAAAAAAAAAAAAAAA"
+
+	rows := []hostileRow{
+		// Session cookies.
+		{name: "garbage session cookie", send: withHeaders("/x", []string{"Cookie", "authservice_session=x", accept, jsonType}), want: deny401},
+		{name: "forged securecookie structure", send: withHeaders("/x", []string{"Cookie", "authservice_session=" +
+			base64.URLEncoding.EncodeToString([]byte("1700000000|"+base64.URLEncoding.EncodeToString([]byte(`{"u":"admin@example.com","x":9999999999}`))+"|"+strings.Repeat("m", 43))), accept, jsonType}), want: deny401},
+		{name: "legitimate cookie with one byte flipped", send: withHeaders("/x", []string{"Cookie", "authservice_session=" + legit[:20] + string(legit[20]^1) + legit[21:], accept, jsonType}), want: deny401},
+		{name: "truncated legitimate cookie", send: withHeaders("/x", []string{"Cookie", "authservice_session=" + legit[:len(legit)/2], accept, jsonType}), want: deny401},
+		{name: "oversized cookie (32 KiB)", send: withHeaders("/x", []string{"Cookie", "authservice_session=" + strings.Repeat("A", 32<<10), accept, jsonType}), want: deny401},
+		{name: "oversized cookie (64 KiB)", send: withHeaders("/x", []string{"Cookie", "authservice_session=" + strings.Repeat("A", 64<<10), accept, jsonType}), want: clientError, check: noUpstream},
+		{name: "50 garbage cookies with the session name", send: withHeaders("/x", []string{"Cookie", manyCookies("", 50, garbage), accept, jsonType}), want: deny401},
+		{name: "50 separate Cookie headers with the session name", send: func(t *testing.T) *answer {
+			var hs []string
+			for i := 0; i < 50; i++ {
+				hs = append(hs, "Cookie", "authservice_session="+garbage(i))
+			}
+			return h.get(t, "/x", append(hs, accept, jsonType)...)
+		}, want: deny401},
+		{name: "50 session cookies, the legitimate one first", send: withHeaders("/x?format=json", []string{"Cookie", manyCookies(legit, 50, garbage)}), want: allowedAsUser},
+		{name: "50 session cookies, the legitimate one last", send: withHeaders("/x?format=json", []string{"Cookie", manyCookies("", 49, garbage) + "; " + legitCookie, accept, jsonType}), want: allowedOrDenied},
+		{name: "session sealed with another deployment's key", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + foreignSealed, accept, jsonType}), want: deny401},
+		{name: "session sealed with the right key but expired", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + expiredSealed, accept, jsonType}), want: deny401},
+		{name: "session sealed with the right key but no user", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + incompleteSealed, accept, jsonType}), want: deny401},
+		{name: "legitimate session sealed under another cookie name", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + renamedSealed, accept, jsonType}), want: deny401},
+		{name: "forged chunked session", send: withHeaders("/x", []string{"Cookie", "authservice_session=3." + strings.Repeat("A", 3800) + "; authservice_session_1=" + strings.Repeat("B", 3800) + "; authservice_session_2=CCCC", accept, jsonType}), want: deny401},
+		{name: "chunk count overflow", send: withHeaders("/x", []string{"Cookie", "authservice_session=99999999999999999999999." + legit, accept, jsonType}), want: deny401},
+		{name: "legitimate value posing as a chunk", send: withHeaders("/x", []string{"Cookie", "authservice_session=2." + legit + "; authservice_session_1=" + legit, accept, jsonType}), want: deny401},
+		{name: "forged cookie on a navigation: login, cookie cleared", send: withHeaders("/x", []string{"Cookie", "authservice_session=forged"}), want: toLogin, check: func(t *testing.T, a *answer) {
+			if !a.cookieCleared("authservice_session") {
+				t.Errorf("forged cookie not cleared: %v", a.header.Values("Set-Cookie"))
+			}
+		}},
+		{name: "100 bogus pending-login cookies", send: func(t *testing.T) *answer {
+			var cs []string
+			for i := 0; i < 100; i++ {
+				cs = append(cs, fmt.Sprintf("authservice_state_%022d=junk", i))
+			}
+			return h.get(t, "/x", "Cookie", strings.Join(cs, "; "))
+		}, want: toLogin, check: func(t *testing.T, a *answer) {
+			if n := len(a.header.Values("Set-Cookie")); n > 70 {
+				t.Errorf("%d Set-Cookie headers for 100 bogus login cookies", n)
+			}
+		}},
+
+		// The callback.
+		{name: "replayed callback (same code and state twice)", send: func(t *testing.T) *answer {
+			p := h.pendingLogin(t, "/replay?format=json")
+			c := noFollowWith(p.b.Jar)
+			first := h.do(t, c, mustReq("GET", p.cb.String()))
+			if !sessionRedirect.ok(first) {
+				t.Fatalf("first use of the callback: %s", first)
+			}
+			return h.do(t, c, mustReq("GET", p.cb.String()))
+		}, want: badRequest, check: func(t *testing.T, a *answer) {
+			noSession(t, a)
+			if !bytes.Contains(a.body, []byte("expired or has already been used")) {
+				t.Errorf("no explanation: %s", a.body)
+			}
+		}},
+		{name: "replayed callback with a copy of the state cookie", send: func(t *testing.T) *answer {
+			p := h.pendingLogin(t, "/replay2?format=json")
+			if first := h.do(t, noFollowWith(p.b.Jar), mustReq("GET", p.cb.String())); !sessionRedirect.ok(first) {
+				t.Fatalf("first use of the callback: %s", first)
+			}
+			req := mustReq("GET", p.cb.String())
+			req.Header.Set("Cookie", "authservice_state_"+p.state+"="+p.stateCookie)
+			return h.do(t, nil, req)
+		}, want: badRequest, check: noSession},
+		{name: "callback URL used in another browser", send: func(t *testing.T) *answer {
+			p := h.pendingLogin(t, "/stolen?format=json")
+			return h.do(t, nil, mustReq("GET", p.cb.String()))
+		}, want: badRequest, check: noSession},
+		{name: "callback without state", send: func(t *testing.T) *answer { return h.callback(t, nil, "code=abc") }, want: badRequest, check: noSession},
+		{name: "callback with garbage state", send: func(t *testing.T) *answer {
+			return h.callback(t, nil, "code=abc&state="+url.QueryEscape("<script>alert(1)</script>"))
+		}, want: badRequest, check: notReflected},
+		{name: "callback with a well-formed unknown state", send: func(t *testing.T) *answer {
+			return h.callback(t, nil, "code=abc&state="+otherState)
+		}, want: badRequest, check: noSession},
+		{name: "callback with the state of another browser's login (login CSRF)", send: func(t *testing.T) *answer {
+			victim := h.pendingLogin(t, "/victim?format=json")
+			attacker := h.pendingLogin(t, "/attacker?format=json")
+			return h.do(t, noFollowWith(victim.b.Jar), mustReq("GET", attacker.cb.String()))
+		}, want: badRequest, check: noSession},
+		{name: "callback with own state and another login's code", send: func(t *testing.T) *answer {
+			victim := h.pendingLogin(t, "/victim?format=json")
+			attacker := h.pendingLogin(t, "/attacker?format=json")
+			return h.callback(t, victim.b.Jar, "code="+url.QueryEscape(attacker.code)+"&state="+victim.state)
+		}, want: deny401, check: noSession},
+		{name: "callback with a provider error for a pending login", send: func(t *testing.T) *answer {
+			p := h.pendingLogin(t, "/err?format=json")
+			a := h.callback(t, p.b.Jar, "error=access_denied&error_description="+url.QueryEscape("<script>alert(1)</script>")+"&state="+p.state)
+			if !a.cookieCleared("authservice_state_" + p.state) {
+				t.Errorf("state cookie not cleared after the provider error: %v", a.header.Values("Set-Cookie"))
+			}
+			// The login is over: its code no longer completes it.
+			if late := h.do(t, noFollowWith(p.b.Jar), mustReq("GET", p.cb.String())); late.status != 400 || late.sessionIssued() {
+				t.Errorf("code of a login ended by a provider error: %s", late)
+			}
+			return a
+		}, want: deny401, check: notReflected},
+		{name: "callback with a provider error and no state", send: func(t *testing.T) *answer {
+			return h.callback(t, nil, "error=server_error")
+		}, want: deny401, check: noSession},
+		{name: "callback by POST", send: func(t *testing.T) *answer {
+			p := h.pendingLogin(t, "/post?format=json")
+			req := mustReq("POST", p.cb.String())
+			return h.do(t, noFollowWith(p.b.Jar), req)
+		}, want: status(405), check: noSession},
+		{name: "callback with an oversized code", send: func(t *testing.T) *answer {
+			p := h.pendingLogin(t, "/big?format=json")
+			return h.callback(t, p.b.Jar, "code="+strings.Repeat("c", 5000)+"&state="+p.state)
+		}, want: badRequest, check: noSession},
+		{name: "callback with a state cookie moved to another state's name", send: func(t *testing.T) *answer {
+			p := h.pendingLogin(t, "/moved?format=json")
+			return h.callback(t, nil, "code="+url.QueryEscape(p.code)+"&state="+otherState, "Cookie", "authservice_state_"+otherState+"="+p.stateCookie)
+		}, want: badRequest, check: noSession},
+		{name: "callback with a state cookie sealed with another key", send: func(t *testing.T) *answer {
+			return h.callback(t, nil, "code=abc&state="+otherState, "Cookie", "authservice_state_"+otherState+"="+sealedState(otherKey, otherState, time.Now()))
+		}, want: badRequest, check: noSession},
+		{name: "callback with an expired state sealed with the right key", send: func(t *testing.T) *answer {
+			return h.callback(t, nil, "code=abc&state="+otherState, "Cookie", "authservice_state_"+otherState+"="+sealedState(peer.SessionKey, otherState, time.Now().Add(-time.Hour)))
+		}, want: badRequest, check: noSession},
+		{name: "callback with a 64 KiB state", send: func(t *testing.T) *answer {
+			return h.callback(t, nil, "code=abc&state="+strings.Repeat("s", 64<<10))
+		}, want: clientError, check: noSession},
+
+		// Open redirects through the login target.
+		{name: "login target //evil.example/", send: openRedirect("//evil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target //evil.example/%2e%2e", send: openRedirect("//evil.example/%2e%2e", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: `login target /\evil.example/`, send: openRedirect(`/\evil.example/`, ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target /%5Cevil.example/", send: openRedirect("/%5Cevil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target /%2F%2Fevil.example/", send: openRedirect("/%2F%2Fevil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target /%2f/evil.example/", send: openRedirect("/%2f/evil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target /.//evil.example/", send: openRedirect("/.//evil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target /%09/evil.example", send: openRedirect("/%09/evil.example", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target with encoded CRLF", send: openRedirect("/x%0d%0aLocation:%20https://evil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target /javascript:alert(1)", send: openRedirect("/javascript:alert(1)", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target with javascript: and //evil in the query", send: openRedirect("/x?next=javascript:alert(1)&u=//evil.example", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target in absolute form http://evil.example/x", send: openRedirect("http://evil.example/x", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target in absolute form https://evil.example/x", send: openRedirect("https://evil.example/x", ""), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target javascript:alert(1) as the request target (check server)", send: openRedirectDirect("javascript:alert(1)"), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target http://evil.example/x as the request target (check server)", send: openRedirectDirect("http://evil.example/x"), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login started with Host: evil.example", send: openRedirect("/x", "evil.example"), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login started with Host: javascript:alert(1)", send: openRedirect("/x", "javascript:alert(1)"), want: sessionRedirect, check: h.staysOnHost},
+
+		// Identity headers sent by the client.
+		{name: "client identity headers, anonymous, skipped path", send: withHeaders("/public/page?format=json", identity), want: status(200), check: noIdentityUpstream},
+		{name: "client identity headers in every spelling, anonymous, skipped path", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/public/page?format=json", h.gwAddr, "KUBEFLOW-USERID: a@example.com", "kubeflow-userid: b@example.com",
+				"Kubeflow-Groups: admins", "kubeflow-groups: admins", "Kubeflow_Userid: c@example.com", "kubeflow_groups: admins"))
+		}, want: status(200), check: noIdentityUpstream},
+		{name: "client identity headers, anonymous, traversal out of a skipped path", send: withHeaders("/public/../x?format=json", append([]string{accept, jsonType}, identity...)), want: deny401, check: noUpstream},
+		{name: "client identity headers, anonymous, encoded traversal out of a skipped path", send: withHeaders("/public%2f..%2fx?format=json", append([]string{accept, jsonType}, identity...)), want: deny401, check: noUpstream},
+		{name: "client identity headers, anonymous navigation", send: withHeaders("/x?format=json", identity), want: toLogin, check: noUpstream},
+		{name: "client identity headers, logged in", send: withHeaders("/y?format=json", append([]string{"Cookie", legitCookie}, identity...)), want: allowedAsUser},
+		{name: "client identity headers in every spelling, logged in", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/y?format=json", h.gwAddr, "Cookie: "+legitCookie, "KUBEFLOW-USERID: a@example.com", "kubeflow-userid: b@example.com",
+				"Kubeflow-Groups: admins", "kubeflow-groups: admins", "Kubeflow_Userid: c@example.com"))
+		}, want: allowedAsUser, check: func(t *testing.T, a *answer) {
+			if e := a.upstreamEcho(); e != nil {
+				for name, v := range e.Headers {
+					if strings.Contains(name, "_") {
+						t.Errorf("client-sent %s (underscore spelling) reached the upstream: %q", name, v)
+					}
+				}
+			}
+		}},
+
+		// Bearer tokens.
+		{name: "control: genuine Dex ID token as bearer", send: withHeaders("/api/x?format=json", []string{"Authorization", "Bearer " + idToken}), want: allowedAsUser},
+		{name: "huge Authorization bearer (64 KiB, not a JWT)", send: withHeaders("/api/x", []string{"Authorization", "Bearer " + strings.Repeat("A", 64<<10)}), want: clientError, check: noUpstream},
+		{name: "huge Authorization bearer (40 KiB JWT shape)", send: withHeaders("/api/x", []string{"Authorization", "Bearer " + strings.Repeat("A", 20<<10) + "." + strings.Repeat("B", 20<<10) + ".C"}), want: deny401},
+		{name: "malformed JWT bearer", send: withHeaders("/x", []string{"Authorization", "Bearer a.b.c"}), want: deny401, check: func(t *testing.T, a *answer) {
+			if a.header.Get("WWW-Authenticate") == "" {
+				t.Error("no WWW-Authenticate")
+			}
+		}},
+		{name: "JWT bearer with non-JSON payload", send: withHeaders("/x", []string{"Authorization", "Bearer " + parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte("{{{")) + "." + parts[2]}), want: deny401},
+		{name: "bearer with alg none", send: withHeaders("/x", []string{"Authorization", "Bearer " + noneToken}), want: deny401},
+		{name: "bearer HS256-signed with the client secret", send: withHeaders("/x", []string{"Authorization", "Bearer " + hsToken}), want: deny401},
+		{name: "Dex ID token with an edited payload", send: withHeaders("/x", []string{"Authorization", "Bearer " + editedToken}), want: deny401},
+		{name: "Dex ID token without its signature", send: withHeaders("/x", []string{"Authorization", "Bearer " + unsignedToken}), want: deny401},
+		{name: "token signed with a foreign key under Dex's kid", send: withHeaders("/x", []string{"Authorization", "Bearer " + foreignToken}), want: deny401},
+		{name: "empty bearer", send: withHeaders("/api/x", []string{"Authorization", "Bearer    "}), want: deny401},
+		{name: "forged session value as bearer", send: withHeaders("/api/x", []string{"Authorization", "Bearer " + foreignSealed}), want: deny401},
+
+		// Logout.
+		{name: "POST logout with a forged bearer", send: post("/authservice/logout", "Authorization", "Bearer "+foreignSealed), want: deny401},
+		{name: "POST logout with a garbage bearer", send: post("/authservice/logout", "Authorization", "Bearer x"), want: deny401},
+		{name: "POST logout with a forged JWT bearer", send: post("/authservice/logout", "Authorization", "Bearer "+editedToken), want: deny401},
+		{name: "GET logout with a forged cookie", send: withHeaders("/authservice/logout", []string{"Cookie", "authservice_session=" + foreignSealed}), want: status(302), check: func(t *testing.T, a *answer) {
+			if a.header.Get("Location") != "/" || !a.cookieCleared("authservice_session") {
+				t.Errorf("logout: Location %q, Set-Cookie %v", a.header.Get("Location"), a.header.Values("Set-Cookie"))
+			}
+		}},
+		{name: "PUT logout", send: method("PUT", "/authservice/logout", "Cookie", legitCookie), want: status(405)},
+
+		// Methods, paths and headers.
+		{name: "OPTIONS without session", send: method("OPTIONS", "/api/x", "Origin", "http://evil.example", "Access-Control-Request-Method", "DELETE"), want: deny401, check: noUpstream},
+		{name: "unknown method without session", send: method("PROPFIND", "/x"), want: deny401, check: noUpstream},
+		{name: "very long path (16 KiB) navigation", send: withHeaders("/"+strings.Repeat("a", 16<<10), nil), want: toLogin},
+		{name: "long deep link (2.5 KiB): the login completes in a browser", send: func(t *testing.T) *answer {
+			jar, _ := cookiejar.New(nil)
+			b := &http.Client{Jar: browserJar{jar}, Timeout: 20 * time.Second}
+			resp, err := peer.DexLogin(b, h.gw+"/pipeline/runs?format=json&filter="+strings.Repeat("f", 2500), legitUser, "12341234")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			// Too long to keep whole through the login: the user lands on
+			// the path without its query string, logged in.
+			if resp.StatusCode != 200 || resp.Request.URL.Path != "/pipeline/runs" {
+				t.Fatalf("landed on %d %s", resp.StatusCode, resp.Request.URL)
+			}
+			resp, err = b.Get(h.gw + "/pipeline/runs?format=json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return toAnswer(resp)
+		}, want: expectation{"200 at the upstream as " + legitUser, func(a *answer) bool {
+			e := a.upstreamEcho()
+			return e != nil && len(e.Headers["kubeflow-userid"]) == 1 && e.Headers["kubeflow-userid"][0] == legitUser
+		}}},
+		{name: "very long path (16 KiB) API call", send: withHeaders("/api/"+strings.Repeat("a", 16<<10), nil), want: deny401},
+		{name: "very long path (60 KiB) with session", send: withHeaders("/"+strings.Repeat("a", 60<<10)+"?format=json", []string{"Cookie", legitCookie}), want: allowedAsUser},
+		{name: "encoded NUL in the path", send: withHeaders("/x%00y", []string{accept, jsonType}), want: deny401},
+		{name: "encoded traversal out of /dex", send: withHeaders("/dex/%2e%2e/api/x", []string{accept, jsonType}), want: deny401, check: noUpstream},
+		{name: "200 headers with session", send: withHeaders("/x?format=json", append([]string{"Cookie", legitCookie}, hugeHeaders(200)...)), want: allowedAsUser},
+		{name: "200 headers without session", send: withHeaders("/x", hugeHeaders(200)), want: toLogin},
+		{name: "200 headers straight to the check server, with session", send: func(t *testing.T) *answer {
+			req := mustReq("GET", k.Svc.CheckURL+"/x")
+			req.Header.Set("Cookie", legitCookie)
+			hs := hugeHeaders(200)
+			for i := 0; i+1 < len(hs); i += 2 {
+				req.Header.Add(hs[i], hs[i+1])
+			}
+			return h.do(t, nil, req)
+		}, want: serviceAllows},
+	}
+
+	// What Go's client will not send: raw requests, to the gateway and
+	// straight to the check server (a gateway may be less strict).
+	for _, r := range []struct{ name, request string }{
+		{"CR in the path", "GET /x\ry HTTP/1.1\r\nHost: H\r\nConnection: close\r\n\r\n"},
+		{"LF in the path", "GET /x\ny HTTP/1.1\r\nHost: H\r\nConnection: close\r\n\r\n"},
+		{"NUL in the path", "GET /x\x00y HTTP/1.1\r\nHost: H\r\nConnection: close\r\n\r\n"},
+		{"NUL in the session cookie", "GET /x HTTP/1.1\r\nHost: H\r\nCookie: authservice_session=ab\x00cd\r\nConnection: close\r\n\r\n"},
+		{"bare CR in a header value", "GET /x HTTP/1.1\r\nHost: H\r\nX-A: a\rKubeflow-Userid: admin@example.com\r\nConnection: close\r\n\r\n"},
+		{"CRLF smuggling an identity header into the cookie", "GET /x HTTP/1.1\r\nHost: H\r\nCookie: a=b\r\n Kubeflow-Userid: admin@example.com\r\nConnection: close\r\n\r\n"},
+		{"NUL in the Authorization header", "GET /x HTTP/1.1\r\nHost: H\r\nAuthorization: Bearer a\x00.b.c\r\nConnection: close\r\n\r\n"},
+		{"LF-only line endings", "GET /x HTTP/1.1\nHost: H\nConnection: close\n\n"},
+		{"Content-Length and Transfer-Encoding together", "GET /x HTTP/1.1\r\nHost: H\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"},
+		{"invalid Host", "GET /x HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n"},
+		{"user info in the Host", "GET /x HTTP/1.1\r\nHost: H@evil.example\r\nConnection: close\r\n\r\n"},
+		{"CR in the Host", "GET /x HTTP/1.1\r\nHost: evil.example\rx\r\nConnection: close\r\n\r\n"},
+	} {
+		for _, to := range []struct{ where, addr string }{{"gateway", h.gwAddr}, {"check server", h.svcAddr}} {
+			request := strings.ReplaceAll(r.request, "Host: H", "Host: "+to.addr)
+			addr := to.addr
+			rows = append(rows, hostileRow{name: r.name + " (" + to.where + ")", send: func(t *testing.T) *answer { return raw(t, addr, request) },
+				want: parserOrDecision, check: func(t *testing.T, a *answer) {
+					if a.status == 200 {
+						t.Errorf("let through: %s", a)
+					}
+				}})
+		}
+	}
+
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			if row.bug != "" && os.Getenv("RUN_BUG_ROWS") == "" {
+				t.Skip("BUG: " + row.bug)
+			}
+			a := row.send(t)
+			t.Logf("answer: %s", a)
+			if a.status == checkFailed {
+				t.Fatalf("the check failed (5xx, reset or timeout of the service): %s", a)
+			}
+			if a.status >= 500 {
+				t.Fatalf("5xx: %s", a)
+			}
+			if !row.want.ok(a) {
+				t.Errorf("want %s, got %s", row.want.desc, a)
+			}
+			if row.check != nil {
+				row.check(t, a)
+			}
+			// The logged-in user is still served.
+			resp, err := h.legit.Get(h.gw + "/still-served?format=json")
+			if err != nil {
+				t.Fatalf("legitimate user after this row: %v", err)
+			}
+			if e := readEcho(t, resp); e.Headers["kubeflow-userid"][0] != legitUser {
+				t.Fatalf("legitimate user after this row: upstream saw %v", e.Headers)
+			}
+		})
+	}
+	if p := tap.panics(); p != "" {
+		t.Fatalf("a handler panicked:\n%s", p)
+	}
+}
+
+// sealAs seals v under the cookie name with a SESSION_KEYS secret, as the
+// service does.
+func sealAs(t *testing.T, secret, name string, v any) string {
+	t.Helper()
+	key, err := config.ParseSecret(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := session.NewCodec([]config.Key{config.DeriveKey(key)}, 24*time.Hour, time.Now).Seal(name, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mustReq(method, u string) *http.Request {
+	req, err := http.NewRequest(method, u, nil)
+	if err != nil {
+		panic(err)
+	}
+	return req
+}
