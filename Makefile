@@ -69,6 +69,10 @@ lint: ## gofmt and vet.
 docs: ## Regenerate docs/configuration.md from the configuration struct.
 	$(GO) run ./internal/config/gen > docs/configuration.md
 
+.PHONY: manifests-check
+manifests-check: ## Render deploy/ with kustomize and validate every object offline against Kubernetes, Istio and Envoy schemas (test/manifests).
+	cd test/manifests && $(GO) vet ./... && $(GO) test -count=1 ./...
+
 .PHONY: image-check
 image-check: ## Run the Dockerfile's build stage without Docker and check the binary (static, stamped).
 	bash test/image/check.sh

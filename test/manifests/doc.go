@@ -1,0 +1,25 @@
+// Package manifests validates the Kubernetes manifests under deploy/ offline:
+// `go test ./...` in this directory (make manifests-check).
+//
+// Every kustomization (deploy/base, each overlay under deploy/overlays, each
+// component under deploy/components applied to the base) is rendered in
+// process with kustomize's krusty, then every rendered object is validated:
+//
+//   - Kubernetes kinds are decoded into the k8s.io/api types with unknown and
+//     duplicate fields rejected (sigs.k8s.io/json, case-sensitive);
+//   - Istio kinds are validated against the OpenAPI v3 schemas of Istio's CRDs
+//     (testdata/istio, vendored from the istio.io/api module) with
+//     k8s.io/kube-openapi, fields the schema does not declare are rejected,
+//     and the CRDs' x-kubernetes-validations CEL rules are evaluated;
+//   - the Envoy ext_authz configuration inside the EnvoyFilter is decoded with
+//     Envoy's own protobuf types (go-control-plane), checked with their
+//     validation rules and for deprecated fields;
+//   - the mesh configuration snippets are decoded strictly into Istio's
+//     MeshConfig.
+//
+// Then the properties the deployment relies on are asserted: object names
+// (Kubeflow's, for the drop-in overlay), the Deployment's security settings
+// and probes, that every params.env key is a variable of
+// docs/configuration.md, and that the gateway objects agree with the
+// service's configuration (ports, paths, headers, issuer).
+package manifests
