@@ -58,7 +58,7 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed cor
 bench: build ## Benchmarks of the check path, then the load comparison with a bare server (docs/performance.md).
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 	$(GO) run ./test/loadbench -bin bin/oidc-authservice -users 1000 -c 32 -d 5s -rounds 3
-	$(GO) run ./test/loadbench -bin bin/oidc-authservice -users 10000 -c 32 -d 5s -rounds 1
+	$(GO) run ./test/loadbench -bin bin/oidc-authservice -users 10000 -tokens 10000 -c 32 -d 5s -rounds 1
 
 .PHONY: lint
 lint: ## gofmt and vet.

@@ -6,6 +6,10 @@
 //
 //	go run ./test/loadbench -bin bin/oidc-authservice -users 1000 -c 32 -d 5s
 //
+// With -tokens N it then drives N distinct bearer JWTs (ES256, from an
+// issuer served here and trusted through AUTHENTICATION_CONFIG_FILE) and
+// reports the peak RSS with N cached tokens on top of the sessions.
+//
 // Cookies are sealed here with the service's configured key (test code), as a
 // login would seal them; nothing in the product is bypassed.
 package main
@@ -13,6 +17,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -29,11 +36,47 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
 const key = "loadbench-session-key-0123456789abcdefghij"
+
+var tokens int
+
+// tokenIssuer serves discovery and the JWKS of a fresh ES256 key and
+// returns its URL and a function that signs a token for subject sub.
+func tokenIssuer() (string, func(sub string) string) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		log.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	u := "http://" + l.Addr().String()
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/jwks" {
+			json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &priv.PublicKey, KeyID: "bench", Algorithm: "ES256", Use: "sig"}}})
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"issuer": u, "jwks_uri": u + "/jwks", "id_token_signing_alg_values_supported": []string{"ES256"}})
+	}))
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: priv}, (&jose.SignerOptions{}).WithHeader("kid", "bench").WithType("JWT"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return u, func(sub string) string {
+		now := time.Now()
+		b, _ := json.Marshal(map[string]any{"iss": u, "aud": "bench", "sub": sub, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()})
+		jws, err := signer.Sign(b)
+		if err != nil {
+			log.Fatal(err)
+		}
+		tok, _ := jws.CompactSerialize()
+		return tok
+	}
+}
 
 func main() {
 	bare := flag.String("bare", "", "internal: serve the bare server on this address")
@@ -42,6 +85,7 @@ func main() {
 	conc := flag.Int("c", 32, "concurrent connections")
 	dur := flag.Duration("d", 5*time.Second, "duration of each run")
 	rounds := flag.Int("rounds", 2, "alternating rounds")
+	flag.IntVar(&tokens, "tokens", 0, "distinct bearer JWTs driven after the session rounds (0: none)")
 	flag.Parse()
 	if *bare != "" {
 		serveBare(*bare)
@@ -98,8 +142,16 @@ func waitHTTP(u string) error {
 func run(bin string, users, conc int, dur time.Duration, rounds int) error {
 	issuer := discovery()
 	port, probe := freePort(), freePort()
+	tokURL, sign := tokenIssuer()
+	authnFile, err := os.CreateTemp("", "loadbench-authn-*.yaml")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(authnFile.Name())
+	fmt.Fprintf(authnFile, "apiVersion: apiserver.config.k8s.io/v1beta1\nkind: AuthenticationConfiguration\njwt:\n- issuer:\n    url: %s\n    audiences: [bench]\n  claimMappings:\n    username:\n      claim: sub\n      prefix: \"bot:\"\n", tokURL)
+	authnFile.Close()
 	svc := exec.Command(bin)
-	svc.Env = append(os.Environ(), "OIDC_PROVIDER="+issuer, "CLIENT_ID=bench", "CLIENT_SECRET=bench",
+	svc.Env = append(os.Environ(), "AUTHENTICATION_CONFIG_FILE="+authnFile.Name(), "OIDC_PROVIDER="+issuer, "CLIENT_ID=bench", "CLIENT_SECRET=bench",
 		"SESSION_KEYS="+key, "SERVER_HOSTNAME=127.0.0.1", "SERVER_PORT="+strconv.Itoa(port),
 		"READINESS_PROBE_PORT="+strconv.Itoa(probe), "WEB_SERVER_PORT="+strconv.Itoa(freePort()), "LOG_LEVEL=warn")
 	svc.Stderr = io.Discard
@@ -140,8 +192,8 @@ func run(bin string, users, conc int, dur time.Duration, rounds int) error {
 	type result struct{ rps, p50, p99 float64 }
 	var a, b []result
 	for r := 0; r < rounds; r++ {
-		ra := drive(fmt.Sprintf("http://127.0.0.1:%d/notebook/ns/nb/lab", port), cookies, conc, dur)
-		rb := drive(fmt.Sprintf("http://127.0.0.1:%d/notebook/ns/nb/lab", barePort), cookies, conc, dur)
+		ra := drive(fmt.Sprintf("http://127.0.0.1:%d/notebook/ns/nb/lab", port), "Cookie", cookies, conc, dur)
+		rb := drive(fmt.Sprintf("http://127.0.0.1:%d/notebook/ns/nb/lab", barePort), "Cookie", cookies, conc, dur)
 		a, b = append(a, result(ra)), append(b, result(rb))
 		fmt.Printf("round %d  authservice %9.0f req/s  p50 %6.0f µs  p99 %6.0f µs   |   bare %9.0f req/s  p50 %6.0f µs  p99 %6.0f µs\n",
 			r+1, ra.rps, ra.p50, ra.p99, rb.rps, rb.p50, rb.p99)
@@ -154,14 +206,26 @@ func run(bin string, users, conc int, dur time.Duration, rounds int) error {
 	fmt.Printf("\nmedian     authservice %9.0f req/s  p50 %6.0f µs  p99 %6.0f µs  peak RSS %5.1f MiB\n", ma.rps, ma.p50, ma.p99, rss(svc.Process.Pid))
 	fmt.Printf("median     bare        %9.0f req/s  p50 %6.0f µs  p99 %6.0f µs  peak RSS %5.1f MiB\n", mb.rps, mb.p50, mb.p99, rss(bs.Process.Pid))
 	fmt.Printf("ratio (a)/(b): throughput %.2f, p99 %.2f\n", ma.rps/mb.rps, ma.p99/mb.p99)
+	if tokens > 0 {
+		auths := make([]string, tokens)
+		for i := range auths {
+			auths[i] = "Bearer " + sign(fmt.Sprintf("job-%d", i))
+		}
+		u := fmt.Sprintf("http://127.0.0.1:%d/pipeline/apis/v2beta1/runs", port)
+		first := drive(u, "Authorization", auths, conc, dur) // verifies each token once, then hits the cache
+		again := drive(u, "Authorization", auths, conc, dur)
+		fmt.Printf("\n%d bearer JWTs  first run %9.0f req/s  p99 %6.0f µs;  cached %9.0f req/s  p50 %6.0f µs  p99 %6.0f µs\n",
+			tokens, first.rps, first.p99, again.rps, again.p50, again.p99)
+		fmt.Printf("peak RSS with %d sessions and %d cached tokens: %5.1f MiB\n", users, tokens, rss(svc.Process.Pid))
+	}
 	return nil
 }
 
 type stats struct{ rps, p50, p99 float64 }
 
 // drive sends GETs for d over conc keep-alive connections, cycling through
-// the cookies, and measures each request's latency.
-func drive(url string, cookies []string, conc int, d time.Duration) stats {
+// the values of header, and measures each request's latency.
+func drive(url, header string, values []string, conc int, d time.Duration) stats {
 	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -180,7 +244,7 @@ func drive(url string, cookies []string, conc int, d time.Duration) stats {
 			local := make([]float64, 0, 1<<16)
 			for ctx.Err() == nil {
 				req, _ := http.NewRequest("GET", url, nil)
-				req.Header.Set("Cookie", cookies[int(next.Add(1))%len(cookies)])
+				req.Header.Set(header, values[int(next.Add(1))%len(values)])
 				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
