@@ -168,7 +168,7 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	if s.RedisURL != "" {
 		rs, err := revocation.NewRedisStore(s.RedisURL, s.RedisKeyPrefix)
 		if err != nil {
-			r.problem("REDIS_URL: %v", err)
+			r.problem("%v", err)
 		} else {
 			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			if err := rs.Ping(pctx); err != nil {

@@ -2,7 +2,9 @@ package revocation
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +28,12 @@ type RedisStore struct {
 func NewRedisStore(url, keyPrefix string) (*RedisStore, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
+		// url.Error quotes the whole URL, password included: keep only
+		// what went wrong.
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	opt.DialTimeout = 2 * time.Second
