@@ -53,19 +53,16 @@ func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, name, value 
 	w.Header().Add("Set-Cookie", c.String())
 }
 
-// expireCookie deletes the cookie called name in every form the request
-// carries it in, and in the form setCookie would use now.
+// expireCookie deletes the cookie called name in the form setCookie uses
+// now and, when the request carries it, in the other form too.
 func (h *Handler) expireCookie(w http.ResponseWriter, r *http.Request, name string, sameSite http.SameSite, httpOnly bool) {
 	h.setCookie(w, r, name, "", -1, sameSite, httpOnly)
-	prefixedNow := h.hostPrefixed(r, name)
-	if _, ok := session.CookieValue(r.Header, hostPrefix+name); ok && !prefixedNow {
-		c := &http.Cookie{Name: hostPrefix + name, Path: "/", MaxAge: -1, Expires: time.Unix(0, 0),
-			Secure: true, HttpOnly: httpOnly, SameSite: sameSite}
-		w.Header().Add("Set-Cookie", c.String())
+	c := &http.Cookie{Name: hostPrefix + name, Path: "/", MaxAge: -1, Expires: time.Unix(0, 0),
+		Secure: true, HttpOnly: httpOnly, SameSite: sameSite}
+	if h.hostPrefixed(r, name) {
+		c.Name, c.Domain, c.Secure = name, h.cfg.SessionDomain, h.secure(r)
 	}
-	if _, ok := session.CookieValue(r.Header, name); ok && prefixedNow {
-		c := &http.Cookie{Name: name, Path: "/", Domain: h.cfg.SessionDomain, MaxAge: -1, Expires: time.Unix(0, 0),
-			Secure: h.secure(r), HttpOnly: httpOnly, SameSite: sameSite}
+	if _, ok := session.CookieValue(r.Header, c.Name); ok {
 		w.Header().Add("Set-Cookie", c.String())
 	}
 }
@@ -78,22 +75,17 @@ func cookieValue(hd http.Header, name string) (string, bool) {
 	return session.CookieValue(hd, name)
 }
 
-// readSession reads the sealed session value (its chunks joined), prefixed
-// form first; present reports whether any session cookie was sent.
+// readSession reads the sealed session value (its chunks joined), the
+// prefixed form when it was sent, else the plain one; present reports
+// whether a session cookie was sent at all.
 func (h *Handler) readSession(hd http.Header) (value string, present bool) {
 	if hd["Cookie"] == nil {
 		return "", false
 	}
-	name := h.cfg.SessionCookieName
-	if v := session.ReadSealed(hd, h.hostSessionName); v != "" {
+	if v, ok := session.ReadSealed(hd, h.hostSessionName); ok {
 		return v, true
 	}
-	if v := session.ReadSealed(hd, name); v != "" {
-		return v, true
-	}
-	_, p1 := session.CookieValue(hd, h.hostSessionName)
-	_, p2 := session.CookieValue(hd, name)
-	return "", p1 || p2
+	return session.ReadSealed(hd, h.cfg.SessionCookieName)
 }
 
 // writeSession sets the session cookie (in chunks when needed) and deletes

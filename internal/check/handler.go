@@ -78,6 +78,7 @@ func New(d Deps) *Handler {
 		d.SessionCacheSize = 20000
 	}
 	s := d.Settings
+	look := lookalikes(s.UserIDHeader, s.GroupsHeader)
 	var access *accessLog
 	if s.AccessLog {
 		access = &accessLog{log: d.Logger.Named("access"), rate: s.AccessLogRate, metrics: d.Metrics}
@@ -89,9 +90,9 @@ func New(d Deps) *Handler {
 		log:                 d.Logger.Named("check"),
 		userHeader:          http.CanonicalHeaderKey(s.UserIDHeader),
 		groupsHeader:        http.CanonicalHeaderKey(s.GroupsHeader),
-		removeIdentity:      []string{identityHeaderNames(s.UserIDHeader, s.GroupsHeader)},
-		removeLookalike:     lookalikes(s.UserIDHeader, s.GroupsHeader),
-		removeBearerSession: []string{strings.Join(append(lookalikes(s.UserIDHeader, s.GroupsHeader), "authorization"), ",")},
+		removeIdentity:      []string{strings.Join(append([]string{strings.ToLower(s.UserIDHeader), strings.ToLower(s.GroupsHeader)}, look...), ",")},
+		removeLookalike:     headerList(look),
+		removeBearerSession: headerList(append(look, "authorization")),
 		statePrefix:         "authservice_state_",
 		hostSessionName:     hostPrefix + s.SessionCookieName,
 		redirectHTTPS:       strings.HasPrefix(strings.ToLower(s.RedirectURL), "https://"),
@@ -142,17 +143,17 @@ func (h *Handler) decision(w http.ResponseWriter, r *http.Request, m mode) (metr
 		h.allowAnonymous(w, r, "skip path", m)
 		return metrics.Allow, metrics.SkipPath, nil
 	}
-	pr, reason := h.authenticate(r)
+	pr, cred, reason := h.authenticateWith(r)
 	if pr != nil {
 		next, sealed, err := h.lifecycle(r, pr)
 		if err == nil {
 			if sealed != "" {
 				h.writeSession(w, r, sealed, int(next.sess.Expires-h.Now().Unix()))
 			}
-			if !h.authorized(w, r, next) {
+			if !h.authorized(w, r, next, cred) {
 				return metrics.Forbidden, metrics.Policy, next
 			}
-			if next.bearer {
+			if cred == bearerJWT {
 				return metrics.Allow, metrics.Token, next
 			}
 			return metrics.Allow, metrics.Session, next
@@ -188,15 +189,31 @@ func (h *Handler) decision(w http.ResponseWriter, r *http.Request, m mode) (metr
 	return metrics.Deny, why, nil
 }
 
+// credential is what authenticated a request.
+type credential uint8
+
+const (
+	sessionCookie credential = iota
+	sessionBearer            // a session value as Authorization: Bearer (older SDKs)
+	bearerJWT                // a bearer JWT of a trusted issuer
+)
+
 // authenticate finds a valid session in the cookie or, as older SDK clients
 // send it, in Authorization: Bearer. It returns the reason a presented
 // credential was refused, or nil when there was none.
 func (h *Handler) authenticate(r *http.Request) (*principal, error) {
+	pr, _, err := h.authenticateWith(r)
+	return pr, err
+}
+
+// authenticateWith is authenticate that also tells which credential
+// authenticated the request.
+func (h *Handler) authenticateWith(r *http.Request) (*principal, credential, error) {
 	var reason error
 	if v, present := h.readSession(r.Header); v != "" {
 		pr, err := h.open(v)
 		if err == nil {
-			return pr, nil
+			return pr, sessionCookie, nil
 		}
 		reason = err
 	} else if present {
@@ -204,17 +221,18 @@ func (h *Handler) authenticate(r *http.Request) (*principal, error) {
 	}
 	if v, ok := bearer(r.Header); ok {
 		if looksLikeJWT(v) {
-			return h.openToken(r, v)
+			pr, err := h.openToken(r, v)
+			return pr, bearerJWT, err
 		}
 		pr, err := h.open(v)
 		if err == nil {
-			return pr, nil
+			return pr, sessionBearer, nil
 		}
 		if reason == nil {
 			reason = err
 		}
 	}
-	return nil, reason
+	return nil, sessionCookie, reason
 }
 
 func (h *Handler) open(value string) (*principal, error) {
@@ -242,7 +260,7 @@ func (h *Handler) open(value string) (*principal, error) {
 
 // authorized answers for an authenticated principal: allow with the
 // identity headers, or 403 when the policy refuses (then it returns false).
-func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *principal) bool {
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *principal, cred credential) bool {
 	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: r.URL.Path, Method: r.Method, User: pr.user[0], Groups: pr.sess.Groups}); !ok {
 		h.log.Info("not authorized", requestID(r), zap.String("user", pr.sess.User), zap.String("reason", why))
 		h.forbidden(w, r, pr.user[0], why)
@@ -251,15 +269,12 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *princip
 	hd := w.Header()
 	hd[h.userHeader] = pr.user
 	hd[h.groupsHeader] = pr.groups
-	if h.removeLookalike != nil {
-		hd["X-Envoy-Auth-Headers-To-Remove"] = h.removeLookalike
-	}
 	// A session value sent as Authorization: Bearer (older SDKs) is a
 	// credential of this service: it does not go on to the upstream.
-	if !pr.bearer && hd["Authorization"] == nil && r.Header["Authorization"] != nil {
-		if v, _ := h.readSession(r.Header); v == "" {
-			hd["X-Envoy-Auth-Headers-To-Remove"] = h.removeBearerSession
-		}
+	if cred == sessionBearer {
+		hd["X-Envoy-Auth-Headers-To-Remove"] = h.removeBearerSession
+	} else if h.removeLookalike != nil {
+		hd["X-Envoy-Auth-Headers-To-Remove"] = h.removeLookalike
 	}
 	if auth := h.upstreamAuthorization(pr); auth != nil {
 		hd["Authorization"] = auth
@@ -355,18 +370,9 @@ func acceptsHTML(accept string) bool {
 
 var empty = []string{""}
 
-// identityHeaderNames lists the identity headers for
-// x-envoy-auth-headers-to-remove, with their underscore spellings: Envoy
-// passes kubeflow_userid through by default, and some upstream servers
-// (WSGI, CGI) read it as kubeflow-userid.
-func identityHeaderNames(user, groups string) string {
-	names := []string{strings.ToLower(user), strings.ToLower(groups)}
-	if l := lookalikes(user, groups); l != nil {
-		names = append(names, l[0])
-	}
-	return strings.Join(names, ",")
-}
-
+// lookalikes are the underscore spellings of the identity headers, for
+// x-envoy-auth-headers-to-remove: Envoy passes kubeflow_userid through by
+// default, and some upstream servers (WSGI, CGI) read it as kubeflow-userid.
 func lookalikes(user, groups string) []string {
 	var out []string
 	for _, n := range []string{user, groups} {
@@ -374,10 +380,15 @@ func lookalikes(user, groups string) []string {
 			out = append(out, u)
 		}
 	}
-	if out == nil {
+	return out
+}
+
+// headerList is names as one header value, or nil when there are none.
+func headerList(names []string) []string {
+	if len(names) == 0 {
 		return nil
 	}
-	return []string{strings.Join(out, ",")}
+	return []string{strings.Join(names, ",")}
 }
 
 func joinGroups(g []string) string { return strings.Join(g, ",") }

@@ -36,7 +36,6 @@ type principal struct {
 	sess   *session.Session
 	user   []string // USERID_HEADER value
 	groups []string // GROUPS_HEADER value
-	bearer bool     // authenticated by a bearer JWT, not a session
 
 	mu         sync.Mutex                    // serializes refresh and validation: concurrent requests collapse into one provider call
 	validated  atomic.Int64                  // last successful strict validation, unix seconds

@@ -151,7 +151,7 @@ func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 		h.log.Info("callback: method not allowed", requestID(r), zap.String("method", r.Method))
 		w.Header().Set("Allow", "GET, HEAD")
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
-		return metrics.LoginInvalidState
+		return metrics.LoginBadRequest
 	}
 	q := r.URL.Query()
 	state := q.Get("state")
@@ -205,7 +205,7 @@ func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 	if code == "" || len(code) > 4096 {
 		h.log.Info("callback rejected: missing or oversized code", requestID(r))
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgLoginFailed, h.safeTarget(r, ls.URL))
-		return metrics.LoginInvalidState
+		return metrics.LoginBadRequest
 	}
 
 	// Token endpoint, keys and userinfo: each call is bounded by

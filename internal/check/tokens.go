@@ -55,7 +55,6 @@ func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
 	}
 	s := &session.Session{Subject: sub, Issuer: id.Issuer, User: user, Groups: groups, Created: now, Expires: id.Expiry.Unix()}
 	pr = h.newPrincipal(raw, s, now)
-	pr.bearer = true
 	h.verified.Put(k, pr)
 	return pr, nil
 }

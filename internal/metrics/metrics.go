@@ -174,6 +174,7 @@ func (m *Metrics) LoginCompleted() {
 // Login failure reasons, the "reason" label of oidc_authservice_logins_failed_total.
 const (
 	LoginProviderError       = "provider_error"       // the provider answered the callback with an error
+	LoginBadRequest          = "bad_request"          // not a GET, or a missing or oversized code
 	LoginInvalidState        = "invalid_state"        // missing, unknown, expired or replayed state
 	LoginExchangeRejected    = "exchange_rejected"    // the token endpoint refused the code
 	LoginProviderUnavailable = "provider_unavailable" // the provider could not be reached

@@ -51,11 +51,12 @@ func CookiesWithPrefix(h http.Header, prefix string, limit int) []NamedValue {
 }
 
 // ReadSealed returns the sealed value stored under name, rejoined from its
-// chunks, or "" when there is none or the chunks do not fit together.
-func ReadSealed(h http.Header, name string) string {
+// chunks, or "" when there is none or the chunks do not fit together;
+// present reports whether a cookie called name was sent at all.
+func ReadSealed(h http.Header, name string) (value string, present bool) {
 	first, ok := CookieValue(h, name)
 	if !ok {
-		return ""
+		return "", false
 	}
-	return Join(first, func(i int) (string, bool) { return CookieValue(h, ChunkName(name, i)) })
+	return Join(first, func(i int) (string, bool) { return CookieValue(h, ChunkName(name, i)) }), true
 }

@@ -21,7 +21,7 @@ func FuzzOpenSession(f *testing.F) {
 	f.Add("a=b; authservice_session=; authservice_session_1=x")
 	f.Fuzz(func(t *testing.T, cookie string) {
 		h := http.Header{"Cookie": {cookie}}
-		v := ReadSealed(h, "authservice_session")
+		v, _ := ReadSealed(h, "authservice_session")
 		s, err := c.OpenSession("authservice_session", v)
 		// Fuzz workers seal their own copy (random IV), so the property is
 		// about content: nothing but what was sealed ever opens.
