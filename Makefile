@@ -37,11 +37,11 @@ test: bin/dex-runner ## Run vet and the whole test suite (unit and integration a
 
 .PHONY: e2e
 e2e: bin/dex-runner ## Run the end-to-end scenarios (browser, GitLab-shaped provider, replicas, proxies).
-	DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e ./test/e2e/...
+	cd test/e2e && DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e ./...
 
 .PHONY: soak
 soak: bin/dex-runner ## The soak with provider restart and key rotations, SOAK_DURATION long (default 60s); prints figures.
-	SOAK_DURATION=$${SOAK_DURATION:-60s} DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e -run Soak -v ./test/e2e/ | grep -E 'soak|^(ok|FAIL|---)'
+	cd test/e2e && SOAK_DURATION=$${SOAK_DURATION:-60s} DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e -run Soak -v . | grep -E 'soak|^(ok|FAIL|---)'
 
 FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/session:FuzzOpenSession internal/session:FuzzLoginState internal/check:FuzzSafeTarget \
@@ -64,6 +64,7 @@ bench: build ## Benchmarks of the check path, then the load comparison with a ba
 lint: ## gofmt and vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
+	cd test/e2e && $(GO) vet -tags e2e ./...
 
 .PHONY: docs
 docs: ## Regenerate docs/configuration.md from the configuration struct.
