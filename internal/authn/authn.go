@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/jwks"
 )
 
 // ErrInvalidToken wraps every reason a bearer token is refused.
@@ -40,6 +43,10 @@ type Options struct {
 	Now                func() time.Time
 	Timeout            time.Duration // of discovery and key fetches
 	KeyRefetchInterval time.Duration // at most one key set refetch per issuer per interval
+	// KeySets are key sets shared with other verifiers, by issuer URL: the
+	// login provider's, so that every path verifying its tokens uses one
+	// rate-limited set. An issuer listed here is not discovered again.
+	KeySets map[string]*jwks.Set
 }
 
 // Authenticator verifies bearer JWTs of the configured issuers.
@@ -61,7 +68,7 @@ func New(cfgs []*compiled, o Options) (*Authenticator, error) {
 		o.Timeout = 10 * time.Second
 	}
 	if o.KeyRefetchInterval == 0 {
-		o.KeyRefetchInterval = 2 * time.Second
+		o.KeyRefetchInterval = jwks.DefaultInterval
 	}
 	a := &Authenticator{opts: o, log: o.Logger.Named("authn"), issuers: map[string]*issuer{}}
 	for _, c := range cfgs {
@@ -138,12 +145,14 @@ type issuer struct {
 	lastTry  time.Time
 }
 
-var signingAlgs = []string{"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
-
 func (is *issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	if is.verifier != nil {
+		return is.verifier, nil
+	}
+	if ks := is.opts.KeySets[is.c.Issuer.URL]; ks != nil {
+		is.verifier = is.newVerifier(ks)
 		return is.verifier, nil
 	}
 	if time.Since(is.lastTry) < 5*time.Second {
@@ -155,11 +164,14 @@ func (is *issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error
 		is.log.Warn("issuer discovery failed", zap.String("issuer", is.c.Issuer.URL), zap.Error(err))
 		return nil, fmt.Errorf("%w: issuer %s: %v", ErrInvalidToken, is.c.Issuer.URL, err)
 	}
-	ks := &keySet{url: jwksURL, client: is.client, interval: is.opts.KeyRefetchInterval, log: is.log}
-	is.verifier = oidc.NewVerifier(is.c.Issuer.URL, ks, &oidc.Config{
-		SkipClientIDCheck: true, SupportedSigningAlgs: signingAlgs, Now: is.opts.Now,
-	})
+	is.verifier = is.newVerifier(jwks.New(jwksURL, is.client, is.opts.KeyRefetchInterval, is.log))
 	return is.verifier, nil
+}
+
+func (is *issuer) newVerifier(ks oidc.KeySet) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(is.c.Issuer.URL, ks, &oidc.Config{
+		SkipClientIDCheck: true, SupportedSigningAlgs: jwks.Algorithms, Now: is.opts.Now,
+	})
 }
 
 func (is *issuer) discover(ctx context.Context) (string, error) {
@@ -185,7 +197,7 @@ func (is *issuer) discover(ctx context.Context) (string, error) {
 		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
 	}
-	if err := json.NewDecoder(limit(resp.Body)).Decode(&d); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, jwks.MaxBytes)).Decode(&d); err != nil {
 		return "", fmt.Errorf("discovery %s: %v", u, err)
 	}
 	if d.Issuer != is.c.Issuer.URL {
@@ -256,7 +268,7 @@ func (c *compiled) mapClaims(claims map[string]any) (*Identity, error) {
 	if id.Username, err = c.username.str(vars, claims); err != nil {
 		return nil, fmt.Errorf("username: %v", err)
 	}
-	if c.username.claim == "email" {
+	if c.username.claim == "email" && !c.AllowUnverifiedEmail {
 		if v, ok := claims["email_verified"]; ok && v != true {
 			return nil, fmt.Errorf("username: email_verified is not true")
 		}

@@ -21,6 +21,10 @@ type AuthenticationConfiguration struct {
 
 // JWTAuthenticator is one issuer and how its tokens map to identities.
 type JWTAuthenticator struct {
+	// AllowUnverifiedEmail (not part of Kubernetes' format) lets a token
+	// whose username claim is email pass with email_verified false; set
+	// only on the login provider's entry, from ALLOW_UNVERIFIED_EMAIL.
+	AllowUnverifiedEmail bool                  `json:"-"`
 	Issuer               Issuer                `json:"issuer"`
 	ClaimValidationRules []ClaimValidationRule `json:"claimValidationRules,omitempty"`
 	ClaimMappings        ClaimMappings         `json:"claimMappings"`

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/urlpath"
 )
 
 // RulesFile is the format of AUTHORIZATION_RULES_FILE.
@@ -115,9 +116,13 @@ func (p *Policy) parse(b []byte) error {
 
 // Request is what the policy looks at.
 type Request struct {
-	Host, Path, Method string
-	User               string
-	Groups             []string
+	Host, Method string
+	// Path is the canonical path (urlpath.Canonical); RawPath the path as
+	// the gateway passes it on, when it differs. The rules judge both and
+	// the request passes only when both pass: the strictest reading.
+	Path, RawPath string
+	User          string
+	Groups        []string
 }
 
 // Decide reports whether the request may pass, and when not, why (naming
@@ -126,6 +131,17 @@ func (p *Policy) Decide(q Request) (bool, string) {
 	if !p.allowAll && !p.inAllowlist(q.Groups) {
 		return false, "none of the user's groups is in GROUPS_ALLOWLIST"
 	}
+	ok, why := p.decidePath(q, q.Path)
+	if ok && q.RawPath != "" && q.RawPath != q.Path {
+		if ok, why = p.decidePath(q, q.RawPath); !ok {
+			why += " (path as sent: " + truncate(q.RawPath, 128) + ")"
+		}
+	}
+	return ok, why
+}
+
+func (p *Policy) decidePath(q Request, path string) (bool, string) {
+	q.Path = path
 	for _, r := range p.rules {
 		if !r.matches(q) {
 			continue
@@ -160,7 +176,7 @@ func (r Rule) matches(q Request) bool {
 			return false
 		}
 	}
-	if r.PathPrefix != "" && !underPrefix(q.Path, r.PathPrefix) {
+	if r.PathPrefix != "" && !urlpath.Under(q.Path, r.PathPrefix) {
 		return false
 	}
 	if len(r.Methods) > 0 {
@@ -202,9 +218,9 @@ func (s Subjects) allows(q Request) bool {
 	return false
 }
 
-func underPrefix(p, prefix string) bool {
-	if strings.HasSuffix(prefix, "/") {
-		return strings.HasPrefix(p, prefix) || p == prefix[:len(prefix)-1]
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return p == prefix || (strings.HasPrefix(p, prefix) && p[len(prefix)] == '/')
+	return s[:n]
 }

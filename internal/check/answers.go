@@ -17,6 +17,7 @@ const (
 	msgProviderDown   = "The identity provider cannot be reached right now. Please try again in a moment."
 	msgProviderError  = "The identity provider refused the login."
 	msgClaimsUnusable = "Your account's identity cannot be used here."
+	msgConfirmLogout  = "Another site asked to sign you out. Sign out only if you meant to."
 )
 
 var (
@@ -37,7 +38,7 @@ func (h *Handler) forbidden(w http.ResponseWriter, r *http.Request, who, why str
 	if h.browserNavigation(r) {
 		h.Pages.Render(w, http.StatusForbidden, "error", pages.Data{
 			Title: "Access denied", Message: msgNotAuthorized, Identity: who, Reason: why,
-			Link: h.cfg.AfterLogoutURL, LinkText: "Sign in as someone else", RequestID: r.Header.Get("X-Request-Id"),
+			Link: h.cfg.AfterLogoutURL, LinkText: "Sign in as someone else", RequestID: requestIDOf(r),
 		})
 		return
 	}
@@ -50,7 +51,7 @@ func (h *Handler) failPage(w http.ResponseWriter, r *http.Request, status int, t
 		writeJSON(w, status, map[string]string{"error": http.StatusText(status), "message": msg})
 		return
 	}
-	d := pages.Data{Title: title, Message: msg, RequestID: r.Header.Get("X-Request-Id")}
+	d := pages.Data{Title: title, Message: msg, RequestID: requestIDOf(r)}
 	if retry != "" {
 		d.Link, d.LinkText = retry, "Try again"
 	}

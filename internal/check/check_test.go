@@ -394,16 +394,20 @@ func TestHostPrefixedCookies(t *testing.T) {
 			t.Fatalf("%+v", c)
 		}
 	})
-	t.Run("both names are read; clearing deletes the one sent", func(t *testing.T) {
+	t.Run("over https only the __Host- name is read; logout deletes both", func(t *testing.T) {
 		f := newFixture(t, nil)
 		v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
-		for _, name := range []string{"__Host-authservice_session", "authservice_session"} {
-			w := f.do("GET", "/x", map[string]string{"Cookie": name + "=" + v, "X-Forwarded-Proto": "https"})
-			if w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "u@example.com" {
-				t.Fatalf("%s: %d", name, w.Code)
-			}
+		w := f.do("GET", "/x", map[string]string{"Cookie": "__Host-authservice_session=" + v, "X-Forwarded-Proto": "https"})
+		if w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "u@example.com" {
+			t.Fatalf("__Host- session: %d", w.Code)
 		}
-		w := f.do("GET", "/authservice/logout", map[string]string{"Cookie": "authservice_session=" + v, "X-Forwarded-Proto": "https"})
+		// A plain-named session where the prefixed form is in use may have
+		// been planted by a sibling subdomain or over plain http.
+		w = f.do("GET", "/x", map[string]string{"Cookie": "authservice_session=" + v, "X-Forwarded-Proto": "https", "Accept": "application/json"})
+		if w.Code != 401 {
+			t.Fatalf("plain-named session over https: %d, want 401", w.Code)
+		}
+		w = f.do("GET", "/authservice/logout", map[string]string{"Cookie": "authservice_session=" + v + "; __Host-authservice_session=" + v, "X-Forwarded-Proto": "https"})
 		var names []string
 		for _, c := range w.Result().Cookies() {
 			if c.MaxAge < 0 {
@@ -414,12 +418,30 @@ func TestHostPrefixedCookies(t *testing.T) {
 			t.Fatalf("logout over https deleted %v", names)
 		}
 	})
+	t.Run("SESSION_COOKIE_ACCEPT_PLAIN opens a migration window for sessions only", func(t *testing.T) {
+		f := newFixture(t, map[string]string{"SESSION_COOKIE_ACCEPT_PLAIN": "true"})
+		v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
+		w := f.do("GET", "/x", map[string]string{"Cookie": "authservice_session=" + v, "X-Forwarded-Proto": "https"})
+		if w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "u@example.com" {
+			t.Fatalf("plain-named session with SESSION_COOKIE_ACCEPT_PLAIN: %d", w.Code)
+		}
+	})
+	t.Run("over http the plain name is read", func(t *testing.T) {
+		f := newFixture(t, nil)
+		v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
+		if w := f.do("GET", "/x", map[string]string{"Cookie": "authservice_session=" + v}); w.Code != 200 {
+			t.Fatalf("plain-named session over http: %d", w.Code)
+		}
+	})
 	t.Run("readable session cookie keeps its name for the old dashboard", func(t *testing.T) {
 		f := newFixture(t, map[string]string{"SESSION_HTTP_ONLY": "false"})
-		r := httptest.NewRequest("GET", "/", nil)
-		r.Header.Set("X-Forwarded-Proto", "https")
-		if f.h.hostPrefixed(r, "authservice_session") || !f.h.hostPrefixed(r, "authservice_state_x") {
-			t.Fatal("with SESSION_HTTP_ONLY=false the session cookie must keep its plain name; state cookies are prefixed")
+		v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
+		https := map[string]string{"Cookie": "authservice_session=" + v, "X-Forwarded-Proto": "https"}
+		if w := f.do("GET", "/x", https); w.Code != 200 {
+			t.Fatalf("with SESSION_HTTP_ONLY=false the session cookie keeps its plain name over https: %d", w.Code)
+		}
+		if c := f.do("GET", "/", map[string]string{"X-Forwarded-Proto": "https"}).Result().Cookies(); len(c) != 1 || !strings.HasPrefix(c[0].Name, "__Host-authservice_state_") {
+			t.Fatalf("state cookies are prefixed whatever SESSION_HTTP_ONLY says: %+v", c)
 		}
 	})
 }

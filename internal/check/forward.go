@@ -1,6 +1,8 @@
 package check
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -8,25 +10,52 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 )
 
-// verify is the forward-auth endpoint (nginx auth_request, Caddy
-// forward_auth, Traefik forwardAuth). The proxy calls it with the browser's
-// headers and describes the original request in X-Forwarded-Method,
-// X-Forwarded-Proto, X-Forwarded-Host and X-Forwarded-Uri (or
-// X-Original-URL); those are believed only from FORWARD_AUTH_TRUSTED_PROXIES.
+// verify is the forward-auth endpoint (nginx auth_request, ingress-nginx's
+// auth-url, Caddy forward_auth, Traefik forwardAuth). The proxy calls it
+// with the browser's headers and describes the original request in headers
+// of its own; which ones depends on the proxy (FORWARD_AUTH_PROXY), because
+// every header a proxy does not set itself is the client's:
+//
+//	nginx, ingress-nginx  X-Original-Method, X-Original-URL (scheme, host, path and query)
+//	caddy, traefik        X-Forwarded-Method, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Uri
+//
+// (ingress-nginx sets X-Original-URI only with an auth-method annotation,
+// so it is never read.) They are believed only from
+// FORWARD_AUTH_TRUSTED_PROXIES; from anyone else the verify request itself
+// is judged. Every other forwarding header is the client's: ignored and
+// removed. A missing or malformed header of the configured kind, or one
+// sent twice with values that disagree, is answered 400.
 // Answers: 200 with the identity headers; 401, or with FORWARD_AUTH_REDIRECT
 // a 302 to the provider for a browser navigation; 403 when not authorized.
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) {
-	orig, trusted := h.forwarded(r)
-	if !trusted && hasForwardedHeaders(r) {
-		h.log.Warn("forward-auth headers from an untrusted address ignored", requestID(r), zap.String("remote", r.RemoteAddr))
+	if !h.trustedProxy(r.RemoteAddr) {
+		if hasForwardedHeaders(r) {
+			h.log.Warn("forward-auth headers from an untrusted address ignored", requestID(r), zap.String("remote", r.RemoteAddr))
+		}
+		h.decide(w, withoutForwarded(r), forwardAuth)
+		return
+	}
+	orig, err := h.forwarded(r)
+	if err != nil {
+		h.log.Info("forward-auth request refused", requestID(r), zap.String("proxy", h.cfg.ForwardAuthProxy), zap.Error(err))
+		h.Metrics.Check(metrics.Deny, metrics.BadRequest, 0)
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "message": "the forward-auth request does not describe the original request: " + err.Error()})
+		return
 	}
 	h.decide(w, orig, forwardAuth)
 }
 
+// forwardHeaders are every header a forward-auth proxy may describe the
+// original request with, of all kinds.
+var forwardHeaders = []string{"X-Forwarded-Method", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri",
+	"X-Original-Method", "X-Original-Url", "X-Original-Uri"}
+
 func hasForwardedHeaders(r *http.Request) bool {
-	for _, k := range []string{"X-Forwarded-Uri", "X-Forwarded-Host", "X-Forwarded-Method", "X-Original-Url"} {
+	for _, k := range forwardHeaders {
 		if r.Header.Get(k) != "" {
 			return true
 		}
@@ -34,45 +63,80 @@ func hasForwardedHeaders(r *http.Request) bool {
 	return false
 }
 
-// forwarded rebuilds the original request from a trusted proxy's headers.
-// From an untrusted caller the verify request itself is judged, with the
-// forwarding headers removed.
-func (h *Handler) forwarded(r *http.Request) (*http.Request, bool) {
+// withoutForwarded is r without any forwarding header, for judging the
+// verify request itself.
+func withoutForwarded(r *http.Request) *http.Request {
 	o := r.Clone(r.Context())
-	if !h.trustedProxy(r.RemoteAddr) {
-		for _, k := range []string{"X-Forwarded-Uri", "X-Forwarded-Host", "X-Forwarded-Method", "X-Forwarded-Proto", "X-Original-Url"} {
-			o.Header.Del(k)
+	for _, k := range forwardHeaders {
+		o.Header.Del(k)
+	}
+	return o
+}
+
+// forwarded rebuilds the original request from the headers the configured
+// proxy sets; nothing else of the forwarding kind survives in it, so no
+// later reading (the scheme for cookies, for instance) sees a client value.
+func (h *Handler) forwarded(r *http.Request) (*http.Request, error) {
+	one := func(k string) (string, error) {
+		v := r.Header.Values(k)
+		if len(v) == 0 || v[0] == "" {
+			return "", fmt.Errorf("%s missing", k)
 		}
-		return o, false
-	}
-	hd := r.Header
-	if m := hd.Get("X-Forwarded-Method"); m != "" && validMethod(m) {
-		o.Method = m
-	}
-	uri := hd.Get("X-Forwarded-Uri")
-	if orig := hd.Get("X-Original-Url"); uri == "" && orig != "" {
-		if u, err := url.Parse(orig); err == nil && u.IsAbs() {
-			if u.Host != "" && hd.Get("X-Forwarded-Host") == "" {
-				o.Host = u.Host
+		for _, other := range v[1:] {
+			if other != v[0] {
+				return "", fmt.Errorf("%s sent %d times with values that disagree", k, len(v))
 			}
-			if hd.Get("X-Forwarded-Proto") == "" && (u.Scheme == "http" || u.Scheme == "https") {
-				o.Header.Set("X-Forwarded-Proto", u.Scheme)
-			}
-			uri = u.RequestURI()
-		} else {
-			uri = orig
 		}
+		return v[0], nil
 	}
-	if fh := hd.Get("X-Forwarded-Host"); fh != "" && validHost(fh) {
-		o.Host = fh
-	}
-	if uri != "" && strings.HasPrefix(uri, "/") {
-		if u, err := url.ParseRequestURI(uri); err == nil {
-			o.URL = u
-			o.RequestURI = uri
+	var method, scheme, host, uri string
+	var err error
+	switch h.cfg.ForwardAuthProxy {
+	case "caddy", "traefik":
+		if method, err = one("X-Forwarded-Method"); err != nil {
+			return nil, err
 		}
+		if scheme, err = one("X-Forwarded-Proto"); err != nil {
+			return nil, err
+		}
+		if host, err = one("X-Forwarded-Host"); err != nil {
+			return nil, err
+		}
+		if uri, err = one("X-Forwarded-Uri"); err != nil {
+			return nil, err
+		}
+	default: // nginx, ingress-nginx
+		if method, err = one("X-Original-Method"); err != nil {
+			return nil, err
+		}
+		raw, err := one("X-Original-Url")
+		if err != nil {
+			return nil, err
+		}
+		u, err := url.Parse(raw)
+		if err != nil || !u.IsAbs() || u.Host == "" || u.User != nil {
+			return nil, errors.New("X-Original-URL is not an absolute URL")
+		}
+		scheme, host, uri = u.Scheme, u.Host, u.RequestURI()
 	}
-	return o, true
+	switch {
+	case !validMethod(method):
+		return nil, errors.New("the original method is not an HTTP method")
+	case scheme != "http" && scheme != "https":
+		return nil, errors.New("the original scheme is neither http nor https")
+	case !validHost(host):
+		return nil, errors.New("the original host is malformed")
+	case !strings.HasPrefix(uri, "/") || strings.HasPrefix(uri, "//"):
+		return nil, errors.New("the original URI is not an absolute path")
+	}
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return nil, errors.New("the original URI does not parse")
+	}
+	o := withoutForwarded(r)
+	o.Method, o.Host, o.URL, o.RequestURI = method, host, u, uri
+	o.Header.Set("X-Forwarded-Proto", scheme)
+	return o, nil
 }
 
 func (h *Handler) trustedProxy(remote string) bool {

@@ -7,56 +7,102 @@ import (
 	"time"
 )
 
+func verifyRequest(f *fixture, remote string, hdr map[string]string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest("GET", "/authservice/verify", nil)
+	r.RemoteAddr = remote
+	r.Host = "auth.internal"
+	for k, v := range hdr {
+		r.Header.Add(k, v)
+	}
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	return w
+}
+
 func TestVerifyEndpoint(t *testing.T) {
-	f := newFixture(t, map[string]string{"SKIP_AUTH_URLS": "/public", "AUTHORIZATION_RULES_FILE": ""})
-	valid := f.cookie(t, "user@example.com", []string{"g"}, f.now.Add(time.Hour))
-	verify := func(remote string, hdr map[string]string) *httptest.ResponseRecorder {
-		r := httptest.NewRequest("GET", "/authservice/verify", nil)
-		r.RemoteAddr = remote
-		r.Host = "auth.internal"
-		for k, v := range hdr {
-			r.Header.Set(k, v)
+	for _, kind := range []string{"nginx", "caddy"} {
+		t.Run(kind, func(t *testing.T) {
+			f := newFixture(t, map[string]string{"SKIP_AUTH_URLS": "/public", "AUTHORIZATION_RULES_FILE": "", "FORWARD_AUTH_PROXY": kind})
+			valid := f.cookie(t, "user@example.com", []string{"g"}, f.now.Add(time.Hour))
+			// fwd describes the original request https://kf.example.com<uri>
+			// in the headers this kind of proxy sets.
+			fwd := func(uri string, extra map[string]string) map[string]string {
+				h := map[string]string{"X-Original-Method": "GET", "X-Original-Url": "https://kf.example.com" + uri}
+				if kind == "caddy" {
+					h = map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "kf.example.com", "X-Forwarded-Uri": uri}
+				}
+				for k, v := range extra {
+					h[k] = v
+				}
+				return h
+			}
+			// Authenticated: 200 with identity.
+			w := verifyRequest(f, "127.0.0.1:5000", fwd("/notebook/x", map[string]string{"Cookie": "__Host-authservice_session=" + valid}))
+			if w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "user@example.com" {
+				t.Fatalf("authenticated: %d %v", w.Code, w.Header())
+			}
+			// Unauthenticated navigation: 401 by default (nginx).
+			if w := verifyRequest(f, "127.0.0.1:5000", fwd("/notebook/x", nil)); w.Code != 401 {
+				t.Fatalf("unauthenticated: %d", w.Code)
+			}
+			// A skip path of the original request: 200 with empty identity
+			// headers, which overwrite the client's in the proxy.
+			w = verifyRequest(f, "127.0.0.1:5000", fwd("/public/x?a=1", nil))
+			if v, ok := w.Header()["Kubeflow-Userid"]; w.Code != 200 || !ok || v[0] != "" {
+				t.Fatalf("skip path: %d %v", w.Code, w.Header())
+			}
+			// From an untrusted address the forwarded headers are ignored: a
+			// forged URI under the skip path does not skip authentication.
+			if w := verifyRequest(f, "10.1.2.3:5000", fwd("/public/x", nil)); w.Code != 401 {
+				t.Fatalf("forged skip from an untrusted address: %d", w.Code)
+			}
+			// Headers of the other kind are the client's: they change nothing.
+			spoof := map[string]string{"X-Forwarded-Uri": "/public/", "X-Forwarded-Method": "OPTIONS", "X-Forwarded-Host": "other.example.com", "X-Forwarded-Proto": "http"}
+			if kind == "caddy" {
+				spoof = map[string]string{"X-Original-Url": "http://other.example.com/public/", "X-Original-Method": "OPTIONS", "X-Original-Uri": "/public/"}
+			}
+			if w := verifyRequest(f, "127.0.0.1:5000", fwd("/notebook/x", spoof)); w.Code != 401 {
+				t.Fatalf("the other kind's headers changed the decision: %d", w.Code)
+			}
+			// A missing or repeated header of this kind: 400.
+			missing := fwd("/notebook/x", nil)
+			for k := range missing {
+				if k != "X-Forwarded-Proto" {
+					delete(missing, k)
+					break
+				}
+			}
+			if w := verifyRequest(f, "127.0.0.1:5000", missing); w.Code != 400 {
+				t.Fatalf("a header missing: %d", w.Code)
+			}
+			r := httptest.NewRequest("GET", "/authservice/verify", nil)
+			r.RemoteAddr = "127.0.0.1:1"
+			for k, v := range fwd("/notebook/x", nil) {
+				r.Header.Add(k, v)
+			}
+			if kind == "caddy" {
+				r.Header.Add("X-Forwarded-Uri", "/public/")
+			} else {
+				r.Header.Add("X-Original-Url", "https://kf.example.com/public/")
+			}
+			w = httptest.NewRecorder()
+			f.h.ServeHTTP(w, r)
+			if w.Code != 400 {
+				t.Fatalf("a repeated header: %d", w.Code)
+			}
+		})
+	}
+	t.Run("ingress-nginx: X-Original-URI (not always set by it) is never read", func(t *testing.T) {
+		f := newFixture(t, map[string]string{"SKIP_AUTH_URLS": "/public", "FORWARD_AUTH_PROXY": "ingress-nginx"})
+		w := verifyRequest(f, "127.0.0.1:5000", map[string]string{"X-Original-Method": "GET", "X-Original-Url": "https://kf.example.com/notebook/x", "X-Original-Uri": "/public/x"})
+		if w.Code != 401 {
+			t.Fatalf("a client-sent X-Original-URI: %d", w.Code)
 		}
-		w := httptest.NewRecorder()
-		f.h.ServeHTTP(w, r)
-		return w
-	}
-	fwd := func(uri string, extra map[string]string) map[string]string {
-		h := map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "kf.example.com", "X-Forwarded-Uri": uri}
-		for k, v := range extra {
-			h[k] = v
-		}
-		return h
-	}
-	// Authenticated: 200 with identity.
-	w := verify("127.0.0.1:5000", fwd("/notebook/x", map[string]string{"Cookie": "authservice_session=" + valid}))
-	if w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "user@example.com" {
-		t.Fatalf("authenticated: %d %v", w.Code, w.Header())
-	}
-	// Unauthenticated navigation: 401 by default (nginx).
-	if w := verify("127.0.0.1:5000", fwd("/notebook/x", nil)); w.Code != 401 {
-		t.Fatalf("unauthenticated: %d", w.Code)
-	}
-	// A skip path of the original request: 200 with empty identity headers,
-	// which overwrite the client's in the proxy.
-	w = verify("127.0.0.1:5000", fwd("/public/x", nil))
-	if v, ok := w.Header()["Kubeflow-Userid"]; w.Code != 200 || !ok || v[0] != "" {
-		t.Fatalf("skip path: %d %v", w.Code, w.Header())
-	}
-	// From an untrusted address the forwarded headers are ignored: a forged
-	// X-Forwarded-Uri under the skip path does not skip authentication.
-	if w := verify("10.1.2.3:5000", fwd("/public/x", nil)); w.Code != 401 {
-		t.Fatalf("forged skip from an untrusted address: %d", w.Code)
-	}
-	// X-Original-URL (nginx) works as well.
-	w = verify("127.0.0.1:5000", map[string]string{"X-Original-Url": "https://kf.example.com/public/x?a=1"})
-	if w.Code != 200 {
-		t.Fatalf("X-Original-URL skip: %d", w.Code)
-	}
+	})
 }
 
 func TestVerifyRedirectMode(t *testing.T) {
-	f := newFixture(t, map[string]string{"FORWARD_AUTH_REDIRECT": "true"})
+	f := newFixture(t, map[string]string{"FORWARD_AUTH_REDIRECT": "true", "FORWARD_AUTH_PROXY": "traefik"})
 	r := httptest.NewRequest("GET", "/authservice/verify", nil)
 	r.RemoteAddr = "127.0.0.1:1"
 	r.Header.Set("X-Forwarded-Method", "GET")

@@ -70,7 +70,7 @@ func FuzzForwardedHeaders(f *testing.F) {
 		r := httptest.NewRequest("GET", "/authservice/verify", nil)
 		r.RemoteAddr = "127.0.0.1:1"
 		for k, v := range map[string]string{"X-Forwarded-Method": method, "X-Forwarded-Host": host, "X-Forwarded-Uri": uri,
-			"X-Original-Url": original, "X-Forwarded-Proto": proto} {
+			"X-Original-Url": original, "X-Forwarded-Proto": proto, "X-Original-Method": method} {
 			if !strings.ContainsAny(v, "\r\n\x00") {
 				r.Header.Set(k, v)
 			}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"path"
+	"net/url"
 	"strings"
 	"time"
 
@@ -22,6 +22,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
+	"github.com/oidc-authservice/oidc-authservice/internal/urlpath"
 )
 
 // Deps are the parts a Handler is built from, each built once at start-up.
@@ -57,9 +58,11 @@ type Handler struct {
 	removeIdentity           []string // the identity headers and their underscore spellings
 	removeLookalike          []string // the underscore spellings only (nil when there are none)
 	removeBearerSession      []string // the underscore spellings and authorization
-	statePrefix              string
-	hostSessionName          string // __Host-<SESSION_COOKIE_NAME>
-	redirectHTTPS            bool
+	// The same lists with "cookie" added, for an allow that must remove the
+	// Cookie header because only the service's cookies were in it.
+	removeIdentityCookie, removeLookalikeCookie, removeBearerSessionCookie []string
+	redirectHTTPS                                                          bool
+	cookies                                                                *session.Cookies
 
 	// verified caches opened sessions with their header values, under the
 	// SHA-256 of the sealed value; only values that opened are stored, so
@@ -83,21 +86,31 @@ func New(d Deps) *Handler {
 	if s.AccessLog {
 		access = &accessLog{log: d.Logger.Named("access"), rate: s.AccessLogRate, metrics: d.Metrics}
 	}
+	withCookie := func(l []string) []string {
+		if l == nil {
+			return []string{"cookie"}
+		}
+		return []string{l[0] + ",cookie"}
+	}
+	removeIdentity := []string{strings.Join(append([]string{strings.ToLower(s.UserIDHeader), strings.ToLower(s.GroupsHeader)}, look...), ",")}
 	return &Handler{
-		access:              access,
-		Deps:                d,
-		cfg:                 s,
-		log:                 d.Logger.Named("check"),
-		userHeader:          http.CanonicalHeaderKey(s.UserIDHeader),
-		groupsHeader:        http.CanonicalHeaderKey(s.GroupsHeader),
-		removeIdentity:      []string{strings.Join(append([]string{strings.ToLower(s.UserIDHeader), strings.ToLower(s.GroupsHeader)}, look...), ",")},
-		removeLookalike:     headerList(look),
-		removeBearerSession: headerList(append(look, "authorization")),
-		statePrefix:         "authservice_state_",
-		hostSessionName:     hostPrefix + s.SessionCookieName,
-		redirectHTTPS:       strings.HasPrefix(strings.ToLower(s.RedirectURL), "https://"),
-		verified:            cache.New[*principal](d.SessionCacheSize),
-		usedStates:          cache.New[int64](100000),
+		removeIdentityCookie:      withCookie(removeIdentity),
+		removeLookalikeCookie:     withCookie(headerList(look)),
+		removeBearerSessionCookie: withCookie(headerList(append(look, "authorization"))),
+		access:                    access,
+		Deps:                      d,
+		cfg:                       s,
+		log:                       d.Logger.Named("check"),
+		userHeader:                http.CanonicalHeaderKey(s.UserIDHeader),
+		groupsHeader:              http.CanonicalHeaderKey(s.GroupsHeader),
+		removeIdentity:            removeIdentity,
+		removeLookalike:           headerList(look),
+		removeBearerSession:       headerList(append(look, "authorization")),
+		redirectHTTPS:             strings.HasPrefix(strings.ToLower(s.RedirectURL), "https://"),
+		cookies: session.NewCookies(session.CookieOptions{Name: s.SessionCookieName, Domain: s.SessionDomain,
+			SameSite: s.SameSite, HTTPOnly: s.SessionHTTPOnly, HostPrefix: s.SessionHostPrefix, AcceptPlain: s.SessionAcceptPlain}),
+		verified:   cache.New[*principal](d.SessionCacheSize),
+		usedStates: cache.New[int64](100000),
 	}
 }
 
@@ -112,6 +125,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.verify(w, r)
 	case p == h.cfg.StartPath:
 		h.start(w, r)
+	case p == h.cfg.BackchannelPath && r.Method == http.MethodPost && r.ContentLength != 0:
+		// The delivery itself, not Envoy's check of it (a check carries no
+		// body): forward-auth recipes route <prefix>* to this port.
+		h.BackchannelLogout(w, r)
 	default:
 		h.decide(w, r, extAuthz)
 	}
@@ -139,18 +156,30 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, m mode) {
 }
 
 func (h *Handler) decision(w http.ResponseWriter, r *http.Request, m mode) (metrics.Decision, metrics.Reason, *principal) {
-	if h.skipped(r.URL.Path) {
+	p, ok := readPath(r.URL)
+	if !ok {
+		h.log.Info("refused: path malformed once decoded (control character, bad escape, too long)", requestID(r))
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "message": "malformed path"})
+		return metrics.Deny, metrics.BadRequest, nil
+	}
+	if h.skipped(p) {
 		h.allowAnonymous(w, r, "skip path", m)
 		return metrics.Allow, metrics.SkipPath, nil
 	}
 	pr, cred, reason := h.authenticateWith(r)
 	if pr != nil {
-		next, sealed, err := h.lifecycle(r, pr)
+		// Only sessions have a life here (revocation, idle timeout,
+		// refresh, strict validation, re-sealing); a bearer token is valid
+		// until its own expiry and never becomes a cookie.
+		next, sealed, err := pr, "", error(nil)
+		if cred != bearerJWT {
+			next, sealed, err = h.lifecycle(r, pr)
+		}
 		if err == nil {
 			if sealed != "" {
-				h.writeSession(w, r, sealed, int(next.sess.Expires-h.Now().Unix()))
+				h.cookies.WriteSession(w.Header(), r.Header, h.secure(r), sealed, int(next.sess.Expires-h.Now().Unix()))
 			}
-			if !h.authorized(w, r, next, cred) {
+			if !h.authorized(w, r, p, next, cred, m) {
 				return metrics.Forbidden, metrics.Policy, next
 			}
 			if cred == bearerJWT {
@@ -210,7 +239,7 @@ func (h *Handler) authenticate(r *http.Request) (*principal, error) {
 // authenticated the request.
 func (h *Handler) authenticateWith(r *http.Request) (*principal, credential, error) {
 	var reason error
-	if v, present := h.readSession(r.Header); v != "" {
+	if v, present := h.cookies.ReadSession(r.Header, h.secure(r)); v != "" {
 		pr, err := h.open(v)
 		if err == nil {
 			return pr, sessionCookie, nil
@@ -241,6 +270,7 @@ func (h *Handler) open(value string) (*principal, error) {
 	}
 	k := cache.KeyOf(value)
 	pr, ok := h.verified.Get(k)
+	ok = ok && !pr.token // a verified bearer token is not a session, whichever header carries it
 	h.Metrics.CacheLookup(metrics.SessionCache, ok)
 	if ok {
 		if h.Now().Unix() < pr.sess.Expires {
@@ -260,8 +290,8 @@ func (h *Handler) open(value string) (*principal, error) {
 
 // authorized answers for an authenticated principal: allow with the
 // identity headers, or 403 when the policy refuses (then it returns false).
-func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *principal, cred credential) bool {
-	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: r.URL.Path, Method: r.Method, User: pr.user[0], Groups: pr.sess.Groups}); !ok {
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, p requestPath, pr *principal, cred credential, m mode) bool {
+	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: p.canon, RawPath: p.raw, Method: r.Method, User: pr.user[0], Groups: pr.sess.Groups}); !ok {
 		h.log.Info("not authorized", requestID(r), zap.String("user", pr.sess.User), zap.String("reason", why))
 		h.forbidden(w, r, pr.user[0], why)
 		return false
@@ -272,9 +302,9 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *princip
 	// A session value sent as Authorization: Bearer (older SDKs) is a
 	// credential of this service: it does not go on to the upstream.
 	if cred == sessionBearer {
-		hd["X-Envoy-Auth-Headers-To-Remove"] = h.removeBearerSession
-	} else if h.removeLookalike != nil {
-		hd["X-Envoy-Auth-Headers-To-Remove"] = h.removeLookalike
+		h.removeHeaders(hd, r, m, h.removeBearerSession, h.removeBearerSessionCookie)
+	} else {
+		h.removeHeaders(hd, r, m, h.removeLookalike, h.removeLookalikeCookie)
 	}
 	if auth := h.upstreamAuthorization(pr); auth != nil {
 		hd["Authorization"] = auth
@@ -284,10 +314,42 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *princip
 	return true
 }
 
+// removeHeaders completes an allow answer: the headers the upstream must
+// not see (remove, or withCookie when that list must also drop the Cookie
+// header), and the upstream's Cookie header without the service's own
+// cookies (session, chunks, login states, in both forms), which carry
+// credentials no upstream should hold: in Kubeflow, upstreams include
+// notebook servers that run their owner's code.
+//
+// Envoy sets a Cookie header of the answer on the upstream request when
+// allowed_upstream_headers lists cookie; when nothing else remains the
+// header is removed instead. Forward-auth proxies copy the answer's Cookie
+// header (docs/forward-auth.md), so that answer always carries one.
+func (h *Handler) removeHeaders(hd http.Header, r *http.Request, m mode, remove, withCookie []string) {
+	rest, changed := h.cookies.WithoutOwn(r.Header)
+	if m == forwardAuth {
+		if !changed {
+			rest = strings.Join(r.Header["Cookie"], "; ")
+		}
+		hd["Cookie"] = []string{rest}
+		changed = false
+	}
+	switch {
+	case changed && rest == "":
+		hd["X-Envoy-Auth-Headers-To-Remove"] = withCookie
+		return
+	case changed:
+		hd["Cookie"] = []string{rest}
+	}
+	if remove != nil {
+		hd["X-Envoy-Auth-Headers-To-Remove"] = remove
+	}
+}
+
 // allowAnonymous lets a request through without identity, telling Envoy to
 // strip any identity header the client sent.
 func (h *Handler) allowAnonymous(w http.ResponseWriter, r *http.Request, why string, m mode) {
-	w.Header()["X-Envoy-Auth-Headers-To-Remove"] = h.removeIdentity
+	h.removeHeaders(w.Header(), r, m, h.removeIdentity, h.removeIdentityCookie)
 	if m == forwardAuth {
 		// Forward-auth proxies copy the listed headers from this answer
 		// onto the request: empty values overwrite what the client sent.
@@ -298,36 +360,42 @@ func (h *Handler) allowAnonymous(w http.ResponseWriter, r *http.Request, why str
 	h.debug(r, "allow", why)
 }
 
-// skipped reports whether p is under SKIP_AUTH_URLS or the service's own
-// pages. Both the path as sent and its cleaned form must match, so that
-// "/dex/../api" is not skipped.
-func (h *Handler) skipped(p string) bool {
-	clean := path.Clean("/" + p)
-	if strings.HasSuffix(p, "/") && clean != "/" {
-		clean += "/"
-	}
-	if underPrefix(clean, h.cfg.SitePrefix) && underPrefix(p, h.cfg.SitePrefix) {
-		return true
-	}
-	if p == h.cfg.BackchannelPath {
+// skipped reports whether the request's path is under SKIP_AUTH_URLS or
+// the service's own pages (or is the back-channel logout path) in both
+// readings, as sent and canonical, so that neither "/dex/../api" nor
+// "/dex/..%2Fapi" is skipped.
+func (h *Handler) skipped(p requestPath) bool {
+	if p.under(h.cfg.SitePrefix) || (p.raw == h.cfg.BackchannelPath && p.canon == h.cfg.BackchannelPath) {
 		return true
 	}
 	for _, pre := range h.cfg.SkipPrefixes {
-		if underPrefix(p, pre) && underPrefix(clean, pre) {
+		if p.under(pre) {
 			return true
 		}
 	}
 	return false
 }
 
-// underPrefix matches path prefixes on segment boundaries: "/dex" matches
-// "/dex" and "/dex/auth" but not "/dexterity"; "/api/" matches "/api" and
-// everything below it.
-func underPrefix(p, prefix string) bool {
-	if strings.HasSuffix(prefix, "/") {
-		return strings.HasPrefix(p, prefix) || p == prefix[:len(prefix)-1]
-	}
-	return p == prefix || (strings.HasPrefix(p, prefix) && p[len(prefix)] == '/')
+// requestPath is a request's path in the two readings the service judges:
+// as the gateway passes it on (URL.Path) and canonical (urlpath.Canonical),
+// which is what an upstream that decodes and normalizes everything serves.
+type requestPath struct{ raw, canon string }
+
+func readPath(u *url.URL) (requestPath, bool) {
+	canon, ok := urlpath.Canonical(u.EscapedPath())
+	return requestPath{raw: u.Path, canon: canon}, ok
+}
+
+// under reports whether both readings lie under prefix: the reading for
+// letting a request through without authentication.
+func (p requestPath) under(prefix string) bool {
+	return urlpath.Under(p.canon, prefix) && urlpath.Under(p.raw, prefix)
+}
+
+// touches reports whether either reading lies under one of prefixes: the
+// reading for treating a request as an API call.
+func (p requestPath) touches(prefixes []string) bool {
+	return urlpath.UnderAny(p.canon, prefixes) || urlpath.UnderAny(p.raw, prefixes)
 }
 
 // browserNavigation reports whether an unauthenticated request should be
@@ -348,13 +416,8 @@ func (h *Handler) browserNavigation(r *http.Request) bool {
 	if a := hd.Get("Accept"); a != "" && !acceptsHTML(a) {
 		return false
 	}
-	clean := path.Clean("/" + r.URL.Path)
-	for _, pre := range h.cfg.APIPrefixes {
-		if underPrefix(r.URL.Path, pre) || underPrefix(clean, pre) {
-			return false
-		}
-	}
-	return true
+	p, _ := readPath(r.URL)
+	return !p.touches(h.cfg.APIPrefixes)
 }
 
 func acceptsHTML(accept string) bool {
@@ -402,6 +465,16 @@ func bearer(h http.Header) (string, bool) {
 	return v, v != ""
 }
 
+// clearSession deletes the session cookie and its chunks, and forgets the
+// value in the cache so a copy is checked afresh.
+func (h *Handler) clearSession(w http.ResponseWriter, r *http.Request) {
+	secure := h.secure(r)
+	if v, _ := h.cookies.ReadSession(r.Header, secure); v != "" {
+		h.verified.Delete(cacheKey(v))
+	}
+	h.cookies.ClearSession(w.Header(), r.Header, secure)
+}
+
 // secure reports whether cookies set in answer to r get the Secure flag.
 func (h *Handler) secure(r *http.Request) bool {
 	switch h.cfg.SessionSecure {
@@ -414,7 +487,14 @@ func (h *Handler) secure(r *http.Request) bool {
 }
 
 func requestID(r *http.Request) zap.Field {
-	return zap.String("request_id", r.Header.Get("X-Request-Id"))
+	return zap.String("request_id", requestIDOf(r))
+}
+
+// requestIDOf is the request id the gateway set (x-request-id), bounded:
+// like every header the gateway does not set itself, a client may have
+// sent it, and it goes into logs and pages.
+func requestIDOf(r *http.Request) string {
+	return truncate(r.Header.Get("X-Request-Id"), 128)
 }
 
 func (h *Handler) debug(r *http.Request, decision, reason string, fields ...zap.Field) {

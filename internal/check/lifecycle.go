@@ -33,6 +33,7 @@ var (
 // replica knows about its life at the provider.
 type principal struct {
 	key    cache.Key
+	token  bool // a bearer JWT's identity, not a session
 	sess   *session.Session
 	user   []string // USERID_HEADER value
 	groups []string // GROUPS_HEADER value

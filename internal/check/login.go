@@ -42,16 +42,14 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, reason erro
 		h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(r))
 		return false
 	}
-	sealed, err := h.Codec.Seal(h.statePrefix+ls.State, ls)
+	sealed, err := h.Codec.Seal(session.StatePrefix+ls.State, ls)
 	if err != nil {
 		h.log.Error("cannot seal login state", zap.Error(err))
 		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
 		return false
 	}
 	h.prunePendingLogins(w, r)
-	// Lax whatever SESSION_SAME_SITE says: the callback is a top-level
-	// navigation from the provider's site, which Strict would not send.
-	h.setCookie(w, r, h.statePrefix+ls.State, sealed, int(h.cfg.LoginStateTTL/time.Second), http.SameSiteLaxMode, true)
+	h.cookies.WriteState(w.Header(), h.secure(r), ls.State, sealed, h.cfg.LoginStateTTL)
 	hd := w.Header()
 	hd["Cache-Control"] = noStore
 	hd.Set("Location", authURL)
@@ -64,29 +62,28 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, reason erro
 // prunePendingLogins keeps at most MAX_PENDING_LOGINS-1 earlier pending
 // logins, dropping unreadable and expired ones first, then the oldest.
 func (h *Handler) prunePendingLogins(w http.ResponseWriter, r *http.Request) {
-	pending := append(session.CookiesWithPrefix(r.Header, hostPrefix+h.statePrefix, 64),
-		session.CookiesWithPrefix(r.Header, h.statePrefix, 64)...)
+	secure := h.secure(r)
+	pending := h.cookies.PendingStates(r.Header, secure, 64)
 	if len(pending) < h.cfg.MaxPendingLogins {
 		return
 	}
 	type aged struct {
-		name    string
+		state   string
 		created int64
 	}
 	var keep []aged
 	now := h.Now().Unix()
 	for _, c := range pending {
 		var ls session.LoginState
-		name := strings.TrimPrefix(c.Name, hostPrefix)
-		if h.Codec.Open(name, c.Value, &ls) != nil || now-ls.Created > int64(h.cfg.LoginStateTTL/time.Second) {
-			h.expireCookie(w, r, name, http.SameSiteLaxMode, true)
+		if h.Codec.Open(session.StatePrefix+c.Name, c.Value, &ls) != nil || now-ls.Created > int64(h.cfg.LoginStateTTL/time.Second) {
+			h.cookies.ClearState(w.Header(), r.Header, secure, c.Name)
 			continue
 		}
-		keep = append(keep, aged{name, ls.Created})
+		keep = append(keep, aged{c.Name, ls.Created})
 	}
 	sort.Slice(keep, func(i, j int) bool { return keep[i].created < keep[j].created })
 	for len(keep) >= h.cfg.MaxPendingLogins {
-		h.expireCookie(w, r, keep[0].name, http.SameSiteLaxMode, true)
+		h.cookies.ClearState(w.Header(), r.Header, secure, keep[0].state)
 		keep = keep[1:]
 	}
 }
@@ -156,11 +153,14 @@ func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 	q := r.URL.Query()
 	state := q.Get("state")
 	validState := session.ValidState(state)
-	stateCookie := h.statePrefix + state
+	stateCookie := session.StatePrefix + state
+	secure := h.secure(r)
+	sealed, haveState := "", false
 	if validState {
+		sealed, haveState = h.cookies.ReadState(r.Header, secure, state)
 		// Whatever happens next, this login is over.
-		if _, ok := cookieValue(r.Header, stateCookie); ok {
-			h.expireCookie(w, r, stateCookie, http.SameSiteLaxMode, true)
+		if haveState {
+			h.cookies.ClearState(w.Header(), r.Header, secure, state)
 		}
 	}
 
@@ -175,8 +175,7 @@ func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
 		return metrics.LoginInvalidState
 	}
-	sealed, ok := cookieValue(r.Header, stateCookie)
-	if !ok {
+	if !haveState {
 		h.log.Info("callback rejected: no login state for this state (expired, replayed or another browser)", requestID(r))
 		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
 		return metrics.LoginInvalidState
@@ -226,7 +225,8 @@ func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 	if len(dropped) > 0 {
 		h.log.Warn("groups left out: unsafe characters or too many", requestID(r), zap.String("user", id.User), zap.Strings("groups", dropped))
 	}
-	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: pathOf(ls.URL), Method: http.MethodGet, User: h.cfg.UserIDPrefix + id.User, Groups: id.Groups}); !ok {
+	tp := targetPath(ls.URL)
+	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: tp.canon, RawPath: tp.raw, Method: http.MethodGet, User: h.cfg.UserIDPrefix + id.User, Groups: id.Groups}); !ok {
 		h.log.Info("login refused: not authorized", requestID(r), zap.String("user", id.User), zap.String("reason", why))
 		h.forbidden(w, r, h.cfg.UserIDPrefix+id.User, why)
 		return metrics.LoginNotAuthorized
@@ -239,11 +239,11 @@ func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
 		return metrics.LoginInternal
 	}
 	sealedSession, err := h.Codec.SealSession(h.cfg.SessionCookieName, s)
-	if err == nil && !h.writeSession(w, r, sealedSession, h.cfg.SessionMaxAge) {
+	if err == nil && !h.cookies.WriteSession(w.Header(), r.Header, secure, sealedSession, h.cfg.SessionMaxAge) {
 		// Too large for the cookies: keep identity and refresh, drop the rest.
 		s.IDToken, s.AccessToken = "", ""
 		sealedSession, err = h.Codec.SealSession(h.cfg.SessionCookieName, s)
-		if err == nil && !h.writeSession(w, r, sealedSession, h.cfg.SessionMaxAge) {
+		if err == nil && !h.cookies.WriteSession(w.Header(), r.Header, secure, sealedSession, h.cfg.SessionMaxAge) {
 			err = errors.New("session too large for cookies")
 		}
 	}
@@ -323,9 +323,9 @@ func (h *Handler) loginError(w http.ResponseWriter, r *http.Request, original st
 // the state cookie still tells it.
 func (h *Handler) loginRetry(r *http.Request, state string) string {
 	if session.ValidState(state) {
-		if v, ok := cookieValue(r.Header, h.statePrefix+state); ok {
+		if v, ok := h.cookies.ReadState(r.Header, h.secure(r), state); ok {
 			var ls session.LoginState
-			if h.Codec.Open(h.statePrefix+state, v, &ls) == nil {
+			if h.Codec.Open(session.StatePrefix+state, v, &ls) == nil {
 				return h.safeTarget(r, ls.URL)
 			}
 		}
@@ -333,13 +333,15 @@ func (h *Handler) loginRetry(r *http.Request, state string) string {
 	return "/"
 }
 
-// pathOf is the path of the URL a login started from: the request the
+// targetPath is the path of the URL a login started from: the request the
 // user will be sent back to, which the policy judges.
-func pathOf(u string) string {
+func targetPath(u string) requestPath {
 	if p, err := url.Parse(u); err == nil && p.Path != "" {
-		return p.Path
+		if rp, ok := readPath(p); ok {
+			return rp
+		}
 	}
-	return "/"
+	return requestPath{raw: "/", canon: "/"}
 }
 
 func sep(u string) string {

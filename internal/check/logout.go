@@ -2,12 +2,14 @@ package check
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"go.uber.org/zap"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 )
 
@@ -21,9 +23,22 @@ import (
 // revocation endpoint, and the browser goes to the provider's end-session
 // endpoint when it has one, else to AFTER_LOGOUT_URL.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	if crossSite(r) && (r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodPost) {
+		// Any page on the web could otherwise log a user out of Kubeflow and
+		// the provider with one navigation. Nothing is ended or cleared;
+		// the page offers a same-origin link that does it.
+		h.log.Info("logout refused: cross-site request; confirmation page shown", requestID(r), zap.String("method", r.Method))
+		if h.browserNavigation(r) {
+			h.Pages.Render(w, http.StatusForbidden, "error", pages.Data{Title: "Sign out?", Message: msgConfirmLogout,
+				Link: h.cfg.LogoutPath, LinkText: "Sign out", RequestID: requestIDOf(r)})
+			return
+		}
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "cross_site_logout", "message": msgConfirmLogout})
+		return
+	}
 	switch r.Method {
 	case http.MethodPost:
-		pr, reason := h.authenticate(r)
+		pr, reason := h.authenticateSession(r)
 		if pr == nil {
 			h.log.Info("logout refused: no valid session", requestID(r), zap.String("reason", reasonText(reason)))
 			h.unauthenticated(w)
@@ -37,7 +52,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusCreated, body)
 	case http.MethodGet, http.MethodHead:
 		after := h.cfg.AfterLogoutURL
-		if pr, _ := h.authenticate(r); pr != nil {
+		if pr, _ := h.authenticateSession(r); pr != nil {
 			var providerOK bool
 			if after, providerOK = h.endSession(w, r, pr); !providerOK && after == h.cfg.AfterLogoutURL {
 				after += sep(after) + "provider_logout=failed"
@@ -107,4 +122,23 @@ func (h *Handler) postLogoutURL(r *http.Request) string {
 		scheme = "https"
 	}
 	return scheme + "://" + r.Host + h.cfg.AfterLogoutURL
+}
+
+// authenticateSession is authenticate for logout: only a session (the
+// cookie, or its value as Authorization: Bearer) can be ended; a bearer JWT
+// is valid until its own expiry and logging it out would end nothing.
+func (h *Handler) authenticateSession(r *http.Request) (*principal, error) {
+	pr, cred, err := h.authenticateWith(r)
+	if pr != nil && cred == bearerJWT {
+		return nil, errors.New("a bearer token is not a session: it cannot be logged out")
+	}
+	return pr, err
+}
+
+// crossSite reports whether the browser says the request was started by a
+// page of another site (Sec-Fetch-Site). Browsers that send no such header,
+// or gateways that do not pass it to the check, leave SameSite as the only
+// protection (docs/security.md).
+func crossSite(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site")
 }

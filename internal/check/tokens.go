@@ -28,6 +28,7 @@ func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
 	k := cache.KeyOf(raw)
 	now := h.Now().Unix()
 	pr, ok := h.verified.Get(k)
+	ok = ok && pr.token
 	h.Metrics.CacheLookup(metrics.TokenCache, ok)
 	if ok {
 		if now < pr.sess.Expires {
@@ -55,6 +56,7 @@ func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
 	}
 	s := &session.Session{Subject: sub, Issuer: id.Issuer, User: user, Groups: groups, Created: now, Expires: id.Expiry.Unix()}
 	pr = h.newPrincipal(raw, s, now)
+	pr.token = true
 	h.verified.Put(k, pr)
 	return pr, nil
 }

@@ -144,7 +144,9 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	if s.AuthenticationConfigFile != "" || s.AcceptProviderIDTokens {
 		var extra []authn.JWTAuthenticator
 		if s.AcceptProviderIDTokens {
-			extra = append(extra, authn.ProviderEntry(s.Provider, s.ClientID, s.UserIDClaim, s.GroupsClaim))
+			e := authn.ProviderEntry(s.Provider, s.ClientID, s.UserIDClaim, s.GroupsClaim)
+			e.AllowUnverifiedEmail = s.AllowUnverifiedEmail
+			extra = append(extra, e)
 		}
 		if _, err := authn.Load(s.AuthenticationConfigFile, extra, authn.Options{Timeout: s.ProviderTimeout}); err != nil {
 			r.problem("bearer tokens: %v", err)

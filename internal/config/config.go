@@ -48,13 +48,14 @@ type Config struct {
 	AllowUnauthenticatedOptions bool   `envconfig:"ALLOW_UNAUTHENTICATED_OPTIONS" default:"false" desc:"Let OPTIONS requests (CORS pre-flights) through without a session, identity headers stripped."`
 
 	// Identity.
-	UserIDHeader       string `envconfig:"USERID_HEADER" default:"kubeflow-userid" desc:"Header that carries the user id upstream."`
-	UserIDPrefix       string `envconfig:"USERID_PREFIX" desc:"Prefix put before the user id in USERID_HEADER."`
-	UserIDClaim        string `envconfig:"USERID_CLAIM" default:"email" desc:"Claim (ID token merged with userinfo) that holds the user id."`
-	UserIDTransformers string `envconfig:"USERID_TRANSFORMERS" desc:"JSON list [{\"matches\": regex, \"replaces\": replacement}] applied to the user id; the first matching rule applies."`
-	GroupsHeader       string `envconfig:"GROUPS_HEADER" default:"kubeflow-groups" desc:"Header that carries the comma-joined groups upstream (always set, possibly empty)."`
-	GroupsClaim        string `envconfig:"GROUPS_CLAIM" default:"groups" desc:"Claim that holds the user's groups (a list of strings)."`
-	GroupsAllowlist    string `envconfig:"GROUPS_ALLOWLIST" default:"*" desc:"Comma-separated groups allowed in; * allows every authenticated user."`
+	UserIDHeader         string `envconfig:"USERID_HEADER" default:"kubeflow-userid" desc:"Header that carries the user id upstream."`
+	UserIDPrefix         string `envconfig:"USERID_PREFIX" desc:"Prefix put before the user id in USERID_HEADER."`
+	UserIDClaim          string `envconfig:"USERID_CLAIM" default:"email" desc:"Claim (ID token merged with userinfo) that holds the user id."`
+	UserIDTransformers   string `envconfig:"USERID_TRANSFORMERS" desc:"JSON list [{\"matches\": regex, \"replaces\": replacement}] applied to the user id; the first matching rule applies."`
+	GroupsHeader         string `envconfig:"GROUPS_HEADER" default:"kubeflow-groups" desc:"Header that carries the comma-joined groups upstream (always set, possibly empty)."`
+	GroupsClaim          string `envconfig:"GROUPS_CLAIM" default:"groups" desc:"Claim that holds the user's groups (a list of strings)."`
+	GroupsAllowlist      string `envconfig:"GROUPS_ALLOWLIST" default:"*" desc:"Comma-separated groups allowed in; * allows every authenticated user."`
+	AllowUnverifiedEmail bool   `envconfig:"ALLOW_UNVERIFIED_EMAIL" default:"false" desc:"With USERID_CLAIM=email, accept a login or a provider ID token whose email_verified claim is false. Off: such a login gets a 403 page (on a provider with self-registration, anyone could otherwise claim a colleague's address and namespace)."`
 
 	// Servers.
 	Hostname      string  `envconfig:"SERVER_HOSTNAME" desc:"Address the servers listen on (empty: all interfaces)."`
@@ -74,6 +75,7 @@ type Config struct {
 	SessionHTTPOnly    bool          `envconfig:"SESSION_HTTP_ONLY" default:"true" desc:"HttpOnly on the session cookie. Set false only for Kubeflow dashboards before v1.10, whose JavaScript reads the cookie to log out."`
 	SessionSecure      string        `envconfig:"SESSION_COOKIE_SECURE" default:"auto" desc:"Secure attribute: auto (when X-Forwarded-Proto is https or REDIRECT_URL is https), true or false."`
 	SessionHostPrefix  bool          `envconfig:"SESSION_COOKIE_HOST_PREFIX" default:"true" desc:"Name cookies __Host-<name> when they are Secure and SESSION_DOMAIN is empty, so that no sibling subdomain or network attacker can plant or overwrite them. The session cookie keeps its plain name when SESSION_HTTP_ONLY=false (the older dashboard reads it by name). Both names are always read."`
+	SessionAcceptPlain bool          `envconfig:"SESSION_COOKIE_ACCEPT_PLAIN" default:"false" desc:"Migration window: also accept a session cookie under its plain name where the __Host- form is in use (sessions issued before SESSION_COOKIE_HOST_PREFIX, or by the predecessor). Risk: a sibling subdomain or a plain-http attacker can then plant its own session and the browser is logged in as the attacker. Never applies to login states. Turn it off again once SESSION_MAX_AGE has passed."`
 	SessionDomain      string        `envconfig:"SESSION_DOMAIN" desc:"Domain attribute of the cookies (empty: host-only)."`
 	LoginStateTTL      time.Duration `envconfig:"LOGIN_STATE_TTL" default:"10m" desc:"How long a started login may take (≤ 15m)."`
 	MaxPendingLogins   int           `envconfig:"MAX_PENDING_LOGINS" default:"5" desc:"Pending-login cookies kept per browser; the oldest is dropped beyond this."`
@@ -103,7 +105,8 @@ type Config struct {
 
 	// Forward auth (nginx auth_request, Caddy forward_auth, Traefik forwardAuth).
 	VerifyAuthURL             string `envconfig:"VERIFY_AUTH_URL" desc:"Path of the forward-auth verify endpoint on SERVER_PORT. Default <AUTHSERVICE_URL_PREFIX>verify. The login-start endpoint for nginx is <AUTHSERVICE_URL_PREFIX>start?rd=<url>."`
-	ForwardAuthTrustedProxies string `envconfig:"FORWARD_AUTH_TRUSTED_PROXIES" default:"127.0.0.1/32,::1/128" desc:"Comma-separated addresses or CIDRs whose X-Forwarded-Method/-Proto/-Host/-Uri and X-Original-URL headers the verify endpoint believes; from anyone else they are ignored."`
+	ForwardAuthProxy          string `envconfig:"FORWARD_AUTH_PROXY" default:"nginx" desc:"Which proxy calls the verify endpoint, and so which headers describe the original request: nginx or ingress-nginx (X-Original-Method, X-Original-URL; X-Original-URI must agree), caddy or traefik (X-Forwarded-Method, -Proto, -Host, -Uri). Headers of the other kind are the client's and are ignored; a missing, repeated or conflicting header gets 400. See docs/forward-auth.md."`
+	ForwardAuthTrustedProxies string `envconfig:"FORWARD_AUTH_TRUSTED_PROXIES" default:"127.0.0.1/32,::1/128" desc:"Comma-separated addresses or CIDRs whose forwarding headers (FORWARD_AUTH_PROXY) the verify endpoint believes; from anyone else they are ignored and the verify request itself is judged."`
 	ForwardAuthRedirect       bool   `envconfig:"FORWARD_AUTH_REDIRECT" default:"false" desc:"The verify endpoint answers an unauthenticated browser navigation with a 302 to the provider (Caddy, Traefik pass it on) instead of 401 (nginx: use error_page 401 with the start endpoint)."`
 
 	// Identity token for the upstream.
@@ -258,6 +261,11 @@ func (s *Settings) validate() error {
 			continue
 		}
 		s.TrustedProxies = append(s.TrustedProxies, pfx)
+	}
+	switch s.ForwardAuthProxy {
+	case "nginx", "ingress-nginx", "caddy", "traefik":
+	default:
+		bad("FORWARD_AUTH_PROXY", "%q: want nginx, ingress-nginx, caddy or traefik", s.ForwardAuthProxy)
 	}
 	switch s.UpstreamToken {
 	case "none", "id_token", "issued":

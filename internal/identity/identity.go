@@ -24,6 +24,9 @@ var (
 	ErrNoUserID  = errors.New("user id claim missing or empty")
 	ErrBadUserID = errors.New("user id claim unusable")
 	ErrBadGroups = errors.New("groups claim is not a list of strings")
+	// ErrEmailUnverified: the user id is the email claim and the provider
+	// says it is not verified (email_verified present and not true).
+	ErrEmailUnverified = errors.New("email_verified is not true")
 )
 
 // Identity is who a request is from, as forwarded upstream.
@@ -37,11 +40,15 @@ type Mapper struct {
 	UserClaim    string
 	GroupsClaim  string
 	Transformers []config.Transformer
+	// AllowUnverifiedEmail accepts an email user id whose email_verified
+	// claim is false (ALLOW_UNVERIFIED_EMAIL).
+	AllowUnverifiedEmail bool
 }
 
 // NewMapper builds a Mapper from the settings.
 func NewMapper(s *config.Settings) *Mapper {
-	return &Mapper{UserClaim: s.UserIDClaim, GroupsClaim: s.GroupsClaim, Transformers: s.Transformers}
+	return &Mapper{UserClaim: s.UserIDClaim, GroupsClaim: s.GroupsClaim, Transformers: s.Transformers,
+		AllowUnverifiedEmail: s.AllowUnverifiedEmail}
 }
 
 // FromClaims maps claims to an Identity. dropped lists group names that were
@@ -58,6 +65,13 @@ func (m *Mapper) FromClaims(claims map[string]any) (id Identity, dropped []strin
 	}
 	if user == "" {
 		return id, nil, fmt.Errorf("%w: %q", ErrNoUserID, m.UserClaim)
+	}
+	// The same rule as for bearer tokens (and kube-apiserver): an email
+	// user id counts only when the provider does not say it is unverified.
+	// On a provider with self-registration anyone can claim a colleague's
+	// address.
+	if v, ok := claims["email_verified"]; ok && v != true && m.UserClaim == "email" && !m.AllowUnverifiedEmail {
+		return id, nil, fmt.Errorf("%w: %v", ErrEmailUnverified, v)
 	}
 	user = m.Transform(user)
 	if err := checkValue(user, MaxUserID); err != nil {

@@ -66,3 +66,31 @@ func TestTooManyGroupsBounded(t *testing.T) {
 		t.Fatalf("%d groups, %d dropped, %v", len(id.Groups), len(dropped), err)
 	}
 }
+
+// The login path refuses an email user id the provider calls unverified,
+// as the bearer path and kube-apiserver do, unless ALLOW_UNVERIFIED_EMAIL.
+func TestUnverifiedEmail(t *testing.T) {
+	m := &Mapper{UserClaim: "email", GroupsClaim: "groups"}
+	for _, v := range []any{false, "false", "true", nil, 0} {
+		if _, _, err := m.FromClaims(map[string]any{"email": "alice@example.com", "email_verified": v}); !errors.Is(err, ErrEmailUnverified) {
+			t.Errorf("email_verified %#v: err = %v, want ErrEmailUnverified", v, err)
+		}
+	}
+	for _, c := range []map[string]any{
+		{"email": "alice@example.com", "email_verified": true},
+		{"email": "alice@example.com"}, // the provider does not say
+	} {
+		if id, _, err := m.FromClaims(c); err != nil || id.User != "alice@example.com" {
+			t.Errorf("%v: %v %v", c, id, err)
+		}
+	}
+	allow := &Mapper{UserClaim: "email", AllowUnverifiedEmail: true}
+	if _, _, err := allow.FromClaims(map[string]any{"email": "a@example.com", "email_verified": false}); err != nil {
+		t.Errorf("ALLOW_UNVERIFIED_EMAIL: %v", err)
+	}
+	// Another user-id claim: email_verified says nothing about it.
+	sub := &Mapper{UserClaim: "sub"}
+	if _, _, err := sub.FromClaims(map[string]any{"sub": "42", "email_verified": false}); err != nil {
+		t.Errorf("USERID_CLAIM=sub: %v", err)
+	}
+}

@@ -53,11 +53,12 @@ const (
 	InvalidToken                      // a bearer JWT that failed verification
 	Policy                            // the authorization policy refused
 	ProviderUnavailable               // the provider could not be reached when it had to be
+	BadRequest                        // a request no check should carry: malformed path, conflicting forwarded headers
 	nReasons
 )
 
 var reasonNames = [nReasons]string{"session", "token", "skip_path", "options", "no_credentials",
-	"invalid_session", "invalid_token", "policy", "provider_unavailable"}
+	"invalid_session", "invalid_token", "policy", "provider_unavailable", "bad_request"}
 
 func (d Decision) String() string { return decisionNames[d] }
 func (r Reason) String() string   { return reasonNames[r] }

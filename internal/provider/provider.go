@@ -17,6 +17,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/jwks"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
@@ -55,6 +56,7 @@ type Provider struct {
 	opts   Options
 	log    *zap.Logger
 	client *http.Client
+	keys   *jwks.Set                  // the provider's signing keys, for every token of its that is verified
 	d      atomic.Pointer[discovered] // nil until discovery succeeds
 }
 
@@ -92,7 +94,19 @@ func New(o Options) (*Provider, error) {
 	}
 	p := &Provider{opts: o, log: o.Logger, client: client}
 	client.Transport = o.Metrics.Transport(client.Transport, p.endpointOf)
+	p.keys = jwks.New("", client, 0, o.Logger)
 	return p, nil
+}
+
+// KeySet is the provider's key set: bearer ID tokens of the provider are
+// verified with it too, so that every path shares one rate limit.
+func (p *Provider) KeySet() *jwks.Set { return p.keys }
+
+// verifier checks tokens of the provider with its shared key set.
+func (p *Provider) verifier(c oidc.Config) *oidc.IDTokenVerifier {
+	c.SupportedSigningAlgs = jwks.Algorithms
+	c.Now = p.opts.Now
+	return oidc.NewVerifier(p.opts.Issuer, p.keys, &c)
 }
 
 // endpointOf names the provider endpoint a request goes to, for metrics.
@@ -160,14 +174,10 @@ func (p *Provider) Discover(ctx context.Context) error {
 	if p.opts.AuthURL != "" {
 		ep.AuthURL = p.opts.AuthURL
 	}
-	// Key fetches must use our client (timeouts, CA bundle), not the default one.
-	keyCtx := oidc.ClientContext(context.Background(), p.client)
+	p.keys.SetURL(md.JWKSURI)
 	d := &discovered{
-		oidc: op,
-		verifier: op.VerifierContext(keyCtx, &oidc.Config{
-			ClientID: p.opts.ClientID,
-			Now:      p.opts.Now,
-		}),
+		oidc:     op,
+		verifier: p.verifier(oidc.Config{ClientID: p.opts.ClientID}),
 		oauth: oauth2.Config{
 			ClientID:     p.opts.ClientID,
 			ClientSecret: p.opts.ClientSecret,
@@ -252,7 +262,8 @@ func (p *Provider) Exchange(ctx context.Context, code, verifier, nonce string) (
 	if raw == "" {
 		return nil, fmt.Errorf("%w: token response has no id_token", ErrInvalidToken)
 	}
-	idt, err := d.verifier.Verify(ctx, raw)
+	// The token comes from the provider itself: it may wait for the key set.
+	idt, err := d.verifier.Verify(jwks.MayWait(ctx), raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}

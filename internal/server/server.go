@@ -26,6 +26,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/issuer"
+	"github.com/oidc-authservice/oidc-authservice/internal/jwks"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
@@ -89,9 +90,12 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	}
 	var extra []authn.JWTAuthenticator
 	if s.AcceptProviderIDTokens {
-		extra = append(extra, authn.ProviderEntry(s.Provider, s.ClientID, s.UserIDClaim, s.GroupsClaim))
+		e := authn.ProviderEntry(s.Provider, s.ClientID, s.UserIDClaim, s.GroupsClaim)
+		e.AllowUnverifiedEmail = s.AllowUnverifiedEmail
+		extra = append(extra, e)
 	}
-	tokens, err := authn.Load(s.AuthenticationConfigFile, extra, authn.Options{Logger: log, Now: now, Timeout: s.ProviderTimeout})
+	tokens, err := authn.Load(s.AuthenticationConfigFile, extra, authn.Options{Logger: log, Now: now, Timeout: s.ProviderTimeout,
+		KeySets: map[string]*jwks.Set{s.Provider: prov.KeySet()}})
 	if err != nil {
 		return err
 	}

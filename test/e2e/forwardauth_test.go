@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,11 +17,29 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
+// TestForwardAuthProxies runs the documented recipes with real nginx (and
+// nginx calling the verify endpoint exactly as ingress-nginx does) and real
+// Caddy: login, identity upstream, the upstream's Cookie header without the
+// service's cookies, and a client that forges the headers each proxy uses to
+// describe the original request.
 func TestForwardAuthProxies(t *testing.T) {
-	for _, proxy := range []string{"caddy", "nginx"} {
+	for _, proxy := range []string{"caddy", "nginx", "ingress-nginx"} {
 		t.Run(proxy, func(t *testing.T) {
 			dex := peer.StartDex(t, peer.DexOptions{Groups: "team-a"})
 			env := peer.KubeflowEnv(dex)
+			env["SKIP_AUTH_URLS"] = "/dex,/public"
+			env["FORWARD_AUTH_PROXY"] = proxy
+			rules := filepath.Join(t.TempDir(), "rules.yaml")
+			os.WriteFile(rules, []byte(`rules:
+- name: admin-only
+  pathPrefix: /admin/
+  allow: {users: [nobody@example.com]}
+- name: no-deletes
+  pathPrefix: /data/
+  methods: [DELETE]
+  allow: {users: [nobody@example.com]}
+`), 0o600)
+			env["AUTHORIZATION_RULES_FILE"] = rules
 			if proxy == "caddy" {
 				env["FORWARD_AUTH_REDIRECT"] = "true" // Caddy passes the 302 on
 			}
@@ -26,9 +47,10 @@ func TestForwardAuthProxies(t *testing.T) {
 			svc.WaitReady(t, 30*time.Second)
 			up := peer.StartUpstream(t)
 			tg := peer.ForwardAuthTargets{
-				Service:  strings.TrimPrefix(svc.CheckURL, "http://"),
-				Dex:      fmt.Sprintf("127.0.0.1:%d", dex.Port),
-				Upstream: strings.TrimPrefix(up, "http://"),
+				Service:      strings.TrimPrefix(svc.CheckURL, "http://"),
+				Dex:          fmt.Sprintf("127.0.0.1:%d", dex.Port),
+				Upstream:     strings.TrimPrefix(up, "http://"),
+				IngressNginx: proxy == "ingress-nginx",
 			}
 			var front string
 			if proxy == "caddy" {
@@ -36,6 +58,7 @@ func TestForwardAuthProxies(t *testing.T) {
 			} else {
 				front = peer.StartNginx(t, tg)
 			}
+			frontURL, _ := url.Parse(front)
 
 			c := newClient()
 			resp, err := peer.DexLogin(c.Client, front+"/notebook/ns/nb?format=json&a=1", "user@example.com", "12341234")
@@ -45,6 +68,25 @@ func TestForwardAuthProxies(t *testing.T) {
 			}
 			if header(e, "kubeflow-userid") != "user@example.com" || header(e, "kubeflow-groups") != "team-a" {
 				t.Fatalf("identity upstream: %v", e.Headers)
+			}
+			// The upstream gets the application's cookies byte for byte and
+			// none of the service's.
+			c.Jar.SetCookies(frontURL, []*http.Cookie{{Name: "_xsrf", Value: "2|abc|def", Path: "/"}, {Name: "theme", Value: "dark", Path: "/"}})
+			resp, err = c.Get(front + "/cookies?format=json")
+			e = readEcho(t, resp, err)
+			if got := strings.Join(e.Headers["cookie"], "; "); strings.Contains(got, "authservice") || !strings.Contains(got, "_xsrf=2|abc|def") || !strings.Contains(got, "theme=dark") {
+				t.Fatalf("upstream Cookie header %q: want the application's cookies only", got)
+			}
+			// Only the service's cookies: the upstream gets no Cookie at all.
+			jar := c.Jar
+			for _, ck := range jar.Cookies(frontURL) {
+				if !strings.HasPrefix(ck.Name, "authservice") {
+					jar.SetCookies(frontURL, []*http.Cookie{{Name: ck.Name, Path: "/", MaxAge: -1}})
+				}
+			}
+			resp, err = c.Get(front + "/cookies?format=json")
+			if e = readEcho(t, resp, err); strings.Join(e.Headers["cookie"], "") != "" {
+				t.Fatalf("upstream Cookie header %q with only the service's cookies", e.Headers["cookie"])
 			}
 			// Client-sent identity headers are overwritten.
 			req, _ := http.NewRequest("GET", front+"/x?format=json", nil)
@@ -59,6 +101,60 @@ func TestForwardAuthProxies(t *testing.T) {
 			code, _ := status(t, newClient().noFollow(), front+"/x", map[string]string{"Kubeflow-Userid": "admin@example.com"})
 			if code != 302 && code != 401 {
 				t.Fatalf("without session: %d", code)
+			}
+
+			// Every header a forward-auth proxy may use to describe the
+			// original request, forged by the client, in both kinds.
+			forged := func(uri, method string) map[string]string {
+				return map[string]string{
+					"X-Forwarded-Uri": uri, "X-Forwarded-Host": frontURL.Host, "X-Forwarded-Method": method, "X-Forwarded-Proto": "https",
+					"X-Original-Url": front + uri, "X-Original-Uri": uri, "X-Original-Method": method,
+				}
+			}
+			anon := newClient().noFollow()
+			// An anonymous request posing as a skip path.
+			if code, _ := status(t, anon, front+"/notebook/x", forged("/dex/", "GET")); code != 302 && code != 401 {
+				t.Fatalf("anonymous request with a forged skip path: %d", code)
+			}
+			if code, _ := status(t, anon, front+"/notebook/x", forged("/public/x", "OPTIONS")); code != 302 && code != 401 {
+				t.Fatalf("anonymous request with a forged skip path and method: %d", code)
+			}
+			// A signed-in user escaping a path rule.
+			signed := c.noFollow()
+			if code, _ := status(t, signed, front+"/admin/x", nil); code != 403 {
+				t.Fatalf("the rule on /admin/: %d", code)
+			}
+			if code, _ := status(t, signed, front+"/admin/x", forged("/", "GET")); code != 403 {
+				t.Fatalf("a signed-in user escaped the rule on /admin/ with forged headers: %d", code)
+			}
+			// A forged method deciding what the rules see.
+			del := func(hdr map[string]string) int {
+				req, _ := http.NewRequest("DELETE", front+"/data/x", nil)
+				for k, v := range hdr {
+					req.Header.Set(k, v)
+				}
+				resp, err := signed.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if code := del(nil); code != 403 {
+				t.Fatalf("DELETE under the rule: %d", code)
+			}
+			if code := del(forged("/data/x", "GET")); code != 403 {
+				t.Fatalf("DELETE passed as GET with forged method headers: %d", code)
+			}
+			// A back-channel logout delivered through the proxy is handled
+			// (here refused: a forged token), never answered 200 unread.
+			resp, err = http.PostForm(front+"/authservice/oidc/backchannel-logout", url.Values{"logout_token": {"a.b.c"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 400 {
+				t.Fatalf("back-channel logout through %s: %d, want 400 from the service", proxy, resp.StatusCode)
 			}
 		})
 	}
@@ -77,7 +173,7 @@ func TestForgedForwardedHeadersFromUntrustedAddress(t *testing.T) {
 		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 		return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, n, a string) (net.Conn, error) { return d.DialContext(ctx, n, a) }}}
 	}
-	forged := map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Host": "kf.example.com", "X-Forwarded-Uri": "/public/anything"}
+	forged := map[string]string{"X-Original-Method": "GET", "X-Original-Url": "http://kf.example.com/public/anything"}
 	if code, _ := status(t, from("127.0.0.1"), svc.CheckURL+"/authservice/verify", forged); code != 200 {
 		t.Fatalf("from a trusted proxy: %d", code)
 	}

@@ -99,3 +99,27 @@ func TestGitLabRejectsGroupsScope(t *testing.T) {
 		t.Fatalf("with a groups scope: %d at %s", resp.StatusCode, resp.Request.URL)
 	}
 }
+
+// An account that registered a colleague's address without verifying it
+// (email_verified: false) cannot log in as that colleague with
+// USERID_CLAIM=email: a 403 page, no session. ALLOW_UNVERIFIED_EMAIL lets
+// it in, for providers that never verify addresses.
+func TestUnverifiedEmailRefusedAtLogin(t *testing.T) {
+	s := startGitLabSetup(t, peer.GitLabOptions{}, nil)
+	c := newClient()
+	resp, err := peer.GitLabLogin(c.Client, s.gateway+"/x?format=json", "mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 403 || c.cookie(s.gateway, "authservice_session") != "" {
+		t.Fatalf("unverified address: HTTP %d at %s, session %q", resp.StatusCode, resp.Request.URL, c.cookie(s.gateway, "authservice_session"))
+	}
+
+	s = startGitLabSetup(t, peer.GitLabOptions{}, map[string]string{"ALLOW_UNVERIFIED_EMAIL": "true"})
+	c = newClient()
+	resp, err = peer.GitLabLogin(c.Client, s.gateway+"/x?format=json", "mallory")
+	if e := readEcho(t, resp, err); header(e, "kubeflow-userid") != "alice@example.com" {
+		t.Fatalf("with ALLOW_UNVERIFIED_EMAIL: %v", e.Headers)
+	}
+}

@@ -76,12 +76,13 @@ func KubeflowEnvoyFilter(checkURL string) Config {
 
 // KubeflowEnvoyFilterCorrected is the EnvoyFilter with what the service
 // needs: the groups header upstream, set-cookie to the client on allow (for
-// refreshed sessions), and the headers that tell a navigation from an API
-// call.
+// refreshed sessions), the headers that tell a navigation from an API call
+// and a cross-site request from a same-origin one, and the upstream's
+// Cookie header rewritten without the service's cookies.
 func KubeflowEnvoyFilterCorrected(checkURL string) Config {
 	c := KubeflowEnvoyFilter(checkURL)
-	c.AllowedHeaders = append(c.AllowedHeaders, "x-request-id", "x-requested-with", "accept", "x-forwarded-proto", "sec-fetch-mode")
-	c.AllowedUpstreamHeaders = append(c.AllowedUpstreamHeaders, "kubeflow-groups", "authorization")
+	c.AllowedHeaders = append(c.AllowedHeaders, "x-request-id", "x-requested-with", "accept", "x-forwarded-proto", "sec-fetch-mode", "sec-fetch-site")
+	c.AllowedUpstreamHeaders = append(c.AllowedUpstreamHeaders, "kubeflow-groups", "authorization", "cookie")
 	c.AllowedClientHeadersOnSuccess = []string{"set-cookie"}
 	return c
 }

@@ -29,6 +29,8 @@ const full = PROFILE === 'full';
 const accounts = JSON.parse(env('ACCOUNTS_JSON', JSON.stringify({
   alice: { sub: '4217', email: 'alice@example.com', name: 'Alice Example', groups_direct: ['acme/ml'], groups: ['acme', 'acme/ml'] },
   bob: { sub: '4218', email: 'bob@example.com', name: 'Bob Example', groups_direct: [], groups: [] },
+  // Registered (self-service) with a colleague's address, never verified.
+  mallory: { sub: '4666', email: 'alice@example.com', email_verified: false, name: 'Mallory', groups_direct: [], groups: [] },
 })));
 const bySub = new Map();
 function account(login) {
@@ -107,7 +109,7 @@ const provider = new Provider(ISSUER, {
     return {
       accountId: sub,
       async claims(use) {
-        const c = { sub, name: a.name, nickname: a.login, preferred_username: a.login, email: a.email, email_verified: true };
+        const c = { sub, name: a.name, nickname: a.login, preferred_username: a.login, email: a.email, email_verified: a.email_verified !== false };
         if (use === 'id_token') c.groups_direct = a.groups_direct;
         if (use === 'userinfo') c.groups = a.groups;
         return c;

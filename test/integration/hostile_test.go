@@ -15,6 +15,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -370,7 +371,9 @@ func TestHostileInputs(t *testing.T) {
 	log.SetOutput(tap)
 	t.Cleanup(func() { log.SetOutput(os.Stderr) })
 
-	k := peer.StartKubeflow(t, sentinelGateway, map[string]string{"SKIP_AUTH_URLS": "/dex,/public"})
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	os.WriteFile(rules, []byte("rules:\n- name: admins\n  pathPrefix: /pipeline/admin/\n  allow: {groups: [admins]}\n"), 0o600)
+	k := peer.StartKubeflow(t, sentinelGateway, map[string]string{"SKIP_AUTH_URLS": "/dex,/public", "AUTHORIZATION_RULES_FILE": rules})
 	gwURL, _ := url.Parse(k.Gateway)
 	h := &hostileEnv{
 		s: &setup{dex: k.Dex, svc: k.Svc, gateway: k.Gateway}, gw: k.Gateway, gwURL: gwURL,
@@ -513,6 +516,9 @@ func TestHostileInputs(t *testing.T) {
 		return func(t *testing.T) *answer {
 			return h.finishLogin(t, raw(t, h.svcAddr, rawGet(target, h.gwAddr)))
 		}
+	}
+	rawTo := func(addr, target string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer { return raw(t, addr, rawGet(target, h.gwAddr)) }
 	}
 	sessionRedirect := expectation{"302 with a session cookie", func(a *answer) bool { return a.status == 302 && a.sessionIssued() }}
 	noSession := func(t *testing.T, a *answer) {
@@ -666,13 +672,15 @@ func TestHostileInputs(t *testing.T) {
 		{name: "login target /%2F%2Fevil.example/", send: openRedirect("/%2F%2Fevil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
 		{name: "login target /%2f/evil.example/", send: openRedirect("/%2f/evil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
 		{name: "login target /.//evil.example/", send: openRedirect("/.//evil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
-		{name: "login target /%09/evil.example", send: openRedirect("/%09/evil.example", ""), want: sessionRedirect, check: h.staysOnHost},
-		{name: "login target with encoded CRLF", send: openRedirect("/x%0d%0aLocation:%20https://evil.example/", ""), want: sessionRedirect, check: h.staysOnHost},
+		// A control character once decoded: no request should carry one,
+		// and an upstream might cut the path there (400, no login).
+		{name: "login target /%09/evil.example", send: rawTo(h.gwAddr, "/%09/evil.example"), want: badRequest, check: noSession},
+		{name: "login target with encoded CRLF", send: rawTo(h.gwAddr, "/x%0d%0aLocation:%20https://evil.example/"), want: badRequest, check: noSession},
 		{name: "login target /javascript:alert(1)", send: openRedirect("/javascript:alert(1)", ""), want: sessionRedirect, check: h.staysOnHost},
 		{name: "login target with javascript: and //evil in the query", send: openRedirect("/x?next=javascript:alert(1)&u=//evil.example", ""), want: sessionRedirect, check: h.staysOnHost},
 		{name: "login target in absolute form http://evil.example/x", send: openRedirect("http://evil.example/x", ""), want: sessionRedirect, check: h.staysOnHost},
 		{name: "login target in absolute form https://evil.example/x", send: openRedirect("https://evil.example/x", ""), want: sessionRedirect, check: h.staysOnHost},
-		{name: "login target javascript:alert(1) as the request target (check server)", send: openRedirectDirect("javascript:alert(1)"), want: sessionRedirect, check: h.staysOnHost},
+		{name: "login target javascript:alert(1) as the request target (check server)", send: rawTo(h.svcAddr, "javascript:alert(1)"), want: badRequest, check: noSession},
 		{name: "login target http://evil.example/x as the request target (check server)", send: openRedirectDirect("http://evil.example/x"), want: sessionRedirect, check: h.staysOnHost},
 		{name: "login started with Host: evil.example", send: openRedirect("/x", "evil.example"), want: sessionRedirect, check: h.staysOnHost},
 		{name: "login started with Host: javascript:alert(1)", send: openRedirect("/x", "javascript:alert(1)"), want: sessionRedirect, check: h.staysOnHost},
@@ -757,7 +765,7 @@ func TestHostileInputs(t *testing.T) {
 		}}},
 		{name: "very long path (16 KiB) API call", send: withHeaders("/api/"+strings.Repeat("a", 16<<10), nil), want: deny401},
 		{name: "very long path (60 KiB) with session", send: withHeaders("/"+strings.Repeat("a", 60<<10)+"?format=json", []string{"Cookie", legitCookie}), want: allowedAsUser},
-		{name: "encoded NUL in the path", send: withHeaders("/x%00y", []string{accept, jsonType}), want: deny401},
+		{name: "encoded NUL in the path", send: withHeaders("/x%00y", []string{accept, jsonType}), want: badRequest, check: noUpstream},
 		{name: "encoded traversal out of /dex", send: withHeaders("/dex/%2e%2e/api/x", []string{accept, jsonType}), want: deny401, check: noUpstream},
 		{name: "200 headers with session", send: withHeaders("/x?format=json", append([]string{"Cookie", legitCookie}, hugeHeaders(200)...)), want: allowedAsUser},
 		{name: "200 headers without session", send: withHeaders("/x", hugeHeaders(200)), want: toLogin},
@@ -770,6 +778,153 @@ func TestHostileInputs(t *testing.T) {
 			}
 			return h.do(t, nil, req)
 		}, want: serviceAllows},
+
+		// Paths: every reading of a path is judged (rules on /pipeline/admin/
+		// allow only the admins group; the user is in team-a and team-b).
+		{name: "rule on /pipeline/admin/ as /pipeline/admin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/admin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline//admin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline//admin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as //pipeline/admin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("//pipeline/admin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/./admin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/./admin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/a/../admin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/a/../admin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/foo/..%2Fadmin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/foo/..%2Fadmin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/foo%2F..%2Fadmin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/foo%2F..%2Fadmin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/foo%2f%2e%2e%2fadmin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/foo%2f%2e%2e%2fadmin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/foo/%2e%2e/admin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/foo/%2e%2e/admin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/foo/.%2e/admin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/foo/.%2e/admin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/%61dmin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/%61dmin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/admin;x=1/y", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/admin;x=1/y", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/foo;/../admin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/foo;/../admin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/foo%5C..%5Cadmin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/foo%5C..%5Cadmin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/foo\\\\..\\\\admin/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/foo\\..\\admin/x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/admin", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/admin", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline/admin%2Fx", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline/admin%2Fx", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "rule on /pipeline/admin/ as /pipeline///admin///x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/pipeline///admin///x", h.gwAddr, "Cookie: "+legitCookie, "Accept: application/json"))
+		}, want: status(403), check: noUpstream},
+		{name: "skip path escaped as /public/..%2Fx", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/public/..%2Fx", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+		{name: "skip path escaped as /public/%2e%2e/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/public/%2e%2e/x", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+		{name: "skip path escaped as /public%2F..%2Fx", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/public%2F..%2Fx", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+		{name: "skip path escaped as /public/..%5Cx", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/public/..%5Cx", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+		{name: "skip path escaped as /public/.%2e/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/public/.%2e/x", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+		{name: "skip path escaped as /public;x/../x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/public;x/../x", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+		{name: "skip path escaped as /public/..;/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/public/..;/x", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+		{name: "skip path escaped as /public//..//x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/public//..//x", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+		{name: "skip path escaped as /dex/..%2F..%2Fx", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/dex/..%2F..%2Fx", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+		{name: "skip path escaped as /dex%2F..%2Fapi/x", send: func(t *testing.T) *answer {
+			return raw(t, h.gwAddr, rawGet("/dex%2F..%2Fapi/x", h.gwAddr, "Accept: application/json"))
+		}, want: deny401, check: noUpstream},
+
+		// Forwarding headers mean nothing to an ext_authz check: only the
+		// request itself is judged.
+		{name: "forged X-Forwarded-Uri / X-Original-URL to a skip path", send: withHeaders("/x", []string{"X-Forwarded-Uri", "/public/", "X-Original-Url", h.gw + "/public/",
+			"X-Forwarded-Host", "public.example", "X-Forwarded-Method", "OPTIONS", "X-Original-Method", "OPTIONS", accept, jsonType}), want: deny401, check: noUpstream},
+		{name: "forged X-Forwarded-Uri escaping a rule", send: withHeaders("/pipeline/admin/x", []string{"Cookie", legitCookie, "X-Forwarded-Uri", "/", "X-Original-Url", h.gw + "/",
+			"X-Forwarded-Method", "GET", accept, jsonType}), want: status(403), check: noUpstream},
+
+		// Cookies an attacker can write: where the __Host- form is in use
+		// (https), a plain-named login state or session is never read.
+		{name: "attacker's plain-named login state planted for the victim (https)", send: func(t *testing.T) *answer {
+			p := h.pendingLogin(t, "/planted?format=json")
+			return h.callback(t, nil, "state="+p.state+"&code="+p.code, "Cookie", "authservice_state_"+p.state+"="+p.stateCookie, "X-Forwarded-Proto", "https")
+		}, want: badRequest, check: noSession},
+		{name: "plain-named session where __Host- is in use (https)", send: withHeaders("/x", []string{"Cookie", legitCookie, "X-Forwarded-Proto", "https", accept, jsonType}), want: deny401, check: noUpstream},
+
+		// A bearer token is not a session.
+		{name: "bearer token gets no cookie", send: withHeaders("/api/x?format=json", []string{"Authorization", "Bearer " + idToken}), want: allowedAsUser, check: noSession},
+		{name: "POST logout with a genuine bearer JWT", send: post("/authservice/logout", "Authorization", "Bearer "+idToken), want: deny401},
+
+		// Logout started by another site.
+		{name: "cross-site GET logout", send: withHeaders("/authservice/logout", []string{"Cookie", legitCookie, "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate"}), want: status(403), check: func(t *testing.T, a *answer) {
+			if len(a.header.Values("Set-Cookie")) != 0 {
+				t.Errorf("cookies changed: %v", a.header.Values("Set-Cookie"))
+			}
+		}},
+		{name: "cross-site POST logout", send: post("/authservice/logout", "Cookie", legitCookie, "Sec-Fetch-Site", "cross-site"), want: status(403)},
+		{name: "the session survived the cross-site logouts", send: withHeaders("/x?format=json", []string{"Cookie", legitCookie}), want: allowedAsUser},
+
+		// The upstream never holds the service's cookies.
+		{name: "session cookie stripped from the upstream's Cookie header", send: withHeaders("/x?format=json", []string{"Cookie", "_xsrf=2|a|b; " + legitCookie + "; authservice_state_" + otherState + "=x; z=\"q\""}), want: allowedAsUser, check: func(t *testing.T, a *answer) {
+			if c := strings.Join(a.upstreamEcho().Headers["cookie"], "; "); c != "_xsrf=2|a|b; z=\"q\"" {
+				t.Errorf("upstream Cookie %q", c)
+			}
+		}},
+		{name: "only the service's cookies: no Cookie header upstream", send: withHeaders("/x?format=json", []string{"Cookie", legitCookie}), want: allowedAsUser, check: func(t *testing.T, a *answer) {
+			if c := a.upstreamEcho().Headers["cookie"]; len(c) != 0 {
+				t.Errorf("upstream Cookie %q", c)
+			}
+		}},
+
+		// Back-channel logout delivered to the check port is read.
+		{name: "back-channel logout with a forged token on the check port", send: func(t *testing.T) *answer {
+			resp, err := http.PostForm(k.Svc.CheckURL+"/authservice/oidc/backchannel-logout", url.Values{"logout_token": {editedToken}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return toAnswer(resp)
+		}, want: badRequest},
+		{name: "back-channel logout without a token on the check port", send: func(t *testing.T) *answer {
+			resp, err := http.PostForm(k.Svc.CheckURL+"/authservice/oidc/backchannel-logout", url.Values{"x": {"1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return toAnswer(resp)
+		}, want: badRequest},
+
+		// Tokens of the provider's issuer with invented kids: refused.
+		{name: "provider-issued claims, invented kid", send: withHeaders("/x", []string{"Authorization", "Bearer " + peer.SignWith(t, peer.ForeignKey(), "invented-kid", edited), accept, jsonType}), want: deny401},
+		{name: "provider-issued claims, empty kid", send: withHeaders("/x", []string{"Authorization", "Bearer " + peer.SignWith(t, peer.ForeignKey(), "", edited), accept, jsonType}), want: deny401},
 	}
 
 	// What Go's client will not send: raw requests, to the gateway and

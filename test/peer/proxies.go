@@ -14,6 +14,11 @@ type ForwardAuthTargets struct {
 	Service  string // host:port of the check server (verify, start, callback, logout)
 	Dex      string // host:port of Dex, routed at /dex/
 	Upstream string // host:port of the application
+	// IngressNginx makes StartNginx call the verify endpoint exactly as
+	// ingress-nginx's auth-url does (its template's headers, Host set to
+	// the service, every client header passed through) instead of the
+	// recipe of docs/forward-auth.md.
+	IngressNginx bool
 }
 
 // StartCaddy runs Debian's Caddy with forward_auth in front of the upstream,
@@ -39,7 +44,7 @@ http://127.0.0.1:%d {
 	handle {
 		forward_auth %s {
 			uri /authservice/verify
-			copy_headers Kubeflow-Userid Kubeflow-Groups
+			copy_headers Kubeflow-Userid Kubeflow-Groups Cookie
 		}
 		reverse_proxy %s
 	}
@@ -69,6 +74,35 @@ func StartNginx(t testing.TB, tg ForwardAuthTargets) string {
 	port := FreePort(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777)
+	// The verify subrequest: docs/forward-auth.md's recipe, or what
+	// ingress-nginx's template generates for nginx.ingress.kubernetes.io/auth-url.
+	verify := fmt.Sprintf(`		location = /_oidc_verify {
+			internal;
+			proxy_pass http://%[1]s/authservice/verify;
+			proxy_pass_request_body off;
+			proxy_set_header Content-Length "";
+			proxy_set_header Host $http_host;
+			proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+			proxy_set_header X-Original-Method $request_method;
+		}`, tg.Service)
+	if tg.IngressNginx {
+		verify = fmt.Sprintf(`		location = /_oidc_verify {
+			internal;
+			proxy_pass_request_body off;
+			proxy_set_header Content-Length "";
+			proxy_set_header X-Forwarded-Proto "";
+			proxy_set_header X-Request-ID $request_id;
+			proxy_set_header Host %[1]s;
+			proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+			proxy_set_header X-Original-Method $request_method;
+			proxy_set_header X-Sent-From "nginx-ingress-controller";
+			proxy_set_header X-Real-IP $remote_addr;
+			proxy_set_header X-Forwarded-For $remote_addr;
+			proxy_set_header X-Auth-Request-Redirect $request_uri;
+			proxy_pass_request_headers on;
+			proxy_pass http://%[1]s/authservice/verify;
+		}`, tg.Service)
+	}
 	user := ""
 	if os.Geteuid() == 0 {
 		user = "user root;"
@@ -97,15 +131,7 @@ http {
 			proxy_set_header Host $http_host;
 			proxy_set_header X-Forwarded-Proto $scheme;
 		}
-		location = /_oidc_verify {
-			internal;
-			proxy_pass http://%[5]s/authservice/verify;
-			proxy_pass_request_body off;
-			proxy_set_header Content-Length "";
-			proxy_set_header Host $http_host;
-			proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
-			proxy_set_header X-Forwarded-Method $request_method;
-		}
+%[7]s
 		location @oidc_login {
 			return 302 /authservice/start?rd=$scheme://$http_host$request_uri;
 		}
@@ -113,15 +139,17 @@ http {
 			auth_request /_oidc_verify;
 			auth_request_set $kf_user $upstream_http_kubeflow_userid;
 			auth_request_set $kf_groups $upstream_http_kubeflow_groups;
+			auth_request_set $kf_cookie $upstream_http_cookie;
 			error_page 401 = @oidc_login;
 			proxy_set_header Kubeflow-Userid $kf_user;
 			proxy_set_header Kubeflow-Groups $kf_groups;
+			proxy_set_header Cookie $kf_cookie;
 			proxy_set_header Host $http_host;
 			proxy_pass http://%[6]s;
 		}
 	}
 }
-`, user, dir, port, tg.Dex, tg.Service, tg.Upstream)
+`, user, dir, port, tg.Dex, tg.Service, tg.Upstream, verify)
 	file := filepath.Join(dir, "nginx.conf")
 	os.WriteFile(file, []byte(conf), 0o644)
 	cmd := exec.Command(bin, "-c", file, "-p", dir)

@@ -1,0 +1,247 @@
+package session
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HostPrefix marks cookies that browsers accept only when Secure, with
+// Path=/ and no Domain, from a secure origin: a sibling subdomain or a
+// network attacker cannot plant or overwrite them (RFC 6265bis §4.1.3.2).
+const HostPrefix = "__Host-"
+
+// StatePrefix starts the logical name of every login-state cookie:
+// authservice_state_<state>.
+const StatePrefix = "authservice_state_"
+
+// CookieOptions configure the service's cookies, once, from the settings.
+type CookieOptions struct {
+	Name       string        // SESSION_COOKIE_NAME: the session cookie's logical name
+	Domain     string        // SESSION_DOMAIN; empty: host-only
+	SameSite   http.SameSite // of the session cookie; login states are always Lax
+	HTTPOnly   bool          // of the session cookie; login states are always HttpOnly
+	HostPrefix bool          // SESSION_COOKIE_HOST_PREFIX
+	// AcceptPlain (SESSION_COOKIE_ACCEPT_PLAIN) reads a session cookie under
+	// its plain name even where the __Host- form is in use: a migration
+	// window for sessions issued before the prefix, at the price of letting
+	// a sibling subdomain or a plain-http attacker log a browser in as
+	// someone else. Never for login states.
+	AcceptPlain bool
+}
+
+// Cookies reads, writes and clears the session cookie (in chunks when it
+// is long) and the login-state cookies. Names given to it are logical
+// names, which the sealed values are bound to; on the wire a cookie is
+// called __Host-<name> when the request is secure, SESSION_COOKIE_HOST_PREFIX
+// is on and SESSION_DOMAIN is empty (and, for the session cookie, it is
+// HttpOnly: the older Kubeflow dashboard reads authservice_session by name).
+//
+// The __Host- form is always read first: nobody but this host over HTTPS
+// can have set it. The plain form is read only where the __Host- form
+// cannot be in use (plain http, SESSION_DOMAIN, the prefix off), so a
+// planted plain cookie is never taken for the browser's own.
+type Cookies struct {
+	o              CookieOptions
+	hostName       string // __Host-<Name>
+	hostStates     string // __Host-authservice_state_
+	ownChunkPrefix string // <Name>_
+}
+
+// NewCookies configures the cookies.
+func NewCookies(o CookieOptions) *Cookies {
+	return &Cookies{o: o, hostName: HostPrefix + o.Name, hostStates: HostPrefix + StatePrefix, ownChunkPrefix: o.Name + "_"}
+}
+
+// Name is the session cookie's logical name, which sealed sessions are
+// bound to.
+func (c *Cookies) Name() string { return c.o.Name }
+
+// sessionPrefixed reports whether the session cookie goes out as
+// __Host-<name> in answer to a request that is secure or not.
+func (c *Cookies) sessionPrefixed(secure bool) bool {
+	return c.o.HTTPOnly && c.statePrefixed(secure)
+}
+
+// statePrefixed is sessionPrefixed for login states, which are always
+// HttpOnly.
+func (c *Cookies) statePrefixed(secure bool) bool {
+	return c.o.HostPrefix && c.o.Domain == "" && secure
+}
+
+// ReadSession returns the sealed session value (its chunks joined); present
+// reports whether a session cookie was sent at all in a form that is read.
+func (c *Cookies) ReadSession(in http.Header, secure bool) (value string, present bool) {
+	if in["Cookie"] == nil {
+		return "", false
+	}
+	if v, ok := ReadSealed(in, c.hostName); ok {
+		return v, true
+	}
+	if c.sessionPrefixed(secure) && !c.o.AcceptPlain {
+		return "", false
+	}
+	return ReadSealed(in, c.o.Name)
+}
+
+// WriteSession sets the session cookie (in chunks when needed) and deletes
+// chunks of an earlier, longer session that would otherwise linger. It
+// reports false when the value is too long for the cookies.
+func (c *Cookies) WriteSession(out, in http.Header, secure bool, sealed string, maxAge int) bool {
+	chunks := Split(sealed)
+	if chunks == nil {
+		return false
+	}
+	for i, v := range chunks {
+		c.set(out, ChunkName(c.o.Name, i), v, maxAge, secure, c.sessionPrefixed(secure), c.o.SameSite, c.o.HTTPOnly)
+	}
+	for i := len(chunks); i < maxChunks; i++ {
+		c.expireIfSent(out, in, ChunkName(c.o.Name, i), secure, c.sessionPrefixed(secure), c.o.SameSite, c.o.HTTPOnly)
+	}
+	return true
+}
+
+// ClearSession deletes the session cookie and every chunk the request had,
+// in both forms.
+func (c *Cookies) ClearSession(out, in http.Header, secure bool) {
+	prefixed := c.sessionPrefixed(secure)
+	c.expire(out, in, c.o.Name, secure, prefixed, c.o.SameSite, c.o.HTTPOnly)
+	for i := 1; i < maxChunks; i++ {
+		c.expireIfSent(out, in, ChunkName(c.o.Name, i), secure, prefixed, c.o.SameSite, c.o.HTTPOnly)
+	}
+}
+
+// ReadState returns the sealed login state of state, from the __Host- form,
+// or from the plain form only where the __Host- form cannot be in use.
+func (c *Cookies) ReadState(in http.Header, secure bool, state string) (string, bool) {
+	name := StatePrefix + state
+	if v, ok := CookieValue(in, HostPrefix+name); ok {
+		return v, true
+	}
+	if c.statePrefixed(secure) {
+		return "", false
+	}
+	return CookieValue(in, name)
+}
+
+// WriteState sets the login-state cookie of state. It is Lax whatever
+// SESSION_SAME_SITE says: the callback is a top-level navigation from the
+// provider's site, which Strict would not send.
+func (c *Cookies) WriteState(out http.Header, secure bool, state, sealed string, ttl time.Duration) {
+	c.set(out, StatePrefix+state, sealed, int(ttl/time.Second), secure, c.statePrefixed(secure), http.SameSiteLaxMode, true)
+}
+
+// ClearState deletes the login-state cookie of state, in both forms.
+func (c *Cookies) ClearState(out, in http.Header, secure bool, state string) {
+	c.expire(out, in, StatePrefix+state, secure, c.statePrefixed(secure), http.SameSiteLaxMode, true)
+}
+
+// PendingStates lists the login states the request carries in a form that
+// is read (at most limit), by state value.
+func (c *Cookies) PendingStates(in http.Header, secure bool, limit int) []NamedValue {
+	out := CookiesWithPrefix(in, c.hostStates, limit)
+	if !c.statePrefixed(secure) {
+		out = append(out, CookiesWithPrefix(in, StatePrefix, limit-len(out))...)
+	}
+	for i := range out {
+		out[i].Name = strings.TrimPrefix(strings.TrimPrefix(out[i].Name, HostPrefix), StatePrefix)
+	}
+	return out
+}
+
+// set adds one Set-Cookie for the logical name. maxAge < 0 deletes it.
+func (c *Cookies) set(out http.Header, name, value string, maxAge int, secure, prefixed bool, sameSite http.SameSite, httpOnly bool) {
+	ck := &http.Cookie{Name: name, Value: value, Path: "/", Domain: c.o.Domain, MaxAge: maxAge,
+		Secure: secure, HttpOnly: httpOnly, SameSite: sameSite}
+	if prefixed {
+		ck.Name, ck.Domain, ck.Secure = HostPrefix+name, "", true
+	}
+	if maxAge < 0 {
+		ck.Value, ck.Expires = "", time.Unix(0, 0)
+	}
+	out.Add("Set-Cookie", ck.String())
+}
+
+// expire deletes the logical name in the form in use now and, when the
+// request carries it, in the other form too.
+func (c *Cookies) expire(out, in http.Header, name string, secure, prefixed bool, sameSite http.SameSite, httpOnly bool) {
+	c.set(out, name, "", -1, secure, prefixed, sameSite, httpOnly)
+	other := HostPrefix + name
+	if prefixed {
+		other = name
+	}
+	if _, ok := CookieValue(in, other); ok {
+		c.set(out, name, "", -1, secure || !prefixed, !prefixed, sameSite, httpOnly)
+	}
+}
+
+// expireIfSent is expire for a cookie the request may not carry at all.
+func (c *Cookies) expireIfSent(out, in http.Header, name string, secure, prefixed bool, sameSite http.SameSite, httpOnly bool) {
+	_, plain := CookieValue(in, name)
+	_, host := CookieValue(in, HostPrefix+name)
+	if plain || host {
+		c.expire(out, in, name, secure, prefixed, sameSite, httpOnly)
+	}
+}
+
+// Own reports whether a cookie name is one of the service's: the session
+// cookie or one of its chunks, or a login state, in either form.
+func (c *Cookies) Own(name string) bool {
+	name = strings.TrimPrefix(name, HostPrefix)
+	if name == c.o.Name || strings.HasPrefix(name, StatePrefix) {
+		return true
+	}
+	if rest, ok := strings.CutPrefix(name, c.ownChunkPrefix); ok {
+		n, err := strconv.Atoi(rest)
+		return err == nil && n >= 1 && n < maxChunks && strconv.Itoa(n) == rest
+	}
+	return false
+}
+
+// WithoutOwn returns the request's Cookie header without the service's
+// cookies, every other cookie kept byte for byte in its order ("" when none
+// remains), and whether anything was removed. When nothing is removed it
+// does not allocate.
+func (c *Cookies) WithoutOwn(in http.Header) (string, bool) {
+	lines := in["Cookie"]
+	if !c.hasOwn(lines) {
+		return "", false
+	}
+	var b strings.Builder
+	for _, line := range lines {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.Trim(part, " \t")
+			if part == "" {
+				continue
+			}
+			name, _, _ := strings.Cut(part, "=")
+			if c.Own(strings.TrimRight(name, " \t")) {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(part)
+		}
+	}
+	return b.String(), true
+}
+
+// hasOwn reports whether any cookie in lines is one of the service's.
+func (c *Cookies) hasOwn(lines []string) bool {
+	for _, line := range lines {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimLeft(part, " \t")
+			name, _, _ := strings.Cut(part, "=")
+			if c.Own(strings.TrimRight(name, " \t")) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,106 @@
+package session
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestOwnCookies(t *testing.T) {
+	c := NewCookies(CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true})
+	own := []string{"authservice_session", "__Host-authservice_session", "authservice_session_1", "__Host-authservice_session_7",
+		"authservice_state_AAAAAAAAAAAAAAAAAAAAAA", "__Host-authservice_state_x", "authservice_state_"}
+	other := []string{"authservice_session_0", "authservice_session_8", "authservice_session_01", "authservice_session_x",
+		"authservice_sessionx", "__Host-other", "_xsrf", "", "authservice_statex"}
+	for _, n := range own {
+		if !c.Own(n) {
+			t.Errorf("Own(%q) = false", n)
+		}
+	}
+	for _, n := range other {
+		if c.Own(n) {
+			t.Errorf("Own(%q) = true", n)
+		}
+	}
+}
+
+func TestWithoutOwn(t *testing.T) {
+	c := NewCookies(CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true})
+	cases := []struct {
+		lines   []string
+		want    string
+		changed bool
+	}{
+		{nil, "", false},
+		{[]string{"a=1; b=2"}, "", false},
+		{[]string{"a=1; authservice_session=x; b=\"q v\""}, "a=1; b=\"q v\"", true},
+		{[]string{"authservice_session=x", "a=1", "__Host-authservice_session_1=y; c=3"}, "a=1; c=3", true},
+		{[]string{"authservice_session=x; authservice_state_s=y"}, "", true},
+		{[]string{" authservice_session =x;a=1;;b"}, "a=1; b", true},
+	}
+	for _, cs := range cases {
+		got, changed := c.WithoutOwn(http.Header{"Cookie": cs.lines})
+		if got != cs.want || changed != cs.changed {
+			t.Errorf("%q: %q %v, want %q %v", cs.lines, got, changed, cs.want, cs.changed)
+		}
+	}
+	// Nothing of ours: no allocation.
+	h := http.Header{"Cookie": {"_xsrf=2|abc|def; theme=dark; " + strings.Repeat("x", 100) + "=1"}}
+	if n := testing.AllocsPerRun(100, func() { c.WithoutOwn(h) }); n != 0 {
+		t.Errorf("WithoutOwn allocated %v times for a header with none of the service's cookies", n)
+	}
+}
+
+// A plain-named cookie is read only where the __Host- form cannot be in
+// use; the __Host- form always.
+func TestReadSessionForms(t *testing.T) {
+	plain := http.Header{"Cookie": {"authservice_session=plain"}}
+	host := http.Header{"Cookie": {"__Host-authservice_session=host; authservice_session=plain"}}
+	for _, tc := range []struct {
+		name   string
+		o      CookieOptions
+		secure bool
+		in     http.Header
+		want   string
+	}{
+		{"https prefix on: plain refused", CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true}, true, plain, ""},
+		{"https prefix on: host read", CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true}, true, host, "host"},
+		{"http: plain read", CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true}, false, plain, "plain"},
+		{"http: host still first", CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true}, false, host, "host"},
+		{"domain set: plain read", CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true, Domain: "example.com"}, true, plain, "plain"},
+		{"readable by scripts: plain read", CookieOptions{Name: "authservice_session", HostPrefix: true}, true, plain, "plain"},
+		{"migration window", CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true, AcceptPlain: true}, true, plain, "plain"},
+	} {
+		if got, _ := NewCookies(tc.o).ReadSession(tc.in, tc.secure); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	// Login states: never the plain form where __Host- is in use, even in
+	// the migration window.
+	c := NewCookies(CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true, AcceptPlain: true})
+	in := http.Header{"Cookie": {"authservice_state_S=planted"}}
+	if v, ok := c.ReadState(in, true, "S"); ok {
+		t.Errorf("plain login state read over https: %q", v)
+	}
+	if v, ok := c.ReadState(in, false, "S"); !ok || v != "planted" {
+		t.Errorf("plain login state over http: %q %v", v, ok)
+	}
+	if got := c.PendingStates(in, true, 10); len(got) != 0 {
+		t.Errorf("plain login states listed over https: %v", got)
+	}
+}
+
+func BenchmarkWithoutOwn(b *testing.B) {
+	c := NewCookies(CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true})
+	only := http.Header{"Cookie": {"__Host-authservice_session=" + strings.Repeat("A", 600)}}
+	mixed := http.Header{"Cookie": {"_xsrf=2|abc|def; __Host-authservice_session=" + strings.Repeat("A", 600) + "; theme=dark"}}
+	none := http.Header{"Cookie": {"_xsrf=2|abc|def; theme=dark"}}
+	for name, h := range map[string]http.Header{"session only": only, "session and others": mixed, "none of ours": none} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c.WithoutOwn(h)
+			}
+		})
+	}
+}
