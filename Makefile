@@ -60,11 +60,14 @@ bench: build ## Benchmarks of the check path, then the load comparison with a ba
 	$(GO) run ./test/loadbench -bin bin/oidc-authservice -users 1000 -c 32 -d 5s -rounds 3
 	$(GO) run ./test/loadbench -bin bin/oidc-authservice -users 10000 -tokens 10000 -c 32 -d 5s -rounds 1
 
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 .PHONY: lint
-lint: ## gofmt and vet.
+lint: ## gofmt, vet and staticcheck (pinned, run with go run) on the product and the e2e module.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
-	cd test/e2e && $(GO) vet -tags e2e ./...
+	$(GO) run $(STATICCHECK) $(PKGS)
+	cd test/e2e && $(GO) vet -tags e2e ./... && $(GO) run $(STATICCHECK) -tags e2e ./...
 
 .PHONY: docs
 docs: ## Regenerate docs/configuration.md from the configuration struct.

@@ -46,24 +46,23 @@ func run(args []string, stdout io.Writer) error {
 			return fmt.Errorf("unknown argument %q (see --help)", args[0])
 		}
 	}
-	s, err := config.Load()
+	s, err := config.Load(os.Environ)
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(s.LogLevel)
+	log, err := newLogger(s.Servers.LogLevel)
 	if err != nil {
 		return err
 	}
 	defer log.Sync()
-	server.Version = version
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	return server.Run(ctx, s, log.With(zap.String("version", version)))
+	return server.Run(ctx, s, version, log.With(zap.String("version", version)))
 }
 
 // checkConfig is the check-config command.
 func checkConfig(stdout io.Writer) error {
-	s, err := config.Load()
+	s, err := config.Load(os.Environ)
 	if err != nil {
 		fmt.Fprintf(stdout, "oidc-authservice check-config\n\nPROBLEM: %v\n", err)
 		return errors.New("the configuration is invalid")

@@ -2,8 +2,6 @@ package authn
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -19,6 +17,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/jwks"
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
+	"github.com/oidc-authservice/oidc-authservice/internal/outbound"
 )
 
 // ErrInvalidToken wraps every reason a bearer token is refused.
@@ -104,7 +104,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string) (*Identity
 	}
 	is, ok := a.issuers[iss]
 	if !ok {
-		return nil, fmt.Errorf("%w: issuer %q is not configured", ErrInvalidToken, truncate(iss, 100))
+		return nil, fmt.Errorf("%w: issuer %q is not configured", ErrInvalidToken, logtext.Bound(iss, 100))
 	}
 	return is.authenticate(ctx, raw)
 }
@@ -155,10 +155,10 @@ func (is *issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error
 		is.verifier = is.newVerifier(ks)
 		return is.verifier, nil
 	}
-	if time.Since(is.lastTry) < 5*time.Second {
+	if now := is.opts.Now(); now.Sub(is.lastTry) < 5*time.Second {
 		return nil, fmt.Errorf("%w: issuer %s: discovery failed recently", ErrInvalidToken, is.c.Issuer.URL)
 	}
-	is.lastTry = time.Now()
+	is.lastTry = is.opts.Now()
 	jwksURL, err := is.discover(ctx)
 	if err != nil {
 		is.log.Warn("issuer discovery failed", zap.String("issuer", is.c.Issuer.URL), zap.Error(err))
@@ -371,8 +371,6 @@ func (v celValue) list(vars map[string]any, claims map[string]any) ([]string, er
 // httpClient is the client for one issuer: its CA, an optional bearer token
 // for discovery and keys, and timeouts.
 func httpClient(is Issuer, timeout time.Duration) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ResponseHeaderTimeout = timeout
 	pemData := []byte(is.CertificateAuthority)
 	if is.CertificateAuthorityFile != "" {
 		b, err := os.ReadFile(is.CertificateAuthorityFile)
@@ -381,18 +379,14 @@ func httpClient(is Issuer, timeout time.Duration) (*http.Client, error) {
 		}
 		pemData = b
 	}
-	if len(pemData) > 0 {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemData) {
-			return nil, fmt.Errorf("certificateAuthority holds no PEM certificate")
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c, err := outbound.NewClient(outbound.Options{Timeout: timeout, CAPEM: pemData, OnlyCA: true})
+	if err != nil {
+		return nil, fmt.Errorf("certificateAuthority: %w", err)
 	}
-	var rt http.RoundTripper = tr
 	if is.DiscoveryTokenFile != "" {
-		rt = tokenFileTransport{file: is.DiscoveryTokenFile, next: tr}
+		c.Transport = tokenFileTransport{file: is.DiscoveryTokenFile, next: c.Transport}
 	}
-	return &http.Client{Transport: rt, Timeout: timeout}, nil
+	return c, nil
 }
 
 // tokenFileTransport adds the bearer token read from a file (re-read on
@@ -410,11 +404,4 @@ func (t tokenFileTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
 	return t.next.RoundTrip(r)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

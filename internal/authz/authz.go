@@ -27,7 +27,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
 	"github.com/oidc-authservice/oidc-authservice/internal/urlpath"
 )
 
@@ -65,16 +65,23 @@ type Policy struct {
 	defaultDeny bool
 }
 
-// New builds the policy from the settings and the rules file, if any.
-func New(s *config.Settings) (*Policy, error) {
-	p := &Policy{allowAll: s.GroupsAllowAll, groups: map[string]struct{}{}}
-	for _, g := range s.GroupsAllowlist {
+// Options configure the policy.
+type Options struct {
+	AllowAll  bool     // GROUPS_ALLOWLIST is *
+	Groups    []string // GROUPS_ALLOWLIST
+	RulesFile string   // AUTHORIZATION_RULES_FILE; optional
+}
+
+// New builds the policy from the allowlist and the rules file, if any.
+func New(o Options) (*Policy, error) {
+	p := &Policy{allowAll: o.AllowAll, groups: map[string]struct{}{}}
+	for _, g := range o.Groups {
 		p.groups[g] = struct{}{}
 	}
-	if s.AuthorizationRulesFile == "" {
+	if o.RulesFile == "" {
 		return p, nil
 	}
-	b, err := os.ReadFile(s.AuthorizationRulesFile)
+	b, err := os.ReadFile(o.RulesFile)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRules, err)
 	}
@@ -134,7 +141,7 @@ func (p *Policy) Decide(q Request) (bool, string) {
 	ok, why := p.decidePath(q, q.Path)
 	if ok && q.RawPath != "" && q.RawPath != q.Path {
 		if ok, why = p.decidePath(q, q.RawPath); !ok {
-			why += " (path as sent: " + truncate(q.RawPath, 128) + ")"
+			why += " (path as sent: " + logtext.Bound(q.RawPath, 128) + ")"
 		}
 	}
 	return ok, why
@@ -216,11 +223,4 @@ func (s Subjects) allows(q Request) bool {
 		}
 	}
 	return false
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

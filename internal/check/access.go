@@ -2,7 +2,6 @@ package check
 
 import (
 	"math/rand/v2"
-	"net/http"
 
 	"go.uber.org/zap"
 
@@ -19,16 +18,16 @@ type accessLog struct {
 	metrics *metrics.Metrics
 }
 
-func (a *accessLog) line(r *http.Request, d metrics.Decision, why metrics.Reason, pr *principal) {
-	if d == metrics.Allow && a.rate < 1 && (a.rate <= 0 || rand.Float64() >= a.rate) {
+func (a *accessLog) line(q *request, v *verdict) {
+	if v.decision == allow && a.rate < 1 && (a.rate <= 0 || rand.Float64() >= a.rate) {
 		return
 	}
 	user := ""
-	if pr != nil {
-		user = pr.user[0]
+	if v.who != nil {
+		user = v.who.UserHeader[0]
 	}
-	a.log.Info("access", zap.String("decision", d.String()), zap.String("reason", why.String()),
-		zap.String("user", user), zap.String("method", r.Method), zap.String("host", r.Host),
-		zap.String("path", r.URL.Path), requestID(r))
+	a.log.Info("access", zap.String("decision", v.decision.String()), zap.String("reason", v.reason.String()),
+		zap.String("user", user), zap.String("method", q.Method), zap.String("host", q.Host),
+		zap.String("path", q.URL.Path), q.rid())
 	a.metrics.AccessLogLine()
 }

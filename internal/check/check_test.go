@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/credential"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
@@ -55,7 +55,15 @@ type fixture struct {
 	now   time.Time
 }
 
+// newFixture builds a Handler from the settings env (on top of a minimal
+// Kubeflow-like environment), wired as server.Build wires it, with a
+// provider that serves only discovery and a fixed clock.
 func newFixture(t testing.TB, env map[string]string) *fixture {
+	return newFixtureWith(t, env, nil)
+}
+
+// newFixtureWith is newFixture with a bearer-token authenticator.
+func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authenticator) *fixture {
 	t.Helper()
 	issuer := discoveryOnly(t)
 	base := map[string]string{
@@ -65,21 +73,14 @@ func newFixture(t testing.TB, env map[string]string) *fixture {
 	for k, v := range env {
 		base[k] = v
 	}
-	for _, f := range config.Fields() {
-		t.Setenv(f.Env, "") // restored after the test
-		os.Unsetenv(f.Env)
-	}
-	for k, v := range base {
-		t.Setenv(k, v)
-	}
-	s, err := config.Load()
+	s, err := config.Load(config.FromMap(base))
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
 	clock := func() time.Time { return now }
-	p, err := provider.New(provider.Options{Issuer: s.Provider, AuthURL: s.AuthURL, ClientID: s.ClientID,
-		ClientSecret: s.ClientSecret, RedirectURL: s.RedirectURL, Scopes: s.Scopes, Timeout: 5 * time.Second})
+	p, err := provider.New(provider.Options{Issuer: s.Provider.Issuer, AuthURL: s.Provider.AuthURL, ClientID: s.Provider.ClientID,
+		ClientSecret: s.Provider.ClientSecret, RedirectURL: s.Provider.RedirectURL, Scopes: s.Provider.Scopes, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +88,34 @@ func newFixture(t testing.TB, env map[string]string) *fixture {
 		t.Fatal(err)
 	}
 	pg, _ := pages.New(pages.Options{})
-	codec := session.NewCodec(s.Keys, time.Duration(s.SessionMaxAge)*time.Second, clock)
-	h := New(Deps{Settings: s, Logger: zap.NewNop(), Codec: codec, Provider: p, Mapper: identity.NewMapper(s),
-		Policy: policy(t, s), Pages: pg, Now: clock, Random: rand.Reader,
-		Revocations: revocation.New(time.Hour, nil, clock, zap.NewNop()), Metrics: metrics.New("test")})
+	ss := s.Sessions
+	codec := session.NewCodec(ss.Secrets, ss.MaxAge, clock)
+	m := metrics.New("test")
+	rev := revocation.New(time.Hour, nil, clock, zap.NewNop())
+	mapper := &identity.Mapper{UserClaim: s.Identity.UserClaim, GroupsClaim: s.Identity.GroupsClaim, AllowUnverifiedEmail: s.Identity.AllowUnverifiedEmail}
+	ps := s.Paths
+	h := New(Options{
+		CallbackPath: ps.Callback, LogoutPath: ps.Logout, VerifyPath: ps.Verify, StartPath: ps.Start, SitePrefix: ps.Site,
+		BackchannelPath: ps.Backchannel, SkipPrefixes: ps.Skip, APIPrefixes: ps.API, AllowOptions: ps.AllowOptions,
+		UserHeader: s.Identity.UserHeader, GroupsHeader: s.Identity.GroupsHeader, UserPrefix: s.Identity.UserPrefix,
+		AfterLogin: ps.AfterLogin, AfterLogout: ps.AfterLogout, AllowedRedirectHosts: ps.AllowedRedirectHosts,
+		LoginStateTTL: ss.LoginStateTTL, MaxPendingLogins: ss.MaxPendingLogins, SessionMaxAge: ss.MaxAge,
+		StrictValidation: ss.StrictValidation, ProviderTimeout: s.Provider.Timeout, RevokeTokens: s.Logout.RevokeTokens,
+		ProviderLogout: s.Logout.ProviderLogout, ForwardAuthProxy: s.ForwardAuth.Proxy, TrustedProxies: s.ForwardAuth.TrustedProxies,
+		ForwardAuthRedirect: s.ForwardAuth.Redirect, UpstreamToken: s.Upstream.Mode,
+	}, Deps{
+		Logger: zap.NewNop(),
+		Cookies: session.NewCookies(session.CookieOptions{Name: ss.CookieName, Domain: ss.Domain, SameSite: ss.SameSite,
+			HTTPOnly: ss.HTTPOnly, HostPrefix: ss.HostPrefix, AcceptPlain: ss.AcceptPlain, Secure: ss.Secure}),
+		Codec: codec, Provider: p, Mapper: mapper, Policy: policy(t, s), Pages: pg,
+		Sessions: credential.NewSessions(credential.SessionOptions{CookieName: ss.CookieName, UserPrefix: s.Identity.UserPrefix, IdleTimeout: ss.IdleTimeout,
+			RefreshBeforeExpiry: ss.RefreshBeforeExpiry, StrictValidation: ss.StrictValidation, StrictInterval: ss.StrictInterval,
+			StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget}, codec, p, rev, m, zap.NewNop(), clock),
+		Tokens:      credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: time.Second}, auth, mapper, m, zap.NewNop(), clock),
+		Revocations: rev,
+		Backchannel: &revocation.Backchannel{List: rev, Verifier: p, MaxAge: time.Minute, Timeout: time.Second, Metrics: m, Log: zap.NewNop()},
+		Metrics:     m, Now: clock, Random: rand.Reader,
+	})
 	return &fixture{h: h, s: s, codec: codec, now: now}
 }
 
@@ -119,7 +144,7 @@ func TestDecisionTable(t *testing.T) {
 	f := newFixture(t, nil)
 	valid := f.cookie(t, "user@example.com", []string{"team-a", "team-b"}, f.now.Add(time.Hour))
 	expired := f.cookie(t, "user@example.com", nil, f.now.Add(-time.Second))
-	other, _ := session.NewCodec([]config.Key{config.DeriveKey([]byte(strings.Repeat("z", 32)))}, time.Hour, time.Now).
+	other, _ := session.NewCodec([][]byte{[]byte(strings.Repeat("z", 32))}, time.Hour, time.Now).
 		SealSession("authservice_session", &session.Session{User: "admin@example.com", Expires: f.now.Add(time.Hour).Unix()})
 
 	cases := []struct {
@@ -348,14 +373,14 @@ func TestSafeTarget(t *testing.T) {
 		"":                                                 "/",
 	}
 	for in, want := range cases {
-		if got := f.h.safeTarget(r, in); got != want {
+		if got := f.h.safeTarget(r.Host, in); got != want {
 			t.Errorf("safeTarget(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
 
 func policy(t testing.TB, s *config.Settings) *authz.Policy {
-	p, err := authz.New(s)
+	p, err := authz.New(authz.Options{AllowAll: s.Identity.AllowAllGroups, Groups: s.Identity.AllowedGroups, RulesFile: s.Bearer.RulesFile})
 	if err != nil {
 		t.Fatal(err)
 	}

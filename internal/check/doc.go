@@ -1,31 +1,58 @@
 // Package check owns the decision Envoy's ext_authz filter asks for on every
-// request, and the login and logout flows that arrive through the same check
-// (Kubeflow sets no path prefix, so the service sees the original request).
+// request (and forward-auth proxies, through the verify endpoint), and the
+// login and logout flows that arrive through the same check (Kubeflow sets
+// no path prefix, so the service sees the original request).
 //
 // Envoy lets a request through only on 200; every other status, with its
 // headers and body, goes to the browser; a 5xx becomes a bare 403. So every
 // page or redirect here is a non-200 answer, and nothing answers 5xx.
 //
-// The decision, in the order it is taken (Handler.ServeHTTP):
+// Every request is read the same way (handler.go): classify it once
+// (request.go: mode, https, navigation or API, both readings of the path,
+// the credential), authenticate the credential (authenticate.go, with
+// package credential), authorize the principal, and hand the verdict — a
+// value — to the one writer (verdict.go, allow.go).
 //
 //	request                                   answer
 //	----------------------------------------  ------------------------------------------------------
 //	path = path of REDIRECT_URL                callback: 302 to the original URL and a session
-//	                                           cookie; 400 bad/replayed/expired state; 401 provider
-//	                                           error or rejected code; 403 unusable claims or user
-//	                                           not in GROUPS_ALLOWLIST
-//	path = <prefix>logout, GET/HEAD            302 to AFTER_LOGOUT_URL, session cookie cleared
-//	path = <prefix>logout, POST                201 {"afterLogoutURL": ...} with a valid session
-//	                                           (cookie or Authorization: Bearer <cookie value>), else 401
-//	path under SKIP_AUTH_URLS or <prefix>site/ 200, x-envoy-auth-headers-to-remove: identity headers
-//	valid session (cookie or bearer)           200 with USERID_HEADER and GROUPS_HEADER; 403 page or
-//	                                           JSON when the user is not in GROUPS_ALLOWLIST
+//	                                           cookie; 400 bad/replayed/expired state or missing
+//	                                           code; 401 provider error, rejected code, invalid ID
+//	                                           token, provider unreachable; 403 unusable claims
+//	                                           (e-mail not verified), or not authorized; 405 method
+//	path = <prefix>logout, cross-site          403 "Sign out?" page or JSON; nothing ended
+//	path = <prefix>logout, GET/HEAD            302 to AFTER_LOGOUT_URL (or the provider's end
+//	                                           session), session ended and its cookie cleared
+//	path = <prefix>logout, POST                201 {"afterLogoutURL": ...} with a session (cookie
+//	                                           or Authorization: Bearer <cookie value>), else 401
+//	path = VERIFY_AUTH_URL (forward auth)      the rows below for the original request the proxy
+//	                                           describes (FORWARD_AUTH_PROXY), from a trusted
+//	                                           proxy; 400 when its headers are missing or conflict;
+//	                                           401 instead of a login redirect unless
+//	                                           FORWARD_AUTH_REDIRECT; allow answers carry Cookie
+//	path = <prefix>start?rd=<url>              302 to rd when signed in, else a login redirect to
+//	                                           it; 400 rd not allowed; 405 method
+//	path = back-channel logout, POST + body    the delivery itself: 200 done, 400 invalid
+//	path with a control character (decoded)    400
+//	path under SKIP_AUTH_URLS or <prefix>site/ 200, identity headers removed
+//	  (both readings), or the back-channel
+//	  logout path (Envoy's check of it)
+//	valid session (cookie or its value as      200 with USERID_HEADER and GROUPS_HEADER, Cookie
+//	  bearer): not revoked, not idle,          without the service's cookies, a renewed cookie when
+//	  refreshed or validated when due          refreshed or re-sealed; 403 page or JSON when the
+//	                                           policy refuses (rules see the canonical path)
+//	session past STRICT_SESSION_VALIDATION     401 "provider unreachable" page; the cookie is kept
+//	  _GRACE while the provider is down
+//	bearer JWT of a trusted issuer             200 with the identity headers (never a cookie);
+//	                                           403 when the policy refuses
 //	OPTIONS and ALLOW_UNAUTHENTICATED_OPTIONS  200, identity headers removed
+//	invalid bearer JWT                         401 JSON with WWW-Authenticate
 //	no valid session, browser navigation       302 to the provider (PKCE, state, nonce) and a
-//	  (GET/HEAD, not XHR, Accept takes HTML,   login-state cookie
-//	  not under API_PATH_PREFIXES)
+//	  (GET/HEAD, not XHR, Accept takes HTML,   login-state cookie; 401 page with Retry-After when
+//	  not under API_PATH_PREFIXES)             the provider is not discovered yet
 //	no valid session, anything else            401 JSON with WWW-Authenticate
 //
-// A cookie that fails to open (forged, unknown key, expired, truncated) is
-// treated as no session and cleared in the answer; the reason is logged.
+// A cookie that fails to open (forged, unknown key, expired, truncated) or
+// a session that ended is treated as no session and cleared in the answer;
+// the reason is logged.
 package check

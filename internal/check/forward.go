@@ -10,8 +10,6 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
-
-	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 )
 
 // verify is the forward-auth endpoint (nginx auth_request, ingress-nginx's
@@ -34,19 +32,21 @@ import (
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) {
 	if !h.trustedProxy(r.RemoteAddr) {
 		if hasForwardedHeaders(r) {
-			h.log.Warn("forward-auth headers from an untrusted address ignored", requestID(r), zap.String("remote", r.RemoteAddr))
+			h.log.Warn("forward-auth headers from an untrusted address ignored", zap.String("remote", r.RemoteAddr))
 		}
-		h.decide(w, withoutForwarded(r), forwardAuth)
+		h.check(w, withoutForwarded(r), forwardAuth)
 		return
 	}
 	orig, err := h.forwarded(r)
 	if err != nil {
-		h.log.Info("forward-auth request refused", requestID(r), zap.String("proxy", h.cfg.ForwardAuthProxy), zap.Error(err))
-		h.Metrics.Check(metrics.Deny, metrics.BadRequest, 0)
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "message": "the forward-auth request does not describe the original request: " + err.Error()})
+		q := h.classify(r, forwardAuth)
+		h.log.Info("forward-auth request refused", q.rid(), zap.String("proxy", h.o.ForwardAuthProxy), zap.Error(err))
+		v := badRequest("the forward-auth request does not describe the original request: " + err.Error())
+		h.answer(w, &q, &v)
+		h.counters[v.decision][v.reason].Add(0)
 		return
 	}
-	h.decide(w, orig, forwardAuth)
+	h.check(w, orig, forwardAuth)
 }
 
 // forwardHeaders are every header a forward-auth proxy may describe the
@@ -91,7 +91,7 @@ func (h *Handler) forwarded(r *http.Request) (*http.Request, error) {
 	}
 	var method, scheme, host, uri string
 	var err error
-	switch h.cfg.ForwardAuthProxy {
+	switch h.o.ForwardAuthProxy {
 	case "caddy", "traefik":
 		if method, err = one("X-Forwarded-Method"); err != nil {
 			return nil, err
@@ -149,7 +149,7 @@ func (h *Handler) trustedProxy(remote string) bool {
 		return false
 	}
 	addr = addr.Unmap()
-	for _, p := range h.cfg.TrustedProxies {
+	for _, p := range h.o.TrustedProxies {
 		if p.Contains(addr) {
 			return true
 		}
@@ -189,46 +189,41 @@ func validHost(h string) bool {
 // the original query string survives unescaped. A signed-in user goes
 // straight to rd.
 func (h *Handler) start(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
-		return
+	q := h.classify(r, extAuthz)
+	v := h.startVerdict(&q)
+	h.answer(w, &q, &v)
+}
+
+func (h *Handler) startVerdict(q *request) verdict {
+	if q.Method != http.MethodGet && q.Method != http.MethodHead {
+		return methodNotAllowed("GET, HEAD")
 	}
 	rd := "/"
-	if raw := r.URL.RawQuery; strings.HasPrefix(raw, "rd=") {
+	if raw := q.URL.RawQuery; strings.HasPrefix(raw, "rd=") {
 		rd = raw[3:]
 		if u, err := url.QueryUnescape(rd); err == nil && (strings.HasPrefix(rd, "http%3A") || strings.HasPrefix(rd, "https%3A") || strings.HasPrefix(rd, "%2F")) {
 			rd = u
 		}
 	}
-	scheme := "http"
-	if h.secure(r) {
-		scheme = "https"
-	}
+	self := q.scheme() + "://" + q.Host
 	abs := rd
 	if strings.HasPrefix(rd, "/") && !strings.HasPrefix(rd, "//") {
-		abs = scheme + "://" + r.Host + rd
+		abs = self + rd
 	}
-	target := h.safeTarget(r, abs)
-	if target == "/" && rd != "/" && abs != scheme+"://"+r.Host+"/" {
-		h.log.Info("login start refused: redirect target not allowed", requestID(r))
-		h.failPage(w, r, http.StatusBadRequest, "Login failed", "The address to return to after login is not allowed.", "/")
-		return
+	target := h.safeTarget(q.Host, abs)
+	if target == "/" && rd != "/" && abs != self+"/" {
+		h.log.Info("login start refused: redirect target not allowed", q.rid())
+		return failure(http.StatusBadRequest, "Login failed", "The address to return to after login is not allowed.", "/")
 	}
-	if pr, _ := h.authenticate(r); pr != nil {
-		hd := w.Header()
-		hd["Cache-Control"] = noStore
-		hd.Set("Location", target)
-		w.WriteHeader(http.StatusFound)
-		return
+	if a, v := h.authenticate(q); a != nil {
+		return redirectTo(target, v.cookies...)
 	}
-	orig := r.Clone(r.Context())
-	u, _ := url.Parse(target)
-	if u.IsAbs() {
-		orig.Host = u.Host
-		orig.RequestURI = u.RequestURI()
+	orig := *q
+	orig.Request = q.Clone(q.Context())
+	if u, _ := url.Parse(target); u.IsAbs() {
+		orig.Host, orig.RequestURI = u.Host, u.RequestURI()
 	} else {
 		orig.RequestURI = target
 	}
-	h.startLogin(w, orig, nil)
+	return h.startLogin(&orig, verdict{})
 }

@@ -1,363 +1,168 @@
 package check
 
 import (
-	"context"
-	"errors"
 	"io"
 	"net/http"
-	"net/url"
+	"net/netip"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/oidc-authservice/oidc-authservice/internal/authn"
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
-	"github.com/oidc-authservice/oidc-authservice/internal/cache"
-	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/credential"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
-	"github.com/oidc-authservice/oidc-authservice/internal/issuer"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
-	"github.com/oidc-authservice/oidc-authservice/internal/urlpath"
 )
 
-// Deps are the parts a Handler is built from, each built once at start-up.
-type Deps struct {
-	Settings *config.Settings
-	Logger   *zap.Logger
-	Codec    *session.Codec
-	Provider *provider.Provider
-	Mapper   *identity.Mapper
-	Policy   *authz.Policy
-	Pages    *pages.Pages
-	// Upstream issues identity tokens for upstreams (UPSTREAM_TOKEN=issued).
-	Upstream *issuer.Issuer
-	// Tokens authenticates bearer JWTs; nil when no issuer is configured.
-	Tokens *authn.Authenticator
-	// Revocations lists sessions ended before their expiry.
-	Revocations *revocation.List
-	Now         func() time.Time
-	Random      io.Reader
-	// SessionCacheSize bounds the cache of verified session cookies.
-	SessionCacheSize int
-	// Metrics records decisions, logins and cache lookups; may be nil.
-	Metrics *metrics.Metrics
+// Options configure the check: the endpoints, the paths it judges by and
+// the login and logout behaviour.
+type Options struct {
+	CallbackPath, LogoutPath, VerifyPath, StartPath, SitePrefix, BackchannelPath string
+
+	SkipPrefixes []string // SKIP_AUTH_URLS
+	APIPrefixes  []string // API_PATH_PREFIXES
+	AllowOptions bool     // ALLOW_UNAUTHENTICATED_OPTIONS
+
+	UserHeader, GroupsHeader string
+	UserPrefix               string
+
+	AfterLogin           string
+	AfterLogout          string
+	AllowedRedirectHosts []string
+	LoginStateTTL        time.Duration
+	MaxPendingLogins     int
+	SessionMaxAge        time.Duration
+	StrictValidation     bool          // the session keeps its access token
+	ProviderTimeout      time.Duration // one provider call; a callback's calls get twice this
+
+	RevokeTokens          bool
+	ProviderLogout        bool
+	PostLogoutRedirectURL string
+
+	ForwardAuthProxy    string
+	TrustedProxies      []netip.Prefix
+	ForwardAuthRedirect bool
+
+	UpstreamToken string // none, id_token or issued
+
+	AccessLog     bool
+	AccessLogRate float64
 }
 
-// Handler answers ext_authz checks.
+// Deps are the parts a Handler works with, each built once at start-up.
+type Deps struct {
+	Logger      *zap.Logger
+	Cookies     *session.Cookies
+	Codec       *session.Codec
+	Provider    *provider.Provider
+	Mapper      *identity.Mapper
+	Policy      *authz.Policy
+	Pages       *pages.Pages
+	Sessions    *credential.Sessions
+	Tokens      *credential.Tokens
+	Upstream    Signer // UPSTREAM_TOKEN=issued; nil otherwise
+	Revocations *revocation.List
+	Backchannel http.Handler
+	Metrics     *metrics.Metrics
+	Now         func() time.Time
+	Random      io.Reader
+}
+
+// Signer mints the identity tokens upstreams get with UPSTREAM_TOKEN=issued
+// (upstreamtoken.Issuer).
+type Signer interface {
+	Sign(sub string, groups []string) (string, time.Time, error)
+	Lifetime() time.Duration
+}
+
+// Handler answers ext_authz checks and the login and logout flows.
 type Handler struct {
-	Deps
-	cfg *config.Settings
+	o   Options
+	d   Deps
 	log *zap.Logger
 
-	userHeader, groupsHeader string   // canonical forms
-	removeIdentity           []string // the identity headers and their underscore spellings
-	removeLookalike          []string // the underscore spellings only (nil when there are none)
-	removeBearerSession      []string // the underscore spellings and authorization
-	// The same lists with "cookie" added, for an allow that must remove the
-	// Cookie header because only the service's cookies were in it.
-	removeIdentityCookie, removeLookalikeCookie, removeBearerSessionCookie []string
-	redirectHTTPS                                                          bool
-	cookies                                                                *session.Cookies
-
-	// verified caches opened sessions with their header values, under the
-	// SHA-256 of the sealed value; only values that opened are stored, so
-	// bogus cookies cannot fill it.
-	verified *cache.Cache[*principal]
-	// usedStates remembers consumed login states so a replayed callback is
-	// refused even while its cookie is still around.
-	usedStates *cache.Cache[int64]
-	// access writes the audit lines of ACCESS_LOG; nil when it is off.
-	access *accessLog
+	userHeader, groupsHeader string // canonical forms
+	remove                   removals
+	counters                 [nDecisions][nReasons]*metrics.CheckCounter
+	access                   *accessLog // nil when ACCESS_LOG is off
 }
 
 // New builds the Handler.
-func New(d Deps) *Handler {
-	if d.SessionCacheSize <= 0 {
-		d.SessionCacheSize = 20000
-	}
-	s := d.Settings
-	look := lookalikes(s.UserIDHeader, s.GroupsHeader)
-	var access *accessLog
-	if s.AccessLog {
-		access = &accessLog{log: d.Logger.Named("access"), rate: s.AccessLogRate, metrics: d.Metrics}
-	}
-	withCookie := func(l []string) []string {
-		if l == nil {
-			return []string{"cookie"}
+func New(o Options, d Deps) *Handler {
+	h := &Handler{o: o, d: d, log: d.Logger.Named("check"),
+		userHeader: http.CanonicalHeaderKey(o.UserHeader), groupsHeader: http.CanonicalHeaderKey(o.GroupsHeader),
+		remove: newRemovals(o.UserHeader, o.GroupsHeader)}
+	for dc := range nDecisions {
+		for rs := range nReasons {
+			h.counters[dc][rs] = d.Metrics.CheckCounter(dc.String(), rs.String())
 		}
-		return []string{l[0] + ",cookie"}
 	}
-	removeIdentity := []string{strings.Join(append([]string{strings.ToLower(s.UserIDHeader), strings.ToLower(s.GroupsHeader)}, look...), ",")}
-	return &Handler{
-		removeIdentityCookie:      withCookie(removeIdentity),
-		removeLookalikeCookie:     withCookie(headerList(look)),
-		removeBearerSessionCookie: withCookie(headerList(append(look, "authorization"))),
-		access:                    access,
-		Deps:                      d,
-		cfg:                       s,
-		log:                       d.Logger.Named("check"),
-		userHeader:                http.CanonicalHeaderKey(s.UserIDHeader),
-		groupsHeader:              http.CanonicalHeaderKey(s.GroupsHeader),
-		removeIdentity:            removeIdentity,
-		removeLookalike:           headerList(look),
-		removeBearerSession:       headerList(append(look, "authorization")),
-		redirectHTTPS:             strings.HasPrefix(strings.ToLower(s.RedirectURL), "https://"),
-		cookies: session.NewCookies(session.CookieOptions{Name: s.SessionCookieName, Domain: s.SessionDomain,
-			SameSite: s.SameSite, HTTPOnly: s.SessionHTTPOnly, HostPrefix: s.SessionHostPrefix, AcceptPlain: s.SessionAcceptPlain}),
-		verified:   cache.New[*principal](d.SessionCacheSize),
-		usedStates: cache.New[int64](100000),
+	if o.AccessLog {
+		h.access = &accessLog{log: d.Logger.Named("access"), rate: o.AccessLogRate, metrics: d.Metrics}
 	}
+	return h
 }
 
-// ServeHTTP takes the decision documented in the package comment.
+// ServeHTTP routes the service's own endpoints, and takes the decision of
+// the package comment for every other request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch p := r.URL.Path; {
-	case p == h.cfg.RedirectPath:
+	case p == h.o.CallbackPath:
 		h.callback(w, r)
-	case p == h.cfg.LogoutPath:
+	case p == h.o.LogoutPath:
 		h.logout(w, r)
-	case p == h.cfg.VerifyPath:
+	case p == h.o.VerifyPath:
 		h.verify(w, r)
-	case p == h.cfg.StartPath:
+	case p == h.o.StartPath:
 		h.start(w, r)
-	case p == h.cfg.BackchannelPath && r.Method == http.MethodPost && r.ContentLength != 0:
+	case p == h.o.BackchannelPath && r.Method == http.MethodPost && r.ContentLength != 0:
 		// The delivery itself, not Envoy's check of it (a check carries no
 		// body): forward-auth recipes route <prefix>* to this port.
-		h.BackchannelLogout(w, r)
+		h.d.Backchannel.ServeHTTP(w, r)
 	default:
-		h.decide(w, r, extAuthz)
+		h.check(w, r, extAuthz)
 	}
 }
 
-// mode is who asks: Envoy's ext_authz filter, or a forward-auth proxy
-// (nginx auth_request, Caddy forward_auth, Traefik forwardAuth) through the
-// verify endpoint.
-type mode int
-
-const (
-	extAuthz mode = iota
-	forwardAuth
-)
-
-// decide answers for request r (the decision table of the package comment)
-// and records the answer in the metrics and the access log.
-func (h *Handler) decide(w http.ResponseWriter, r *http.Request, m mode) {
+// check answers for r, read top to bottom: classify the request once,
+// authenticate its credential, authorize the principal, write the answer.
+func (h *Handler) check(w http.ResponseWriter, r *http.Request, m mode) {
 	start := time.Now()
-	d, why, pr := h.decision(w, r, m)
-	h.Metrics.Check(d, why, time.Since(start))
+	q := h.classify(r, m)
+	v := h.decide(&q)
+	h.answer(w, &q, &v)
+	h.counters[v.decision][v.reason].Add(time.Since(start))
 	if h.access != nil {
-		h.access.line(r, d, why, pr)
+		h.access.line(&q, &v)
 	}
 }
 
-func (h *Handler) decision(w http.ResponseWriter, r *http.Request, m mode) (metrics.Decision, metrics.Reason, *principal) {
-	p, ok := readPath(r.URL)
-	if !ok {
-		h.log.Info("refused: path malformed once decoded (control character, bad escape, too long)", requestID(r))
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request", "message": "malformed path"})
-		return metrics.Deny, metrics.BadRequest, nil
-	}
-	if h.skipped(p) {
-		h.allowAnonymous(w, r, "skip path", m)
-		return metrics.Allow, metrics.SkipPath, nil
-	}
-	pr, cred, reason := h.authenticateWith(r)
-	if pr != nil {
-		// Only sessions have a life here (revocation, idle timeout,
-		// refresh, strict validation, re-sealing); a bearer token is valid
-		// until its own expiry and never becomes a cookie.
-		next, sealed, err := pr, "", error(nil)
-		if cred != bearerJWT {
-			next, sealed, err = h.lifecycle(r, pr)
-		}
-		if err == nil {
-			if sealed != "" {
-				h.cookies.WriteSession(w.Header(), r.Header, h.secure(r), sealed, int(next.sess.Expires-h.Now().Unix()))
-			}
-			if !h.authorized(w, r, p, next, cred, m) {
-				return metrics.Forbidden, metrics.Policy, next
-			}
-			if cred == bearerJWT {
-				return metrics.Allow, metrics.Token, next
-			}
-			return metrics.Allow, metrics.Session, next
-		}
-		if err == errValidationPending {
-			h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(r))
-			return metrics.Deny, metrics.ProviderUnavailable, pr
-		}
-		reason = err
-	}
-	if r.Method == http.MethodOptions && h.cfg.AllowUnauthenticatedOptions {
-		h.allowAnonymous(w, r, "unauthenticated OPTIONS allowed", m)
-		return metrics.Allow, metrics.Options, nil
-	}
-	if errors.Is(reason, authn.ErrInvalidToken) {
-		h.log.Info("bearer token refused", requestID(r), zap.Error(reason))
-		h.unauthenticated(w)
-		return metrics.Deny, metrics.InvalidToken, nil
-	}
-	why := metrics.NoCredentials
-	if reason != nil {
-		why = metrics.InvalidSession
-		h.clearSession(w, r)
-	}
-	if h.browserNavigation(r) && (m == extAuthz || h.cfg.ForwardAuthRedirect) {
-		if !h.startLogin(w, r, reason) {
-			return metrics.Fail, metrics.ProviderUnavailable, nil
-		}
-		return metrics.Redirect, why, nil
-	}
-	h.debug(r, "deny", "unauthenticated", zap.NamedError("cookie", reason))
-	h.unauthenticated(w)
-	return metrics.Deny, why, nil
-}
-
-// credential is what authenticated a request.
-type credential uint8
-
-const (
-	sessionCookie credential = iota
-	sessionBearer            // a session value as Authorization: Bearer (older SDKs)
-	bearerJWT                // a bearer JWT of a trusted issuer
-)
-
-// authenticate finds a valid session in the cookie or, as older SDK clients
-// send it, in Authorization: Bearer. It returns the reason a presented
-// credential was refused, or nil when there was none.
-func (h *Handler) authenticate(r *http.Request) (*principal, error) {
-	pr, _, err := h.authenticateWith(r)
-	return pr, err
-}
-
-// authenticateWith is authenticate that also tells which credential
-// authenticated the request.
-func (h *Handler) authenticateWith(r *http.Request) (*principal, credential, error) {
-	var reason error
-	if v, present := h.cookies.ReadSession(r.Header, h.secure(r)); v != "" {
-		pr, err := h.open(v)
-		if err == nil {
-			return pr, sessionCookie, nil
-		}
-		reason = err
-	} else if present {
-		reason = session.ErrMalformed // chunks that do not fit together
-	}
-	if v, ok := bearer(r.Header); ok {
-		if looksLikeJWT(v) {
-			pr, err := h.openToken(r, v)
-			return pr, bearerJWT, err
-		}
-		pr, err := h.open(v)
-		if err == nil {
-			return pr, sessionBearer, nil
-		}
-		if reason == nil {
-			reason = err
-		}
-	}
-	return nil, sessionCookie, reason
-}
-
-func (h *Handler) open(value string) (*principal, error) {
-	if value == "" || len(value) > session.MaxValue {
-		return nil, session.ErrMalformed
-	}
-	k := cache.KeyOf(value)
-	pr, ok := h.verified.Get(k)
-	ok = ok && !pr.token // a verified bearer token is not a session, whichever header carries it
-	h.Metrics.CacheLookup(metrics.SessionCache, ok)
-	if ok {
-		if h.Now().Unix() < pr.sess.Expires {
-			return pr, nil
-		}
-		h.verified.Delete(k)
-		return nil, session.ErrExpired
-	}
-	s, err := h.Codec.OpenSession(h.cfg.SessionCookieName, value)
-	if err != nil {
-		return nil, err
-	}
-	pr = h.newPrincipal(value, s, max(s.Created, s.Renewed))
-	h.verified.Put(k, pr)
-	return pr, nil
-}
-
-// authorized answers for an authenticated principal: allow with the
-// identity headers, or 403 when the policy refuses (then it returns false).
-func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, p requestPath, pr *principal, cred credential, m mode) bool {
-	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: p.canon, RawPath: p.raw, Method: r.Method, User: pr.user[0], Groups: pr.sess.Groups}); !ok {
-		h.log.Info("not authorized", requestID(r), zap.String("user", pr.sess.User), zap.String("reason", why))
-		h.forbidden(w, r, pr.user[0], why)
-		return false
-	}
-	hd := w.Header()
-	hd[h.userHeader] = pr.user
-	hd[h.groupsHeader] = pr.groups
-	// A session value sent as Authorization: Bearer (older SDKs) is a
-	// credential of this service: it does not go on to the upstream.
-	if cred == sessionBearer {
-		h.removeHeaders(hd, r, m, h.removeBearerSession, h.removeBearerSessionCookie)
-	} else {
-		h.removeHeaders(hd, r, m, h.removeLookalike, h.removeLookalikeCookie)
-	}
-	if auth := h.upstreamAuthorization(pr); auth != nil {
-		hd["Authorization"] = auth
-	}
-	w.WriteHeader(http.StatusOK)
-	h.debug(r, "allow", "session", zap.String("user", pr.sess.User))
-	return true
-}
-
-// removeHeaders completes an allow answer: the headers the upstream must
-// not see (remove, or withCookie when that list must also drop the Cookie
-// header), and the upstream's Cookie header without the service's own
-// cookies (session, chunks, login states, in both forms), which carry
-// credentials no upstream should hold: in Kubeflow, upstreams include
-// notebook servers that run their owner's code.
-//
-// Envoy sets a Cookie header of the answer on the upstream request when
-// allowed_upstream_headers lists cookie; when nothing else remains the
-// header is removed instead. Forward-auth proxies copy the answer's Cookie
-// header (docs/forward-auth.md), so that answer always carries one.
-func (h *Handler) removeHeaders(hd http.Header, r *http.Request, m mode, remove, withCookie []string) {
-	rest, changed := h.cookies.WithoutOwn(r.Header)
-	if m == forwardAuth {
-		if !changed {
-			rest = strings.Join(r.Header["Cookie"], "; ")
-		}
-		hd["Cookie"] = []string{rest}
-		changed = false
-	}
+// decide is the decision table of the package comment.
+func (h *Handler) decide(q *request) verdict {
 	switch {
-	case changed && rest == "":
-		hd["X-Envoy-Auth-Headers-To-Remove"] = withCookie
-		return
-	case changed:
-		hd["Cookie"] = []string{rest}
+	case !q.pathOK:
+		h.log.Info("refused: path malformed once decoded (control character, bad escape)", q.rid())
+		return badRequest("malformed path")
+	case h.skipped(q.path):
+		return verdict{decision: allow, reason: skipPath, status: http.StatusOK}
 	}
-	if remove != nil {
-		hd["X-Envoy-Auth-Headers-To-Remove"] = remove
+	a, v := h.authenticate(q)
+	switch {
+	case a != nil:
+		return h.authorize(q, a, v)
+	case v.final:
+		return v
+	case q.Method == http.MethodOptions && h.o.AllowOptions:
+		return verdict{decision: allow, reason: options, status: http.StatusOK}
+	case v.reason != invalidToken && h.nav(q) && (q.mode == extAuthz || h.o.ForwardAuthRedirect):
+		return h.startLogin(q, v)
 	}
-}
-
-// allowAnonymous lets a request through without identity, telling Envoy to
-// strip any identity header the client sent.
-func (h *Handler) allowAnonymous(w http.ResponseWriter, r *http.Request, why string, m mode) {
-	h.removeHeaders(w.Header(), r, m, h.removeIdentity, h.removeIdentityCookie)
-	if m == forwardAuth {
-		// Forward-auth proxies copy the listed headers from this answer
-		// onto the request: empty values overwrite what the client sent.
-		w.Header()[h.userHeader] = empty
-		w.Header()[h.groupsHeader] = empty
-	}
-	w.WriteHeader(http.StatusOK)
-	h.debug(r, "allow", why)
+	return v.unauthenticated()
 }
 
 // skipped reports whether the request's path is under SKIP_AUTH_URLS or
@@ -365,10 +170,10 @@ func (h *Handler) allowAnonymous(w http.ResponseWriter, r *http.Request, why str
 // readings, as sent and canonical, so that neither "/dex/../api" nor
 // "/dex/..%2Fapi" is skipped.
 func (h *Handler) skipped(p requestPath) bool {
-	if p.under(h.cfg.SitePrefix) || (p.raw == h.cfg.BackchannelPath && p.canon == h.cfg.BackchannelPath) {
+	if p.under(h.o.SitePrefix) || (p.raw == h.o.BackchannelPath && p.canon == h.o.BackchannelPath) {
 		return true
 	}
-	for _, pre := range h.cfg.SkipPrefixes {
+	for _, pre := range h.o.SkipPrefixes {
 		if p.under(pre) {
 			return true
 		}
@@ -376,153 +181,37 @@ func (h *Handler) skipped(p requestPath) bool {
 	return false
 }
 
-// requestPath is a request's path in the two readings the service judges:
-// as the gateway passes it on (URL.Path) and canonical (urlpath.Canonical),
-// which is what an upstream that decodes and normalizes everything serves.
-type requestPath struct{ raw, canon string }
-
-func readPath(u *url.URL) (requestPath, bool) {
-	canon, ok := urlpath.Canonical(u.EscapedPath())
-	return requestPath{raw: u.Path, canon: canon}, ok
+// removals are the values of x-envoy-auth-headers-to-remove, built once.
+type removals struct {
+	identity      []string // the identity headers and their underscore spellings
+	lookalike     []string // the underscore spellings only (nil when there are none)
+	bearerSession []string // the underscore spellings and authorization
+	// The same lists with "cookie" added, for an allow that must remove the
+	// Cookie header because only the service's cookies were in it.
+	identityCookie, lookalikeCookie, bearerSessionCookie []string
 }
 
-// under reports whether both readings lie under prefix: the reading for
-// letting a request through without authentication.
-func (p requestPath) under(prefix string) bool {
-	return urlpath.Under(p.canon, prefix) && urlpath.Under(p.raw, prefix)
-}
-
-// touches reports whether either reading lies under one of prefixes: the
-// reading for treating a request as an API call.
-func (p requestPath) touches(prefixes []string) bool {
-	return urlpath.UnderAny(p.canon, prefixes) || urlpath.UnderAny(p.raw, prefixes)
-}
-
-// browserNavigation reports whether an unauthenticated request should be
-// sent to the login page rather than answered 401: a top-level GET/HEAD from
-// a browser. Accept, X-Requested-With and Sec-Fetch-Mode are used when the
-// gateway forwards them; without them a GET is taken as a navigation.
-func (h *Handler) browserNavigation(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false
-	}
-	hd := r.Header
-	if strings.EqualFold(hd.Get("X-Requested-With"), "XMLHttpRequest") {
-		return false
-	}
-	if m := hd.Get("Sec-Fetch-Mode"); m != "" && m != "navigate" && m != "nested-navigate" {
-		return false
-	}
-	if a := hd.Get("Accept"); a != "" && !acceptsHTML(a) {
-		return false
-	}
-	p, _ := readPath(r.URL)
-	return !p.touches(h.cfg.APIPrefixes)
-}
-
-func acceptsHTML(accept string) bool {
-	for _, part := range strings.Split(accept, ",") {
-		mt, _, _ := strings.Cut(part, ";")
-		switch strings.ToLower(strings.TrimSpace(mt)) {
-		case "text/html", "application/xhtml+xml", "*/*", "text/*":
-			return true
-		}
-	}
-	return false
-}
-
-var empty = []string{""}
-
-// lookalikes are the underscore spellings of the identity headers, for
-// x-envoy-auth-headers-to-remove: Envoy passes kubeflow_userid through by
-// default, and some upstream servers (WSGI, CGI) read it as kubeflow-userid.
-func lookalikes(user, groups string) []string {
-	var out []string
+// newRemovals lists the underscore spellings of the identity headers too:
+// Envoy passes kubeflow_userid through by default, and some upstream
+// servers (WSGI, CGI) read it as kubeflow-userid.
+func newRemovals(user, groups string) removals {
+	var look []string
 	for _, n := range []string{user, groups} {
 		if u := strings.ReplaceAll(strings.ToLower(n), "-", "_"); u != strings.ToLower(n) {
-			out = append(out, u)
+			look = append(look, u)
 		}
 	}
-	return out
-}
-
-// headerList is names as one header value, or nil when there are none.
-func headerList(names []string) []string {
-	if len(names) == 0 {
-		return nil
+	list := func(names ...string) []string {
+		if len(names) == 0 {
+			return nil
+		}
+		return []string{strings.Join(names, ",")}
 	}
-	return []string{strings.Join(names, ",")}
-}
-
-func joinGroups(g []string) string { return strings.Join(g, ",") }
-
-func bearer(h http.Header) (string, bool) {
-	a := h.Get("Authorization")
-	if len(a) < 7 || !strings.EqualFold(a[:7], "bearer ") {
-		return "", false
-	}
-	v := strings.TrimSpace(a[7:])
-	return v, v != ""
-}
-
-// clearSession deletes the session cookie and its chunks, and forgets the
-// value in the cache so a copy is checked afresh.
-func (h *Handler) clearSession(w http.ResponseWriter, r *http.Request) {
-	secure := h.secure(r)
-	if v, _ := h.cookies.ReadSession(r.Header, secure); v != "" {
-		h.verified.Delete(cacheKey(v))
-	}
-	h.cookies.ClearSession(w.Header(), r.Header, secure)
-}
-
-// secure reports whether cookies set in answer to r get the Secure flag.
-func (h *Handler) secure(r *http.Request) bool {
-	switch h.cfg.SessionSecure {
-	case "true":
-		return true
-	case "false":
-		return false
-	}
-	return h.redirectHTTPS || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
-}
-
-func requestID(r *http.Request) zap.Field {
-	return zap.String("request_id", requestIDOf(r))
-}
-
-// requestIDOf is the request id the gateway set (x-request-id), bounded:
-// like every header the gateway does not set itself, a client may have
-// sent it, and it goes into logs and pages.
-func requestIDOf(r *http.Request) string {
-	return truncate(r.Header.Get("X-Request-Id"), 128)
-}
-
-func (h *Handler) debug(r *http.Request, decision, reason string, fields ...zap.Field) {
-	if ce := h.log.Check(zap.DebugLevel, "decision"); ce != nil {
-		ce.Write(append(fields, requestID(r), zap.String("decision", decision), zap.String("reason", reason),
-			zap.String("method", r.Method), zap.String("host", r.Host), zap.String("path", r.URL.Path))...)
-	}
-}
-
-// providerContext bounds a call to the provider made while Envoy waits.
-func (h *Handler) providerContext(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), h.cfg.ProviderTimeout)
-}
-
-// reasonText turns an error into a short log reason.
-func reasonText(err error) string {
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, session.ErrExpired):
-		return "expired"
-	case errors.Is(err, session.ErrForged):
-		return "not sealed by a configured key"
-	case errors.Is(err, session.ErrMalformed):
-		return "malformed"
-	case err == errRevoked, err == errIdle, err == errRefreshRejected, err == errValidationRejected:
-		return err.Error()
-	default:
-		return "malformed"
+	all := append([]string{strings.ToLower(user), strings.ToLower(groups)}, look...)
+	bearer := append(append([]string{}, look...), "authorization")
+	return removals{
+		identity: list(all...), lookalike: list(look...), bearerSession: list(bearer...),
+		identityCookie: list(append(all, "cookie")...), lookalikeCookie: list(append(append([]string{}, look...), "cookie")...),
+		bearerSessionCookie: list(append(bearer, "cookie")...),
 	}
 }

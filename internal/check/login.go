@@ -1,91 +1,78 @@
 package check
 
 import (
-	"context"
-	"crypto/subtle"
-	"encoding/base64"
-	"errors"
-	"io"
 	"net/http"
-	"net/url"
 	"sort"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/oidc-authservice/oidc-authservice/internal/authz"
-	"github.com/oidc-authservice/oidc-authservice/internal/cache"
-	"github.com/oidc-authservice/oidc-authservice/internal/identity"
-	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
-	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
-func cacheKey(v string) cache.Key { return cache.KeyOf(v) }
-
 // startLogin sends a browser to the provider: a fresh state, nonce and PKCE
 // verifier sealed in a cookie of their own, named after the state, so that
-// logins in several tabs do not disturb each other.
-// It reports false when it answered with an error page instead.
-func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, reason error) bool {
-	ls, err := session.NewLoginState(h.Random, h.originalURL(r), h.Now().Unix())
+// logins in several tabs do not disturb each other. v's reason and cookies
+// (a failed session being cleared) are kept.
+func (h *Handler) startLogin(q *request, v verdict) verdict {
+	ls, err := session.NewLoginState(h.d.Random, h.originalURL(q), h.d.Now().Unix())
 	if err != nil {
 		h.log.Error("no randomness for a login state", zap.Error(err))
-		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
-		return false
+		return h.startFailed(failure(http.StatusUnauthorized, "Login failed", msgLoginFailed, ""))
 	}
-	authURL, err := h.Provider.AuthCodeURL(ls.State, ls.Nonce, ls.Challenge())
+	authURL, err := h.d.Provider.AuthCodeURL(ls.State, ls.Nonce, ls.Challenge())
 	if err != nil {
-		h.log.Warn("login not started: provider not discovered yet", requestID(r))
-		w.Header().Set("Retry-After", "5")
-		h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(r))
-		return false
+		h.log.Warn("login not started: provider not discovered yet", q.rid())
+		f := failure(http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(q))
+		f.retry = "5"
+		return h.startFailed(f)
 	}
-	sealed, err := h.Codec.Seal(session.StatePrefix+ls.State, ls)
+	sealed, err := h.d.Codec.Seal(statePrefixed(ls.State), ls)
 	if err != nil {
 		h.log.Error("cannot seal login state", zap.Error(err))
-		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
-		return false
+		return h.startFailed(failure(http.StatusUnauthorized, "Login failed", msgLoginFailed, ""))
 	}
-	h.prunePendingLogins(w, r)
-	h.cookies.WriteState(w.Header(), h.secure(r), ls.State, sealed, h.cfg.LoginStateTTL)
-	hd := w.Header()
-	hd["Cache-Control"] = noStore
-	hd.Set("Location", authURL)
-	w.WriteHeader(http.StatusFound)
-	h.debug(r, "redirect", "login started", zap.String("cookie", reasonText(reason)))
-	h.Metrics.LoginStarted()
-	return true
+	cookies := append(v.cookies, h.prunePendingLogins(q)...)
+	h.debug(q, "login started")
+	h.d.Metrics.LoginStarted()
+	r := redirectTo(authURL, append(cookies, stateCookie(ls.State, sealed))...)
+	r.reason = v.reason
+	return r
+}
+
+func (h *Handler) startFailed(v verdict) verdict {
+	v.reason = providerUnavailable
+	return v
 }
 
 // prunePendingLogins keeps at most MAX_PENDING_LOGINS-1 earlier pending
 // logins, dropping unreadable and expired ones first, then the oldest.
-func (h *Handler) prunePendingLogins(w http.ResponseWriter, r *http.Request) {
-	secure := h.secure(r)
-	pending := h.cookies.PendingStates(r.Header, secure, 64)
-	if len(pending) < h.cfg.MaxPendingLogins {
-		return
+func (h *Handler) prunePendingLogins(q *request) []cookieOp {
+	pending := h.d.Cookies.PendingStates(q.Header, q.secure, 64)
+	if len(pending) < h.o.MaxPendingLogins {
+		return nil
 	}
 	type aged struct {
 		state   string
 		created int64
 	}
+	var drop []cookieOp
 	var keep []aged
-	now := h.Now().Unix()
+	now := h.d.Now().Unix()
 	for _, c := range pending {
 		var ls session.LoginState
-		if h.Codec.Open(session.StatePrefix+c.Name, c.Value, &ls) != nil || now-ls.Created > int64(h.cfg.LoginStateTTL/time.Second) {
-			h.cookies.ClearState(w.Header(), r.Header, secure, c.Name)
+		if h.d.Codec.Open(statePrefixed(c.Name), c.Value, &ls) != nil || now-ls.Created > int64(h.o.LoginStateTTL.Seconds()) {
+			drop = append(drop, clearStateCookie(c.Name))
 			continue
 		}
 		keep = append(keep, aged{c.Name, ls.Created})
 	}
 	sort.Slice(keep, func(i, j int) bool { return keep[i].created < keep[j].created })
-	for len(keep) >= h.cfg.MaxPendingLogins {
-		h.cookies.ClearState(w.Header(), r.Header, secure, keep[0].state)
+	for len(keep) >= h.o.MaxPendingLogins {
+		drop = append(drop, clearStateCookie(keep[0].state))
 		keep = keep[1:]
 	}
+	return drop
 }
 
 // maxKeptURL bounds the original URL kept in the login-state cookie:
@@ -97,16 +84,12 @@ const maxKeptURL = 2048
 // originalURL is the full URL the browser asked for, shortened to fit the
 // login-state cookie: without its query string when too long, then the
 // site root.
-func (h *Handler) originalURL(r *http.Request) string {
-	scheme := "http"
-	if h.secure(r) {
-		scheme = "https"
-	}
-	target := r.RequestURI
+func (h *Handler) originalURL(q *request) string {
+	target := q.RequestURI
 	if !strings.HasPrefix(target, "/") {
-		target = r.URL.RequestURI()
+		target = q.URL.RequestURI()
 	}
-	base := scheme + "://" + r.Host
+	base := q.scheme() + "://" + q.Host
 	if len(base)+len(target) <= maxKeptURL {
 		return base + target
 	}
@@ -114,246 +97,19 @@ func (h *Handler) originalURL(r *http.Request) string {
 	if len(base)+len(p) > maxKeptURL {
 		p = "/"
 	}
-	h.log.Info("deep link too long to keep through the login; the user will land on a shorter URL", requestID(r),
+	h.log.Info("deep link too long to keep through the login; the user will land on a shorter URL", q.rid(),
 		zap.Int("length", len(target)), zap.Int("kept", len(p)))
 	return base + p
 }
 
 // retryLink is where "try again" leads: the request itself when it was a
 // navigation, else the site root.
-func (h *Handler) retryLink(r *http.Request) string {
-	if r.URL.Path == h.cfg.RedirectPath {
+func (h *Handler) retryLink(q *request) string {
+	if q.URL.Path == h.o.CallbackPath {
 		return "/"
 	}
-	if t := r.RequestURI; strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "//") {
+	if t := q.RequestURI; strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "//") {
 		return t
 	}
 	return "/"
-}
-
-// callback completes a login: state, code exchange with the PKCE verifier,
-// ID token verification, claims, policy, then the session cookie.
-func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
-	if failed := h.completeLogin(w, r); failed != "" {
-		h.Metrics.LoginFailed(failed)
-	} else {
-		h.Metrics.LoginCompleted()
-	}
-}
-
-// completeLogin does the work of callback; it returns why the login failed,
-// or "" when it made a session.
-func (h *Handler) completeLogin(w http.ResponseWriter, r *http.Request) string {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		h.log.Info("callback: method not allowed", requestID(r), zap.String("method", r.Method))
-		w.Header().Set("Allow", "GET, HEAD")
-		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
-		return metrics.LoginBadRequest
-	}
-	q := r.URL.Query()
-	state := q.Get("state")
-	validState := session.ValidState(state)
-	stateCookie := session.StatePrefix + state
-	secure := h.secure(r)
-	sealed, haveState := "", false
-	if validState {
-		sealed, haveState = h.cookies.ReadState(r.Header, secure, state)
-		// Whatever happens next, this login is over.
-		if haveState {
-			h.cookies.ClearState(w.Header(), r.Header, secure, state)
-		}
-	}
-
-	if e := q.Get("error"); e != "" {
-		h.log.Info("login failed: provider returned an error", requestID(r),
-			zap.String("error", truncate(e, 64)), zap.String("error_description", truncate(q.Get("error_description"), 256)))
-		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgProviderError, h.loginRetry(r, state))
-		return metrics.LoginProviderError
-	}
-	if !validState {
-		h.log.Info("callback rejected: missing or malformed state", requestID(r))
-		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return metrics.LoginInvalidState
-	}
-	if !haveState {
-		h.log.Info("callback rejected: no login state for this state (expired, replayed or another browser)", requestID(r))
-		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return metrics.LoginInvalidState
-	}
-	var ls session.LoginState
-	if err := h.Codec.Open(stateCookie, sealed, &ls); err != nil {
-		h.log.Info("callback rejected: login state does not open", requestID(r), zap.Error(err))
-		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return metrics.LoginInvalidState
-	}
-	now := h.Now().Unix()
-	if subtle.ConstantTimeCompare([]byte(ls.State), []byte(state)) != 1 || now-ls.Created > int64(h.cfg.LoginStateTTL/time.Second) {
-		h.log.Info("callback rejected: login state expired or mismatched", requestID(r))
-		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return metrics.LoginInvalidState
-	}
-	stateKey := cache.KeyOf(state)
-	if _, used := h.usedStates.Get(stateKey); used {
-		h.log.Warn("callback rejected: replayed state", requestID(r))
-		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgStateInvalid, "/")
-		return metrics.LoginInvalidState
-	}
-	h.usedStates.Put(stateKey, now)
-
-	code := q.Get("code")
-	if code == "" || len(code) > 4096 {
-		h.log.Info("callback rejected: missing or oversized code", requestID(r))
-		h.failPage(w, r, http.StatusBadRequest, "Login failed", msgLoginFailed, h.safeTarget(r, ls.URL))
-		return metrics.LoginBadRequest
-	}
-
-	// Token endpoint, keys and userinfo: each call is bounded by
-	// PROVIDER_TIMEOUT (the HTTP client's), all of them by twice that,
-	// within the server's write timeout.
-	ctx, cancel := context.WithTimeout(r.Context(), 2*h.cfg.ProviderTimeout)
-	defer cancel()
-	login, err := h.Provider.Exchange(ctx, code, ls.Verifier, ls.Nonce)
-	if err != nil {
-		return h.loginError(w, r, ls.URL, err)
-	}
-	id, dropped, err := h.Mapper.FromClaims(login.Claims)
-	if err != nil {
-		h.log.Warn("login refused: unusable claims", requestID(r), zap.String("sub", login.IDToken.Subject), zap.Error(err))
-		h.failPage(w, r, http.StatusForbidden, "Login refused", msgClaimsUnusable, "")
-		return metrics.LoginClaims
-	}
-	if len(dropped) > 0 {
-		h.log.Warn("groups left out: unsafe characters or too many", requestID(r), zap.String("user", id.User), zap.Strings("groups", dropped))
-	}
-	tp := targetPath(ls.URL)
-	if ok, why := h.Policy.Decide(authz.Request{Host: r.Host, Path: tp.canon, RawPath: tp.raw, Method: http.MethodGet, User: h.cfg.UserIDPrefix + id.User, Groups: id.Groups}); !ok {
-		h.log.Info("login refused: not authorized", requestID(r), zap.String("user", id.User), zap.String("reason", why))
-		h.forbidden(w, r, h.cfg.UserIDPrefix+id.User, why)
-		return metrics.LoginNotAuthorized
-	}
-
-	s, err := h.newSession(login, id)
-	if err != nil {
-		h.log.Error("no randomness for a session id", zap.Error(err))
-		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, "")
-		return metrics.LoginInternal
-	}
-	sealedSession, err := h.Codec.SealSession(h.cfg.SessionCookieName, s)
-	if err == nil && !h.cookies.WriteSession(w.Header(), r.Header, secure, sealedSession, h.cfg.SessionMaxAge) {
-		// Too large for the cookies: keep identity and refresh, drop the rest.
-		s.IDToken, s.AccessToken = "", ""
-		sealedSession, err = h.Codec.SealSession(h.cfg.SessionCookieName, s)
-		if err == nil && !h.cookies.WriteSession(w.Header(), r.Header, secure, sealedSession, h.cfg.SessionMaxAge) {
-			err = errors.New("session too large for cookies")
-		}
-	}
-	if err != nil {
-		h.log.Error("login failed: cannot store session", requestID(r), zap.String("user", id.User), zap.Error(err))
-		h.failPage(w, r, http.StatusForbidden, "Login failed", msgLoginFailed, "")
-		return metrics.LoginInternal
-	}
-	target := h.safeTarget(r, ls.URL)
-	if h.cfg.AfterLoginURL != "" {
-		target = h.cfg.AfterLoginURL + sep(h.cfg.AfterLoginURL) + "next=" + url.QueryEscape(target)
-	}
-	h.log.Info("login", requestID(r), zap.String("user", id.User), zap.String("sub", s.Subject), zap.Int("groups", len(id.Groups)))
-	hd := w.Header()
-	hd["Cache-Control"] = noStore
-	hd.Set("Location", target)
-	w.WriteHeader(http.StatusFound)
-	return ""
-}
-
-func (h *Handler) newSession(l *provider.Login, id identity.Identity) (*session.Session, error) {
-	var rnd [16]byte
-	if _, err := io.ReadFull(h.Random, rnd[:]); err != nil {
-		return nil, err
-	}
-	now := h.Now()
-	s := &session.Session{
-		ID:           base64.RawURLEncoding.EncodeToString(rnd[:]),
-		Subject:      l.IDToken.Subject,
-		Issuer:       l.IDToken.Issuer,
-		User:         id.User,
-		Groups:       id.Groups,
-		Created:      now.Unix(),
-		Expires:      now.Add(time.Duration(h.cfg.SessionMaxAge) * time.Second).Unix(),
-		Active:       now.Unix(),
-		Renewed:      now.Unix(),
-		RefreshToken: l.Token.RefreshToken,
-	}
-	// Every request carries the cookie: keep a token only when a feature
-	// needs it, so sessions stay in one cookie (which the old dashboard's
-	// logout needs) and cheap to send.
-	if h.cfg.StrictValidation || (h.cfg.RevokeOnLogout && h.Provider.RevocationEndpoint() != "") {
-		s.AccessToken = l.Token.AccessToken
-	}
-	if (h.cfg.ProviderLogout && h.Provider.EndSessionEndpoint() != "") || h.cfg.UpstreamToken == "id_token" {
-		s.IDToken = l.RawID
-	}
-	if s.RefreshToken != "" && !l.Token.Expiry.IsZero() {
-		s.TokenExpiry = l.Token.Expiry.Unix()
-	}
-	if sid, ok := l.Claims["sid"].(string); ok {
-		s.SID = sid
-	}
-	return s, nil
-}
-
-// loginError answers a failed code exchange and returns the metrics reason.
-func (h *Handler) loginError(w http.ResponseWriter, r *http.Request, original string, err error) string {
-	retry := h.safeTarget(r, original)
-	switch {
-	case errors.Is(err, provider.ErrUnavailable), errors.Is(err, provider.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
-		h.log.Warn("login failed: provider unavailable", requestID(r), zap.Error(err))
-		h.failPage(w, r, http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, retry)
-		return metrics.LoginProviderUnavailable
-	case errors.Is(err, provider.ErrRejected):
-		h.log.Info("login failed: code rejected by the provider", requestID(r), zap.Error(err))
-		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, retry)
-		return metrics.LoginExchangeRejected
-	default:
-		h.log.Warn("login failed: ID token invalid", requestID(r), zap.Error(err))
-		h.failPage(w, r, http.StatusUnauthorized, "Login failed", msgLoginFailed, retry)
-		return metrics.LoginInvalidToken
-	}
-}
-
-// loginRetry is the retry link after a provider error: the original URL when
-// the state cookie still tells it.
-func (h *Handler) loginRetry(r *http.Request, state string) string {
-	if session.ValidState(state) {
-		if v, ok := h.cookies.ReadState(r.Header, h.secure(r), state); ok {
-			var ls session.LoginState
-			if h.Codec.Open(session.StatePrefix+state, v, &ls) == nil {
-				return h.safeTarget(r, ls.URL)
-			}
-		}
-	}
-	return "/"
-}
-
-// targetPath is the path of the URL a login started from: the request the
-// user will be sent back to, which the policy judges.
-func targetPath(u string) requestPath {
-	if p, err := url.Parse(u); err == nil && p.Path != "" {
-		if rp, ok := readPath(p); ok {
-			return rp
-		}
-	}
-	return requestPath{raw: "/", canon: "/"}
-}
-
-func sep(u string) string {
-	if strings.Contains(u, "?") {
-		return "&"
-	}
-	return "?"
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

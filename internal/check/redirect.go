@@ -1,7 +1,6 @@
 package check
 
 import (
-	"net/http"
 	"net/url"
 	"strings"
 )
@@ -9,7 +8,7 @@ import (
 // safeTarget returns where a browser may be sent after login: the original
 // URL when its host is the request's own host (then as a path, so the
 // scheme the browser uses is kept) or an allowed host; otherwise "/".
-func (h *Handler) safeTarget(r *http.Request, target string) string {
+func (h *Handler) safeTarget(requestHost, target string) string {
 	u, ok := parseTarget(target)
 	if !ok {
 		return "/"
@@ -25,10 +24,10 @@ func (h *Handler) safeTarget(r *http.Request, target string) string {
 	if !safePath(rel) {
 		return "/"
 	}
-	if host == strings.ToLower(r.Host) {
+	if host == strings.ToLower(requestHost) {
 		return rel
 	}
-	if hostAllowed(host, h.cfg.AllowedHosts) {
+	if hostAllowed(host, h.o.AllowedRedirectHosts) {
 		return u.Scheme + "://" + u.Host + rel
 	}
 	return "/"

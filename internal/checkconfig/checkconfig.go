@@ -9,16 +9,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/internal/authn"
-	"github.com/oidc-authservice/oidc-authservice/internal/authz"
+	"go.uber.org/zap"
+
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
-	"github.com/oidc-authservice/oidc-authservice/internal/issuer"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
-	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
+	"github.com/oidc-authservice/oidc-authservice/internal/server"
 )
 
 // Report collects what check-config found.
@@ -63,136 +63,36 @@ type discovery struct {
 	BackchannelLogout     bool     `json:"backchannel_logout_supported"`
 }
 
-// Run checks s and writes the summary to out. It returns the report; the
-// command exits non-zero when it has problems.
+// Run checks s and writes the summary to out. It builds the service's
+// parts as the server does (server.Build), reaches the provider and Redis,
+// and returns the report; the command exits non-zero when it has problems.
 func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	r := &Report{out: out}
 	fmt.Fprintln(out, "oidc-authservice check-config")
-
-	r.section("Provider")
-	r.item("issuer (OIDC_PROVIDER)", s.Provider)
-	p, err := provider.New(provider.Options{Issuer: s.Provider, AuthURL: s.AuthURL, ClientID: s.ClientID,
-		ClientSecret: s.ClientSecret, RedirectURL: s.RedirectURL, Scopes: s.Scopes, CABundle: s.CABundle, Timeout: s.ProviderTimeout})
-	if err != nil {
-		r.problem("%v", err)
-	} else {
-		start := time.Now()
-		if err := p.Discover(ctx); err != nil {
-			r.problem("discovery failed: %v", err)
-		} else {
-			r.item("discovery", fmt.Sprintf("ok (%d ms)", time.Since(start).Milliseconds()))
-			r.provider(s, p)
-		}
+	p, err := server.Build(s, "check-config", zap.NewNop())
+	built := map[string]error{}
+	for _, e := range unwrap(err) {
+		what, _, _ := strings.Cut(e.Error(), ":")
+		built[what] = e
 	}
-
-	r.section("Login")
-	r.item("client id", s.ClientID)
-	r.item("client secret", secretState(s.ClientSecret))
-	r.item("redirect URL (sent as is)", s.RedirectURL)
-	if !strings.Contains(s.RedirectURL, "://") {
-		r.item("", "relative: the provider must accept it literally (Dex does); the browser resolves it against the gateway host")
-	}
-	r.item("callback path", s.RedirectPath)
-	r.item("scopes", strings.Join(s.Scopes, " "))
-	r.item("login state lifetime", s.LoginStateTTL)
-	r.item("PKCE, state, nonce", "always (S256)")
-	if s.AfterLoginURL != "" {
-		r.item("after login", s.AfterLoginURL)
-	}
-
-	r.section("Identity headers")
-	r.item("user id", fmt.Sprintf("%s: %s<claim %q>", s.UserIDHeader, s.UserIDPrefix, s.UserIDClaim))
-	r.item("groups", fmt.Sprintf("%s: claim %q, comma-joined", s.GroupsHeader, s.GroupsClaim))
-	if len(s.Transformers) > 0 {
-		r.item("user id transformers", len(s.Transformers))
-	}
-	if s.GroupsAllowAll {
-		r.item("groups allowlist", "* (every authenticated user)")
-	} else {
-		r.item("groups allowlist", strings.Join(s.GroupsAllowlist, ", "))
-	}
-	if _, err := authz.New(s); err != nil {
-		r.problem("%v", err)
-	} else if s.AuthorizationRulesFile != "" {
-		r.item("authorization rules", s.AuthorizationRulesFile+" (ok)")
-	}
-	r.item("upstream token", s.UpstreamToken)
-	if s.UpstreamToken == "issued" {
-		r.item("issued token issuer", s.UpstreamTokenIssuer)
-		r.item("issued token audience", s.UpstreamTokenAudience)
-		if s.UpstreamTokenKeysFile == "" {
-			r.problem("UPSTREAM_TOKEN=issued without UPSTREAM_TOKEN_KEYS_FILE: each replica signs with a random key and tokens fail validation after a restart")
-		} else if keys, err := issuer.LoadKeys(s.UpstreamTokenKeysFile); err != nil {
-			r.problem("UPSTREAM_TOKEN_KEYS_FILE: %v", err)
-		} else {
-			r.item("signing keys", len(keys))
-		}
-	}
-
-	r.section("Requests")
-	r.item("URL prefix", s.URLPrefix)
-	r.item("logout URL", s.LogoutPath)
-	r.item("skip paths (no login)", listOrNone(s.SkipPrefixes))
-	r.item("API paths (401, no redirect)", listOrNone(s.APIPrefixes))
-	r.item("unauthenticated OPTIONS", s.AllowUnauthenticatedOptions)
-	if s.VerifyAuthURL != "" {
-		r.item("forward-auth verify", s.VerifyPath)
-	}
-	if len(s.AllowedHosts) > 0 {
-		r.item("allowed redirect hosts", strings.Join(s.AllowedHosts, ", "))
-	}
-	if s.AuthenticationConfigFile != "" || s.AcceptProviderIDTokens {
-		var extra []authn.JWTAuthenticator
-		if s.AcceptProviderIDTokens {
-			e := authn.ProviderEntry(s.Provider, s.ClientID, s.UserIDClaim, s.GroupsClaim)
-			e.AllowUnverifiedEmail = s.AllowUnverifiedEmail
-			extra = append(extra, e)
-		}
-		if _, err := authn.Load(s.AuthenticationConfigFile, extra, authn.Options{Timeout: s.ProviderTimeout}); err != nil {
-			r.problem("bearer tokens: %v", err)
-		} else {
-			r.item("bearer JWTs accepted", fmt.Sprintf("provider ID tokens: %v; AUTHENTICATION_CONFIG_FILE: %s", s.AcceptProviderIDTokens, orNone(s.AuthenticationConfigFile)))
-		}
-	}
-
-	r.section("Sessions")
-	r.item("cookie", fmt.Sprintf("%s (SameSite %s, HttpOnly %v, Secure %s)", s.SessionCookieName, s.SessionSameSite, s.SessionHTTPOnly, s.SessionSecure))
-	r.item("max age", time.Duration(s.SessionMaxAge)*time.Second)
-	if s.SessionIdleTimeout > 0 {
-		r.item("idle timeout", s.SessionIdleTimeout)
-	}
-	if s.GeneratedKeys {
-		r.problem("SESSION_KEYS is not set: sessions would not survive a restart nor work across replicas")
-	} else {
-		r.item("session keys", fmt.Sprintf("%d (the first seals new cookies)", len(s.Keys)))
-	}
-	r.item("strict validation", s.StrictValidation)
-	if s.RedisURL != "" {
-		rs, err := revocation.NewRedisStore(s.RedisURL, s.RedisKeyPrefix)
-		if err != nil {
-			r.problem("%v", err)
-		} else {
-			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			if err := rs.Ping(pctx); err != nil {
-				r.problem("Redis not reachable: %v", err)
-			} else {
-				r.item("revocations shared via", "Redis (ok)")
-			}
-			cancel()
-			rs.Close()
-		}
-	} else {
-		r.item("revocations shared via", "nothing (this replica only; set REDIS_URL with several replicas)")
-	}
-	if len(s.Obsolete) > 0 {
-		r.warn("obsolete variables are ignored (sessions live in cookies): %s", strings.Join(s.Obsolete, ", "))
-	}
-
+	defer p.Close()
+	r.providerSection(ctx, s, p, built["provider"])
+	r.loginSection(s)
+	r.identitySection(s, built)
+	r.requestSection(s, built["bearer tokens"])
+	r.sessionSection(ctx, s, p, built["REDIS_URL"])
 	r.section("Servers")
-	r.item("check", fmt.Sprintf("%s:%d", s.Hostname, s.Port))
-	r.item("probes and /metrics", fmt.Sprintf("%s:%d", s.Hostname, s.ReadinessPort))
-	r.item("web pages", fmt.Sprintf("%s:%d", s.Hostname, s.WebServerPort))
-
+	sv := s.Servers
+	r.item("check", fmt.Sprintf("%s:%d", sv.Host, sv.CheckPort))
+	r.item("probes and /metrics", fmt.Sprintf("%s:%d", sv.Host, sv.ProbePort))
+	r.item("web pages", fmt.Sprintf("%s:%d", sv.Host, sv.WebPort))
+	for what, e := range built {
+		switch what {
+		case "provider", "authorization", "upstream token", "bearer tokens", "REDIS_URL":
+		default:
+			r.problem("%v", e)
+		}
+	}
 	fmt.Fprintln(out)
 	switch {
 	case len(r.Problems) > 0:
@@ -203,6 +103,150 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 		fmt.Fprintln(out, "OK.")
 	}
 	return r
+}
+
+// unwrap lists the errors joined in err.
+func unwrap(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err != nil {
+		return []error{err}
+	}
+	return nil
+}
+
+func (r *Report) providerSection(ctx context.Context, s *config.Settings, p *server.Parts, buildErr error) {
+	r.section("Provider")
+	r.item("issuer (OIDC_PROVIDER)", s.Provider.Issuer)
+	if buildErr != nil {
+		r.problem("%v", buildErr)
+		return
+	}
+	start := time.Now()
+	if err := p.Provider.Discover(ctx); err != nil {
+		r.problem("discovery failed: %v", err)
+		return
+	}
+	r.item("discovery", fmt.Sprintf("ok (%d ms)", time.Since(start).Milliseconds()))
+	r.provider(s, p.Provider)
+}
+
+func (r *Report) loginSection(s *config.Settings) {
+	r.section("Login")
+	r.item("client id", s.Provider.ClientID)
+	r.item("client secret", secretState(s.Provider.ClientSecret))
+	r.item("redirect URL (sent as is)", s.Provider.RedirectURL)
+	if !strings.Contains(s.Provider.RedirectURL, "://") {
+		r.item("", "relative: the provider must accept it literally (Dex does); the browser resolves it against the gateway host")
+	}
+	r.item("callback path", s.Paths.Callback)
+	r.item("scopes", strings.Join(s.Provider.Scopes, " "))
+	r.item("login state lifetime", s.Sessions.LoginStateTTL)
+	r.item("PKCE, state, nonce", "always (S256)")
+	if s.Paths.AfterLogin != "" {
+		r.item("after login", s.Paths.AfterLogin)
+	}
+}
+
+func (r *Report) identitySection(s *config.Settings, built map[string]error) {
+	id, up := s.Identity, s.Upstream
+	r.section("Identity headers")
+	r.item("user id", fmt.Sprintf("%s: %s<claim %q>", id.UserHeader, id.UserPrefix, id.UserClaim))
+	r.item("groups", fmt.Sprintf("%s: claim %q, comma-joined", id.GroupsHeader, id.GroupsClaim))
+	if len(id.Transformers) > 0 {
+		r.item("user id transformers", len(id.Transformers))
+	}
+	if id.AllowAllGroups {
+		r.item("groups allowlist", "* (every authenticated user)")
+	} else {
+		r.item("groups allowlist", strings.Join(id.AllowedGroups, ", "))
+	}
+	if err := built["authorization"]; err != nil {
+		r.problem("%v", err)
+	} else if s.Bearer.RulesFile != "" {
+		r.item("authorization rules", s.Bearer.RulesFile+" (ok)")
+	}
+	r.item("upstream token", up.Mode)
+	if up.Mode != "issued" {
+		return
+	}
+	r.item("issued token issuer", up.Issuer)
+	r.item("issued token audience", up.Audience)
+	switch err := built["upstream token"]; {
+	case up.KeysFile == "":
+		r.problem("UPSTREAM_TOKEN=issued without UPSTREAM_TOKEN_KEYS_FILE: each replica signs with a random key and tokens fail validation after a restart")
+	case err != nil:
+		r.problem("UPSTREAM_TOKEN_KEYS_FILE: %v", err)
+	default:
+		r.item("signing keys", "ok")
+	}
+}
+
+func (r *Report) requestSection(s *config.Settings, bearerErr error) {
+	ps := s.Paths
+	r.section("Requests")
+	r.item("URL prefix", ps.Prefix)
+	r.item("logout URL", ps.Logout)
+	r.item("skip paths (no login)", listOrNone(ps.Skip))
+	r.item("API paths (401, no redirect)", listOrNone(ps.API))
+	r.item("unauthenticated OPTIONS", ps.AllowOptions)
+	r.item("forward-auth verify", ps.Verify+" (FORWARD_AUTH_PROXY "+s.ForwardAuth.Proxy+")")
+	if len(ps.AllowedRedirectHosts) > 0 {
+		r.item("allowed redirect hosts", strings.Join(ps.AllowedRedirectHosts, ", "))
+	}
+	b := s.Bearer
+	if b.AuthenticationConfigFile == "" && !b.AcceptProviderIDTokens {
+		return
+	}
+	if bearerErr != nil {
+		r.problem("%v", bearerErr)
+		return
+	}
+	r.item("bearer JWTs accepted", fmt.Sprintf("provider ID tokens: %v; AUTHENTICATION_CONFIG_FILE: %s", b.AcceptProviderIDTokens, orNone(b.AuthenticationConfigFile)))
+}
+
+func (r *Report) sessionSection(ctx context.Context, s *config.Settings, p *server.Parts, redisErr error) {
+	ss := s.Sessions
+	r.section("Sessions")
+	r.item("cookie", fmt.Sprintf("%s (SameSite %v, HttpOnly %v, Secure %s)", ss.CookieName, sameSiteName(ss.SameSite), ss.HTTPOnly, ss.Secure))
+	r.item("max age", ss.MaxAge)
+	if ss.IdleTimeout > 0 {
+		r.item("idle timeout", ss.IdleTimeout)
+	}
+	if ss.Generated {
+		r.problem("SESSION_KEYS is not set: sessions would not survive a restart nor work across replicas")
+	} else {
+		r.item("session keys", fmt.Sprintf("%d (the first seals new cookies)", len(ss.Secrets)))
+	}
+	r.item("strict validation", ss.StrictValidation)
+	switch {
+	case redisErr != nil:
+		r.problem("%v", redisErr)
+	case p.Redis != nil:
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := p.Redis.Ping(pctx); err != nil {
+			r.problem("Redis not reachable: %v", err)
+		} else {
+			r.item("revocations shared via", "Redis (ok)")
+		}
+		cancel()
+	default:
+		r.item("revocations shared via", "nothing (this replica only; set REDIS_URL with several replicas)")
+	}
+	if len(s.Obsolete) > 0 {
+		r.warn("obsolete variables are ignored (sessions live in cookies): %s", strings.Join(s.Obsolete, ", "))
+	}
+}
+
+func sameSiteName(m http.SameSite) string {
+	switch m {
+	case http.SameSiteStrictMode:
+		return "Strict"
+	case http.SameSiteNoneMode:
+		return "None"
+	}
+	return "Lax"
 }
 
 // provider prints what discovery says and compares it with the settings.
@@ -218,8 +262,8 @@ func (r *Report) provider(s *config.Settings, p *provider.Provider) {
 		return
 	}
 	auth := d.AuthorizationEndpoint
-	if s.AuthURL != "" {
-		auth = s.AuthURL + " (OIDC_AUTH_URL; provider says " + d.AuthorizationEndpoint + ")"
+	if s.Provider.AuthURL != "" {
+		auth = s.Provider.AuthURL + " (OIDC_AUTH_URL; provider says " + d.AuthorizationEndpoint + ")"
 	}
 	r.item("authorization endpoint", auth)
 	r.item("token endpoint", d.TokenEndpoint)
@@ -235,24 +279,24 @@ func (r *Report) provider(s *config.Settings, p *provider.Provider) {
 		r.problem("the provider does not support the code flow (response_types_supported: %s)", strings.Join(d.ResponseTypes, ", "))
 	}
 	if len(d.ScopesSupported) > 0 {
-		for _, sc := range s.Scopes {
+		for _, sc := range s.Provider.Scopes {
 			if !slices.Contains(d.ScopesSupported, sc) {
 				r.problem("scope %q is not in the provider's scopes_supported (%s); providers such as GitLab refuse the login with invalid_scope", sc, strings.Join(d.ScopesSupported, " "))
 			}
 		}
 	}
 	if len(d.ClaimsSupported) > 0 {
-		if !slices.Contains(d.ClaimsSupported, s.UserIDClaim) {
-			r.warn("USERID_CLAIM %q is not in the provider's claims_supported: logins fail if the ID token lacks it", s.UserIDClaim)
+		if !slices.Contains(d.ClaimsSupported, s.Identity.UserClaim) {
+			r.warn("USERID_CLAIM %q is not in the provider's claims_supported: logins fail if the ID token lacks it", s.Identity.UserClaim)
 		}
-		if !slices.Contains(d.ClaimsSupported, s.GroupsClaim) {
-			r.warn("GROUPS_CLAIM %q is not in the provider's claims_supported: users will have no groups unless the ID token or userinfo carries it", s.GroupsClaim)
+		if !slices.Contains(d.ClaimsSupported, s.Identity.GroupsClaim) {
+			r.warn("GROUPS_CLAIM %q is not in the provider's claims_supported: users will have no groups unless the ID token or userinfo carries it", s.Identity.GroupsClaim)
 		}
 	}
-	if s.StrictValidation && d.UserinfoEndpoint == "" {
+	if s.Sessions.StrictValidation && d.UserinfoEndpoint == "" {
 		r.problem("STRICT_SESSION_VALIDATION needs a userinfo endpoint and the provider has none")
 	}
-	if s.ProviderSignOutURL == "" && d.EndSessionEndpoint == "" && s.ProviderLogout {
+	if s.Logout.ProviderSignOutURL == "" && d.EndSessionEndpoint == "" && s.Logout.ProviderLogout {
 		r.item("logout at the provider", "no end-session endpoint: logout ends the session here only (see PROVIDER_SIGN_OUT_URL)")
 	}
 }

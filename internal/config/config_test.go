@@ -8,69 +8,66 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
-// setenv sets a minimal valid environment plus overrides; "" unsets.
-func setenv(t *testing.T, over map[string]string) {
+// setenv is a minimal valid environment plus overrides; "" leaves a
+// variable out. Nothing reads the process environment.
+func setenv(t *testing.T, over map[string]string) map[string]string {
 	t.Helper()
-	base := map[string]string{
+	env := map[string]string{
 		"OIDC_PROVIDER": "http://dex.auth.svc.cluster.local:5556/dex",
 		"CLIENT_ID":     "kubeflow-oidc-authservice",
 		"CLIENT_SECRET": "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok",
 	}
 	for k, v := range over {
-		base[k] = v
-	}
-	for _, f := range Fields() {
-		os.Unsetenv(f.Env)
-	}
-	for k, v := range base {
 		if v == "" {
-			os.Unsetenv(k)
+			delete(env, k)
 			continue
 		}
-		t.Setenv(k, v)
+		env[k] = v
 	}
+	return env
 }
 
 func TestDefaultsMatchPredecessor(t *testing.T) {
-	setenv(t, nil)
-	s, err := Load()
+	env := setenv(t, nil)
+	s, err := Load(FromMap(env))
 	if err != nil {
 		t.Fatal(err)
 	}
 	checks := []struct{ name, got, want string }{
-		{"REDIRECT_URL", s.RedirectURL, "/authservice/oidc/callback"},
-		{"redirect path", s.RedirectPath, "/authservice/oidc/callback"},
-		{"logout path", s.LogoutPath, "/authservice/logout"},
-		{"USERID_HEADER", s.UserIDHeader, "kubeflow-userid"},
-		{"GROUPS_HEADER", s.GroupsHeader, "kubeflow-groups"},
-		{"USERID_CLAIM", s.UserIDClaim, "email"},
-		{"GROUPS_CLAIM", s.GroupsClaim, "groups"},
-		{"USERID_PREFIX", s.UserIDPrefix, ""},
-		{"scopes", strings.Join(s.Scopes, " "), "openid email"},
-		{"cookie", s.SessionCookieName, "authservice_session"},
-		{"AFTER_LOGOUT_URL", s.AfterLogoutURL, "/authservice/site/after_logout"},
+		{"REDIRECT_URL", s.Provider.RedirectURL, "/authservice/oidc/callback"},
+		{"redirect path", s.Paths.Callback, "/authservice/oidc/callback"},
+		{"logout path", s.Paths.Logout, "/authservice/logout"},
+		{"USERID_HEADER", s.Identity.UserHeader, "kubeflow-userid"},
+		{"GROUPS_HEADER", s.Identity.GroupsHeader, "kubeflow-groups"},
+		{"USERID_CLAIM", s.Identity.UserClaim, "email"},
+		{"GROUPS_CLAIM", s.Identity.GroupsClaim, "groups"},
+		{"USERID_PREFIX", s.Identity.UserPrefix, ""},
+		{"scopes", strings.Join(s.Provider.Scopes, " "), "openid email"},
+		{"cookie", s.Sessions.CookieName, "authservice_session"},
+		{"AFTER_LOGOUT_URL", s.Paths.AfterLogout, "/authservice/site/after_logout"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
 			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
 		}
 	}
-	if s.Port != 8080 || s.ReadinessPort != 8081 || s.WebServerPort != 8082 {
-		t.Errorf("ports %d %d %d", s.Port, s.ReadinessPort, s.WebServerPort)
+	if s.Servers.CheckPort != 8080 || s.Servers.ProbePort != 8081 || s.Servers.WebPort != 8082 {
+		t.Errorf("ports %d %d %d", s.Servers.CheckPort, s.Servers.ProbePort, s.Servers.WebPort)
 	}
-	if s.SessionMaxAge != 86400 || s.SameSite != http.SameSiteLaxMode || !s.SessionHTTPOnly {
-		t.Errorf("session defaults: %d %v %v", s.SessionMaxAge, s.SameSite, s.SessionHTTPOnly)
+	if s.Sessions.MaxAge != 86400*time.Second || s.Sessions.SameSite != http.SameSiteLaxMode || !s.Sessions.HTTPOnly {
+		t.Errorf("session defaults: %v %v %v", s.Sessions.MaxAge, s.Sessions.SameSite, s.Sessions.HTTPOnly)
 	}
-	if !s.GroupsAllowAll || !s.GeneratedKeys {
-		t.Errorf("allow all %v, generated keys %v", s.GroupsAllowAll, s.GeneratedKeys)
+	if !s.Identity.AllowAllGroups || !s.Sessions.Generated {
+		t.Errorf("allow all %v, generated keys %v", s.Identity.AllowAllGroups, s.Sessions.Generated)
 	}
 }
 
 func TestKubeflowParamsEnv(t *testing.T) {
 	// The values of Kubeflow's common/oidc-client/oidc-authservice params.env.
-	setenv(t, map[string]string{
+	env := setenv(t, map[string]string{
 		"OIDC_AUTH_URL":          "/dex/auth",
 		"REDIRECT_URL":           "/authservice/oidc/callback",
 		"OIDC_SCOPES":            "profile email groups",
@@ -83,15 +80,15 @@ func TestKubeflowParamsEnv(t *testing.T) {
 		"PORT":                   "8080",
 		"STORE_PATH":             "/var/lib/authservice/data.db",
 	})
-	s, err := Load()
+	s, err := Load(FromMap(env))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(s.Scopes, ","); got != "openid,profile,email,groups" {
+	if got := strings.Join(s.Provider.Scopes, ","); got != "openid,profile,email,groups" {
 		t.Errorf("scopes %q", got)
 	}
-	if len(s.SkipPrefixes) != 1 || s.SkipPrefixes[0] != "/dex" {
-		t.Errorf("skip %q", s.SkipPrefixes)
+	if len(s.Paths.Skip) != 1 || s.Paths.Skip[0] != "/dex" {
+		t.Errorf("skip %q", s.Paths.Skip)
 	}
 	if len(s.Obsolete) != 1 || s.Obsolete[0] != "STORE_PATH" {
 		t.Errorf("obsolete %q", s.Obsolete)
@@ -99,21 +96,21 @@ func TestKubeflowParamsEnv(t *testing.T) {
 }
 
 func TestScopesAndSkipForms(t *testing.T) {
-	setenv(t, map[string]string{"OIDC_SCOPES": "email,profile", "SKIP_AUTH_URLS": "/dex,/healthz", "SKIP_AUTH_URI": "/old /older"})
-	s, err := Load()
+	env := setenv(t, map[string]string{"OIDC_SCOPES": "email,profile", "SKIP_AUTH_URLS": "/dex,/healthz", "SKIP_AUTH_URI": "/old /older"})
+	s, err := Load(FromMap(env))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(s.Scopes, " "); got != "openid email profile" {
+	if got := strings.Join(s.Provider.Scopes, " "); got != "openid email profile" {
 		t.Errorf("scopes %q", got)
 	}
-	if got := strings.Join(s.SkipPrefixes, " "); got != "/dex /healthz /old /older" {
+	if got := strings.Join(s.Paths.Skip, " "); got != "/dex /healthz /old /older" {
 		t.Errorf("skip %q", got)
 	}
 }
 
 func TestEveryProblemReportedAtOnce(t *testing.T) {
-	setenv(t, map[string]string{
+	env := setenv(t, map[string]string{
 		"OIDC_PROVIDER":       "",
 		"CLIENT_SECRET":       "",
 		"SESSION_SAME_SITE":   "sometimes",
@@ -121,7 +118,7 @@ func TestEveryProblemReportedAtOnce(t *testing.T) {
 		"SESSION_KEYS":        "short",
 		"USERID_TRANSFORMERS": `[{"matches": "(", "replaces": ""}]`,
 	})
-	_, err := Load()
+	_, err := Load(FromMap(env))
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("err = %v", err)
 	}
@@ -148,20 +145,15 @@ func TestSessionKeys(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			setenv(t, map[string]string{"SESSION_KEYS": c.keys})
-			s, err := Load()
+			env := setenv(t, map[string]string{"SESSION_KEYS": c.keys})
+			s, err := Load(FromMap(env))
 			if (err == nil) != c.ok {
 				t.Fatalf("err = %v", err)
 			}
-			if c.ok && (len(s.Keys) != c.n || s.GeneratedKeys) {
-				t.Fatalf("keys %d generated %v", len(s.Keys), s.GeneratedKeys)
+			if c.ok && (len(s.Sessions.Secrets) != c.n || s.Sessions.Generated) {
+				t.Fatalf("keys %d generated %v", len(s.Sessions.Secrets), s.Sessions.Generated)
 			}
 		})
-	}
-	// Keys differ per secret, and hash and block keys differ.
-	a, b := DeriveKey([]byte(raw)), DeriveKey([]byte(raw+"!"))
-	if string(a.Hash) == string(b.Hash) || string(a.Hash) == string(a.Block) {
-		t.Fatal("derived keys are not independent")
 	}
 }
 
@@ -171,20 +163,20 @@ func TestSecretsFromFiles(t *testing.T) {
 	keys := filepath.Join(dir, "keys")
 	os.WriteFile(sec, []byte("from-file\n"), 0o600)
 	os.WriteFile(keys, []byte(strings.Repeat("a", 32)+"\n"+strings.Repeat("b", 32)+"\n"), 0o600)
-	setenv(t, map[string]string{"CLIENT_SECRET": "", "CLIENT_SECRET_FILE": sec, "SESSION_KEYS_FILE": keys})
-	s, err := Load()
+	env := setenv(t, map[string]string{"CLIENT_SECRET": "", "CLIENT_SECRET_FILE": sec, "SESSION_KEYS_FILE": keys})
+	s, err := Load(FromMap(env))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.ClientSecret != "from-file" || len(s.Keys) != 2 {
-		t.Fatalf("secret %q keys %d", s.ClientSecret, len(s.Keys))
+	if s.Provider.ClientSecret != "from-file" || len(s.Sessions.Secrets) != 2 {
+		t.Fatalf("secret %q keys %d", s.Provider.ClientSecret, len(s.Sessions.Secrets))
 	}
 }
 
 func TestRedactedNeverShowsSecrets(t *testing.T) {
 	key := strings.Repeat("s3cr3t-key-", 4)
-	setenv(t, map[string]string{"SESSION_KEYS": key, "CLIENT_SECRET": "very-secret-value"})
-	s, err := Load()
+	env := setenv(t, map[string]string{"SESSION_KEYS": key, "CLIENT_SECRET": "very-secret-value"})
+	s, err := Load(FromMap(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,13 +191,13 @@ func TestRedactedNeverShowsSecrets(t *testing.T) {
 }
 
 func TestUserIDTransformers(t *testing.T) {
-	setenv(t, map[string]string{"USERID_TRANSFORMERS": `[{"matches": "@example\\.com$", "replaces": ""}, {"matches": "^(.*)$", "replaces": "x-$1"}]`})
-	s, err := Load()
+	env := setenv(t, map[string]string{"USERID_TRANSFORMERS": `[{"matches": "@example\\.com$", "replaces": ""}, {"matches": "^(.*)$", "replaces": "x-$1"}]`})
+	s, err := Load(FromMap(env))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s.Transformers) != 2 || s.Transformers[0].Matches.ReplaceAllString("a@example.com", s.Transformers[0].Replaces) != "a" {
-		t.Fatalf("transformers %+v", s.Transformers)
+	if len(s.Identity.Transformers) != 2 || s.Identity.Transformers[0].Matches.ReplaceAllString("a@example.com", s.Identity.Transformers[0].Replaces) != "a" {
+		t.Fatalf("transformers %+v", s.Identity.Transformers)
 	}
 }
 
@@ -216,5 +208,28 @@ func TestConfigurationDocIsCurrent(t *testing.T) {
 	}
 	if string(b) != Document() {
 		t.Fatal("docs/configuration.md is out of date: run `make docs`")
+	}
+}
+
+// Load reads only the environment it is given: tests need not touch the
+// process's, and can run in parallel.
+func TestLoadReadsOnlyItsEnvironment(t *testing.T) {
+	t.Setenv("CLIENT_ID", "from-the-process")
+	t.Setenv("TEMPLATE_CONTEXT_X", "from-the-process")
+	s, err := Load(FromMap(setenv(t, map[string]string{"TEMPLATE_CONTEXT_Y": "given"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Provider.ClientID != "kubeflow-oidc-authservice" || s.Pages.Context["X"] != "" || s.Pages.Context["Y"] != "given" {
+		t.Fatalf("client id %q, template context %v", s.Provider.ClientID, s.Pages.Context)
+	}
+}
+
+func TestMalformedValuesNamed(t *testing.T) {
+	_, err := Load(FromMap(setenv(t, map[string]string{"SERVER_PORT": "eighty", "PROVIDER_TIMEOUT": "10", "ACCESS_LOG": "maybe"})))
+	for _, v := range []string{"SERVER_PORT", "PROVIDER_TIMEOUT", "ACCESS_LOG"} {
+		if err == nil || !strings.Contains(err.Error(), v) {
+			t.Errorf("error does not name %s: %v", v, err)
+		}
 	}
 }

@@ -12,35 +12,49 @@ type Field struct {
 	Default string
 	Desc    string
 	Secret  bool
-	index   int
+	Section string // the section's name, as in docs/configuration.md
+	index   []int
 }
 
-// Fields lists every variable of Config in declaration order. It is the one
-// source of --help and of the configuration reference in docs/.
+// Fields lists every variable of Config in declaration order, section by
+// section. It is the one source of --help and of the configuration
+// reference in docs/.
 func Fields() []Field {
+	var out []Field
 	t := reflect.TypeOf(Config{})
-	out := make([]Field, 0, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		out = append(out, Field{
-			Env:     f.Tag.Get("envconfig"),
-			Default: f.Tag.Get("default"),
-			Desc:    f.Tag.Get("desc"),
-			Secret:  f.Tag.Get("secret") == "true",
-			index:   i,
-		})
+		sec := t.Field(i)
+		for j := 0; j < sec.Type.NumField(); j++ {
+			f := sec.Type.Field(j)
+			out = append(out, Field{
+				Env:     f.Tag.Get("env"),
+				Default: f.Tag.Get("default"),
+				Desc:    f.Tag.Get("desc"),
+				Secret:  f.Tag.Get("secret") == "true",
+				Section: sectionNames[sec.Name],
+				index:   []int{i, j},
+			})
+		}
 	}
 	return out
+}
+
+// sectionNames title the sections of Config.
+var sectionNames = map[string]string{
+	"ProviderVars": "Provider and client", "URLVars": "URLs and paths", "IdentityVars": "Identity",
+	"ServerVars": "Servers and logs", "SessionVars": "Sessions and cookies", "LifetimeVars": "Session lifetime at the provider",
+	"LogoutVars": "Logout", "BearerVars": "Bearer tokens and authorization", "ForwardAuthVars": "Forward auth",
+	"UpstreamTokenVars": "Identity token for the upstream", "PagesVars": "Pages",
 }
 
 // Redacted returns the effective configuration as variable → value, with
 // every secret replaced by "[redacted]" (or "" when unset). It is what the
 // start-up log prints.
 func (s *Settings) Redacted() map[string]string {
-	v := reflect.ValueOf(s.Config)
+	v := reflect.ValueOf(s.raw)
 	out := make(map[string]string)
 	for _, f := range Fields() {
-		val := fmt.Sprint(v.Field(f.index).Interface())
+		val := fmt.Sprint(v.FieldByIndex(f.index).Interface())
 		if f.Secret && val != "" {
 			val = "[redacted]"
 		}
@@ -58,11 +72,18 @@ func (s *Settings) String() string {
 	return b.String()
 }
 
-// Markdown renders the configuration reference table.
+// Markdown renders the configuration reference: a table per section.
 func Markdown() string {
 	var b strings.Builder
-	b.WriteString("| Variable | Default | Meaning |\n|---|---|---|\n")
+	section := ""
 	for _, f := range Fields() {
+		if f.Section != section {
+			if section != "" {
+				b.WriteString("\n")
+			}
+			section = f.Section
+			fmt.Fprintf(&b, "## %s\n\n| Variable | Default | Meaning |\n|---|---|---|\n", section)
+		}
 		d := f.Default
 		if d == "" {
 			d = "—"
@@ -77,7 +98,12 @@ func Markdown() string {
 // Usage renders the variables for --help.
 func Usage() string {
 	var b strings.Builder
+	section := ""
 	for _, f := range Fields() {
+		if f.Section != section {
+			section = f.Section
+			fmt.Fprintf(&b, "\n  %s:\n", section)
+		}
 		fmt.Fprintf(&b, "  %s", f.Env)
 		if f.Default != "" {
 			fmt.Fprintf(&b, " (default %q)", f.Default)

@@ -7,9 +7,10 @@ package identity
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
-	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
 )
 
 // Limits on what a provider may put into an identity.
@@ -19,15 +20,19 @@ const (
 	MaxGroups    = 256
 )
 
-// Errors of FromClaims, for errors.Is. Each means the login cannot proceed.
-var (
-	ErrNoUserID  = errors.New("user id claim missing or empty")
-	ErrBadUserID = errors.New("user id claim unusable")
-	ErrBadGroups = errors.New("groups claim is not a list of strings")
-	// ErrEmailUnverified: the user id is the email claim and the provider
-	// says it is not verified (email_verified present and not true).
-	ErrEmailUnverified = errors.New("email_verified is not true")
-)
+// ErrNoUserID: the user id claim is missing or empty. Like every error of
+// FromClaims (for errors.Is), it means the login cannot proceed.
+var ErrNoUserID = errors.New("user id claim missing or empty")
+
+// ErrBadUserID: the user id claim is not a string that can be forwarded.
+var ErrBadUserID = errors.New("user id claim unusable")
+
+// ErrBadGroups: the groups claim is not a list of strings.
+var ErrBadGroups = errors.New("groups claim is not a list of strings")
+
+// ErrEmailUnverified: the user id is the email claim and the provider says
+// it is not verified (email_verified present and not true).
+var ErrEmailUnverified = errors.New("email_verified is not true")
 
 // Identity is who a request is from, as forwarded upstream.
 type Identity struct {
@@ -37,18 +42,19 @@ type Identity struct {
 
 // Mapper turns claims into an Identity.
 type Mapper struct {
-	UserClaim    string
-	GroupsClaim  string
-	Transformers []config.Transformer
+	UserClaim    string // USERID_CLAIM
+	GroupsClaim  string // GROUPS_CLAIM
+	Transformers []Transformer
 	// AllowUnverifiedEmail accepts an email user id whose email_verified
 	// claim is false (ALLOW_UNVERIFIED_EMAIL).
 	AllowUnverifiedEmail bool
 }
 
-// NewMapper builds a Mapper from the settings.
-func NewMapper(s *config.Settings) *Mapper {
-	return &Mapper{UserClaim: s.UserIDClaim, GroupsClaim: s.GroupsClaim, Transformers: s.Transformers,
-		AllowUnverifiedEmail: s.AllowUnverifiedEmail}
+// Transformer rewrites a user id (USERID_TRANSFORMERS): the first whose
+// Matches matches replaces it.
+type Transformer struct {
+	Matches  *regexp.Regexp
+	Replaces string
 }
 
 // FromClaims maps claims to an Identity. dropped lists group names that were
@@ -106,7 +112,7 @@ func groupsOf(raw any) (out, dropped []string, err error) {
 			return nil, nil, fmt.Errorf("%w: element of type %T", ErrBadGroups, v)
 		}
 		if checkValue(g, MaxGroupName) != nil || strings.ContainsRune(g, ',') || len(out) >= MaxGroups {
-			dropped = append(dropped, truncate(g, 64))
+			dropped = append(dropped, logtext.Bound(g, 64))
 			continue
 		}
 		out = append(out, g)
@@ -129,13 +135,6 @@ func checkValue(v string, limit int) error {
 		}
 	}
 	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // Clean checks and sanitizes an identity from any source (sessions map

@@ -5,12 +5,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/oidc-authservice/oidc-authservice/internal/config"
 )
 
 func TestFromClaims(t *testing.T) {
-	m := &Mapper{UserClaim: "email", GroupsClaim: "groups", Transformers: []config.Transformer{
+	m := &Mapper{UserClaim: "email", GroupsClaim: "groups", Transformers: []Transformer{
 		{Matches: regexp.MustCompile(`^(.*)@corp\.example$`), Replaces: "$1@example.com"},
 	}}
 	cases := []struct {

@@ -30,6 +30,8 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
 )
 
 // Algorithms are the signature algorithms accepted for every token the
@@ -114,12 +116,12 @@ func (s *Set) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
 		return payload, nil
 	}
 	if !s.refetch(ctx, seen) {
-		return nil, fmt.Errorf("%w: kid %q", ErrUnknownKey, truncate(kid, 64))
+		return nil, fmt.Errorf("%w: kid %q", ErrUnknownKey, logtext.Bound(kid, 64))
 	}
 	if payload, ok := s.verify(jws, kid); ok {
 		return payload, nil
 	}
-	return nil, fmt.Errorf("%w: signature does not verify with any key of kid %q", ErrUnknownKey, truncate(kid, 64))
+	return nil, fmt.Errorf("%w: signature does not verify with any key of kid %q", ErrUnknownKey, logtext.Bound(kid, 64))
 }
 
 func (s *Set) verify(jws *jose.JSONWebSignature, kid string) ([]byte, bool) {
@@ -266,13 +268,6 @@ func (s *Set) fetch(u string) ([]jose.JSONWebKey, error) {
 		out = append(out, key)
 	}
 	return out, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
 
 var _ oidc.KeySet = (*Set)(nil)

@@ -14,7 +14,6 @@ package metrics
 import (
 	"net/http"
 	"runtime"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,51 +23,11 @@ import (
 
 const namespace = "oidc_authservice"
 
-// Decision is what a check answered.
-type Decision uint8
-
-// Decisions, the "decision" label of oidc_authservice_checks_total.
-const (
-	Allow     Decision = iota // 200: identity headers (or anonymous for skip paths)
-	Redirect                  // 302 to the provider's login page
-	Deny                      // 401: no usable credential
-	Forbidden                 // 403: authenticated, refused by GROUPS_ALLOWLIST or the rules
-	Fail                      // a 4xx error page: the login could not start
-	nDecisions
-)
-
-var decisionNames = [nDecisions]string{"allow", "redirect", "deny", "forbidden", "error"}
-
-// Reason is why a check answered as it did.
-type Reason uint8
-
-// Reasons, the "reason" label of oidc_authservice_checks_total.
-const (
-	Session             Reason = iota // a valid session cookie (or its value as bearer)
-	Token                             // a verified bearer JWT
-	SkipPath                          // SKIP_AUTH_URLS or the service's own pages
-	Options                           // ALLOW_UNAUTHENTICATED_OPTIONS
-	NoCredentials                     // nothing presented
-	InvalidSession                    // a session that is expired, forged, malformed, revoked, idle or refused at refresh
-	InvalidToken                      // a bearer JWT that failed verification
-	Policy                            // the authorization policy refused
-	ProviderUnavailable               // the provider could not be reached when it had to be
-	BadRequest                        // a request no check should carry: malformed path, conflicting forwarded headers
-	nReasons
-)
-
-var reasonNames = [nReasons]string{"session", "token", "skip_path", "options", "no_credentials",
-	"invalid_session", "invalid_token", "policy", "provider_unavailable", "bad_request"}
-
-func (d Decision) String() string { return decisionNames[d] }
-func (r Reason) String() string   { return reasonNames[r] }
-
 // Metrics is the set of collectors of one service instance.
 type Metrics struct {
 	reg *prometheus.Registry
 
 	checks        *prometheus.CounterVec
-	checkCells    [nDecisions][nReasons]atomic.Pointer[prometheus.Counter]
 	checkDuration prometheus.Histogram
 
 	loginsStarted   prometheus.Counter
@@ -80,8 +39,6 @@ type Metrics struct {
 	providerCalls   *prometheus.CounterVec
 	providerLatency *prometheus.HistogramVec
 	cacheLookups    *prometheus.CounterVec
-	cacheHit        [2]prometheus.Counter // sessions, tokens
-	cacheMiss       [2]prometheus.Counter
 	accessLog       prometheus.Counter
 }
 
@@ -127,10 +84,6 @@ func New(version string) *Metrics {
 		m.refreshes, m.validations, m.revocations, m.providerCalls, m.providerLatency, m.cacheLookups, m.accessLog} {
 		f(c)
 	}
-	for i, name := range []string{"session", "token"} {
-		m.cacheHit[i] = m.cacheLookups.WithLabelValues(name, "hit")
-		m.cacheMiss[i] = m.cacheLookups.WithLabelValues(name, "miss")
-	}
 	return m
 }
 
@@ -142,20 +95,29 @@ func (m *Metrics) Handler() http.Handler {
 // Registry is where the collectors are registered.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Check records one answered check and how long it took.
-func (m *Metrics) Check(d Decision, r Reason, took time.Duration) {
+// CheckCounter counts checks of one decision and reason. Callers resolve
+// one per label pair they use, once, so the hot path pays one atomic add.
+type CheckCounter struct {
+	c        prometheus.Counter
+	duration prometheus.Histogram
+}
+
+// CheckCounter returns the counter of checks answered with decision for
+// reason (the labels of oidc_authservice_checks_total, whose vocabulary
+// belongs to the caller).
+func (m *Metrics) CheckCounter(decision, reason string) *CheckCounter {
 	if m == nil {
-		return
+		return nil
 	}
-	cell := &m.checkCells[d][r]
-	c := cell.Load()
-	if c == nil {
-		cc := m.checks.WithLabelValues(d.String(), r.String())
-		c = &cc
-		cell.Store(c)
+	return &CheckCounter{c: m.checks.WithLabelValues(decision, reason), duration: m.checkDuration}
+}
+
+// Add records one check and how long it took.
+func (c *CheckCounter) Add(took time.Duration) {
+	if c != nil {
+		c.c.Inc()
+		c.duration.Observe(took.Seconds())
 	}
-	(*c).Inc()
-	m.checkDuration.Observe(took.Seconds())
 }
 
 // LoginStarted counts a redirect to the provider.
@@ -172,32 +134,12 @@ func (m *Metrics) LoginCompleted() {
 	}
 }
 
-// Login failure reasons, the "reason" label of oidc_authservice_logins_failed_total.
-const (
-	LoginProviderError       = "provider_error"       // the provider answered the callback with an error
-	LoginBadRequest          = "bad_request"          // not a GET, or a missing or oversized code
-	LoginInvalidState        = "invalid_state"        // missing, unknown, expired or replayed state
-	LoginExchangeRejected    = "exchange_rejected"    // the token endpoint refused the code
-	LoginProviderUnavailable = "provider_unavailable" // the provider could not be reached
-	LoginInvalidToken        = "invalid_id_token"     // the ID token failed verification
-	LoginClaims              = "unusable_claims"      // no usable user id in the claims
-	LoginNotAuthorized       = "not_authorized"       // the policy refused the new identity
-	LoginInternal            = "internal"             // randomness or sealing failed
-)
-
 // LoginFailed counts a login that did not end in a session.
 func (m *Metrics) LoginFailed(reason string) {
 	if m != nil {
 		m.loginsFailed.WithLabelValues(reason).Inc()
 	}
 }
-
-// Results of provider-side session lifecycle calls.
-const (
-	ResultOK          = "ok"
-	ResultRejected    = "rejected"
-	ResultUnavailable = "unavailable"
-)
 
 // Refresh counts a refresh-token grant by result.
 func (m *Metrics) Refresh(result string) {
@@ -220,24 +162,26 @@ func (m *Metrics) Revocation(source string) {
 	}
 }
 
-// Cache identifies a cache of verified credentials.
-type Cache uint8
+// CacheCounter counts lookups in one cache of verified credentials.
+type CacheCounter struct{ hit, miss prometheus.Counter }
 
-// Caches, the "cache" label of oidc_authservice_cache_lookups_total.
-const (
-	SessionCache Cache = iota
-	TokenCache
-)
-
-// CacheLookup counts a hit or a miss.
-func (m *Metrics) CacheLookup(c Cache, hit bool) {
+// CacheCounter returns the counters of the cache called name (the "cache"
+// label of oidc_authservice_cache_lookups_total), resolved once.
+func (m *Metrics) CacheCounter(name string) *CacheCounter {
 	if m == nil {
-		return
+		return nil
 	}
-	if hit {
-		m.cacheHit[c].Inc()
-	} else {
-		m.cacheMiss[c].Inc()
+	return &CacheCounter{hit: m.cacheLookups.WithLabelValues(name, "hit"), miss: m.cacheLookups.WithLabelValues(name, "miss")}
+}
+
+// Lookup counts a hit or a miss.
+func (c *CacheCounter) Lookup(hit bool) {
+	switch {
+	case c == nil:
+	case hit:
+		c.hit.Inc()
+	default:
+		c.miss.Inc()
 	}
 }
 

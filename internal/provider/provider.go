@@ -3,12 +3,9 @@ package provider
 import (
 	"context"
 	"crypto/subtle"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -19,6 +16,7 @@ import (
 
 	"github.com/oidc-authservice/oidc-authservice/internal/jwks"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
+	"github.com/oidc-authservice/oidc-authservice/internal/outbound"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 )
@@ -128,26 +126,18 @@ func (p *Provider) endpointOf(r *http.Request) string {
 func (p *Provider) HTTPClient() *http.Client { return p.client }
 
 func newHTTPClient(caBundle string, timeout time.Duration) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext
-	tr.TLSHandshakeTimeout = timeout
-	tr.ResponseHeaderTimeout = timeout
-	tr.MaxIdleConnsPerHost = 16
+	var pem []byte
 	if caBundle != "" {
-		pem, err := os.ReadFile(caBundle)
-		if err != nil {
+		var err error
+		if pem, err = os.ReadFile(caBundle); err != nil {
 			return nil, fmt.Errorf("CA_BUNDLE: %w", err)
 		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA_BUNDLE: no certificate in %s", caBundle)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: tr, Timeout: timeout}, nil
+	c, err := outbound.NewClient(outbound.Options{Timeout: timeout, CAPEM: pem, MaxIdleConnsPerHost: 16})
+	if err != nil {
+		return nil, fmt.Errorf("CA_BUNDLE %s: %w", caBundle, err)
+	}
+	return c, nil
 }
 
 func (p *Provider) ctx(ctx context.Context) context.Context {

@@ -61,8 +61,9 @@ type List struct {
 	mu   sync.RWMutex // guards the maps
 	maps map[Kind]map[string]int64
 
-	seenMu sync.Mutex // guards seen
+	seenMu sync.Mutex // guards seen and swept
 	seen   map[string]int64
+	swept  int64 // when expired entries were last dropped, unix seconds
 }
 
 // New returns a list that keeps entries for ttl (the longest a session can
@@ -113,15 +114,18 @@ func (l *List) Revoke(ctx context.Context, k Kind, value string) error {
 	return nil
 }
 
-// FirstUse records a one-time value (a logout token's jti) for ttl and
-// reports whether it had not been seen before, here or (with a store) on
-// any replica.
+// FirstUse records a one-time value (a logout token's jti, a login's
+// state) for ttl and reports whether it had not been seen before, here or
+// (with a store) on any replica. It is the service's one replay memory.
 func (l *List) FirstUse(ctx context.Context, key string, ttl time.Duration) bool {
 	now := l.now().Unix()
 	l.seenMu.Lock()
-	for k, exp := range l.seen {
-		if exp < now {
-			delete(l.seen, k)
+	if now != l.swept {
+		l.swept = now
+		for k, exp := range l.seen {
+			if exp < now {
+				delete(l.seen, k)
+			}
 		}
 	}
 	_, dup := l.seen[key]

@@ -23,6 +23,11 @@ type CookieOptions struct {
 	SameSite   http.SameSite // of the session cookie; login states are always Lax
 	HTTPOnly   bool          // of the session cookie; login states are always HttpOnly
 	HostPrefix bool          // SESSION_COOKIE_HOST_PREFIX
+	// Secure is SESSION_COOKIE_SECURE: "true", "false", or "auto" (Secure
+	// when SecureRedirect, or when the gateway says X-Forwarded-Proto:
+	// https).
+	Secure         string
+	SecureRedirect bool // REDIRECT_URL is an absolute https URL
 	// AcceptPlain (SESSION_COOKIE_ACCEPT_PLAIN) reads a session cookie under
 	// its plain name even where the __Host- form is in use: a migration
 	// window for sessions issued before the prefix, at the price of letting
@@ -57,6 +62,18 @@ func NewCookies(o CookieOptions) *Cookies {
 // Name is the session cookie's logical name, which sealed sessions are
 // bound to.
 func (c *Cookies) Name() string { return c.o.Name }
+
+// Secure reports whether cookies set in answer to r get the Secure flag:
+// the service's one reading of whether a request is https.
+func (c *Cookies) Secure(r *http.Request) bool {
+	switch c.o.Secure {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	return c.o.SecureRedirect || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
 
 // sessionPrefixed reports whether the session cookie goes out as
 // __Host-<name> in answer to a request that is secure or not.

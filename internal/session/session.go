@@ -1,13 +1,13 @@
 package session
 
 import (
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/gorilla/securecookie"
-
-	"github.com/oidc-authservice/oidc-authservice/internal/config"
 )
 
 // Session is what a logged-in browser carries, sealed. Field names are short
@@ -48,11 +48,13 @@ type Codec struct {
 	now    func() time.Time
 }
 
-// NewCodec builds a codec from the derived keys; keys[0] seals. maxAge bounds
-// the sealed timestamp as a second line of defence behind Session.Expires.
-func NewCodec(keys []config.Key, maxAge time.Duration, now func() time.Time) *Codec {
+// NewCodec builds a codec from the SESSION_KEYS secrets (each at least 32
+// bytes); secrets[0] seals, all open. maxAge bounds the sealed timestamp as
+// a second line of defence behind Session.Expires.
+func NewCodec(secrets [][]byte, maxAge time.Duration, now func() time.Time) *Codec {
 	c := &Codec{now: now}
-	for _, k := range keys {
+	for _, secret := range secrets {
+		k := DeriveKey(secret)
 		sc := securecookie.New(k.Hash, k.Block)
 		sc.SetSerializer(securecookie.JSONEncoder{})
 		sc.MaxLength(0) // we bound lengths ourselves (MaxValue)
@@ -113,3 +115,23 @@ func (c *Codec) OpenSession(name, value string) (*Session, error) {
 
 // Now is the codec's clock.
 func (c *Codec) Now() time.Time { return c.now() }
+
+// Key is one session secret expanded into the two keys securecookie needs.
+type Key struct {
+	Hash  []byte // HMAC-SHA256 key
+	Block []byte // AES-256 key
+}
+
+// DeriveKey expands one secret into independent HMAC and AES keys with
+// HKDF-SHA256, so one secret per rotation step is all an operator manages.
+func DeriveKey(secret []byte) Key {
+	h, err := hkdf.Key(sha256.New, secret, nil, "oidc-authservice session hmac", 32)
+	if err != nil {
+		panic(err) // only for lengths > 255*32
+	}
+	b, err := hkdf.Key(sha256.New, secret, nil, "oidc-authservice session aes", 32)
+	if err != nil {
+		panic(err)
+	}
+	return Key{Hash: h, Block: b}
+}

@@ -7,13 +7,11 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/oidc-authservice/oidc-authservice/internal/config"
 )
 
 var (
-	keyA = config.DeriveKey([]byte(strings.Repeat("a", 32)))
-	keyB = config.DeriveKey([]byte(strings.Repeat("b", 32)))
+	keyA = []byte(strings.Repeat("a", 32))
+	keyB = []byte(strings.Repeat("b", 32))
 )
 
 func clock(t time.Time) func() time.Time { return func() time.Time { return t } }
@@ -25,10 +23,10 @@ func sample(now time.Time) *Session {
 
 func TestSealOpenRotationTamperExpiry(t *testing.T) {
 	now := time.Now()
-	old := NewCodec([]config.Key{keyA}, time.Hour, clock(now))
-	rotated := NewCodec([]config.Key{keyB, keyA}, time.Hour, clock(now))
-	onlyNew := NewCodec([]config.Key{keyB}, time.Hour, clock(now))
-	later := NewCodec([]config.Key{keyA}, time.Hour, clock(now.Add(2*time.Hour)))
+	old := NewCodec([][]byte{keyA}, time.Hour, clock(now))
+	rotated := NewCodec([][]byte{keyB, keyA}, time.Hour, clock(now))
+	onlyNew := NewCodec([][]byte{keyB}, time.Hour, clock(now))
+	later := NewCodec([][]byte{keyA}, time.Hour, clock(now.Add(2*time.Hour)))
 
 	sealedOld, err := old.SealSession("authservice_session", sample(now))
 	if err != nil {
@@ -88,7 +86,7 @@ func flip(s string, i int) string {
 
 func TestChunking(t *testing.T) {
 	now := time.Now()
-	c := NewCodec([]config.Key{keyA}, time.Hour, clock(now))
+	c := NewCodec([][]byte{keyA}, time.Hour, clock(now))
 	big := sample(now)
 	big.IDToken = strings.Repeat("x", 9000)
 	sealed, err := c.SealSession("authservice_session", big)
@@ -172,5 +170,13 @@ func TestLoginState(t *testing.T) {
 	}
 	if _, err := NewLoginState(bytes.NewReader(nil), "", 0); err == nil {
 		t.Fatal("no error without randomness")
+	}
+}
+
+func TestDerivedKeysIndependent(t *testing.T) {
+	raw := strings.Repeat("k", 32)
+	a, b := DeriveKey([]byte(raw)), DeriveKey([]byte(raw+"!"))
+	if string(a.Hash) == string(b.Hash) || string(a.Hash) == string(a.Block) {
+		t.Fatal("derived keys are not independent")
 	}
 }

@@ -17,28 +17,36 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/oidc-authservice/oidc-authservice/internal/config"
-	"github.com/oidc-authservice/oidc-authservice/internal/issuer"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
+	"github.com/oidc-authservice/oidc-authservice/internal/upstreamtoken"
 )
+
+// Options configure the web server.
+type Options struct {
+	SitePrefix          string // <prefix>site/
+	BackchannelPath     string
+	Homepage            string // HOMEPAGE_URL
+	ProviderSignOutURL  string
+	ProviderSignOutMode string // button or auto
+}
 
 // Handler serves the pages.
 type Handler struct {
-	cfg         *config.Settings
+	o           Options
 	pages       *pages.Pages
-	backchannel http.HandlerFunc
-	issuer      *issuer.Issuer
+	backchannel http.Handler
+	issuer      *upstreamtoken.Issuer
 }
 
 // New builds the web Handler; backchannel serves back-channel logout; iss,
 // when not nil, publishes the upstream token issuer's discovery and keys.
-func New(cfg *config.Settings, p *pages.Pages, backchannel http.HandlerFunc, iss *issuer.Issuer) *Handler {
-	return &Handler{cfg: cfg, pages: p, backchannel: backchannel, issuer: iss}
+func New(o Options, p *pages.Pages, backchannel http.Handler, iss *upstreamtoken.Issuer) *Handler {
+	return &Handler{o: o, pages: p, backchannel: backchannel, issuer: iss}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == h.cfg.BackchannelPath {
-		h.backchannel(w, r)
+	if r.URL.Path == h.o.BackchannelPath {
+		h.backchannel.ServeHTTP(w, r)
 		return
 	}
 	if h.issuer != nil {
@@ -56,7 +64,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	page := strings.TrimPrefix(r.URL.Path, h.cfg.SitePrefix)
+	page := strings.TrimPrefix(r.URL.Path, h.o.SitePrefix)
 	if page == r.URL.Path {
 		page = strings.TrimPrefix(r.URL.Path, "/site/")
 	}
@@ -65,15 +73,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d := pages.Data{
 			Title:   "Signed out",
 			Message: "Your session has ended on this site.",
-			Link:    h.cfg.HomepageURL,
+			Link:    h.o.Homepage,
 		}
 		if r.URL.Query().Get("provider_logout") == "failed" {
 			d.Reason = "The identity provider could not be reached to revoke your tokens. Your session here has ended; the provider's own session may still be active."
 		}
-		if h.cfg.ProviderSignOutURL != "" {
-			d.SignOutURL = h.cfg.ProviderSignOutURL
-			d.ProviderName = providerName(h.cfg.ProviderSignOutURL)
-			d.AutoSubmit = h.cfg.ProviderSignOutMode == "auto"
+		if h.o.ProviderSignOutURL != "" {
+			d.SignOutURL = h.o.ProviderSignOutURL
+			d.ProviderName = providerName(h.o.ProviderSignOutURL)
+			d.AutoSubmit = h.o.ProviderSignOutMode == "auto"
 		}
 		h.pages.Render(w, http.StatusOK, "after_logout", d)
 	case "homepage":

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -94,6 +93,6 @@ func TestReplicasShareSessionsAndRotateKeys(t *testing.T) {
 	}
 	resp, err = c2.noFollow().Get(a.gateway + "/new?format=json")
 	if e := readEcho(t, resp, err); header(e, "kubeflow-userid") != "user@example.com" {
-		t.Fatal(fmt.Sprintf("new-key session after removal: %v", e.Headers))
+		t.Fatalf("new-key session after removal: %v", e.Headers)
 	}
 }

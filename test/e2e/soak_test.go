@@ -82,7 +82,7 @@ jwt:
 		sessions = append(sessions, sess{"user@example.com", c.cookie(a.gateway, "authservice_session")})
 	}
 	secret, _ := config.ParseSecret(oldKey)
-	codec := session.NewCodec([]config.Key{config.DeriveKey(secret)}, 24*time.Hour, time.Now)
+	codec := session.NewCodec([][]byte{secret}, 24*time.Hour, time.Now)
 	now := time.Now()
 	for i := len(sessions); i < 1000; i++ {
 		user := fmt.Sprintf("user%d@example.com", i)

@@ -997,7 +997,7 @@ func sealAs(t *testing.T, secret, name string, v any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := session.NewCodec([]config.Key{config.DeriveKey(key)}, 24*time.Hour, time.Now).Seal(name, v)
+	s, err := session.NewCodec([][]byte{key}, 24*time.Hour, time.Now).Seal(name, v)
 	if err != nil {
 		t.Fatal(err)
 	}

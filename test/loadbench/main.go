@@ -174,7 +174,7 @@ func run(bin string, users, conc int, dur time.Duration, rounds int) error {
 	}
 
 	secret, _ := config.ParseSecret(key)
-	codec := session.NewCodec([]config.Key{config.DeriveKey(secret)}, 24*time.Hour, time.Now)
+	codec := session.NewCodec([][]byte{secret}, 24*time.Hour, time.Now)
 	cookies := make([]string, users)
 	now := time.Now()
 	for i := range cookies {

@@ -34,48 +34,24 @@ type Service struct {
 func StartService(t testing.TB, env map[string]string) *Service {
 	t.Helper()
 	ports := [3]int{FreePort(t), FreePort(t), FreePort(t)}
-	saved := map[string]*string{}
-	for _, f := range config.Fields() {
-		if v, ok := os.LookupEnv(f.Env); ok {
-			saved[f.Env] = &v
-		} else {
-			saved[f.Env] = nil
-		}
-		os.Unsetenv(f.Env)
-	}
 	all := map[string]string{"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
 		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]), "LOG_LEVEL": "debug"}
 	for k, v := range env {
 		all[k] = v
 	}
-	for k, v := range all {
-		os.Setenv(k, v)
-	}
-	s, err := config.Load()
-	for k, v := range saved {
-		if v == nil {
-			os.Unsetenv(k)
-		} else {
-			os.Setenv(k, *v)
-		}
-	}
-	for k := range all {
-		if _, known := saved[k]; !known {
-			os.Unsetenv(k)
-		}
-	}
+	s, err := config.Load(config.FromMap(all))
 	if err != nil {
 		t.Fatalf("configuration: %v", err)
 	}
 	log := serviceLogger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc := &Service{
-		CheckURL: fmt.Sprintf("http://127.0.0.1:%d", s.Port),
-		ProbeURL: fmt.Sprintf("http://127.0.0.1:%d", s.ReadinessPort),
-		WebURL:   fmt.Sprintf("http://127.0.0.1:%d", s.WebServerPort),
+		CheckURL: fmt.Sprintf("http://127.0.0.1:%d", s.Servers.CheckPort),
+		ProbeURL: fmt.Sprintf("http://127.0.0.1:%d", s.Servers.ProbePort),
+		WebURL:   fmt.Sprintf("http://127.0.0.1:%d", s.Servers.WebPort),
 		Settings: s, stop: cancel, done: make(chan error, 1),
 	}
-	go func() { svc.done <- server.Run(ctx, s, log) }()
+	go func() { svc.done <- server.Run(ctx, s, "dev", log) }()
 	t.Cleanup(svc.Stop)
 	if err := WaitHTTP(svc.ProbeURL+"/healthz", 10*time.Second); err != nil {
 		t.Fatalf("service did not start: %v", err)
@@ -149,7 +125,7 @@ func OpenSession(t testing.TB, value string) *session.Session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := session.NewCodec([]config.Key{config.DeriveKey(secret)}, 24*time.Hour, time.Now).OpenSession("authservice_session", value)
+	s, err := session.NewCodec([][]byte{secret}, 24*time.Hour, time.Now).OpenSession("authservice_session", value)
 	if err != nil {
 		t.Fatalf("open session: %v", err)
 	}

@@ -1,4 +1,4 @@
-// Package issuer owns the identity tokens the service issues for upstreams
+// Package upstreamtoken owns the identity tokens the service issues for upstreams
 // (UPSTREAM_TOKEN=issued): short-lived JWTs with iss, aud, sub, email,
 // groups, iat and exp, signed with keys from a Secret (the first signs,
 // all are published, so keys rotate without rejecting tokens in flight),
@@ -7,7 +7,7 @@
 //
 // Signing uses the standard library (ES256 or RS256 over a compact JWS);
 // tests validate the tokens with an independent library.
-package issuer
+package upstreamtoken
 
 import (
 	"crypto"
@@ -152,8 +152,11 @@ func jwk(k Key) map[string]string {
 	case *rsa.PublicKey:
 		m["kty"], m["n"], m["e"] = "RSA", enc.EncodeToString(pub.N.Bytes()), enc.EncodeToString(big.NewInt(int64(pub.E)).Bytes())
 	case *ecdsa.PublicKey:
-		m["kty"], m["crv"] = "EC", "P-256"
-		m["x"], m["y"] = enc.EncodeToString(pub.X.FillBytes(make([]byte, 32))), enc.EncodeToString(pub.Y.FillBytes(make([]byte, 32)))
+		// Uncompressed point: 0x04 || X || Y, 32 bytes each on P-256.
+		if b, err := pub.Bytes(); err == nil && len(b) == 65 {
+			m["kty"], m["crv"] = "EC", "P-256"
+			m["x"], m["y"] = enc.EncodeToString(b[1:33]), enc.EncodeToString(b[33:])
+		}
 	}
 	return m
 }

@@ -1,0 +1,127 @@
+package check
+
+import (
+	"errors"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/authz"
+	"github.com/oidc-authservice/oidc-authservice/internal/credential"
+	"github.com/oidc-authservice/oidc-authservice/internal/pages"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+)
+
+// authenticate finds the request's credential: the session cookie, a
+// session value sent as Authorization: Bearer (older SDKs), or a bearer JWT.
+// A session is then kept alive (credential.Sessions.Renew); a bearer token
+// is valid until its own expiry. Without a usable credential it returns a
+// verdict that says why (its cookies clear a session that failed), which is
+// final when the session must be refused as it is (provider unreachable
+// past the grace period).
+func (h *Handler) authenticate(q *request) (*authed, verdict) {
+	h.credential(q)
+	var reason error
+	if q.sealed != "" {
+		live, err := h.d.Sessions.Open(q.sealed)
+		if err == nil {
+			return h.renew(q, live, sessionCookie)
+		}
+		reason = err
+	} else if q.cookieSent {
+		reason = session.ErrMalformed // chunks that do not fit together
+	}
+	if q.bearer != "" {
+		if credential.LooksLikeJWT(q.bearer) {
+			tok, err := h.d.Tokens.Verify(q.Context(), q.bearer, q.rid())
+			if err != nil {
+				h.log.Info("bearer token refused", q.rid(), zap.Error(err))
+				return nil, verdict{reason: invalidToken}
+			}
+			return &authed{Principal: &tok.Principal, cred: bearerJWT}, verdict{}
+		}
+		live, err := h.d.Sessions.Open(q.bearer)
+		if err == nil {
+			return h.renew(q, live, sessionBearer)
+		}
+		if reason == nil {
+			reason = err
+		}
+	}
+	if reason == nil {
+		return nil, verdict{reason: noCredentials}
+	}
+	h.debug(q, "session refused", zap.String("cookie", reasonText(reason)))
+	return nil, verdict{reason: invalidSession, cookies: []cookieOp{clearSessionCookie}}
+}
+
+// renew applies the session's life (revocation, idle timeout, refresh,
+// strict validation); a renewed session comes back as a new cookie.
+func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (*authed, verdict) {
+	next, sealed, err := h.d.Sessions.Renew(q.Context(), live, q.rid())
+	switch {
+	case err == nil:
+		v := verdict{}
+		if sealed != "" {
+			v.cookies = []cookieOp{setSessionCookie(sealed, int(next.Expires-h.d.Now().Unix()))}
+		}
+		return &authed{Principal: &next.Principal, live: next, cred: cred}, v
+	case errors.Is(err, credential.ErrValidationPending):
+		v := failure(http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(q))
+		v.decision, v.reason, v.final = deny, providerUnavailable, true
+		return nil, v
+	}
+	h.debug(q, "session refused", zap.String("cookie", reasonText(err)))
+	return nil, verdict{reason: invalidSession, cookies: []cookieOp{clearSessionCookie}}
+}
+
+// authorize decides for an authenticated principal: allow with the identity
+// headers, or 403 when the policy refuses. The cookies of v (a renewed
+// session) go out either way.
+func (h *Handler) authorize(q *request, a *authed, v verdict) verdict {
+	v.who = a
+	if ok, why := h.d.Policy.Decide(authz.Request{Host: q.Host, Path: q.path.canon, RawPath: q.path.raw, Method: q.Method,
+		User: a.UserHeader[0], Groups: a.Groups}); !ok {
+		h.log.Info("not authorized", q.rid(), zap.String("user", a.User), zap.String("reason", why))
+		f := h.forbidden(a.UserHeader[0], why)
+		f.who, f.cookies = a, v.cookies
+		return f
+	}
+	v.decision, v.status, v.reason = allow, http.StatusOK, sessionOK
+	if a.cred == bearerJWT {
+		v.reason = tokenOK
+	}
+	return v
+}
+
+// forbidden is the 403 for an identity the policy refuses: a page for
+// browsers, JSON for the rest. Both name the identity and the reason.
+func (h *Handler) forbidden(who, why string) verdict {
+	return verdict{decision: forbidden, reason: policyRefused, status: http.StatusForbidden,
+		page: &pages.Data{Title: "Access denied", Message: msgNotAuthorized, Identity: who, Reason: why,
+			Link: h.o.AfterLogout, LinkText: "Sign in as someone else"},
+		body: map[string]string{"error": "forbidden", "user": who, "reason": why}}
+}
+
+// reasonText turns an error into a short log reason.
+func reasonText(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, session.ErrExpired):
+		return "expired"
+	case errors.Is(err, session.ErrForged):
+		return "not sealed by a configured key"
+	case errors.Is(err, credential.ErrRevoked), errors.Is(err, credential.ErrIdle),
+		errors.Is(err, credential.ErrRefreshRejected), errors.Is(err, credential.ErrValidationRejected):
+		return err.Error()
+	default:
+		return "malformed"
+	}
+}
+
+func (h *Handler) debug(q *request, what string, fields ...zap.Field) {
+	if ce := h.log.Check(zap.DebugLevel, what); ce != nil {
+		ce.Write(append(fields, q.rid(), zap.String("method", q.Method), zap.String("host", q.Host), zap.String("path", q.URL.Path))...)
+	}
+}

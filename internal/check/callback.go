@@ -1,0 +1,252 @@
+package check
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/authz"
+	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
+	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+)
+
+// Login failure reasons, the "reason" label of oidc_authservice_logins_failed_total.
+const (
+	loginProviderError       = "provider_error"       // the provider answered the callback with an error
+	loginBadRequest          = "bad_request"          // not a GET, or a missing or oversized code
+	loginInvalidState        = "invalid_state"        // missing, unknown, expired or replayed state
+	loginExchangeRejected    = "exchange_rejected"    // the token endpoint refused the code
+	loginProviderUnavailable = "provider_unavailable" // the provider could not be reached
+	loginInvalidToken        = "invalid_id_token"     // the ID token failed verification
+	loginClaims              = "unusable_claims"      // no usable user id in the claims
+	loginNotAuthorized       = "not_authorized"       // the policy refused the new identity
+	loginInternal            = "internal"             // randomness or sealing failed
+)
+
+// callback completes a login: state, code exchange with the PKCE verifier,
+// ID token verification, claims, policy, then the session cookie.
+func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+	q := h.classify(r, extAuthz)
+	v, failed := h.completeLogin(&q)
+	h.answer(w, &q, &v)
+	if failed != "" {
+		h.d.Metrics.LoginFailed(failed)
+	} else {
+		h.d.Metrics.LoginCompleted()
+	}
+}
+
+// completeLogin does the work of callback; it returns the answer and why
+// the login failed, or "" when it made a session.
+func (h *Handler) completeLogin(q *request) (verdict, string) {
+	if q.Method != http.MethodGet && q.Method != http.MethodHead {
+		h.log.Info("callback: method not allowed", q.rid(), zap.String("method", q.Method))
+		return methodNotAllowed("GET, HEAD"), loginBadRequest
+	}
+	ls, v, failed := h.loginState(q)
+	if failed != "" {
+		return v, failed
+	}
+	code := q.URL.Query().Get("code")
+	if code == "" || len(code) > 4096 {
+		h.log.Info("callback rejected: missing or oversized code", q.rid())
+		return withCookies(failure(http.StatusBadRequest, "Login failed", msgLoginFailed, h.safeTarget(q.Host, ls.URL)), v), loginBadRequest
+	}
+	// Token endpoint, keys and userinfo: each call is bounded by
+	// PROVIDER_TIMEOUT (the HTTP client's), all of them by twice that,
+	// within the server's write timeout.
+	ctx, cancel := context.WithTimeout(q.Context(), 2*h.o.ProviderTimeout)
+	defer cancel()
+	login, err := h.d.Provider.Exchange(ctx, code, ls.Verifier, ls.Nonce)
+	if err != nil {
+		f, failed := h.loginError(q, ls.URL, err)
+		return withCookies(f, v), failed
+	}
+	id, dropped, err := h.d.Mapper.FromClaims(login.Claims)
+	if err != nil {
+		h.log.Warn("login refused: unusable claims", q.rid(), zap.String("sub", login.IDToken.Subject), zap.Error(err))
+		return withCookies(failure(http.StatusForbidden, "Login refused", msgClaimsUnusable, ""), v), loginClaims
+	}
+	if len(dropped) > 0 {
+		h.log.Warn("groups left out: unsafe characters or too many", q.rid(), zap.String("user", id.User), zap.Strings("groups", dropped))
+	}
+	tp := targetPath(ls.URL)
+	if ok, why := h.d.Policy.Decide(authz.Request{Host: q.Host, Path: tp.canon, RawPath: tp.raw, Method: http.MethodGet,
+		User: h.o.UserPrefix + id.User, Groups: id.Groups}); !ok {
+		h.log.Info("login refused: not authorized", q.rid(), zap.String("user", id.User), zap.String("reason", why))
+		return withCookies(h.forbidden(h.o.UserPrefix+id.User, why), v), loginNotAuthorized
+	}
+	return h.newSession(q, login, id, ls, v)
+}
+
+// loginState finds, opens and consumes the login state the callback names.
+// It returns the state, a verdict carrying the cookie that ends it, or a
+// failure verdict and its reason.
+func (h *Handler) loginState(q *request) (*session.LoginState, verdict, string) {
+	query := q.URL.Query()
+	state := query.Get("state")
+	valid := session.ValidState(state)
+	var v verdict
+	sealed, have := "", false
+	if valid {
+		sealed, have = h.d.Cookies.ReadState(q.Header, q.secure, state)
+		if have { // whatever happens next, this login is over
+			v.cookies = []cookieOp{clearStateCookie(state)}
+		}
+	}
+	refuse := func(why string) (*session.LoginState, verdict, string) {
+		h.log.Info("callback rejected: "+why, q.rid())
+		return nil, withCookies(failure(http.StatusBadRequest, "Login failed", msgStateInvalid, "/"), v), loginInvalidState
+	}
+	if e := query.Get("error"); e != "" {
+		h.log.Info("login failed: provider returned an error", q.rid(),
+			zap.String("error", logtext.Bound(e, 64)), zap.String("error_description", logtext.Bound(query.Get("error_description"), 256)))
+		return nil, withCookies(failure(http.StatusUnauthorized, "Login failed", msgProviderError, h.loginRetry(q, sealed, state)), v), loginProviderError
+	}
+	switch {
+	case !valid:
+		return refuse("missing or malformed state")
+	case !have:
+		return refuse("no login state for this state (expired, replayed or another browser)")
+	}
+	var ls session.LoginState
+	if err := h.d.Codec.Open(statePrefixed(state), sealed, &ls); err != nil {
+		return refuse("login state does not open: " + err.Error())
+	}
+	now := h.d.Now()
+	if subtle.ConstantTimeCompare([]byte(ls.State), []byte(state)) != 1 || now.Unix()-ls.Created > int64(h.o.LoginStateTTL.Seconds()) {
+		return refuse("login state expired or mismatched")
+	}
+	if !h.d.Revocations.FirstUse(q.Context(), "state:"+state, h.o.LoginStateTTL+time.Minute) {
+		h.log.Warn("callback rejected: replayed state", q.rid())
+		return refuse("replayed state")
+	}
+	return &ls, v, ""
+}
+
+// newSession seals the new session into the cookie and sends the browser
+// back where the login started.
+func (h *Handler) newSession(q *request, login *provider.Login, id identity.Identity, ls *session.LoginState, v verdict) (verdict, string) {
+	s, err := h.sessionOf(login, id)
+	if err != nil {
+		h.log.Error("no randomness for a session id", zap.Error(err))
+		return withCookies(failure(http.StatusUnauthorized, "Login failed", msgLoginFailed, ""), v), loginInternal
+	}
+	maxAge := int(h.o.SessionMaxAge.Seconds())
+	sealed, err := h.d.Codec.SealSession(h.d.Cookies.Name(), s)
+	if err == nil && session.Split(sealed) == nil {
+		// Too large for the cookies: keep identity and refresh, drop the rest.
+		s.IDToken, s.AccessToken = "", ""
+		sealed, err = h.d.Codec.SealSession(h.d.Cookies.Name(), s)
+		if err == nil && session.Split(sealed) == nil {
+			err = errors.New("session too large for cookies")
+		}
+	}
+	if err != nil {
+		h.log.Error("login failed: cannot store session", q.rid(), zap.String("user", id.User), zap.Error(err))
+		return withCookies(failure(http.StatusForbidden, "Login failed", msgLoginFailed, ""), v), loginInternal
+	}
+	target := h.safeTarget(q.Host, ls.URL)
+	if h.o.AfterLogin != "" {
+		target = h.o.AfterLogin + sep(h.o.AfterLogin) + "next=" + url.QueryEscape(target)
+	}
+	h.log.Info("login", q.rid(), zap.String("user", id.User), zap.String("sub", s.Subject), zap.Int("groups", len(id.Groups)))
+	return redirectTo(target, append(v.cookies, setSessionCookie(sealed, maxAge))...), ""
+}
+
+// sessionOf is the session a login makes.
+func (h *Handler) sessionOf(l *provider.Login, id identity.Identity) (*session.Session, error) {
+	var rnd [16]byte
+	if _, err := io.ReadFull(h.d.Random, rnd[:]); err != nil {
+		return nil, err
+	}
+	now := h.d.Now()
+	s := &session.Session{
+		ID:           base64.RawURLEncoding.EncodeToString(rnd[:]),
+		Subject:      l.IDToken.Subject,
+		Issuer:       l.IDToken.Issuer,
+		User:         id.User,
+		Groups:       id.Groups,
+		Created:      now.Unix(),
+		Expires:      now.Add(h.o.SessionMaxAge).Unix(),
+		Active:       now.Unix(),
+		Renewed:      now.Unix(),
+		RefreshToken: l.Token.RefreshToken,
+	}
+	// Every request carries the cookie: keep a token only when a feature
+	// needs it, so sessions stay in one cookie (which the old dashboard's
+	// logout needs) and cheap to send.
+	if h.o.StrictValidation || (h.o.RevokeTokens && h.d.Provider.RevocationEndpoint() != "") {
+		s.AccessToken = l.Token.AccessToken
+	}
+	if (h.o.ProviderLogout && h.d.Provider.EndSessionEndpoint() != "") || h.o.UpstreamToken == "id_token" {
+		s.IDToken = l.RawID
+	}
+	if s.RefreshToken != "" && !l.Token.Expiry.IsZero() {
+		s.TokenExpiry = l.Token.Expiry.Unix()
+	}
+	if sid, ok := l.Claims["sid"].(string); ok {
+		s.SID = sid
+	}
+	return s, nil
+}
+
+// loginError answers a failed code exchange and returns the metrics reason.
+func (h *Handler) loginError(q *request, original string, err error) (verdict, string) {
+	retry := h.safeTarget(q.Host, original)
+	switch {
+	case errors.Is(err, provider.ErrUnavailable), errors.Is(err, provider.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
+		h.log.Warn("login failed: provider unavailable", q.rid(), zap.Error(err))
+		return failure(http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, retry), loginProviderUnavailable
+	case errors.Is(err, provider.ErrRejected):
+		h.log.Info("login failed: code rejected by the provider", q.rid(), zap.Error(err))
+		return failure(http.StatusUnauthorized, "Login failed", msgLoginFailed, retry), loginExchangeRejected
+	default:
+		h.log.Warn("login failed: ID token invalid", q.rid(), zap.Error(err))
+		return failure(http.StatusUnauthorized, "Login failed", msgLoginFailed, retry), loginInvalidToken
+	}
+}
+
+// loginRetry is the retry link after a provider error: the original URL when
+// the state cookie still tells it.
+func (h *Handler) loginRetry(q *request, sealed, state string) string {
+	var ls session.LoginState
+	if sealed != "" && h.d.Codec.Open(statePrefixed(state), sealed, &ls) == nil {
+		return h.safeTarget(q.Host, ls.URL)
+	}
+	return "/"
+}
+
+// withCookies is f with the cookies of v (the login state being ended).
+func withCookies(f, v verdict) verdict {
+	f.cookies = append(v.cookies, f.cookies...)
+	return f
+}
+
+// targetPath is the path of the URL a login started from: the request the
+// user will be sent back to, which the policy judges.
+func targetPath(u string) requestPath {
+	if p, err := url.Parse(u); err == nil && p.Path != "" {
+		if rp, ok := readPath(p); ok {
+			return rp
+		}
+	}
+	return requestPath{raw: "/", canon: "/"}
+}
+
+func sep(u string) string {
+	if strings.Contains(u, "?") {
+		return "&"
+	}
+	return "?"
+}

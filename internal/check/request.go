@@ -1,0 +1,178 @@
+package check
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
+	"github.com/oidc-authservice/oidc-authservice/internal/urlpath"
+)
+
+// mode is who asks: Envoy's ext_authz filter, or a forward-auth proxy
+// (nginx auth_request, Caddy forward_auth, Traefik forwardAuth) through the
+// verify endpoint.
+type mode int
+
+const (
+	extAuthz mode = iota
+	forwardAuth
+)
+
+// request is a request classified once: everything the decision and the
+// answer read about it, so nothing is re-derived further down. What only
+// some answers need (the credential, whether it is a navigation, the
+// request id) is read on first use and kept.
+type request struct {
+	*http.Request
+	mode   mode
+	secure bool        // https: Secure (and __Host-) cookies, the scheme of URLs built for it
+	path   requestPath // both readings of the path
+	pathOK bool        // false: a path no request should carry (control character once decoded)
+
+	read       lazy   // which of the fields below have been read
+	navigates  bool   // a top-level browser navigation: a login redirect rather than 401
+	sealed     string // the session cookie's value (chunks joined), or ""
+	cookieSent bool   // a session cookie was sent, whether or not it could be read
+	bearer     string // the Authorization: Bearer value, or ""
+	requestID  string // x-request-id, bounded
+}
+
+// lazy marks the fields of request read so far.
+type lazy uint8
+
+const (
+	readNav lazy = 1 << iota
+	readCredential
+	readRequestID
+)
+
+// classify reads what every decision needs.
+func (h *Handler) classify(r *http.Request, m mode) request {
+	q := request{Request: r, mode: m, secure: h.d.Cookies.Secure(r)}
+	q.path, q.pathOK = readPath(r.URL)
+	return q
+}
+
+// nav reports whether the request is a top-level browser navigation outside
+// API_PATH_PREFIXES.
+func (h *Handler) nav(q *request) bool {
+	if q.read&readNav == 0 {
+		q.read |= readNav
+		q.navigates = q.pathOK && browserNavigation(q.Request) && !q.path.touches(h.o.APIPrefixes)
+	}
+	return q.navigates
+}
+
+// credential reads the session cookie and the bearer token.
+func (h *Handler) credential(q *request) {
+	if q.read&readCredential == 0 {
+		q.read |= readCredential
+		q.sealed, q.cookieSent = h.d.Cookies.ReadSession(q.Header, q.secure)
+		q.bearer, _ = bearer(q.Header)
+	}
+}
+
+// crossSite reports whether the browser says another site started the
+// request (Sec-Fetch-Site). Browsers that send no such header, or gateways
+// that do not pass it to the check, leave SameSite as the only protection
+// (docs/security.md).
+func (q *request) crossSite() bool {
+	return strings.EqualFold(q.Header.Get("Sec-Fetch-Site"), "cross-site")
+}
+
+// scheme is the scheme of URLs built for the request.
+func (q *request) scheme() string {
+	if q.secure {
+		return "https"
+	}
+	return "http"
+}
+
+// id is the request id the gateway set (x-request-id), bounded: like every
+// header the gateway does not set itself, a client may have sent it, and it
+// goes into logs and pages.
+func (q *request) id() string {
+	if q.read&readRequestID == 0 {
+		q.read |= readRequestID
+		q.requestID = logtext.Bound(q.Header.Get("X-Request-Id"), 128)
+	}
+	return q.requestID
+}
+
+// rid is the request id as a log field.
+func (q *request) rid() zap.Field { return zap.String("request_id", q.id()) }
+
+// requestPath is a request's path in the two readings the service judges:
+// as the gateway passes it on (URL.Path) and canonical (urlpath.Canonical),
+// which is what an upstream that decodes and normalizes everything serves.
+type requestPath struct{ raw, canon string }
+
+func readPath(u *url.URL) (requestPath, bool) {
+	escaped := u.RawPath
+	if escaped == "" && !strings.Contains(u.Path, "%") {
+		// The path as sent was Path's default encoding, which decodes back
+		// to Path: Canonical reads Path the same way, without re-encoding.
+		escaped = u.Path
+	} else {
+		escaped = u.EscapedPath()
+	}
+	canon, ok := urlpath.Canonical(escaped)
+	return requestPath{raw: u.Path, canon: canon}, ok
+}
+
+// under reports whether both readings lie under prefix: the reading for
+// letting a request through without authentication.
+func (p requestPath) under(prefix string) bool {
+	return urlpath.Under(p.canon, prefix) && urlpath.Under(p.raw, prefix)
+}
+
+// touches reports whether either reading lies under one of prefixes: the
+// reading for treating a request as an API call.
+func (p requestPath) touches(prefixes []string) bool {
+	return urlpath.UnderAny(p.canon, prefixes) || urlpath.UnderAny(p.raw, prefixes)
+}
+
+// browserNavigation reports whether a request without a session should be
+// sent to the login page rather than answered 401: a top-level GET/HEAD
+// from a browser. Accept, X-Requested-With and Sec-Fetch-Mode are used when
+// the gateway forwards them; without them a GET is taken as a navigation.
+// (API_PATH_PREFIXES are judged by classify.)
+func browserNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	hd := r.Header
+	if strings.EqualFold(hd.Get("X-Requested-With"), "XMLHttpRequest") {
+		return false
+	}
+	if m := hd.Get("Sec-Fetch-Mode"); m != "" && m != "navigate" && m != "nested-navigate" {
+		return false
+	}
+	if a := hd.Get("Accept"); a != "" && !acceptsHTML(a) {
+		return false
+	}
+	return true
+}
+
+func acceptsHTML(accept string) bool {
+	for _, part := range strings.Split(accept, ",") {
+		mt, _, _ := strings.Cut(part, ";")
+		switch strings.ToLower(strings.TrimSpace(mt)) {
+		case "text/html", "application/xhtml+xml", "*/*", "text/*":
+			return true
+		}
+	}
+	return false
+}
+
+func bearer(h http.Header) (string, bool) {
+	a := h.Get("Authorization")
+	if len(a) < 7 || !strings.EqualFold(a[:7], "bearer ") {
+		return "", false
+	}
+	v := strings.TrimSpace(a[7:])
+	return v, v != ""
+}

@@ -1,0 +1,240 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Settings is the validated, parsed configuration, grouped by concern.
+// The composition root (package server) hands each part of the service
+// only the options it needs.
+type Settings struct {
+	Provider    Provider
+	Paths       Paths
+	Identity    Identity
+	Servers     Servers
+	Sessions    Sessions
+	Logout      Logout
+	Bearer      Bearer
+	ForwardAuth ForwardAuth
+	Upstream    UpstreamToken
+	Pages       Pages
+	// Obsolete lists the predecessor's variables that were set and mean
+	// nothing here.
+	Obsolete []string
+
+	raw Config // as read, for Redacted
+}
+
+// Provider is the OpenID Connect provider and this client's registration.
+type Provider struct {
+	Issuer       string
+	AuthURL      string // may be relative
+	ClientID     string
+	ClientSecret string
+	RedirectURL  string // sent exactly as configured
+	Scopes       []string
+	CABundle     string
+	Timeout      time.Duration
+}
+
+// Paths are the service's own endpoints and the path lists it judges by.
+type Paths struct {
+	Prefix      string // AUTHSERVICE_URL_PREFIX, ending in "/"
+	Callback    string // the path of REDIRECT_URL
+	Logout      string
+	Backchannel string // <prefix>oidc/backchannel-logout
+	Verify      string // forward-auth verify endpoint
+	Start       string // forward-auth login start
+	Site        string // <prefix>site/, the web pages
+	Skip        []string
+	API         []string
+
+	AfterLogin           string
+	AfterLogout          string
+	Homepage             string
+	AllowedRedirectHosts []string
+	AllowOptions         bool // ALLOW_UNAUTHENTICATED_OPTIONS
+}
+
+// Identity is how claims become the identity forwarded upstream.
+type Identity struct {
+	UserHeader           string
+	UserPrefix           string
+	UserClaim            string
+	Transformers         []Transformer
+	GroupsHeader         string
+	GroupsClaim          string
+	AllowAllGroups       bool     // GROUPS_ALLOWLIST is *
+	AllowedGroups        []string // GROUPS_ALLOWLIST
+	AllowUnverifiedEmail bool
+}
+
+// Transformer rewrites a user id, as USERID_TRANSFORMERS describes.
+type Transformer struct {
+	Matches  *regexp.Regexp
+	Replaces string
+}
+
+// Servers are the three listeners and what they log.
+type Servers struct {
+	Host          string
+	CheckPort     int
+	ProbePort     int
+	WebPort       int
+	LogLevel      string // debug, info, warn or error
+	AccessLog     bool
+	AccessLogRate float64
+}
+
+// Sessions are the cookies and a session's life.
+type Sessions struct {
+	// Secrets are the SESSION_KEYS secrets, newest first; none when
+	// Generated (the composition root then draws a random one).
+	Secrets          [][]byte
+	Generated        bool
+	MaxAge           time.Duration
+	CookieName       string
+	SameSite         http.SameSite
+	HTTPOnly         bool
+	Secure           string // auto, true or false
+	HostPrefix       bool
+	AcceptPlain      bool
+	Domain           string
+	LoginStateTTL    time.Duration
+	MaxPendingLogins int
+	IdleTimeout      time.Duration
+
+	RefreshBeforeExpiry time.Duration
+	StrictValidation    bool
+	StrictInterval      time.Duration
+	StrictGrace         time.Duration
+	CheckProviderBudget time.Duration
+}
+
+// Logout is how sessions end.
+type Logout struct {
+	RevokeTokens          bool
+	ProviderLogout        bool
+	PostLogoutRedirectURL string
+	ProviderSignOutURL    string
+	ProviderSignOutMode   string // button or auto
+	BackchannelMaxAge     time.Duration
+	RedisURL              string
+	RedisKeyPrefix        string
+}
+
+// Bearer is how bearer tokens are accepted and requests authorized.
+type Bearer struct {
+	AuthenticationConfigFile string
+	AcceptProviderIDTokens   bool
+	RulesFile                string
+}
+
+// ForwardAuth is the verify endpoint's trust in the proxy in front.
+type ForwardAuth struct {
+	Proxy          string // nginx, ingress-nginx, caddy or traefik
+	TrustedProxies []netip.Prefix
+	Redirect       bool
+}
+
+// UpstreamToken is the token the upstream gets in Authorization.
+type UpstreamToken struct {
+	Mode     string // none, id_token or issued
+	Issuer   string
+	Audience string
+	Lifetime time.Duration
+	KeysFile string
+}
+
+// Pages are the HTML pages' look.
+type Pages struct {
+	ClientName   string
+	Theme        string
+	ThemesURL    string
+	TemplatePath string
+	Context      map[string]string // TEMPLATE_CONTEXT_<KEY>
+}
+
+// ErrInvalid wraps every validation problem.
+var ErrInvalid = errors.New("invalid configuration")
+
+// obsolete lists variables of the predecessor that no longer mean anything:
+// sessions live in cookies, so there is no store to configure.
+var obsolete = []string{
+	"SESSION_STORE_PATH", "STORE_PATH", "OIDC_STATE_STORE_PATH", "SESSION_STORE_TYPE",
+	"OIDC_STATE_STORE_TYPE", "SESSION_STORE_REDIS_ADDR", "OIDC_STATE_STORE_REDIS_ADDR",
+}
+
+// Load reads the configuration from environ (os.Environ, or FromMap in
+// tests: nothing here reads the process environment) and validates it.
+// The error lists every problem found, each naming its variable.
+func Load(environ func() []string) (*Settings, error) {
+	env := map[string]string{}
+	for _, kv := range environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	var c Config
+	if errs := decode(&c, env); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	s := &Settings{raw: c}
+	for _, name := range obsolete {
+		if _, ok := env[name]; ok {
+			s.Obsolete = append(s.Obsolete, name)
+		}
+	}
+	s.Pages.Context = map[string]string{}
+	for k, v := range env {
+		if key, ok := strings.CutPrefix(k, "TEMPLATE_CONTEXT_"); ok {
+			s.Pages.Context[key] = v
+		}
+	}
+	if err := s.validate(&c); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// FromMap is an environment of exactly the variables in m, for Load.
+func FromMap(m map[string]string) func() []string {
+	return func() []string {
+		out := make([]string, 0, len(m))
+		for k, v := range m {
+			out = append(out, k+"="+v)
+		}
+		return out
+	}
+}
+
+// problems collects validation problems, each naming its variable.
+type problems []error
+
+func (p *problems) add(env, format string, a ...any) {
+	*p = append(*p, fmt.Errorf("%w: %s: %s", ErrInvalid, env, fmt.Sprintf(format, a...)))
+}
+
+// httpURL reports whether v is an absolute http(s) URL.
+func httpURL(v string) bool {
+	u, err := url.Parse(v)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+func splitList(s, seps string) []string {
+	f := strings.FieldsFunc(s, func(r rune) bool { return strings.ContainsRune(seps, r) })
+	out := f[:0]
+	for _, v := range f {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}

@@ -1,0 +1,322 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// validate parses and checks every section of c into s, reporting every
+// problem at once.
+func (s *Settings) validate(c *Config) error {
+	var p problems
+	s.Paths = c.paths(&p)
+	s.Provider = c.provider(&p, s.Paths.Prefix)
+	if u, err := url.Parse(s.Provider.RedirectURL); err != nil || u.Path == "" || !strings.HasPrefix(u.Path, "/") || (u.IsAbs() && u.Host == "") {
+		p.add("REDIRECT_URL", "must be an absolute URL or an absolute path")
+	} else {
+		s.Paths.Callback = u.Path
+	}
+	s.Identity = c.identity(&p)
+	s.Servers = c.servers(&p)
+	s.Sessions = c.sessions(&p)
+	s.Logout = c.logout(&p)
+	s.Bearer = Bearer{AuthenticationConfigFile: c.AuthenticationConfigFile, AcceptProviderIDTokens: c.AcceptProviderIDTokens,
+		RulesFile: c.AuthorizationRulesFile}
+	s.ForwardAuth = c.forwardAuth(&p)
+	s.Upstream = c.upstreamToken(&p)
+	c.pages(&p, &s.Pages)
+	return errors.Join(p...)
+}
+
+func (c *Config) provider(p *problems, prefix string) Provider {
+	v := Provider{Issuer: c.Provider, AuthURL: c.AuthURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
+		RedirectURL: c.RedirectURL, CABundle: c.CABundle, Timeout: c.ProviderTimeout}
+	if c.Provider == "" {
+		p.add("OIDC_PROVIDER", "required")
+	} else if !httpURL(c.Provider) {
+		p.add("OIDC_PROVIDER", "must be an absolute http(s) URL")
+	}
+	if c.ClientID == "" {
+		p.add("CLIENT_ID", "required")
+	}
+	if c.ClientSecretFile != "" {
+		b, err := os.ReadFile(c.ClientSecretFile)
+		if err != nil {
+			p.add("CLIENT_SECRET_FILE", "cannot read: %v", err)
+		} else {
+			v.ClientSecret = strings.TrimRight(string(b), "\r\n")
+		}
+	}
+	if v.ClientSecret == "" {
+		p.add("CLIENT_SECRET", "required (or CLIENT_SECRET_FILE)")
+	}
+	if v.RedirectURL == "" {
+		v.RedirectURL = prefix + "oidc/callback"
+	}
+	if c.AuthURL != "" {
+		if u, err := url.Parse(c.AuthURL); err != nil || (!u.IsAbs() && !strings.HasPrefix(u.Path, "/")) {
+			p.add("OIDC_AUTH_URL", "must be an absolute URL or an absolute path")
+		}
+	}
+	v.Scopes = splitList(c.Scopes, ", ")
+	if !slices.Contains(v.Scopes, "openid") {
+		v.Scopes = append([]string{"openid"}, v.Scopes...)
+	}
+	if c.ProviderTimeout <= 0 {
+		p.add("PROVIDER_TIMEOUT", "must be positive")
+	}
+	if c.CABundle != "" {
+		if _, err := os.Stat(c.CABundle); err != nil {
+			p.add("CA_BUNDLE", "cannot read: %v", err)
+		}
+	}
+	return v
+}
+
+func (c *Config) paths(p *problems) Paths {
+	prefix := c.URLPrefix
+	if !strings.HasPrefix(prefix, "/") {
+		p.add("AUTHSERVICE_URL_PREFIX", "must start with /")
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	v := Paths{Prefix: prefix, Logout: prefix + "logout", Site: prefix + "site/", Backchannel: prefix + "oidc/backchannel-logout",
+		Verify: c.VerifyAuthURL, Start: prefix + "start", AfterLogin: c.AfterLoginURL, AfterLogout: c.AfterLogoutURL,
+		Homepage: c.HomepageURL, AllowOptions: c.AllowUnauthenticatedOptions}
+	if v.Verify == "" {
+		v.Verify = prefix + "verify"
+	}
+	if v.AfterLogout == "" {
+		v.AfterLogout = v.Site + "after_logout"
+	}
+	if v.Homepage == "" {
+		v.Homepage = v.Site + "homepage"
+	}
+	v.Skip = append(splitList(c.SkipAuthURLs, ","), splitList(c.SkipAuthURI, " ,")...)
+	for _, s := range v.Skip {
+		if !strings.HasPrefix(s, "/") {
+			p.add("SKIP_AUTH_URLS", "%q must start with /", s)
+		}
+	}
+	v.API = splitList(c.APIPathPrefixes, ",")
+	for _, s := range v.API {
+		if !strings.HasPrefix(s, "/") {
+			p.add("API_PATH_PREFIXES", "%q must start with /", s)
+		}
+	}
+	for _, h := range splitList(c.AllowedRedirectHosts, ",") {
+		v.AllowedRedirectHosts = append(v.AllowedRedirectHosts, strings.ToLower(h))
+	}
+	return v
+}
+
+func (c *Config) identity(p *problems) Identity {
+	v := Identity{UserHeader: c.UserIDHeader, UserPrefix: c.UserIDPrefix, UserClaim: c.UserIDClaim,
+		GroupsHeader: c.GroupsHeader, GroupsClaim: c.GroupsClaim, AllowUnverifiedEmail: c.AllowUnverifiedEmail}
+	for _, g := range splitList(c.GroupsAllowlist, ",") {
+		if g == "*" {
+			v.AllowAllGroups = true
+		}
+		v.AllowedGroups = append(v.AllowedGroups, g)
+	}
+	if len(v.AllowedGroups) == 0 {
+		p.add("GROUPS_ALLOWLIST", "empty: nobody could log in (use * to allow everybody)")
+	}
+	if c.UserIDTransformers != "" {
+		var raw []struct {
+			Matches  string `json:"matches"`
+			Replaces string `json:"replaces"`
+		}
+		if err := json.Unmarshal([]byte(c.UserIDTransformers), &raw); err != nil {
+			p.add("USERID_TRANSFORMERS", "not a JSON list of {matches, replaces}: %v", err)
+		}
+		for i, r := range raw {
+			re, err := regexp.Compile(r.Matches)
+			if err != nil {
+				p.add("USERID_TRANSFORMERS", "rule %d: %v", i, err)
+				continue
+			}
+			v.Transformers = append(v.Transformers, Transformer{Matches: re, Replaces: r.Replaces})
+		}
+	}
+	for env, val := range map[string]string{"USERID_HEADER": c.UserIDHeader, "GROUPS_HEADER": c.GroupsHeader, "USERID_CLAIM": c.UserIDClaim} {
+		if val == "" {
+			p.add(env, "must not be empty")
+		}
+	}
+	return v
+}
+
+func (c *Config) servers(p *problems) Servers {
+	v := Servers{Host: c.Hostname, CheckPort: c.Port, ProbePort: c.ReadinessPort, WebPort: c.WebServerPort,
+		AccessLog: c.AccessLog, AccessLogRate: c.AccessLogRate}
+	for env, port := range map[string]int{"SERVER_PORT": c.Port, "READINESS_PROBE_PORT": c.ReadinessPort, "WEB_SERVER_PORT": c.WebServerPort} {
+		if port < 0 || port > 65535 {
+			p.add(env, "%d is not a port", port)
+		}
+	}
+	if c.AccessLogRate < 0 || c.AccessLogRate > 1 || c.AccessLogRate != c.AccessLogRate {
+		p.add("ACCESS_LOG_SAMPLE_RATE", "%v: want a fraction between 0 and 1", c.AccessLogRate)
+	}
+	switch l := strings.ToLower(c.LogLevel); l {
+	case "debug", "info", "warn", "warning", "error":
+		v.LogLevel = l
+	default:
+		p.add("LOG_LEVEL", "%q: want debug, info, warn or error", c.LogLevel)
+	}
+	return v
+}
+
+func (c *Config) sessions(p *problems) Sessions {
+	v := Sessions{MaxAge: time.Duration(c.SessionMaxAge) * time.Second, CookieName: c.SessionCookieName, HTTPOnly: c.SessionHTTPOnly,
+		Secure: c.SessionSecure, HostPrefix: c.SessionHostPrefix, AcceptPlain: c.SessionAcceptPlain, Domain: c.SessionDomain,
+		LoginStateTTL: c.LoginStateTTL, MaxPendingLogins: c.MaxPendingLogins, IdleTimeout: c.SessionIdleTimeout,
+		RefreshBeforeExpiry: c.RefreshBeforeExpiry, StrictValidation: c.StrictValidation, StrictInterval: c.StrictInterval,
+		StrictGrace: c.StrictGrace, CheckProviderBudget: c.CheckProviderBudget}
+	if c.SessionMaxAge <= 0 {
+		p.add("SESSION_MAX_AGE", "must be a positive number of seconds")
+	}
+	switch strings.ToLower(c.SessionSameSite) {
+	case "lax", "":
+		v.SameSite = http.SameSiteLaxMode
+	case "strict":
+		v.SameSite = http.SameSiteStrictMode
+	case "none":
+		v.SameSite = http.SameSiteNoneMode
+	default:
+		p.add("SESSION_SAME_SITE", "%q: want Lax, Strict or None", c.SessionSameSite)
+	}
+	switch c.SessionSecure {
+	case "auto", "true", "false":
+	default:
+		p.add("SESSION_COOKIE_SECURE", "%q: want auto, true or false", c.SessionSecure)
+	}
+	if v.SameSite == http.SameSiteNoneMode && c.SessionSecure == "false" {
+		p.add("SESSION_SAME_SITE", "None requires Secure cookies (SESSION_COOKIE_SECURE must not be false)")
+	}
+	if !validCookieName(c.SessionCookieName) {
+		p.add("SESSION_COOKIE_NAME", "%q is not a valid cookie name", c.SessionCookieName)
+	}
+	if c.LoginStateTTL <= 0 || c.LoginStateTTL > 15*time.Minute {
+		p.add("LOGIN_STATE_TTL", "must be between 1s and 15m")
+	}
+	if c.MaxPendingLogins < 1 || c.MaxPendingLogins > 20 {
+		p.add("MAX_PENDING_LOGINS", "must be between 1 and 20")
+	}
+	if c.SessionIdleTimeout < 0 {
+		p.add("SESSION_IDLE_TIMEOUT", "must not be negative")
+	}
+	if c.StrictInterval <= 0 {
+		p.add("STRICT_SESSION_VALIDATION_INTERVAL", "must be positive")
+	}
+	if c.StrictGrace < 0 {
+		p.add("STRICT_SESSION_VALIDATION_GRACE", "must not be negative")
+	}
+	if c.CheckProviderBudget <= 0 {
+		p.add("CHECK_PROVIDER_BUDGET", "must be positive")
+	}
+	keys := c.SessionKeys
+	if c.SessionKeysFile != "" {
+		b, err := os.ReadFile(c.SessionKeysFile)
+		if err != nil {
+			p.add("SESSION_KEYS_FILE", "cannot read: %v", err)
+		} else {
+			keys = strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", ",")
+		}
+	}
+	v.Generated = keys == ""
+	for i, k := range splitList(keys, ",") {
+		secret, err := ParseSecret(k)
+		if err != nil {
+			p.add("SESSION_KEYS", "key %d: %v", i+1, err)
+			continue
+		}
+		v.Secrets = append(v.Secrets, secret)
+	}
+	return v
+}
+
+func (c *Config) logout(p *problems) Logout {
+	switch c.ProviderSignOutMode {
+	case "button", "auto":
+	default:
+		p.add("PROVIDER_SIGN_OUT_MODE", "%q: want button or auto", c.ProviderSignOutMode)
+	}
+	if c.ProviderSignOutURL != "" && !httpURL(c.ProviderSignOutURL) {
+		p.add("PROVIDER_SIGN_OUT_URL", "must be an absolute http(s) URL")
+	}
+	return Logout{RevokeTokens: c.RevokeOnLogout, ProviderLogout: c.ProviderLogout, PostLogoutRedirectURL: c.PostLogoutRedirectURL,
+		ProviderSignOutURL: c.ProviderSignOutURL, ProviderSignOutMode: c.ProviderSignOutMode, BackchannelMaxAge: c.BackchannelMaxAge,
+		RedisURL: c.RedisURL, RedisKeyPrefix: c.RedisKeyPrefix}
+}
+
+func (c *Config) forwardAuth(p *problems) ForwardAuth {
+	v := ForwardAuth{Proxy: c.ForwardAuthProxy, Redirect: c.ForwardAuthRedirect}
+	switch c.ForwardAuthProxy {
+	case "nginx", "ingress-nginx", "caddy", "traefik":
+	default:
+		p.add("FORWARD_AUTH_PROXY", "%q: want nginx, ingress-nginx, caddy or traefik", c.ForwardAuthProxy)
+	}
+	for _, s := range splitList(c.ForwardAuthTrustedProxies, ",") {
+		if !strings.Contains(s, "/") {
+			if strings.Contains(s, ":") {
+				s += "/128"
+			} else {
+				s += "/32"
+			}
+		}
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			p.add("FORWARD_AUTH_TRUSTED_PROXIES", "%q is not an address or CIDR", s)
+			continue
+		}
+		v.TrustedProxies = append(v.TrustedProxies, pfx)
+	}
+	return v
+}
+
+func (c *Config) upstreamToken(p *problems) UpstreamToken {
+	switch c.UpstreamToken {
+	case "none", "id_token", "issued":
+	default:
+		p.add("UPSTREAM_TOKEN", "%q: want none, id_token or issued", c.UpstreamToken)
+	}
+	if c.UpstreamTokenLifetime < 10*time.Second || c.UpstreamTokenLifetime > 24*time.Hour {
+		p.add("UPSTREAM_TOKEN_LIFETIME", "must be between 10s and 24h")
+	}
+	return UpstreamToken{Mode: c.UpstreamToken, Issuer: c.UpstreamTokenIssuer, Audience: c.UpstreamTokenAudience,
+		Lifetime: c.UpstreamTokenLifetime, KeysFile: c.UpstreamTokenKeysFile}
+}
+
+func (c *Config) pages(p *problems, v *Pages) {
+	v.ClientName, v.Theme, v.ThemesURL, v.TemplatePath = c.ClientName, c.Theme, c.ThemesURL, c.TemplatePath
+	if c.ThemesURL != "" && !httpURL(c.ThemesURL) {
+		p.add("THEMES_URL", "must be an absolute http(s) URL")
+	}
+	if c.TemplatePath != "" {
+		if fi, err := os.Stat(c.TemplatePath); err != nil || !fi.IsDir() {
+			p.add("TEMPLATE_PATH", "not a readable folder")
+		}
+	}
+}
+
+func validCookieName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for _, r := range n {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,141 @@
+package config
+
+import "time"
+
+// Config is every variable of the service, as read from the environment,
+// grouped by concern. Field tags carry the variable name (env), its default
+// and a description; the same tags produce --help and
+// docs/configuration.md, so they cannot drift apart. Secret fields are
+// tagged secret:"true" and never printed (Settings.Redacted).
+type Config struct {
+	ProviderVars
+	URLVars
+	IdentityVars
+	ServerVars
+	SessionVars
+	LifetimeVars
+	LogoutVars
+	BearerVars
+	ForwardAuthVars
+	UpstreamTokenVars
+	PagesVars
+}
+
+// ProviderVars are the variables of the provider and the client registered there.
+type ProviderVars struct {
+	Provider         string        `env:"OIDC_PROVIDER" desc:"Issuer URL of the OpenID Connect provider; discovery is read from <issuer>/.well-known/openid-configuration. Required."`
+	AuthURL          string        `env:"OIDC_AUTH_URL" desc:"Overrides the provider's authorization endpoint as the browser sees it. May be relative (Kubeflow: /dex/auth), then it is resolved by the browser against the request's host."`
+	ClientID         string        `env:"CLIENT_ID" desc:"OAuth client id registered at the provider. Required."`
+	ClientSecret     string        `env:"CLIENT_SECRET" secret:"true" desc:"OAuth client secret. Required unless CLIENT_SECRET_FILE is set."`
+	ClientSecretFile string        `env:"CLIENT_SECRET_FILE" desc:"File holding the client secret (a mounted Kubernetes Secret); trailing newline is ignored."`
+	RedirectURL      string        `env:"REDIRECT_URL" desc:"Callback URL sent to the provider, exactly as configured (may be relative, as Kubeflow's Dex client expects). Default <AUTHSERVICE_URL_PREFIX>oidc/callback."`
+	Scopes           string        `env:"OIDC_SCOPES" default:"openid,email" desc:"Scopes to request, comma- or space-separated; openid is always added."`
+	CABundle         string        `env:"CA_BUNDLE" desc:"PEM file of CA certificates trusted for calls to the provider, added to the system pool."`
+	ProviderTimeout  time.Duration `env:"PROVIDER_TIMEOUT" default:"10s" desc:"Timeout of every outbound call to the provider (discovery, token, keys, userinfo, revocation). A callback's calls together get at most twice this."`
+}
+
+// URLVars are the variables of URLs and paths.
+type URLVars struct {
+	URLPrefix                   string `env:"AUTHSERVICE_URL_PREFIX" default:"/authservice/" desc:"Path prefix of the service's own endpoints (callback, logout, pages)."`
+	SkipAuthURLs                string `env:"SKIP_AUTH_URLS" desc:"Comma-separated path prefixes let through without authentication (identity headers are stripped). Kubeflow: /dex. A prefix without a trailing slash matches that path and its sub-paths only."`
+	SkipAuthURI                 string `env:"SKIP_AUTH_URI" desc:"Deprecated space-separated form of SKIP_AUTH_URLS (Kubeflow ≤1.6); both are merged."`
+	APIPathPrefixes             string `env:"API_PATH_PREFIXES" default:"/api/,/apis/,/ml_metadata" desc:"Comma-separated path prefixes treated as API routes: without a session they get 401 instead of a login redirect."`
+	AfterLoginURL               string `env:"AFTER_LOGIN_URL" desc:"If set, after login the browser goes here with ?next=<original URL> instead of straight to the original URL."`
+	AfterLogoutURL              string `env:"AFTER_LOGOUT_URL" desc:"Where the browser goes after logout. Default <AUTHSERVICE_URL_PREFIX>site/after_logout (the service's own page on WEB_SERVER_PORT)."`
+	HomepageURL                 string `env:"HOMEPAGE_URL" desc:"Link target of the pages' home button. Default <AUTHSERVICE_URL_PREFIX>site/homepage."`
+	AllowedRedirectHosts        string `env:"ALLOWED_REDIRECT_HOSTS" desc:"Comma-separated hosts (a leading *. matches sub-domains) a login may return to besides the callback request's own host."`
+	AllowUnauthenticatedOptions bool   `env:"ALLOW_UNAUTHENTICATED_OPTIONS" default:"false" desc:"Let OPTIONS requests (CORS pre-flights) through without a session, identity headers stripped."`
+}
+
+// IdentityVars are the variables of the identity forwarded upstream.
+type IdentityVars struct {
+	UserIDHeader         string `env:"USERID_HEADER" default:"kubeflow-userid" desc:"Header that carries the user id upstream."`
+	UserIDPrefix         string `env:"USERID_PREFIX" desc:"Prefix put before the user id in USERID_HEADER."`
+	UserIDClaim          string `env:"USERID_CLAIM" default:"email" desc:"Claim (ID token merged with userinfo) that holds the user id."`
+	UserIDTransformers   string `env:"USERID_TRANSFORMERS" desc:"JSON list [{\"matches\": regex, \"replaces\": replacement}] applied to the user id; the first matching rule applies."`
+	GroupsHeader         string `env:"GROUPS_HEADER" default:"kubeflow-groups" desc:"Header that carries the comma-joined groups upstream (always set, possibly empty)."`
+	GroupsClaim          string `env:"GROUPS_CLAIM" default:"groups" desc:"Claim that holds the user's groups (a list of strings)."`
+	GroupsAllowlist      string `env:"GROUPS_ALLOWLIST" default:"*" desc:"Comma-separated groups allowed in; * allows every authenticated user."`
+	AllowUnverifiedEmail bool   `env:"ALLOW_UNVERIFIED_EMAIL" default:"false" desc:"With USERID_CLAIM=email, accept a login or a provider ID token whose email_verified claim is false. Off: such a login gets a 403 page (on a provider with self-registration, anyone could otherwise claim a colleague's address and namespace)."`
+}
+
+// ServerVars are the variables of the servers and their logs.
+type ServerVars struct {
+	Hostname      string  `env:"SERVER_HOSTNAME" desc:"Address the servers listen on (empty: all interfaces)."`
+	Port          int     `env:"SERVER_PORT" default:"8080" desc:"Port of the ext_authz check server."`
+	ReadinessPort int     `env:"READINESS_PROBE_PORT" default:"8081" desc:"Port of /healthz (alive), /readyz (ready once provider discovery succeeded; every other path answers as /readyz) and /metrics (Prometheus)."`
+	WebServerPort int     `env:"WEB_SERVER_PORT" default:"8082" desc:"Port of the web pages (after-logout, homepage, themes)."`
+	LogLevel      string  `env:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error. At debug every decision is logged."`
+	AccessLog     bool    `env:"ACCESS_LOG" default:"false" desc:"Write an audit line at info for checks: decision, reason, user, method, host and path (never the query string or credentials)."`
+	AccessLogRate float64 `env:"ACCESS_LOG_SAMPLE_RATE" default:"1" desc:"Fraction (0 to 1) of allowed checks that get an access-log line. Denials, redirects and refusals are always logged when ACCESS_LOG is on."`
+}
+
+// SessionVars are the variables of the session and login-state cookies.
+type SessionVars struct {
+	SessionKeys        string        `env:"SESSION_KEYS" secret:"true" desc:"Comma-separated secrets (each ≥ 32 bytes, raw or base64). The first seals new cookies, all open existing ones. Unset: random keys, sessions lost on restart and not shared by replicas."`
+	SessionKeysFile    string        `env:"SESSION_KEYS_FILE" desc:"File holding SESSION_KEYS (comma- or newline-separated)."`
+	SessionMaxAge      int           `env:"SESSION_MAX_AGE" default:"86400" desc:"Absolute session lifetime in seconds."`
+	SessionSameSite    string        `env:"SESSION_SAME_SITE" default:"Lax" desc:"SameSite attribute of the session cookie: Lax, Strict or None."`
+	SessionCookieName  string        `env:"SESSION_COOKIE_NAME" default:"authservice_session" desc:"Name of the session cookie."`
+	SessionHTTPOnly    bool          `env:"SESSION_HTTP_ONLY" default:"true" desc:"HttpOnly on the session cookie. Set false only for Kubeflow dashboards before v1.10, whose JavaScript reads the cookie to log out."`
+	SessionSecure      string        `env:"SESSION_COOKIE_SECURE" default:"auto" desc:"Secure attribute: auto (when X-Forwarded-Proto is https or REDIRECT_URL is https), true or false."`
+	SessionHostPrefix  bool          `env:"SESSION_COOKIE_HOST_PREFIX" default:"true" desc:"Name cookies __Host-<name> when they are Secure and SESSION_DOMAIN is empty, so that no sibling subdomain or network attacker can plant or overwrite them. The session cookie keeps its plain name when SESSION_HTTP_ONLY=false (the older dashboard reads it by name). Both names are always read."`
+	SessionAcceptPlain bool          `env:"SESSION_COOKIE_ACCEPT_PLAIN" default:"false" desc:"Migration window: also accept a session cookie under its plain name where the __Host- form is in use (sessions issued before SESSION_COOKIE_HOST_PREFIX, or by the predecessor). Risk: a sibling subdomain or a plain-http attacker can then plant its own session and the browser is logged in as the attacker. Never applies to login states. Turn it off again once SESSION_MAX_AGE has passed."`
+	SessionDomain      string        `env:"SESSION_DOMAIN" desc:"Domain attribute of the cookies (empty: host-only)."`
+	LoginStateTTL      time.Duration `env:"LOGIN_STATE_TTL" default:"10m" desc:"How long a started login may take (≤ 15m)."`
+	MaxPendingLogins   int           `env:"MAX_PENDING_LOGINS" default:"5" desc:"Pending-login cookies kept per browser; the oldest is dropped beyond this."`
+	SessionIdleTimeout time.Duration `env:"SESSION_IDLE_TIMEOUT" default:"0s" desc:"End a session unused for this long (0: no idle limit). Needs set-cookie passed to the browser on allow."`
+}
+
+// LifetimeVars are the variables of a session's life at the provider (refresh, strict validation).
+type LifetimeVars struct {
+	RefreshBeforeExpiry time.Duration `env:"REFRESH_BEFORE_EXPIRY" default:"60s" desc:"Refresh the provider's access token this long before it expires, when the session has a refresh token. The new cookie is returned with Set-Cookie on the allow answer."`
+	StrictValidation    bool          `env:"STRICT_SESSION_VALIDATION" default:"false" desc:"Check each session's access token at the provider's userinfo endpoint (at most once per interval per replica); a token the provider refuses ends the session."`
+	StrictInterval      time.Duration `env:"STRICT_SESSION_VALIDATION_INTERVAL" default:"60s" desc:"How often strict validation asks the provider about one session."`
+	StrictGrace         time.Duration `env:"STRICT_SESSION_VALIDATION_GRACE" default:"5m" desc:"While the provider cannot be reached, sessions last validated less than this long ago keep working; older ones are refused until it answers again."`
+	CheckProviderBudget time.Duration `env:"CHECK_PROVIDER_BUDGET" default:"3s" desc:"Longest a check waits for the provider (refresh, strict validation); after it, the session is kept or refused as if the provider were down."`
+}
+
+// LogoutVars are the variables of logout and back-channel logout.
+type LogoutVars struct {
+	RevokeOnLogout        bool          `env:"REVOKE_TOKENS_ON_LOGOUT" default:"true" desc:"On logout, revoke the refresh and access tokens at the provider's revocation_endpoint (RFC 7009), when it has one."`
+	ProviderLogout        bool          `env:"PROVIDER_LOGOUT" default:"true" desc:"On logout, send the browser to the provider's end_session_endpoint (RP-initiated logout), when it has one."`
+	PostLogoutRedirectURL string        `env:"POST_LOGOUT_REDIRECT_URL" desc:"post_logout_redirect_uri sent to the provider's end_session_endpoint (must be registered there). Default: AFTER_LOGOUT_URL made absolute with the request's host."`
+	ProviderSignOutURL    string        `env:"PROVIDER_SIGN_OUT_URL" desc:"For providers without end_session_endpoint (GitLab: https://gitlab.example.com/users/sign_out): the after-logout page offers to sign out there too."`
+	ProviderSignOutMode   string        `env:"PROVIDER_SIGN_OUT_MODE" default:"button" desc:"button (the after-logout page shows a button that POSTs to PROVIDER_SIGN_OUT_URL) or auto (the page submits it at once)."`
+	BackchannelMaxAge     time.Duration `env:"BACKCHANNEL_LOGOUT_MAX_AGE" default:"5m" desc:"Oldest iat accepted in a back-channel logout token."`
+	RedisURL              string        `env:"REDIS_URL" secret:"true" desc:"redis://[:password@]host:port/db of a Redis shared by the replicas for logout and back-channel logout; unset: each replica knows only its own."`
+	RedisKeyPrefix        string        `env:"REDIS_KEY_PREFIX" default:"oidc-authservice" desc:"Prefix of the Redis keys and channel."`
+}
+
+// BearerVars are the variables of bearer tokens (machine identities) and authorization.
+type BearerVars struct {
+	AuthenticationConfigFile string `env:"AUTHENTICATION_CONFIG_FILE" desc:"Kubernetes AuthenticationConfiguration (apiserver.config.k8s.io/v1beta1 or v1) whose jwt issuers are accepted as Authorization: Bearer tokens (GitLab users and CI jobs, Kubernetes service accounts, ...). See docs/machine-identities.md."`
+	AcceptProviderIDTokens   bool   `env:"ACCEPT_PROVIDER_ID_TOKENS" default:"true" desc:"Accept the login provider's own ID tokens (audience CLIENT_ID) as bearer tokens, mapped with USERID_CLAIM and GROUPS_CLAIM, as the predecessor did."`
+	AuthorizationRulesFile   string `env:"AUTHORIZATION_RULES_FILE" desc:"YAML rules: host, path prefix and methods → allowed users, groups, email domains or any authenticated; first match wins. See docs/authorization.md."`
+}
+
+// ForwardAuthVars are the variables of forward auth (nginx, Caddy, Traefik).
+type ForwardAuthVars struct {
+	VerifyAuthURL             string `env:"VERIFY_AUTH_URL" desc:"Path of the forward-auth verify endpoint on SERVER_PORT. Default <AUTHSERVICE_URL_PREFIX>verify. The login-start endpoint for nginx is <AUTHSERVICE_URL_PREFIX>start?rd=<url>."`
+	ForwardAuthProxy          string `env:"FORWARD_AUTH_PROXY" default:"nginx" desc:"Which proxy calls the verify endpoint, and so which headers describe the original request: nginx or ingress-nginx (X-Original-Method, X-Original-URL; X-Original-URI must agree), caddy or traefik (X-Forwarded-Method, -Proto, -Host, -Uri). Headers of the other kind are the client's and are ignored; a missing, repeated or conflicting header gets 400. See docs/forward-auth.md."`
+	ForwardAuthTrustedProxies string `env:"FORWARD_AUTH_TRUSTED_PROXIES" default:"127.0.0.1/32,::1/128" desc:"Comma-separated addresses or CIDRs whose forwarding headers (FORWARD_AUTH_PROXY) the verify endpoint believes; from anyone else they are ignored and the verify request itself is judged."`
+	ForwardAuthRedirect       bool   `env:"FORWARD_AUTH_REDIRECT" default:"false" desc:"The verify endpoint answers an unauthenticated browser navigation with a 302 to the provider (Caddy, Traefik pass it on) instead of 401 (nginx: use error_page 401 with the start endpoint)."`
+}
+
+// UpstreamTokenVars are the variables of the identity token sent upstream.
+type UpstreamTokenVars struct {
+	UpstreamToken         string        `env:"UPSTREAM_TOKEN" default:"none" desc:"none, id_token (forward the provider's ID token as Authorization: Bearer) or issued (a short-lived JWT signed by the service, for Istio RequestAuthentication)."`
+	UpstreamTokenIssuer   string        `env:"UPSTREAM_TOKEN_ISSUER" default:"http://authservice.istio-system.svc.cluster.local:8082" desc:"iss of issued tokens; its /.well-known/openid-configuration and jwks.json are served on WEB_SERVER_PORT."`
+	UpstreamTokenAudience string        `env:"UPSTREAM_TOKEN_AUDIENCE" default:"kubeflow" desc:"aud of issued tokens."`
+	UpstreamTokenLifetime time.Duration `env:"UPSTREAM_TOKEN_LIFETIME" default:"5m" desc:"Lifetime of issued tokens."`
+	UpstreamTokenKeysFile string        `env:"UPSTREAM_TOKEN_KEYS_FILE" desc:"PEM file (a Kubernetes Secret) of the signing keys, RSA or EC P-256, newest first: the first signs, all are published. Unset with UPSTREAM_TOKEN=issued: a random key, valid for this process only."`
+}
+
+// PagesVars are the variables of the HTML pages.
+type PagesVars struct {
+	ClientName   string `env:"CLIENT_NAME" default:"Kubeflow" desc:"Name shown on the pages."`
+	Theme        string `env:"THEME" default:"kubeflow" desc:"Theme of the pages: kubeflow (embedded) or the name of a folder under THEMES_URL."`
+	ThemesURL    string `env:"THEMES_URL" desc:"Base URL of external themes: pages load <THEMES_URL>/<THEME>/styles.css."`
+	TemplatePath string `env:"TEMPLATE_PATH" desc:"Folder with templates overriding the embedded ones (layout.html, error.html, after_logout.html, homepage.html). TEMPLATE_CONTEXT_<KEY>=value variables appear in them as .Context.<KEY>."`
+}

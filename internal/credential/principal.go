@@ -1,0 +1,74 @@
+package credential
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/cache"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+)
+
+// Principal is who a verified credential says the caller is.
+type Principal struct {
+	Subject string
+	User    string   // after USERID_TRANSFORMERS, without USERID_PREFIX
+	Groups  []string // sanitized
+	Expires int64    // unix seconds: the session's or the token's expiry
+
+	// UserHeader and GroupsHeader are the values of USERID_HEADER
+	// (USERID_PREFIX + User) and GROUPS_HEADER (comma-joined Groups).
+	UserHeader   []string
+	GroupsHeader []string
+
+	// Upstream is the issued upstream token for this principal
+	// (UPSTREAM_TOKEN=issued), re-signed at half its lifetime.
+	Upstream atomic.Pointer[UpstreamToken]
+}
+
+// UpstreamToken is an issued identity token with its header value.
+type UpstreamToken struct {
+	Header  []string // "Bearer <jwt>"
+	RenewAt int64    // unix seconds
+}
+
+func newPrincipal(prefix, subject, user string, groups []string, expires int64) Principal {
+	return Principal{Subject: subject, User: user, Groups: groups, Expires: expires,
+		UserHeader: []string{prefix + user}, GroupsHeader: []string{strings.Join(groups, ",")}}
+}
+
+// Live is a verified session and what this replica knows about its life.
+type Live struct {
+	Principal
+	Session *session.Session
+	key     cache.Key
+
+	mu         sync.Mutex                // serializes refresh and validation: concurrent requests collapse into one provider call
+	validated  atomic.Int64              // last successful strict validation, unix seconds
+	retryAt    atomic.Int64              // no refresh before this, after the provider failed
+	validateAt atomic.Int64              // no validation retry before this, after the provider failed
+	successor  atomic.Pointer[successor] // the refreshed or re-sealed session that replaces this one
+}
+
+// successor is what replaces a session: requests still carrying the old
+// cookie (sent before the browser got the new one) are answered as the new
+// session, with the new cookie again, instead of refreshing again.
+type successor struct {
+	live   *Live
+	sealed string
+}
+
+// Current is the session that replaces l, or l itself.
+func (l *Live) Current() *Live {
+	if n := l.successor.Load(); n != nil {
+		return n.live
+	}
+	return l
+}
+
+// Token is a verified bearer token.
+type Token struct {
+	Principal
+	Issuer string
+	key    cache.Key
+}

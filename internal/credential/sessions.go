@@ -1,0 +1,293 @@
+package credential
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/cache"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
+	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+)
+
+// Reasons a session that opened is nevertheless no longer accepted.
+var (
+	ErrRevoked            = errors.New("session ended by logout or back-channel logout")
+	ErrIdle               = errors.New("session idle for longer than SESSION_IDLE_TIMEOUT")
+	ErrRefreshRejected    = errors.New("provider refused the refresh token; session ended")
+	ErrValidationRejected = errors.New("provider refused the access token (strict session validation); session ended")
+	// ErrValidationPending does not end the session: the provider cannot be
+	// asked and the last successful validation is older than the grace
+	// period. The cookie is kept so the session resumes when it answers.
+	ErrValidationPending = errors.New("provider unreachable for longer than STRICT_SESSION_VALIDATION_GRACE")
+)
+
+// Provider is what a session's life needs from the provider.
+type Provider interface {
+	Refresh(ctx context.Context, refreshToken, subject string) (*oauth2.Token, error)
+	Validate(ctx context.Context, accessToken string) error
+}
+
+// SessionOptions configure Sessions.
+type SessionOptions struct {
+	CookieName          string // the name sealed sessions are bound to
+	UserPrefix          string // USERID_PREFIX
+	IdleTimeout         time.Duration
+	RefreshBeforeExpiry time.Duration
+	StrictValidation    bool
+	StrictInterval      time.Duration
+	StrictGrace         time.Duration
+	Budget              time.Duration // CHECK_PROVIDER_BUDGET: longest a check waits for the provider
+	CacheSize           int           // verified sessions kept; default 20,000
+}
+
+// Sessions opens sealed sessions and keeps them alive.
+type Sessions struct {
+	o        SessionOptions
+	codec    *session.Codec
+	provider Provider
+	revoked  *revocation.List
+	metrics  *metrics.Metrics
+	lookups  *metrics.CacheCounter
+	log      *zap.Logger
+	now      func() time.Time
+	verified *cache.Cache[*Live]
+}
+
+// NewSessions builds Sessions.
+func NewSessions(o SessionOptions, codec *session.Codec, p Provider, revoked *revocation.List, m *metrics.Metrics, log *zap.Logger, now func() time.Time) *Sessions {
+	if o.CacheSize <= 0 {
+		o.CacheSize = 20000
+	}
+	return &Sessions{o: o, codec: codec, provider: p, revoked: revoked, metrics: m, lookups: m.CacheCounter("session"),
+		log: log.Named("session"), now: now, verified: cache.New[*Live](o.CacheSize)}
+}
+
+// Open verifies a sealed session value: from the cache when it verified
+// before, else with the codec.
+func (s *Sessions) Open(sealed string) (*Live, error) {
+	if sealed == "" || len(sealed) > session.MaxValue {
+		return nil, session.ErrMalformed
+	}
+	k := cache.KeyOf(sealed)
+	l, ok := s.verified.Get(k)
+	s.lookups.Lookup(ok)
+	if ok {
+		if s.now().Unix() < l.Expires {
+			return l, nil
+		}
+		s.verified.Delete(k)
+		return nil, session.ErrExpired
+	}
+	sess, err := s.codec.OpenSession(s.o.CookieName, sealed)
+	if err != nil {
+		return nil, err
+	}
+	l = s.newLive(k, sess, max(sess.Created, sess.Renewed))
+	s.verified.Put(k, l)
+	return l, nil
+}
+
+func (s *Sessions) newLive(k cache.Key, sess *session.Session, validated int64) *Live {
+	l := &Live{Principal: newPrincipal(s.o.UserPrefix, sess.Subject, sess.User, sess.Groups, sess.Expires), Session: sess, key: k}
+	l.validated.Store(validated)
+	return l
+}
+
+// Forget drops a sealed value from the cache, so a copy is checked afresh.
+func (s *Sessions) Forget(sealed string) { s.verified.Delete(cache.KeyOf(sealed)) }
+
+// End ends l's session everywhere the revocation list reaches, and forgets
+// it and its successor here.
+func (s *Sessions) End(ctx context.Context, l *Live, source string) {
+	s.verified.Delete(l.key)
+	if c := l.Current(); c != l {
+		s.verified.Delete(c.key)
+	}
+	s.revoked.Revoke(ctx, revocation.Session, l.Session.ID)
+	s.metrics.Revocation(source)
+}
+
+// Renew applies revocation, idle timeout, refresh and strict validation to
+// a session that opened. It returns the session to answer for, a sealed
+// value to send back as the new cookie (or ""), or why the session is not
+// accepted. rid names the request in log lines.
+func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field) (*Live, string, error) {
+	sealed := ""
+	if n := l.successor.Load(); n != nil {
+		l, sealed = n.live, n.sealed
+	}
+	sess := l.Session
+	now := s.now().Unix()
+	if s.revoked.Revoked(sess.ID, sess.SID, sess.Subject, sess.Created) {
+		return nil, "", ErrRevoked
+	}
+	active := sess.Active
+	if active == 0 {
+		active = sess.Created
+	}
+	idle := int64(s.o.IdleTimeout / time.Second)
+	if idle > 0 && now-active > idle {
+		return nil, "", ErrIdle
+	}
+	if !s.due(l, now, active) {
+		// Strict validation failed recently and its retry is not due yet:
+		// past the grace period the session stays refused until the
+		// provider answers, not only on the requests that retry.
+		if s.o.StrictValidation && sess.AccessToken != "" && l.validateAt.Load() > now &&
+			now-l.validated.Load() > int64(s.o.StrictGrace/time.Second) {
+			return nil, "", ErrValidationPending
+		}
+		return l, sealed, nil
+	}
+	return s.renewLocked(ctx, l, sealed, now, active, rid)
+}
+
+// renewLocked is Renew's slow path: provider calls and re-sealing, one at a
+// time per session.
+func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now, active int64, rid zap.Field) (*Live, string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := l.successor.Load(); n != nil { // another request did the work meanwhile
+		return n.live, n.sealed, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.o.Budget)
+	defer cancel()
+
+	next := *l.Session
+	changed, validated := false, l.validated.Load()
+	if s.refreshDue(l, now) {
+		ok, err := s.refresh(ctx, l, &next, now, rid)
+		if err != nil {
+			return nil, "", err
+		}
+		if ok {
+			changed, validated = true, now
+		}
+	}
+	if s.o.StrictValidation && next.AccessToken != "" && now-validated >= int64(s.o.StrictInterval/time.Second) && now >= l.validateAt.Load() {
+		ok, err := s.validate(ctx, l, next.AccessToken, now, validated, rid)
+		if err != nil {
+			return nil, "", err
+		}
+		if ok {
+			validated = now
+		}
+	}
+	if idle := int64(s.o.IdleTimeout / time.Second); idle > 0 && now-active >= touchInterval(idle) {
+		next.Active, changed = now, true
+	}
+	if !changed {
+		return l, sealed, nil
+	}
+	newSealed, err := s.codec.SealSession(s.o.CookieName, &next)
+	if err != nil {
+		s.log.Error("cannot seal the renewed session; keeping the old one", zap.Error(err))
+		return l, sealed, nil
+	}
+	n := s.newLive(cache.KeyOf(newSealed), &next, validated)
+	s.verified.Put(n.key, n)
+	l.successor.Store(&successor{live: n, sealed: newSealed})
+	return n, newSealed, nil
+}
+
+func (s *Sessions) refreshDue(l *Live, now int64) bool {
+	sess := l.Session
+	return sess.RefreshToken != "" && sess.TokenExpiry > 0 && now >= sess.TokenExpiry-int64(s.o.RefreshBeforeExpiry/time.Second) && now >= l.retryAt.Load()
+}
+
+// refresh redeems the refresh token into next. It reports whether the
+// tokens changed; an error ends the session.
+func (s *Sessions) refresh(ctx context.Context, l *Live, next *session.Session, now int64, rid zap.Field) (bool, error) {
+	sess := l.Session
+	tok, err := s.provider.Refresh(ctx, sess.RefreshToken, sess.Subject)
+	switch {
+	case err == nil:
+		next.AccessToken = tok.AccessToken
+		if tok.RefreshToken != "" {
+			next.RefreshToken = tok.RefreshToken
+		}
+		if raw, _ := tok.Extra("id_token").(string); raw != "" {
+			next.IDToken = raw
+		}
+		next.TokenExpiry = 0
+		if !tok.Expiry.IsZero() {
+			next.TokenExpiry = tok.Expiry.Unix()
+		}
+		s.metrics.Refresh(resultOK)
+		s.log.Info("session refreshed", rid, zap.String("user", sess.User))
+		return true, nil
+	case errors.Is(err, provider.ErrRejected) && now >= sess.TokenExpiry:
+		s.metrics.Refresh(resultRejected)
+		s.log.Info("session ended: refresh refused by the provider", rid, zap.String("user", sess.User), zap.Error(err))
+		s.revoked.Revoke(ctx, revocation.Session, sess.ID)
+		return false, ErrRefreshRejected
+	case errors.Is(err, provider.ErrRejected):
+		// The access token is still valid: another replica may have
+		// rotated the refresh token and the browser will bring the new
+		// cookie. Keep the session until the token expires.
+		l.retryAt.Store(now + 10)
+		s.metrics.Refresh(resultRejected)
+		s.log.Info("refresh refused while the access token is still valid; retrying later", rid, zap.String("user", sess.User), zap.Error(err))
+	default:
+		l.retryAt.Store(now + 10)
+		s.metrics.Refresh(resultUnavailable)
+		s.log.Warn("refresh failed: provider unavailable; session kept", rid, zap.String("user", sess.User), zap.Error(err))
+	}
+	return false, nil
+}
+
+// validate asks the provider whether the access token is still good. It
+// reports whether it is; an error refuses the session.
+func (s *Sessions) validate(ctx context.Context, l *Live, accessToken string, now, validated int64, rid zap.Field) (bool, error) {
+	user := l.Session.User
+	err := s.provider.Validate(ctx, accessToken)
+	switch {
+	case err == nil:
+		l.validated.Store(now)
+		s.metrics.Validation(resultOK)
+		return true, nil
+	case errors.Is(err, provider.ErrRejected):
+		s.metrics.Validation(resultRejected)
+		s.log.Info("session ended: access token refused by the provider (strict validation)", rid, zap.String("user", user), zap.Error(err))
+		s.revoked.Revoke(ctx, revocation.Session, l.Session.ID)
+		return false, ErrValidationRejected
+	}
+	l.validateAt.Store(now + 5)
+	s.metrics.Validation(resultUnavailable)
+	if now-validated > int64(s.o.StrictGrace/time.Second) {
+		s.log.Warn("session refused for now: provider unreachable past the grace period", rid, zap.String("user", user), zap.Error(err))
+		return false, ErrValidationPending
+	}
+	s.log.Warn("strict validation failed: provider unavailable; within grace period", rid, zap.String("user", user), zap.Error(err))
+	return false, nil
+}
+
+// due reports cheaply whether the session needs any provider call or a new
+// cookie, so the common request takes no lock.
+func (s *Sessions) due(l *Live, now, active int64) bool {
+	if s.refreshDue(l, now) {
+		return true
+	}
+	if s.o.StrictValidation && l.Session.AccessToken != "" && now-l.validated.Load() >= int64(s.o.StrictInterval/time.Second) && now >= l.validateAt.Load() {
+		return true
+	}
+	idle := int64(s.o.IdleTimeout / time.Second)
+	return idle > 0 && now-active >= touchInterval(idle)
+}
+
+// touchInterval is how stale the activity stamp may get before the cookie
+// is re-sealed: a tenth of the idle timeout, at least 30 s.
+func touchInterval(idle int64) int64 { return max(idle/10, 30) }
+
+// Results of provider-side session lifecycle calls, the "result" label.
+const (
+	resultOK          = "ok"
+	resultRejected    = "rejected"
+	resultUnavailable = "unavailable"
+)

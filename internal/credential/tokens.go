@@ -1,0 +1,93 @@
+package credential
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/authn"
+	"github.com/oidc-authservice/oidc-authservice/internal/cache"
+	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
+)
+
+// Authenticator verifies a bearer token and maps it to an identity
+// (authn.Authenticator; several can be chained by the caller).
+type Authenticator interface {
+	Authenticate(ctx context.Context, raw string) (*authn.Identity, error)
+}
+
+// LooksLikeJWT tells a JWS compact token from a sealed session value
+// (which never contains a dot).
+func LooksLikeJWT(v string) bool { return strings.Count(v, ".") == 2 }
+
+// TokenOptions configure Tokens.
+type TokenOptions struct {
+	UserPrefix string        // USERID_PREFIX
+	Budget     time.Duration // CHECK_PROVIDER_BUDGET: longest a first sight waits for the issuer
+	CacheSize  int           // verified tokens kept; default 20,000
+}
+
+// Tokens verifies bearer tokens and keeps the verified ones until they
+// expire.
+type Tokens struct {
+	o        TokenOptions
+	auth     Authenticator // nil: no issuer is configured
+	mapper   *identity.Mapper
+	lookups  *metrics.CacheCounter
+	log      *zap.Logger
+	now      func() time.Time
+	verified *cache.Cache[*Token]
+}
+
+// NewTokens builds Tokens; auth may be nil.
+func NewTokens(o TokenOptions, auth Authenticator, mapper *identity.Mapper, m *metrics.Metrics, log *zap.Logger, now func() time.Time) *Tokens {
+	if o.CacheSize <= 0 {
+		o.CacheSize = 20000
+	}
+	return &Tokens{o: o, auth: auth, mapper: mapper, lookups: m.CacheCounter("token"), log: log.Named("token"), now: now,
+		verified: cache.New[*Token](o.CacheSize)}
+}
+
+// Verify authenticates a bearer JWT. A verified token's identity is cached
+// under the token's SHA-256 until the token expires. Every error wraps
+// authn.ErrInvalidToken.
+func (t *Tokens) Verify(ctx context.Context, raw string, rid zap.Field) (*Token, error) {
+	if t.auth == nil {
+		return nil, fmt.Errorf("%w: no bearer token issuers are configured", authn.ErrInvalidToken)
+	}
+	k := cache.KeyOf(raw)
+	now := t.now().Unix()
+	tok, ok := t.verified.Get(k)
+	t.lookups.Lookup(ok)
+	if ok {
+		if now < tok.Expires {
+			return tok, nil
+		}
+		t.verified.Delete(k)
+		return nil, fmt.Errorf("%w: expired", authn.ErrInvalidToken)
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.o.Budget)
+	defer cancel()
+	id, err := t.auth.Authenticate(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	user, groups, dropped, err := identity.Clean(t.mapper.Transform(id.Username), id.Groups)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", authn.ErrInvalidToken, err)
+	}
+	if len(dropped) > 0 {
+		t.log.Warn("token groups left out: unsafe characters or too many", rid, zap.String("user", user), zap.Strings("groups", dropped))
+	}
+	sub := id.UID
+	if sub == "" {
+		sub = id.Username
+	}
+	tok = &Token{Principal: newPrincipal(t.o.UserPrefix, sub, user, groups, id.Expiry.Unix()), Issuer: id.Issuer, key: k}
+	t.verified.Put(k, tok)
+	return tok, nil
+}

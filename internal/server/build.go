@@ -1,0 +1,192 @@
+package server
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/authn"
+	"github.com/oidc-authservice/oidc-authservice/internal/authz"
+	"github.com/oidc-authservice/oidc-authservice/internal/check"
+	"github.com/oidc-authservice/oidc-authservice/internal/config"
+	"github.com/oidc-authservice/oidc-authservice/internal/credential"
+	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/jwks"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
+	"github.com/oidc-authservice/oidc-authservice/internal/pages"
+	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
+	"github.com/oidc-authservice/oidc-authservice/internal/upstreamtoken"
+	"github.com/oidc-authservice/oidc-authservice/internal/web"
+)
+
+// Parts are the running parts of the service, built once from the settings
+// by Build, for the server and for check-config alike.
+type Parts struct {
+	Metrics     *metrics.Metrics
+	Provider    *provider.Provider
+	Pages       *pages.Pages
+	Redis       *revocation.RedisStore // nil without REDIS_URL
+	Revocations *revocation.List
+	Policy      *authz.Policy
+	Bearer      *authn.Authenticator  // nil when no issuer is configured
+	Upstream    *upstreamtoken.Issuer // nil unless UPSTREAM_TOKEN=issued
+	Check       *check.Handler        // SERVER_PORT
+	Web         *web.Handler          // WEB_SERVER_PORT
+	Probe       http.Handler          // READINESS_PROBE_PORT
+	Warnings    []string              // said at start-up
+}
+
+// Build turns validated settings into the running parts. It does no I/O
+// beyond reading files the settings name (no discovery, no connection):
+// Run starts what runs. Every part that cannot be built is reported, all at
+// once; the parts that could be built are returned with the error.
+func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) {
+	now := time.Now
+	p := &Parts{Metrics: metrics.New(version)}
+	var errs []error
+	fail := func(what string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+		}
+	}
+	var err error
+	p.Provider, err = provider.New(provider.Options{Issuer: s.Provider.Issuer, AuthURL: s.Provider.AuthURL,
+		ClientID: s.Provider.ClientID, ClientSecret: s.Provider.ClientSecret, RedirectURL: s.Provider.RedirectURL,
+		Scopes: s.Provider.Scopes, CABundle: s.Provider.CABundle, Timeout: s.Provider.Timeout,
+		Logger: log.Named("provider"), Now: now, Metrics: p.Metrics})
+	fail("provider", err)
+	p.Pages, err = pages.New(pages.Options{ClientName: s.Pages.ClientName, Theme: s.Pages.Theme, ThemesURL: s.Pages.ThemesURL,
+		TemplatePath: s.Pages.TemplatePath, Context: s.Pages.Context})
+	fail("pages", err)
+	if s.Logout.RedisURL != "" {
+		p.Redis, err = revocation.NewRedisStore(s.Logout.RedisURL, s.Logout.RedisKeyPrefix)
+		fail("REDIS_URL", err)
+	}
+	var store revocation.Store
+	if p.Redis != nil {
+		store = p.Redis
+	}
+	p.Revocations = revocation.New(s.Sessions.MaxAge, store, now, log)
+	p.Policy, err = authz.New(authz.Options{AllowAll: s.Identity.AllowAllGroups, Groups: s.Identity.AllowedGroups, RulesFile: s.Bearer.RulesFile})
+	fail("authorization", err)
+	p.Upstream, err = p.upstreamIssuer(s, now)
+	fail("upstream token", err)
+	if p.Provider == nil || p.Pages == nil || p.Policy == nil {
+		return p, errors.Join(errs...)
+	}
+	p.Bearer, err = bearerAuthenticator(s, p.Provider, log, now)
+	fail("bearer tokens", err)
+	secrets := s.Sessions.Secrets
+	if s.Sessions.Generated {
+		secret := make([]byte, 32)
+		_, err := rand.Read(secret)
+		fail("random session key", err)
+		secrets = [][]byte{secret}
+		p.Warnings = append(p.Warnings, "SESSION_KEYS is not set: using random keys. Sessions will NOT survive a restart and will NOT work across replicas. Set SESSION_KEYS (or SESSION_KEYS_FILE) in production.")
+	}
+	p.Check, p.Web = p.handlers(s, secrets, log, now)
+	p.Probe = probe(p.Provider, p.Metrics.Handler())
+	return p, errors.Join(errs...)
+}
+
+// Close releases what Build opened.
+func (p *Parts) Close() {
+	if p.Redis != nil {
+		p.Redis.Close()
+	}
+}
+
+func (p *Parts) upstreamIssuer(s *config.Settings, now func() time.Time) (*upstreamtoken.Issuer, error) {
+	u := s.Upstream
+	if u.Mode != "issued" {
+		return nil, nil
+	}
+	var keys []upstreamtoken.Key
+	if u.KeysFile != "" {
+		var err error
+		if keys, err = upstreamtoken.LoadKeys(u.KeysFile); err != nil {
+			return nil, err
+		}
+	} else {
+		k, err := upstreamtoken.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		keys = []upstreamtoken.Key{k}
+		p.Warnings = append(p.Warnings, "UPSTREAM_TOKEN=issued without UPSTREAM_TOKEN_KEYS_FILE: a random signing key; replicas will not agree and tokens fail validation after a restart")
+	}
+	return upstreamtoken.New(keys, u.Issuer, u.Audience, u.Lifetime, now)
+}
+
+// bearerAuthenticator accepts the JWTs of AUTHENTICATION_CONFIG_FILE and,
+// with ACCEPT_PROVIDER_ID_TOKENS, the provider's own ID tokens, verified
+// with the provider's shared key set.
+func bearerAuthenticator(s *config.Settings, prov *provider.Provider, log *zap.Logger, now func() time.Time) (*authn.Authenticator, error) {
+	var extra []authn.JWTAuthenticator
+	if s.Bearer.AcceptProviderIDTokens {
+		e := authn.ProviderEntry(s.Provider.Issuer, s.Provider.ClientID, s.Identity.UserClaim, s.Identity.GroupsClaim)
+		e.AllowUnverifiedEmail = s.Identity.AllowUnverifiedEmail
+		extra = append(extra, e)
+	}
+	return authn.Load(s.Bearer.AuthenticationConfigFile, extra, authn.Options{Logger: log, Now: now, Timeout: s.Provider.Timeout,
+		KeySets: map[string]*jwks.Set{s.Provider.Issuer: prov.KeySet()}})
+}
+
+// handlers builds the check and web handlers and what they share.
+func (p *Parts) handlers(s *config.Settings, secrets [][]byte, log *zap.Logger, now func() time.Time) (*check.Handler, *web.Handler) {
+	ss := s.Sessions
+	codec := session.NewCodec(secrets, ss.MaxAge, now)
+	cookies := session.NewCookies(session.CookieOptions{Name: ss.CookieName, Domain: ss.Domain, SameSite: ss.SameSite,
+		HTTPOnly: ss.HTTPOnly, HostPrefix: ss.HostPrefix, AcceptPlain: ss.AcceptPlain, Secure: ss.Secure,
+		SecureRedirect: strings.HasPrefix(strings.ToLower(s.Provider.RedirectURL), "https://")})
+	mapper := &identity.Mapper{UserClaim: s.Identity.UserClaim, GroupsClaim: s.Identity.GroupsClaim,
+		AllowUnverifiedEmail: s.Identity.AllowUnverifiedEmail}
+	for _, t := range s.Identity.Transformers {
+		mapper.Transformers = append(mapper.Transformers, identity.Transformer{Matches: t.Matches, Replaces: t.Replaces})
+	}
+	sessions := credential.NewSessions(credential.SessionOptions{CookieName: ss.CookieName, UserPrefix: s.Identity.UserPrefix,
+		IdleTimeout: ss.IdleTimeout, RefreshBeforeExpiry: ss.RefreshBeforeExpiry, StrictValidation: ss.StrictValidation,
+		StrictInterval: ss.StrictInterval, StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget},
+		codec, p.Provider, p.Revocations, p.Metrics, log, now)
+	var auth credential.Authenticator
+	if p.Bearer != nil {
+		auth = p.Bearer
+	}
+	tokens := credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: ss.CheckProviderBudget},
+		auth, mapper, p.Metrics, log, now)
+	backchannel := &revocation.Backchannel{List: p.Revocations, Verifier: p.Provider, MaxAge: s.Logout.BackchannelMaxAge,
+		Timeout: s.Provider.Timeout, Metrics: p.Metrics, Log: log.Named("backchannel")}
+	deps := check.Deps{Logger: log, Cookies: cookies, Codec: codec, Provider: p.Provider, Mapper: mapper,
+		Policy: p.Policy, Pages: p.Pages, Sessions: sessions, Tokens: tokens, Revocations: p.Revocations,
+		Backchannel: backchannel, Metrics: p.Metrics, Now: now, Random: rand.Reader}
+	if p.Upstream != nil {
+		deps.Upstream = p.Upstream
+	}
+	h := check.New(checkOptions(s), deps)
+	w := web.New(web.Options{SitePrefix: s.Paths.Site, BackchannelPath: s.Paths.Backchannel, Homepage: s.Paths.Homepage,
+		ProviderSignOutURL: s.Logout.ProviderSignOutURL, ProviderSignOutMode: s.Logout.ProviderSignOutMode}, p.Pages, backchannel, p.Upstream)
+	return h, w
+}
+
+// checkOptions are the settings the check reads.
+func checkOptions(s *config.Settings) check.Options {
+	ps, ss := s.Paths, s.Sessions
+	return check.Options{
+		CallbackPath: ps.Callback, LogoutPath: ps.Logout, VerifyPath: ps.Verify, StartPath: ps.Start, SitePrefix: ps.Site,
+		BackchannelPath: ps.Backchannel, SkipPrefixes: ps.Skip, APIPrefixes: ps.API, AllowOptions: ps.AllowOptions,
+		UserHeader: s.Identity.UserHeader, GroupsHeader: s.Identity.GroupsHeader, UserPrefix: s.Identity.UserPrefix,
+		AfterLogin: ps.AfterLogin, AfterLogout: ps.AfterLogout, AllowedRedirectHosts: ps.AllowedRedirectHosts,
+		LoginStateTTL: ss.LoginStateTTL, MaxPendingLogins: ss.MaxPendingLogins, SessionMaxAge: ss.MaxAge,
+		StrictValidation: ss.StrictValidation, ProviderTimeout: s.Provider.Timeout,
+		RevokeTokens: s.Logout.RevokeTokens, ProviderLogout: s.Logout.ProviderLogout, PostLogoutRedirectURL: s.Logout.PostLogoutRedirectURL,
+		ForwardAuthProxy: s.ForwardAuth.Proxy, TrustedProxies: s.ForwardAuth.TrustedProxies, ForwardAuthRedirect: s.ForwardAuth.Redirect,
+		UpstreamToken: s.Upstream.Mode, AccessLog: s.Servers.AccessLog, AccessLogRate: s.Servers.AccessLogRate,
+	}
+}
