@@ -144,12 +144,12 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	if s.AuthenticationConfigFile != "" || s.AcceptProviderIDTokens {
 		var extra []authn.JWTAuthenticator
 		if s.AcceptProviderIDTokens {
-			extra = append(extra, authn.ProviderEntry(s.Provider, s.ClientID, s.UserIDClaim, s.GroupsClaim))
+			extra = append(extra, authn.ProviderEntry(s.Provider, s.TokenAudiences, s.UserIDClaim, s.GroupsClaim))
 		}
 		if _, err := authn.Load(s.AuthenticationConfigFile, extra, authn.Options{Timeout: s.ProviderTimeout}); err != nil {
 			r.problem("bearer tokens: %v", err)
 		} else {
-			r.item("bearer JWTs accepted", fmt.Sprintf("provider ID tokens: %v; AUTHENTICATION_CONFIG_FILE: %s", s.AcceptProviderIDTokens, orNone(s.AuthenticationConfigFile)))
+			r.item("bearer JWTs accepted", fmt.Sprintf("provider ID tokens: %v (audiences %s); AUTHENTICATION_CONFIG_FILE: %s", s.AcceptProviderIDTokens, strings.Join(s.TokenAudiences, ", "), orNone(s.AuthenticationConfigFile)))
 		}
 	}
 

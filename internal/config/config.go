@@ -98,7 +98,8 @@ type Config struct {
 
 	// Machine identities and authorization.
 	AuthenticationConfigFile string `envconfig:"AUTHENTICATION_CONFIG_FILE" desc:"Kubernetes AuthenticationConfiguration (apiserver.config.k8s.io/v1beta1 or v1) whose jwt issuers are accepted as Authorization: Bearer tokens (GitLab users and CI jobs, Kubernetes service accounts, ...). See docs/machine-identities.md."`
-	AcceptProviderIDTokens   bool   `envconfig:"ACCEPT_PROVIDER_ID_TOKENS" default:"true" desc:"Accept the login provider's own ID tokens (audience CLIENT_ID) as bearer tokens, mapped with USERID_CLAIM and GROUPS_CLAIM, as the predecessor did."`
+	AcceptProviderIDTokens   bool   `envconfig:"ACCEPT_PROVIDER_ID_TOKENS" default:"true" desc:"Accept the login provider's own ID tokens (audience one of PROVIDER_ID_TOKEN_AUDIENCES) as bearer tokens, mapped with USERID_CLAIM and GROUPS_CLAIM, as the predecessor did."`
+	ProviderIDTokenAudiences string `envconfig:"PROVIDER_ID_TOKEN_AUDIENCES" desc:"Comma-separated audiences (client ids) of the provider ID tokens accepted as bearer tokens; a token for any of them is accepted. Add the public client of command-line tools (kubeflow-cli) so that tokens from oidc-authservice token pass; see docs/programmatic-access.md. Default: CLIENT_ID."`
 	AuthorizationRulesFile   string `envconfig:"AUTHORIZATION_RULES_FILE" desc:"YAML rules: host, path prefix and methods → allowed users, groups, email domains or any authenticated; first match wins. See docs/authorization.md."`
 
 	// Forward auth (nginx auth_request, Caddy forward_auth, Traefik forwardAuth).
@@ -153,6 +154,7 @@ type Settings struct {
 	Obsolete        []string // obsolete variables that were set
 	TemplateContext map[string]string
 	LogLevel        string
+	TokenAudiences  []string // PROVIDER_ID_TOKEN_AUDIENCES, default CLIENT_ID
 }
 
 // Transformer rewrites a user id, as USERID_TRANSFORMERS describes.
@@ -204,6 +206,9 @@ func (s *Settings) validate() error {
 	}
 	if s.ClientID == "" {
 		bad("CLIENT_ID", "required")
+	}
+	if s.TokenAudiences = splitList(s.ProviderIDTokenAudiences, ", "); len(s.TokenAudiences) == 0 {
+		s.TokenAudiences = []string{s.ClientID}
 	}
 	if s.ClientSecretFile != "" {
 		b, err := os.ReadFile(s.ClientSecretFile)

@@ -89,7 +89,7 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	}
 	var extra []authn.JWTAuthenticator
 	if s.AcceptProviderIDTokens {
-		extra = append(extra, authn.ProviderEntry(s.Provider, s.ClientID, s.UserIDClaim, s.GroupsClaim))
+		extra = append(extra, authn.ProviderEntry(s.Provider, s.TokenAudiences, s.UserIDClaim, s.GroupsClaim))
 	}
 	tokens, err := authn.Load(s.AuthenticationConfigFile, extra, authn.Options{Logger: log, Now: now, Timeout: s.ProviderTimeout})
 	if err != nil {
