@@ -38,7 +38,7 @@ type cache struct {
 // cacheKey names the file: a digest, so that URLs and scopes need no
 // escaping and the file name tells nothing about them.
 func cacheKey(o Options) string {
-	scopes, auds := slices.Clone(o.Scopes), slices.Clone(o.Audiences)
+	scopes, auds := append([]string{}, o.Scopes...), append([]string{}, o.Audiences...)
 	slices.Sort(scopes)
 	slices.Sort(auds)
 	b, _ := json.Marshal([]any{o.Issuer, o.ClientID, scopes, auds})
