@@ -23,6 +23,7 @@ const DefaultClientID = "kubeflow-cli"
 type Options struct {
 	Issuer         string
 	ProviderURL    string
+	DeviceAuthURL  string // when discovery does not advertise one (GitLab)
 	ClientID       string
 	ClientSecret   string
 	Scopes         []string // explicit; nil: openid profile email + groups, offline_access when advertised
@@ -122,15 +123,16 @@ func parse(args []string, env Env) (Options, error) {
 	var scopes, audiences string
 	fs.StringVar(&o.Issuer, "issuer", "", "issuer URL of the provider, exactly as its tokens name it (required)")
 	fs.StringVar(&o.ProviderURL, "provider-url", "", "where this machine reaches the issuer, when that differs from the issuer URL (Kubeflow's Dex\nwith issuer http://dex.auth.svc.cluster.local:5556/dex, reached at https://kubeflow.example.com/dex);\nthe provider's endpoints under the issuer URL are rewritten to it")
+	fs.StringVar(&o.DeviceAuthURL, "device-authorization-url", "", "device authorization endpoint, for providers that offer the grant without advertising it in\ntheir discovery (GitLab 17.1+: https://gitlab.example.com/oauth/authorize_device)")
 	fs.StringVar(&o.ClientID, "client-id", DefaultClientID, "OAuth client id: a public client registered at the provider for command-line tools")
 	fs.StringVar(&o.ClientSecret, "client-secret", "", "client secret, for providers that give native applications one (it is not a secret there)")
 	fs.StringVar(&scopes, "scopes", "", "scopes, comma- or space-separated; openid is always added (default: openid profile email,\nplus groups and offline_access when the provider advertises them)")
-	fs.StringVar(&audiences, "audience", "", "comma-separated client ids the token must also be for (Dex cross-client trust: adds the scope\naudience:server:client_id:<id>; the client must list --client-id in trustedPeers)")
+	fs.StringVar(&audiences, "audience", "", "comma-separated client ids the token must also be for (Dex cross-client trust: adds the scope\naudience:server:client_id:<id>; that client must list --client-id in its trustedPeers)")
 	fs.StringVar(&o.CABundle, "ca-bundle", "", "PEM file of CA certificates trusted for the provider, added to the system's")
 	fs.BoolVar(&o.Force, "force", false, "ignore the cached token and log in again")
 	fs.StringVar(&o.Output, "output", "token", "token (the ID token and a newline), exec-credential (a client.authentication.k8s.io ExecCredential\nfor kubectl; the default when KUBERNETES_EXEC_INFO is set) or json")
 	fs.BoolVar(&o.NoBrowser, "no-browser", false, "do not open a browser: print the URL to visit")
-	fs.StringVar(&o.Flow, "flow", "auto", "auto (the device grant when the provider offers it, else loopback), device or loopback")
+	fs.StringVar(&o.Flow, "flow", "auto", "auto (the device grant when the provider offers it and --provider-url is not set, else loopback),\ndevice or loopback")
 	fs.IntVar(&o.ListenPort, "listen-port", 0, "port of the loopback redirect http://127.0.0.1:<port>/ (0: a free port; use a fixed one\nwhen the provider compares redirect URIs literally, as Dex does for clients with registered URIs)")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "longest wait for the login to finish in the browser")
 	fs.DurationVar(&o.RequestTimeout, "request-timeout", 30*time.Second, "timeout of each call to the provider")
@@ -177,6 +179,11 @@ func (o *Options) validate() error {
 	if o.ProviderURL != "" {
 		if err := checkURL(o.ProviderURL); err != nil {
 			errs = append(errs, fmt.Errorf("--provider-url: %v", err))
+		}
+	}
+	if o.DeviceAuthURL != "" {
+		if err := checkURL(o.DeviceAuthURL); err != nil {
+			errs = append(errs, fmt.Errorf("--device-authorization-url: %v", err))
 		}
 	}
 	if o.ClientID == "" {

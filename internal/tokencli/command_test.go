@@ -56,6 +56,10 @@ func TestParse(t *testing.T) {
 		{"audiences", []string{"--issuer", "https://i", "--audience", "a, b"}, nil, "", func(o Options) bool {
 			return strings.Join(o.Audiences, " ") == "a b"
 		}},
+		{"device endpoint", []string{"--issuer", "https://gitlab.example.com", "--device-authorization-url", "https://gitlab.example.com/oauth/authorize_device"}, nil, "", func(o Options) bool {
+			return o.DeviceAuthURL == "https://gitlab.example.com/oauth/authorize_device"
+		}},
+		{"bad device endpoint", []string{"--issuer", "https://i", "--device-authorization-url", "/oauth/authorize_device"}, nil, "--device-authorization-url", nil},
 		{"bad output", []string{"--issuer", "https://i", "--output", "yaml"}, nil, "--output", nil},
 		{"bad flow", []string{"--issuer", "https://i", "--flow", "implicit"}, nil, "--flow", nil},
 		{"issuer with query", []string{"--issuer", "https://i/?x=1"}, nil, "--issuer", nil},

@@ -15,6 +15,7 @@
 //	| cached refresh token                     | discovery, token   | print the new ID token, cache it        |
 //	|   refused (revoked, expired, rotated)    |                    | say so on stderr, go on to a login      |
 //	| device_authorization_endpoint advertised | RFC 8628 grant     | print verification URL and code; poll   |
+//	|   (and no --provider-url)                |                    |                                         |
 //	| otherwise                                | code + PKCE + state| loopback http://127.0.0.1:<port>/ redirect |
 //	|                                          |   + nonce          | opens the browser (or prints the URL)   |
 //

@@ -99,6 +99,9 @@ func (c *command) discover(ctx context.Context) (*provider, error) {
 			*e = rebase(*e, c.o.Issuer, c.o.ProviderURL)
 		}
 	}
+	if d.DeviceAuthURL == "" {
+		d.DeviceAuthURL = c.o.DeviceAuthURL
+	}
 	if d.AuthURL == "" || d.TokenURL == "" || d.JWKSURL == "" {
 		return nil, fmt.Errorf("the discovery document at %s lacks authorization_endpoint, token_endpoint or jwks_uri", u)
 	}

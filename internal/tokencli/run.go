@@ -119,7 +119,10 @@ func (c *command) login(ctx context.Context, p *provider) (*entry, error) {
 	switch {
 	case c.o.Flow == "device" && !p.device:
 		return nil, errors.New("the provider offers no device authorization grant (no device_authorization_endpoint in its discovery): use --flow loopback")
-	case c.o.Flow == "device" || (c.o.Flow == "auto" && p.device):
+	case c.o.Flow == "device" || (c.o.Flow == "auto" && p.device && c.o.ProviderURL == ""):
+		// With --provider-url the issuer's own host is unreachable from
+		// here, and so, most likely, from the user's browser, which the
+		// device grant's pages send there (Dex redirects to <issuer>/auth).
 		tok, err = c.deviceLogin(ctx, p)
 	default:
 		tok, nonce, err = c.loopbackLogin(ctx, p)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -398,4 +399,56 @@ func TestTokenCommandLoopback(t *testing.T) {
 		t.Fatal("the token is on stderr")
 	}
 	expectAllowed(t, gw, tok, "token from the loopback flow")
+}
+
+// TestTokenCommandProviderURL: Kubeflow's Dex names its tokens with the
+// in-cluster issuer http://dex.auth.svc.cluster.local:5556/dex, which a
+// laptop cannot reach; with --provider-url the command reaches Dex at the
+// gateway's URL instead (here Dex's own port), rewrites the endpoints,
+// chooses the loopback flow (Dex's device pages would send the browser to
+// the in-cluster host) and verifies the token against the in-cluster
+// issuer. Without --provider-url, the error says which flags to pass.
+func TestTokenCommandProviderURL(t *testing.T) {
+	const inCluster = "http://dex.auth.svc.cluster.local:5556/dex"
+	port := peer.FreePort(t)
+	dex := peer.StartDex(t, peer.DexOptions{Issuer: inCluster, PublicClientID: "kubeflow-cli",
+		PublicRedirectURIs: []string{fmt.Sprintf("http://127.0.0.1:%d/", port)}})
+	bin := peer.Binary(t)
+
+	cmd := peer.StartToken(t, bin, nil, "--issuer", dex.URL, "--cache-dir", t.TempDir(), "--no-browser")
+	if _, err := cmd.Wait(30 * time.Second); err == nil {
+		t.Fatal("a discovery naming another issuer was accepted")
+	}
+	if want := "pass --issuer " + inCluster + " --provider-url " + dex.URL; !strings.Contains(cmd.Stderr(), want) {
+		t.Fatalf("stderr does not say %q:\n%s", want, cmd.Stderr())
+	}
+
+	cmd = peer.StartToken(t, bin, nil, "--issuer", inCluster, "--provider-url", dex.URL, "--cache-dir", t.TempDir(),
+		"--no-browser", "--listen-port", fmt.Sprint(port), "--timeout", "60s")
+	authURL, err := cmd.URL(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(authURL, dex.URL+"/auth?") {
+		t.Fatalf("the login URL is not under --provider-url: %s", authURL)
+	}
+	jar, _ := cookiejar.New(nil)
+	resp, err := peer.DexLogin(&http.Client{Jar: jar, Timeout: 20 * time.Second}, authURL, dex.Opts.User, dex.Opts.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	out, err := cmd.Wait(30 * time.Second)
+	if err != nil {
+		t.Fatalf("%v: %s", err, cmd.Stderr())
+	}
+	parts := strings.Split(strings.TrimSpace(out), ".")
+	if len(parts) != 3 {
+		t.Fatalf("stdout %q", out)
+	}
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims struct{ Iss, Email string }
+	if err := json.Unmarshal(payload, &claims); err != nil || claims.Iss != inCluster || claims.Email != dex.Opts.User {
+		t.Fatalf("claims %s (%v)", payload, err)
+	}
 }

@@ -33,11 +33,16 @@ type DexOptions struct {
 	PublicRedirectURIs []string
 	// TrustedPeers may ask for tokens whose audience is ClientID.
 	TrustedPeers []string
+	// Issuer overrides the issuer URL (default http://127.0.0.1:<port>/dex),
+	// e.g. Kubeflow's in-cluster http://dex.auth.svc.cluster.local:5556/dex,
+	// which names the tokens while Dex is reached at URL.
+	Issuer string
 }
 
 // Dex is a running Dex.
 type Dex struct {
 	Issuer string
+	URL    string // where it is reached: http://127.0.0.1:<port>/dex
 	Port   int
 	Opts   DexOptions
 	cmd    *exec.Cmd
@@ -87,7 +92,11 @@ func NewDex(t testing.TB, o DexOptions) *Dex {
 	}
 	_, err := DexBinary()
 	Require(t, "dex", err)
-	d := &Dex{Issuer: fmt.Sprintf("http://127.0.0.1:%d/dex", o.Port), Port: o.Port, Opts: o, t: t}
+	url := fmt.Sprintf("http://127.0.0.1:%d/dex", o.Port)
+	d := &Dex{Issuer: url, URL: url, Port: o.Port, Opts: o, t: t}
+	if o.Issuer != "" {
+		d.Issuer = o.Issuer
+	}
 	t.Cleanup(d.Stop)
 	return d
 }
@@ -146,7 +155,7 @@ func (d *Dex) Start() {
 		d.Stop()
 		Require(d.t, "dex", err)
 	}
-	Require(d.t, "dex", WaitHTTP(d.Issuer+"/.well-known/openid-configuration", 30*time.Second))
+	Require(d.t, "dex", WaitHTTP(d.URL+"/.well-known/openid-configuration", 30*time.Second))
 }
 
 // Stop ends the Dex process; safe to call twice.
