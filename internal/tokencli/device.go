@@ -17,6 +17,10 @@ func (c *command) deviceLogin(ctx context.Context, p *provider) (*oauth2.Token, 
 	da, err := p.conf.DeviceAuth(p.ctx(reqCtx))
 	cancel()
 	if err != nil {
+		var re *oauth2.RetrieveError
+		if !errors.As(err, &re) {
+			return nil, fmt.Errorf("cannot reach the provider's device authorization endpoint %s: %v. Check your network", p.conf.Endpoint.DeviceAuthURL, reason(err))
+		}
 		return nil, fmt.Errorf("the provider refused to start a device login (%s): is --client-id a client allowed to use the device grant? "+
 			"Otherwise use --flow loopback", oauthError(err))
 	}
