@@ -100,7 +100,7 @@ func TestExecCredentialVersion(t *testing.T) {
 			}
 			continue
 		}
-		var ec ExecCredential
+		var ec execCredential
 		if err != nil || json.Unmarshal(out.Bytes(), &ec) != nil {
 			t.Fatalf("%s: %v: %s", c.info, err, out.String())
 		}

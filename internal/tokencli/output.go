@@ -13,23 +13,23 @@ const (
 	execV1beta1 = "client.authentication.k8s.io/v1beta1"
 )
 
-// ExecCredential is the part of Kubernetes' client.authentication.k8s.io
+// execCredential is the part of Kubernetes' client.authentication.k8s.io
 // ExecCredential this command reads (spec, from KUBERNETES_EXEC_INFO) and
 // writes (status).
-type ExecCredential struct {
+type execCredential struct {
 	APIVersion string                `json:"apiVersion"`
 	Kind       string                `json:"kind"`
-	Spec       *ExecCredentialSpec   `json:"spec,omitempty"`
-	Status     *ExecCredentialStatus `json:"status,omitempty"`
+	Spec       *execCredentialSpec   `json:"spec,omitempty"`
+	Status     *execCredentialStatus `json:"status,omitempty"`
 }
 
-// ExecCredentialSpec is what client-go tells the plugin.
-type ExecCredentialSpec struct {
+// execCredentialSpec is what client-go tells the plugin.
+type execCredentialSpec struct {
 	Interactive bool `json:"interactive"`
 }
 
-// ExecCredentialStatus is the credential.
-type ExecCredentialStatus struct {
+// execCredentialStatus is the credential.
+type execCredentialStatus struct {
 	ExpirationTimestamp string `json:"expirationTimestamp,omitempty"`
 	Token               string `json:"token"`
 }
@@ -44,8 +44,8 @@ func (c *command) print(e *entry) error {
 		if err != nil {
 			return err
 		}
-		out, _ = json.Marshal(ExecCredential{APIVersion: version, Kind: "ExecCredential",
-			Status: &ExecCredentialStatus{Token: e.IDToken, ExpirationTimestamp: e.Expiry.UTC().Format(time.RFC3339)}})
+		out, _ = json.Marshal(execCredential{APIVersion: version, Kind: "ExecCredential",
+			Status: &execCredentialStatus{Token: e.IDToken, ExpirationTimestamp: e.Expiry.UTC().Format(time.RFC3339)}})
 	case "json":
 		out, _ = json.Marshal(struct {
 			IDToken  string    `json:"id_token"`
@@ -67,7 +67,7 @@ func (c *command) execVersion() (string, error) {
 	if info == "" {
 		return execV1, nil
 	}
-	var in ExecCredential
+	var in execCredential
 	if err := json.Unmarshal([]byte(info), &in); err != nil {
 		return "", fmt.Errorf("KUBERNETES_EXEC_INFO is not an ExecCredential: %v", err)
 	}
