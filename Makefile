@@ -68,6 +68,7 @@ lint: ## gofmt, vet and staticcheck (pinned, run with go run) on the product and
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 	cd test/e2e && $(GO) vet -tags e2e ./... && $(GO) run $(STATICCHECK) -tags e2e ./...
+	cd test/execcredential && $(GO) vet ./...
 
 .PHONY: docs
 docs: ## Regenerate docs/configuration.md from the configuration struct.
@@ -76,6 +77,10 @@ docs: ## Regenerate docs/configuration.md from the configuration struct.
 .PHONY: manifests-check
 manifests-check: ## Render deploy/ with kustomize and validate every object offline against Kubernetes, Istio and Envoy schemas (test/manifests).
 	cd test/manifests && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+.PHONY: exec-credential-check
+exec-credential-check: bin/dex-runner ## client-go's exec authenticator runs `oidc-authservice token` against an HTTPS server (test/execcredential, its own module).
+	cd test/execcredential && $(GO) vet ./... && DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 10m ./...
 
 .PHONY: image-check
 image-check: ## Run the Dockerfile's build stage without Docker and check the binary (static, stamped).

@@ -16,6 +16,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/checkconfig"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/server"
+	"github.com/oidc-authservice/oidc-authservice/internal/tokencli"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -33,15 +34,19 @@ func run(args []string, stdout io.Writer) error {
 		switch args[0] {
 		case "-h", "--help", "help":
 			fmt.Fprintf(stdout, "oidc-authservice %s: OpenID Connect ext_authz service for Kubeflow.\n\n"+
-				"Usage: oidc-authservice [version | check-config | --help]\n\n"+
+				"Usage: oidc-authservice [version | check-config | token | --help]\n\n"+
 				"  check-config  validate the environment, reach the provider, print what the service will do;\n"+
-				"                exit status 1 on any problem\n\nConfigured by environment variables:\n\n%s", version, config.Usage())
+				"                exit status 1 on any problem\n"+
+				"  token         on a user's machine: log in and print an ID token or a kubectl ExecCredential\n"+
+				"                (oidc-authservice token --help)\n\nConfigured by environment variables:\n\n%s", version, config.Usage())
 			return nil
 		case "version", "--version":
 			fmt.Fprintln(stdout, version)
 			return nil
 		case "check-config":
 			return checkConfig(stdout)
+		case "token":
+			return tokencli.Main(args[1:], stdout, os.Stderr)
 		default:
 			return fmt.Errorf("unknown argument %q (see --help)", args[0])
 		}

@@ -267,12 +267,17 @@ func compilePlain(field string, m ClaimOrExpression) (celValue, error) {
 func ptr(s string) *string { return &s }
 
 // ProviderEntry is the authenticator for the login provider's own ID tokens:
-// audience CLIENT_ID, user id and groups from USERID_CLAIM and GROUPS_CLAIM.
-func ProviderEntry(issuerURL, clientID, userClaim, groupsClaim string) JWTAuthenticator {
+// audience one of audiences (CLIENT_ID, and the public client of command-line
+// tools when configured), user id and groups from USERID_CLAIM and
+// GROUPS_CLAIM.
+func ProviderEntry(issuerURL string, audiences []string, userClaim, groupsClaim string) JWTAuthenticator {
 	empty := ""
 	j := JWTAuthenticator{
-		Issuer:        Issuer{URL: issuerURL, Audiences: []string{clientID}},
+		Issuer:        Issuer{URL: issuerURL, Audiences: audiences},
 		ClaimMappings: ClaimMappings{Username: PrefixedClaimOrExpression{Claim: userClaim, Prefix: &empty}},
+	}
+	if len(audiences) > 1 {
+		j.Issuer.AudienceMatchPolicy = "MatchAny"
 	}
 	if groupsClaim != "" {
 		j.ClaimMappings.Groups = PrefixedClaimOrExpression{Claim: groupsClaim, Prefix: &empty}

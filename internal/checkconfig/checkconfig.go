@@ -203,7 +203,8 @@ func (r *Report) requestSection(s *config.Settings, bearerErr error) {
 		r.problem("%v", bearerErr)
 		return
 	}
-	r.item("bearer JWTs accepted", fmt.Sprintf("provider ID tokens: %v; AUTHENTICATION_CONFIG_FILE: %s", b.AcceptProviderIDTokens, orNone(b.AuthenticationConfigFile)))
+	r.item("bearer JWTs accepted", fmt.Sprintf("provider ID tokens: %v (audiences %s); AUTHENTICATION_CONFIG_FILE: %s",
+		b.AcceptProviderIDTokens, strings.Join(b.ProviderTokenAudiences, ", "), orNone(b.AuthenticationConfigFile)))
 }
 
 func (r *Report) sessionSection(ctx context.Context, s *config.Settings, p *server.Parts, redisErr error) {

@@ -134,6 +134,7 @@ type Logout struct {
 type Bearer struct {
 	AuthenticationConfigFile string
 	AcceptProviderIDTokens   bool
+	ProviderTokenAudiences   []string // PROVIDER_ID_TOKEN_AUDIENCES, default CLIENT_ID
 	RulesFile                string
 }
 

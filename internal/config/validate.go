@@ -29,7 +29,10 @@ func (s *Settings) validate(c *Config) error {
 	s.Sessions = c.sessions(&p)
 	s.Logout = c.logout(&p)
 	s.Bearer = Bearer{AuthenticationConfigFile: c.AuthenticationConfigFile, AcceptProviderIDTokens: c.AcceptProviderIDTokens,
-		RulesFile: c.AuthorizationRulesFile}
+		ProviderTokenAudiences: splitList(c.ProviderIDTokenAudiences, ", "), RulesFile: c.AuthorizationRulesFile}
+	if len(s.Bearer.ProviderTokenAudiences) == 0 {
+		s.Bearer.ProviderTokenAudiences = []string{c.ClientID}
+	}
 	s.ForwardAuth = c.forwardAuth(&p)
 	s.Upstream = c.upstreamToken(&p)
 	c.pages(&p, &s.Pages)

@@ -111,7 +111,8 @@ type LogoutVars struct {
 // BearerVars are the variables of bearer tokens (machine identities) and authorization.
 type BearerVars struct {
 	AuthenticationConfigFile string `env:"AUTHENTICATION_CONFIG_FILE" desc:"Kubernetes AuthenticationConfiguration (apiserver.config.k8s.io/v1beta1 or v1) whose jwt issuers are accepted as Authorization: Bearer tokens (GitLab users and CI jobs, Kubernetes service accounts, ...). See docs/machine-identities.md."`
-	AcceptProviderIDTokens   bool   `env:"ACCEPT_PROVIDER_ID_TOKENS" default:"true" desc:"Accept the login provider's own ID tokens (audience CLIENT_ID) as bearer tokens, mapped with USERID_CLAIM and GROUPS_CLAIM, as the predecessor did."`
+	AcceptProviderIDTokens   bool   `env:"ACCEPT_PROVIDER_ID_TOKENS" default:"true" desc:"Accept the login provider's own ID tokens (audience one of PROVIDER_ID_TOKEN_AUDIENCES) as bearer tokens, mapped with USERID_CLAIM and GROUPS_CLAIM, as the predecessor did."`
+	ProviderIDTokenAudiences string `env:"PROVIDER_ID_TOKEN_AUDIENCES" desc:"Comma-separated audiences (client ids) of the provider ID tokens accepted as bearer tokens; a token for any of them is accepted. Add the public client of command-line tools (kubeflow-cli) so that tokens from oidc-authservice token pass; see docs/programmatic-access.md. Default: CLIENT_ID."`
 	AuthorizationRulesFile   string `env:"AUTHORIZATION_RULES_FILE" desc:"YAML rules: host, path prefix and methods → allowed users, groups, email domains or any authenticated; first match wins. See docs/authorization.md."`
 }
 

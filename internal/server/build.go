@@ -131,7 +131,7 @@ func (p *Parts) upstreamIssuer(s *config.Settings, now func() time.Time) (*upstr
 func bearerAuthenticator(s *config.Settings, prov *provider.Provider, log *zap.Logger, now func() time.Time) (*authn.Authenticator, error) {
 	var extra []authn.JWTAuthenticator
 	if s.Bearer.AcceptProviderIDTokens {
-		e := authn.ProviderEntry(s.Provider.Issuer, s.Provider.ClientID, s.Identity.UserClaim, s.Identity.GroupsClaim)
+		e := authn.ProviderEntry(s.Provider.Issuer, s.Bearer.ProviderTokenAudiences, s.Identity.UserClaim, s.Identity.GroupsClaim)
 		e.AllowUnverifiedEmail = s.Identity.AllowUnverifiedEmail
 		extra = append(extra, e)
 	}

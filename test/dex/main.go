@@ -2,6 +2,13 @@
 // server library with in-memory storage) configured like Kubeflow's Dex: a
 // password login form, one static client, static users. It exists for the
 // integration tests and `make run`; see README.md beside it.
+//
+// With -public-client-id it also registers a public client for command-line
+// tools (oidc-authservice token): no secret, the device authorization grant
+// and loopback redirects. -trusted-peer lets such a client ask for tokens
+// whose audience is the static client (Dex's cross-client trust). A
+// test-only endpoint, POST /__test/revoke-refresh, deletes every refresh
+// token, as an administrator revoking a user's grants would.
 package main
 
 import (
@@ -12,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -50,13 +58,20 @@ func run() error {
 		groups       = flag.String("groups", "", "comma-separated groups of the static user")
 		idTTL        = flag.Duration("id-token-ttl", 24*time.Hour, "lifetime of ID and access tokens")
 		backchannel  = flag.String("backchannel-logout-uri", "", "client's back-channel logout URI")
+		publicID     = flag.String("public-client-id", "", "id of a public client (no secret) for command-line tools; empty: none")
+		refreshTTL   = flag.String("refresh-token-absolute-lifetime", "", "absolute lifetime of refresh tokens (Go duration; empty: unlimited)")
 		redirects    list
 		postLogout   list
 		extraUsers   list
+		publicURIs   list
+		trusted      list
 	)
 	flag.Var(&redirects, "redirect-uri", "registered redirect URI, repeatable (default /authservice/oidc/callback; relative URIs are compared literally, as Kubeflow's Dex does)")
 	flag.Var(&postLogout, "post-logout-redirect-uri", "registered post-logout redirect URI, repeatable")
 	flag.Var(&extraUsers, "extra-user", "another static user as email:password[:group1;group2], repeatable")
+	flag.Var(&publicURIs, "public-redirect-uri", "redirect URI of the public client, repeatable (default <issuer path>/device/callback, which the device grant needs; "+
+		"Dex then accepts only the listed URIs, so a loopback redirect needs its exact port listed)")
+	flag.Var(&trusted, "trusted-peer", "client id the static client trusts to ask for tokens with its audience (scope audience:server:client_id:<static client>), repeatable")
 	flag.Parse()
 	if len(redirects) == 0 {
 		redirects = list{"/authservice/oidc/callback"}
@@ -94,13 +109,28 @@ func run() error {
 		}
 	}
 
-	store := memory.New(logger)
-	store = storage.WithStaticClients(store, []storage.Client{{
+	clients := []storage.Client{{
 		ID: *clientID, Secret: *clientSecret, Name: "oidc-authservice",
 		RedirectURIs: redirects, PostLogoutRedirectURIs: postLogout, BackchannelLogoutURI: *backchannel,
-	}})
+		TrustedPeers: trusted,
+	}}
+	if *publicID != "" {
+		if len(publicURIs) == 0 {
+			u, err := url.Parse(*issuer)
+			if err != nil {
+				return fmt.Errorf("-issuer: %v", err)
+			}
+			// The device grant's browser step redirects to the issuer's
+			// path + /device/callback, which Dex checks like any redirect URI.
+			publicURIs = list{strings.TrimSuffix(u.Path, "/") + "/device/callback"}
+		}
+		clients = append(clients, storage.Client{ID: *publicID, Name: "Kubeflow CLI", Public: true, RedirectURIs: publicURIs})
+	}
+	store := memory.New(logger)
+	store = storage.WithStaticClients(store, clients)
 	store = storage.WithStaticPasswords(store, users, logger)
 	store = storage.WithStaticConnectors(store, []storage.Connector{{ID: "local", Type: "local", Name: "Email"}})
+	store = unlockedRefresh{store}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -108,7 +138,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	refresh, err := tokens.NewRefreshTokenPolicy(logger, true, "", "", "")
+	refresh, err := tokens.NewRefreshTokenPolicy(logger, true, "", *refreshTTL, "")
 	if err != nil {
 		return err
 	}
@@ -131,7 +161,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", srv)
+	mux.HandleFunc("POST /__test/revoke-refresh", func(w http.ResponseWriter, r *http.Request) {
+		n, err := revokeRefreshTokens(r.Context(), store)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "revoked %d refresh tokens\n", n)
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
 	fmt.Println("dex-runner ready", *issuer)
@@ -145,4 +185,54 @@ func run() error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return hs.Shutdown(shutdown)
+}
+
+// revokeRefreshTokens deletes every refresh token and offline session, so
+// the next refresh is refused with invalid_grant.
+func revokeRefreshTokens(ctx context.Context, store storage.Storage) (int, error) {
+	rts, err := store.ListRefreshTokens(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, rt := range rts {
+		if err := store.DeleteRefresh(ctx, rt.ID); err != nil {
+			return 0, err
+		}
+		if err := store.DeleteOfflineSessions(ctx, rt.Claims.UserID, rt.ConnectorID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return 0, err
+		}
+	}
+	return len(rts), nil
+}
+
+// unlockedRefresh works around a deadlock of this Dex version: with
+// sessions off, the refresh grant reads the user's offline session from
+// inside UpdateRefreshToken's updater, while the in-memory storage holds its
+// (not reentrant) lock, so every refresh hangs. Here the updater runs outside
+// the lock and its result is applied only if the token did not change
+// meanwhile (else it runs again), which keeps rotation single-use.
+type unlockedRefresh struct{ storage.Storage }
+
+func (s unlockedRefresh) UpdateRefreshToken(ctx context.Context, id string, updater func(storage.RefreshToken) (storage.RefreshToken, error)) error {
+	for {
+		old, err := s.Storage.GetRefresh(ctx, id)
+		if err != nil {
+			return err
+		}
+		updated, err := updater(old)
+		if err != nil {
+			return err
+		}
+		changed := false
+		err = s.Storage.UpdateRefreshToken(ctx, id, func(cur storage.RefreshToken) (storage.RefreshToken, error) {
+			if cur.Token != old.Token || cur.ObsoleteToken != old.ObsoleteToken || !cur.LastUsed.Equal(old.LastUsed) {
+				changed = true
+				return cur, nil
+			}
+			return updated, nil
+		})
+		if err != nil || !changed {
+			return err
+		}
+	}
 }

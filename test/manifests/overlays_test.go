@@ -226,25 +226,43 @@ func TestDexClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	type client struct {
+		ID           string   `json:"id"`
+		Name         string   `json:"name"`
+		Secret       string   `json:"secret"`
+		Public       bool     `json:"public"`
+		RedirectURIs []string `json:"redirectURIs"`
+		TrustedPeers []string `json:"trustedPeers"`
+	}
 	var dex struct {
-		StaticClients []struct {
-			ID           string   `json:"id"`
-			Name         string   `json:"name"`
-			Secret       string   `json:"secret"`
-			RedirectURIs []string `json:"redirectURIs"`
-		} `json:"staticClients"`
+		StaticClients []client `json:"staticClients"`
 	}
 	if errs := strictDecodeYAML(b, &dex); len(errs) > 0 {
 		t.Fatal(errs)
 	}
 	r := renderingNamed(t, "overlays/dex")
 	cm, sec := configMap(t, r), secretData(t, r)
-	if len(dex.StaticClients) != 1 {
-		t.Fatalf("one static client expected")
+	if len(dex.StaticClients) != 2 {
+		t.Fatalf("two static clients expected: the service's and kubeflow-cli")
 	}
-	c := dex.StaticClients[0]
+	c, cli := dex.StaticClients[0], dex.StaticClients[1]
 	if c.ID != sec["CLIENT_ID"] || c.Secret != sec["CLIENT_SECRET"] || !slices.Contains(c.RedirectURIs, cm["REDIRECT_URL"]) {
 		t.Errorf("Dex client %+v does not match CLIENT_ID, CLIENT_SECRET and REDIRECT_URL %q", c, cm["REDIRECT_URL"])
+	}
+	// The command-line client: public, no secret, the device grant's
+	// callback under the issuer's path, loopback redirects; the service's
+	// client trusts it (--audience) and the service accepts its tokens.
+	issuerPath := strings.TrimSuffix(strings.SplitN(strings.TrimPrefix(cm["OIDC_PROVIDER"], "http://"), "/", 2)[1], "/")
+	if cli.ID != "kubeflow-cli" || !cli.Public || cli.Secret != "" ||
+		!slices.Contains(cli.RedirectURIs, "/"+issuerPath+"/device/callback") || !slices.Contains(cli.RedirectURIs, "http://127.0.0.1:8000/") {
+		t.Errorf("kubeflow-cli client %+v: want public, no secret, redirect URIs /%s/device/callback and http://127.0.0.1:8000/", cli, issuerPath)
+	}
+	if !slices.Contains(c.TrustedPeers, cli.ID) {
+		t.Errorf("the service's client does not list %s in trustedPeers", cli.ID)
+	}
+	auds := strings.Split(cm["PROVIDER_ID_TOKEN_AUDIENCES"], ",")
+	if !slices.Contains(auds, sec["CLIENT_ID"]) || !slices.Contains(auds, cli.ID) {
+		t.Errorf("PROVIDER_ID_TOKEN_AUDIENCES %q must list CLIENT_ID and %s", cm["PROVIDER_ID_TOKEN_AUDIENCES"], cli.ID)
 	}
 }
 

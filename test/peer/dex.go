@@ -2,6 +2,7 @@ package peer
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,11 +26,23 @@ type DexOptions struct {
 	ExtraUsers             []string // email:password[:group;group]
 	IDTokenTTL             time.Duration
 	Port                   int // 0: a free port
+	// PublicClientID registers a public client (no secret) for command-line
+	// tools, e.g. kubeflow-cli; its redirect URIs default to the device
+	// grant's <issuer path>/device/callback.
+	PublicClientID     string
+	PublicRedirectURIs []string
+	// TrustedPeers may ask for tokens whose audience is ClientID.
+	TrustedPeers []string
+	// Issuer overrides the issuer URL (default http://127.0.0.1:<port>/dex),
+	// e.g. Kubeflow's in-cluster http://dex.auth.svc.cluster.local:5556/dex,
+	// which names the tokens while Dex is reached at URL.
+	Issuer string
 }
 
 // Dex is a running Dex.
 type Dex struct {
 	Issuer string
+	URL    string // where it is reached: http://127.0.0.1:<port>/dex
 	Port   int
 	Opts   DexOptions
 	cmd    *exec.Cmd
@@ -79,7 +92,11 @@ func NewDex(t testing.TB, o DexOptions) *Dex {
 	}
 	_, err := DexBinary()
 	Require(t, "dex", err)
-	d := &Dex{Issuer: fmt.Sprintf("http://127.0.0.1:%d/dex", o.Port), Port: o.Port, Opts: o, t: t}
+	url := fmt.Sprintf("http://127.0.0.1:%d/dex", o.Port)
+	d := &Dex{Issuer: url, URL: url, Port: o.Port, Opts: o, t: t}
+	if o.Issuer != "" {
+		d.Issuer = o.Issuer
+	}
 	t.Cleanup(d.Stop)
 	return d
 }
@@ -115,6 +132,15 @@ func (d *Dex) Start() {
 	if o.IDTokenTTL > 0 {
 		args = append(args, "-id-token-ttl", o.IDTokenTTL.String())
 	}
+	if o.PublicClientID != "" {
+		args = append(args, "-public-client-id", o.PublicClientID)
+	}
+	for _, u := range o.PublicRedirectURIs {
+		args = append(args, "-public-redirect-uri", u)
+	}
+	for _, p := range o.TrustedPeers {
+		args = append(args, "-trusted-peer", p)
+	}
 	bin, _ := DexBinary()
 	cmd := exec.Command(bin, args...)
 	stdout, _ := cmd.StdoutPipe()
@@ -129,7 +155,7 @@ func (d *Dex) Start() {
 		d.Stop()
 		Require(d.t, "dex", err)
 	}
-	Require(d.t, "dex", WaitHTTP(d.Issuer+"/.well-known/openid-configuration", 30*time.Second))
+	Require(d.t, "dex", WaitHTTP(d.URL+"/.well-known/openid-configuration", 30*time.Second))
 }
 
 // Stop ends the Dex process; safe to call twice.
@@ -162,4 +188,43 @@ func DexLogin(c *http.Client, authURL, user, password string) (*http.Response, e
 		return nil, fmt.Errorf("%w: ended at %s (HTTP %d)", ErrNoForm, resp.Request.URL, resp.StatusCode)
 	}
 	return SubmitForm(c, resp, url.Values{"login": {user}, "password": {password}})
+}
+
+// RevokeRefreshTokens deletes every refresh token Dex has issued (the
+// runner's test endpoint), as an administrator revoking grants would.
+func (d *Dex) RevokeRefreshTokens() error {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Post(fmt.Sprintf("http://127.0.0.1:%d/__test/revoke-refresh", d.Port), "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("revoke-refresh: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// DexDeviceLogin plays the user of a device authorization grant: it opens
+// the verification URL (with the user code, as printed by the device), sends
+// the code form, logs in and returns Dex's final page ("Login Successful").
+func DexDeviceLogin(c *http.Client, verificationURL, user, password string) (string, error) {
+	resp, err := c.Get(verificationURL)
+	if err != nil {
+		return "", err
+	}
+	code, _ := url.Parse(verificationURL)
+	resp, err = SubmitForm(c, resp, url.Values{"user_code": {code.Query().Get("user_code")}})
+	if err != nil {
+		return "", fmt.Errorf("device code form: %w", err)
+	}
+	resp, err = SubmitForm(c, resp, url.Values{"login": {user}, "password": {password}})
+	if err != nil {
+		return "", fmt.Errorf("login form: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return string(body), fmt.Errorf("device login ended with HTTP %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	return string(body), nil
 }
