@@ -90,7 +90,7 @@ func New(d Deps) *Handler {
 		log:                 d.Logger.Named("check"),
 		userHeader:          http.CanonicalHeaderKey(s.UserIDHeader),
 		groupsHeader:        http.CanonicalHeaderKey(s.GroupsHeader),
-		removeIdentity:      []string{strings.Join(append([]string{strings.ToLower(s.UserIDHeader), strings.ToLower(s.GroupsHeader)}, look...), ",")},
+		removeIdentity:      withAuthRequestNames([]string{strings.Join(append([]string{strings.ToLower(s.UserIDHeader), strings.ToLower(s.GroupsHeader)}, look...), ",")}, s.AuthRequestHeaders),
 		removeLookalike:     headerList(look),
 		removeBearerSession: headerList(append(look, "authorization")),
 		statePrefix:         "authservice_state_",
@@ -149,6 +149,9 @@ func (h *Handler) decision(w http.ResponseWriter, r *http.Request, m mode) (metr
 		if err == nil {
 			if sealed != "" {
 				h.writeSession(w, r, sealed, int(next.sess.Expires-h.Now().Unix()))
+				if h.renewRedirect(w, r, next, cred, m) {
+					return metrics.Redirect, metrics.Session, next
+				}
 			}
 			if !h.authorized(w, r, next, cred) {
 				return metrics.Forbidden, metrics.Policy, next
@@ -278,6 +281,9 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, pr *princip
 	}
 	if auth := h.upstreamAuthorization(pr); auth != nil {
 		hd["Authorization"] = auth
+	}
+	if h.cfg.AuthRequestHeaders {
+		h.setAuthRequestHeaders(hd, pr)
 	}
 	w.WriteHeader(http.StatusOK)
 	h.debug(r, "allow", "session", zap.String("user", pr.sess.User))
@@ -440,7 +446,7 @@ func reasonText(err error) string {
 		return "not sealed by a configured key"
 	case errors.Is(err, session.ErrMalformed):
 		return "malformed"
-	case err == errRevoked, err == errIdle, err == errRefreshRejected, err == errValidationRejected:
+	case err == errRevoked, err == errIdle, err == errRefreshRejected, err == errValidationRejected, err == errIDTokenExpired:
 		return err.Error()
 	default:
 		return "malformed"

@@ -27,6 +27,9 @@ var (
 	// asked and the last successful validation is older than the grace
 	// period. The cookie is kept so the session resumes when it answers.
 	errValidationPending = errors.New("provider unreachable for longer than STRICT_SESSION_VALIDATION_GRACE")
+	// errIDTokenExpired: the ID token handed upstream (UPSTREAM_TOKEN=id_token)
+	// expired and could not be refreshed; the gateway's JWT check would refuse it.
+	errIDTokenExpired = errors.New("the ID token handed upstream expired and was not refreshed")
 )
 
 // principal is a verified session, its precomputed answer, and what this
@@ -43,6 +46,7 @@ type principal struct {
 	successor  atomic.Pointer[successor]     // the refreshed or re-sealed session that replaces this one
 	validateAt atomic.Int64                  // no validation retry before this, after the provider failed
 	upstream   atomic.Pointer[upstreamToken] // the issued token for upstreams, re-signed at half its lifetime
+	redirects  atomic.Int32                  // renewal redirects answered for this (renewed) session, SESSION_RENEW_REDIRECT
 }
 
 // upstreamToken is an issued identity token with its header value.
@@ -76,7 +80,9 @@ func (h *Handler) newPrincipal(sealed string, s *session.Session, validated int6
 // not accepted.
 func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string, error) {
 	sealed := ""
-	if n := pr.successor.Load(); n != nil {
+	// Follow the whole chain: a cookie the browser never replaced (no
+	// Set-Cookie on allow) may be several renewals old.
+	for n := pr.successor.Load(); n != nil; n = pr.successor.Load() {
 		pr, sealed = n.pr, n.sealed
 	}
 	s := pr.sess
@@ -93,6 +99,9 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 		return nil, "", errIdle
 	}
 	if !h.due(pr, now, active) {
+		if h.idTokenExpired(s, now) {
+			return nil, "", errIDTokenExpired
+		}
 		// Strict validation failed recently and its retry is not due yet:
 		// past the grace period the session stays refused until the
 		// provider answers, not only on the requests that retry.
@@ -113,7 +122,8 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 
 	next := *s
 	changed, validated := false, pr.validated.Load()
-	if s.RefreshToken != "" && s.TokenExpiry > 0 && now >= s.TokenExpiry-int64(h.cfg.RefreshBeforeExpiry/time.Second) && now >= pr.retryAt.Load() {
+	deadline := h.tokenDeadline(s)
+	if s.RefreshToken != "" && deadline > 0 && now >= deadline-int64(h.cfg.RefreshBeforeExpiry/time.Second) && now >= pr.retryAt.Load() {
 		tok, err := h.Provider.Refresh(ctx, s.RefreshToken, s.Subject)
 		switch {
 		case err == nil:
@@ -122,7 +132,10 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 				next.RefreshToken = tok.RefreshToken
 			}
 			if raw, _ := tok.Extra("id_token").(string); raw != "" {
-				next.IDToken = raw
+				next.IDToken, next.IDTokenExpiry = raw, jwtExpiry(raw)
+			} else {
+				// The old ID token stays, its expiry no longer drives refreshes.
+				next.IDTokenExpiry = 0
 			}
 			next.TokenExpiry = 0
 			if !tok.Expiry.IsZero() {
@@ -131,7 +144,7 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 			changed, validated = true, now
 			h.Metrics.Refresh(metrics.ResultOK)
 			h.log.Info("session refreshed", requestID(r), zap.String("user", s.User))
-		case errors.Is(err, provider.ErrRejected) && now >= s.TokenExpiry:
+		case errors.Is(err, provider.ErrRejected) && now >= deadline:
 			h.Metrics.Refresh(metrics.ResultRejected)
 			h.log.Info("session ended: refresh refused by the provider", requestID(r), zap.String("user", s.User), zap.Error(err))
 			h.Revocations.Revoke(ctx, revocation.Session, s.ID)
@@ -176,6 +189,9 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 	if idle > 0 && now-active >= touchInterval(idle) {
 		next.Active, changed = now, true
 	}
+	if h.idTokenExpired(&next, now) {
+		return nil, "", errIDTokenExpired
+	}
 	if !changed {
 		return pr, sealed, nil
 	}
@@ -194,7 +210,7 @@ func (h *Handler) lifecycle(r *http.Request, pr *principal) (*principal, string,
 // cookie, so the common request takes no lock.
 func (h *Handler) due(pr *principal, now, active int64) bool {
 	s := pr.sess
-	if s.RefreshToken != "" && s.TokenExpiry > 0 && now >= s.TokenExpiry-int64(h.cfg.RefreshBeforeExpiry/time.Second) && now >= pr.retryAt.Load() {
+	if d := h.tokenDeadline(s); s.RefreshToken != "" && d > 0 && now >= d-int64(h.cfg.RefreshBeforeExpiry/time.Second) && now >= pr.retryAt.Load() {
 		return true
 	}
 	if h.cfg.StrictValidation && s.AccessToken != "" && now-pr.validated.Load() >= int64(h.cfg.StrictInterval/time.Second) && now >= pr.validateAt.Load() {

@@ -289,7 +289,10 @@ func (h *Handler) newSession(l *provider.Login, id identity.Identity) (*session.
 		s.AccessToken = l.Token.AccessToken
 	}
 	if (h.cfg.ProviderLogout && h.Provider.EndSessionEndpoint() != "") || h.cfg.UpstreamToken == "id_token" {
-		s.IDToken = l.RawID
+		s.IDToken, s.IDTokenExpiry = l.RawID, l.IDToken.Expiry.Unix()
+	}
+	if email, ok := l.Claims["email"].(string); ok && h.cfg.AuthRequestHeaders {
+		s.Email = email
 	}
 	if s.RefreshToken != "" && !l.Token.Expiry.IsZero() {
 		s.TokenExpiry = l.Token.Expiry.Unix()

@@ -182,8 +182,8 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	} else {
 		r.item("revocations shared via", "nothing (this replica only; set REDIS_URL with several replicas)")
 	}
-	if len(s.Obsolete) > 0 {
-		r.warn("obsolete variables are ignored (sessions live in cookies): %s", strings.Join(s.Obsolete, ", "))
+	for _, v := range s.Ignored {
+		r.warn("%s (a variable of the predecessor) is ignored: %s", v.Name, v.Why)
 	}
 
 	r.section("Servers")

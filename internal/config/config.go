@@ -61,7 +61,7 @@ type Config struct {
 	Port          int     `envconfig:"SERVER_PORT" default:"8080" desc:"Port of the ext_authz check server."`
 	ReadinessPort int     `envconfig:"READINESS_PROBE_PORT" default:"8081" desc:"Port of /healthz (alive), /readyz (ready once provider discovery succeeded; every other path answers as /readyz) and /metrics (Prometheus)."`
 	WebServerPort int     `envconfig:"WEB_SERVER_PORT" default:"8082" desc:"Port of the web pages (after-logout, homepage, themes)."`
-	LogLevel      string  `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error. At debug every decision is logged."`
+	LogLevel      string  `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error, any case (the predecessor's FATAL, TRACE, WARNING and PANIC are accepted too). At debug every decision is logged."`
 	AccessLog     bool    `envconfig:"ACCESS_LOG" default:"false" desc:"Write an audit line at info for checks: decision, reason, user, method, host and path (never the query string or credentials)."`
 	AccessLogRate float64 `envconfig:"ACCESS_LOG_SAMPLE_RATE" default:"1" desc:"Fraction (0 to 1) of allowed checks that get an access-log line. Denials, redirects and refusals are always logged when ACCESS_LOG is on."`
 
@@ -113,18 +113,17 @@ type Config struct {
 	UpstreamTokenLifetime time.Duration `envconfig:"UPSTREAM_TOKEN_LIFETIME" default:"5m" desc:"Lifetime of issued tokens."`
 	UpstreamTokenKeysFile string        `envconfig:"UPSTREAM_TOKEN_KEYS_FILE" desc:"PEM file (a Kubernetes Secret) of the signing keys, RSA or EC P-256, newest first: the first signs, all are published. Unset with UPSTREAM_TOKEN=issued: a random key, valid for this process only."`
 
+	// Kubeflow 1.9.1+ in oauth2-proxy's place (docs/kubeflow.md): the routes,
+	// headers and cookie delivery Kubeflow's unchanged mesh configuration expects.
+	LogoutPath           string `envconfig:"LOGOUT_PATH" desc:"Path of the logout endpoint on SERVER_PORT (GET: 302 to AFTER_LOGOUT_URL; POST: 201 JSON). Default <AUTHSERVICE_URL_PREFIX>logout. In oauth2-proxy's place: /oauth2/sign_out, the dashboard's LOGOUT_URL."`
+	AuthRequestHeaders   bool   `envconfig:"AUTH_REQUEST_HEADERS" default:"false" desc:"Also answer allowed requests with oauth2-proxy's X-Auth-Request-User (the user id with USERID_PREFIX), X-Auth-Request-Email (the email claim) and X-Auth-Request-Groups (comma-joined), which Kubeflow 1.9.1+ lists in headersToUpstreamOnAllow. A client-sent copy never reaches the upstream: a header without a value is removed."`
+	SessionRenewRedirect bool   `envconfig:"SESSION_RENEW_REDIRECT" default:"false" desc:"For gateways that pass no Set-Cookie on allow (Kubeflow 1.9.1+'s mesh configuration has no headersToDownstreamOnAllow): a GET or HEAD whose session was renewed (refresh, idle timeout) is answered 307 to the same URL with the new cookie (at most 3 times per renewal and replica), instead of being allowed with a cookie the browser never sees."`
+
 	// Pages.
 	ClientName   string `envconfig:"CLIENT_NAME" default:"Kubeflow" desc:"Name shown on the pages."`
 	Theme        string `envconfig:"THEME" default:"kubeflow" desc:"Theme of the pages: kubeflow (embedded) or the name of a folder under THEMES_URL."`
 	ThemesURL    string `envconfig:"THEMES_URL" desc:"Base URL of external themes: pages load <THEMES_URL>/<THEME>/styles.css."`
 	TemplatePath string `envconfig:"TEMPLATE_PATH" desc:"Folder with templates overriding the embedded ones (layout.html, error.html, after_logout.html, homepage.html). TEMPLATE_CONTEXT_<KEY>=value variables appear in them as .Context.<KEY>."`
-}
-
-// obsolete lists variables of the predecessor that no longer mean anything:
-// sessions live in cookies, so there is no store to configure.
-var obsolete = []string{
-	"SESSION_STORE_PATH", "STORE_PATH", "OIDC_STATE_STORE_PATH", "SESSION_STORE_TYPE",
-	"OIDC_STATE_STORE_TYPE", "SESSION_STORE_REDIS_ADDR", "OIDC_STATE_STORE_REDIS_ADDR",
 }
 
 // Settings is the validated, parsed form of Config that the rest of the
@@ -149,8 +148,8 @@ type Settings struct {
 	Transformers    []Transformer
 	SameSite        http.SameSite
 	Keys            []Key
-	GeneratedKeys   bool     // SESSION_KEYS unset: random keys
-	Obsolete        []string // obsolete variables that were set
+	GeneratedKeys   bool      // SESSION_KEYS unset: random keys
+	Ignored         []Ignored // variables of the predecessor that are set and not settings here (predecessor.go)
 	TemplateContext map[string]string
 	LogLevel        string
 }
@@ -178,12 +177,8 @@ func Load() (*Settings, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	s := &Settings{Config: c}
-	for _, name := range obsolete {
-		if _, ok := os.LookupEnv(name); ok {
-			s.Obsolete = append(s.Obsolete, name)
-		}
-	}
-	if err := s.validate(); err != nil {
+	perr := s.applyPredecessor()
+	if err := errors.Join(perr, s.validate()); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -236,7 +231,15 @@ func (s *Settings) validate() error {
 			bad("OIDC_AUTH_URL", "must be an absolute URL or an absolute path")
 		}
 	}
-	s.LogoutPath = s.URLPrefix + "logout"
+	s.LogoutPath = s.Config.LogoutPath
+	if s.LogoutPath == "" {
+		s.LogoutPath = s.URLPrefix + "logout"
+	} else if !strings.HasPrefix(s.LogoutPath, "/") || strings.ContainsAny(s.LogoutPath, "?#") {
+		bad("LOGOUT_PATH", "%q must be a path (starting with /, no query)", s.LogoutPath)
+	}
+	if s.LogoutPath == s.RedirectPath {
+		bad("LOGOUT_PATH", "%q is the callback's path (REDIRECT_URL)", s.LogoutPath)
+	}
 	s.SitePrefix = s.URLPrefix + "site/"
 	s.BackchannelPath = s.URLPrefix + "oidc/backchannel-logout"
 	s.VerifyPath = s.VerifyAuthURL
@@ -339,11 +342,10 @@ func (s *Settings) validate() error {
 	if s.AccessLogRate < 0 || s.AccessLogRate > 1 || s.AccessLogRate != s.AccessLogRate {
 		bad("ACCESS_LOG_SAMPLE_RATE", "%v: want a fraction between 0 and 1", s.AccessLogRate)
 	}
-	switch strings.ToLower(s.Config.LogLevel) {
-	case "debug", "info", "warn", "warning", "error":
-		s.LogLevel = strings.ToLower(s.Config.LogLevel)
-	default:
-		bad("LOG_LEVEL", "%q: want debug, info, warn or error", s.Config.LogLevel)
+	if lvl, ok := parseLogLevel(s.Config.LogLevel); ok {
+		s.LogLevel = lvl
+	} else {
+		bad("LOG_LEVEL", "%q: want debug, info, warn or error (or the predecessor's TRACE, WARNING, FATAL, PANIC)", s.Config.LogLevel)
 	}
 
 	if s.SessionMaxAge <= 0 {

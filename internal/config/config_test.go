@@ -93,8 +93,8 @@ func TestKubeflowParamsEnv(t *testing.T) {
 	if len(s.SkipPrefixes) != 1 || s.SkipPrefixes[0] != "/dex" {
 		t.Errorf("skip %q", s.SkipPrefixes)
 	}
-	if len(s.Obsolete) != 1 || s.Obsolete[0] != "STORE_PATH" {
-		t.Errorf("obsolete %q", s.Obsolete)
+	if len(s.Ignored) != 2 || s.Ignored[0].Name != "PORT" || s.Ignored[1].Name != "STORE_PATH" {
+		t.Errorf("ignored %v", s.Ignored)
 	}
 }
 

@@ -50,8 +50,8 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 		s.Keys = []config.Key{config.DeriveKey(secret)}
 		log.Warn("SESSION_KEYS is not set: using random keys. Sessions will NOT survive a restart and will NOT work across replicas. Set SESSION_KEYS (or SESSION_KEYS_FILE) in production.")
 	}
-	if len(s.Obsolete) > 0 {
-		log.Warn("obsolete variables are ignored: sessions live in cookies, there is no store", zap.Strings("variables", s.Obsolete))
+	for _, v := range s.Ignored {
+		log.Warn("variable of the predecessor ignored", zap.String("variable", v.Name), zap.String("why", v.Why))
 	}
 
 	prov, err := provider.New(provider.Options{
