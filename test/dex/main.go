@@ -101,6 +101,7 @@ func run() error {
 	}})
 	store = storage.WithStaticPasswords(store, users, logger)
 	store = storage.WithStaticConnectors(store, []storage.Connector{{ID: "local", Type: "local", Name: "Email"}})
+	store = refreshSafe{store}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -145,4 +146,23 @@ func run() error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return hs.Shutdown(shutdown)
+}
+
+// refreshSafe works around a deadlock of this Dex version with the memory
+// storage: a refresh calls UpdateRefreshToken, whose updater (run inside the
+// storage's lock) reads the offline session through the same storage, and
+// the lock is not reentrant. Here the update reads, computes and writes in
+// three steps, outside the lock; the tests refresh one token at a time.
+type refreshSafe struct{ storage.Storage }
+
+func (s refreshSafe) UpdateRefreshToken(ctx context.Context, id string, updater func(storage.RefreshToken) (storage.RefreshToken, error)) error {
+	old, err := s.Storage.GetRefresh(ctx, id)
+	if err != nil {
+		return err
+	}
+	updated, err := updater(old)
+	if err != nil {
+		return err
+	}
+	return s.Storage.UpdateRefreshToken(ctx, id, func(storage.RefreshToken) (storage.RefreshToken, error) { return updated, nil })
 }
