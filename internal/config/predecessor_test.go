@@ -73,7 +73,7 @@ func TestPredecessorVariablesAccountedFor(t *testing.T) {
 func TestPredecessorVariablesNamed(t *testing.T) {
 	setenv(t, map[string]string{
 		"AUTH_HEADER": "X-Auth-Token", "CACHE_ENABLED": "true", "SESSION_STORE_REDIS_ADDR": "redis:6379",
-		"KUBERNETES_AUTHN_ENABLED": "true", "AUDIENCES": "istio-ingressgateway.istio-system.svc.cluster.local",
+		"ACCESS_TOKEN_AUTHN": "jwt", "AUTH_METHOD_HEADER": "Auth-Method",
 		"USERID_TOKEN_HEADER": "kubeflow-userid-token", "ID_TOKEN_HEADER": "Authorization",
 	})
 	s, err := Load()
@@ -87,8 +87,8 @@ func TestPredecessorVariablesNamed(t *testing.T) {
 			t.Errorf("%s without a reason", v.Name)
 		}
 	}
-	want := []string{"AUDIENCES", "AUTH_HEADER", "CACHE_ENABLED", "ID_TOKEN_HEADER",
-		"KUBERNETES_AUTHN_ENABLED", "SESSION_STORE_REDIS_ADDR", "USERID_TOKEN_HEADER"}
+	want := []string{"ACCESS_TOKEN_AUTHN", "AUTH_HEADER", "AUTH_METHOD_HEADER", "CACHE_ENABLED", "ID_TOKEN_HEADER",
+		"SESSION_STORE_REDIS_ADDR", "USERID_TOKEN_HEADER"}
 	if !slices.Equal(got, want) {
 		t.Errorf("ignored %v, want %v", got, want)
 	}
