@@ -67,6 +67,7 @@ const (
 var scenarios = map[string]func(t *testing.T, k *kfRun){
 	"browser login through Dex":                                            scenarioBrowserLogin,
 	"reload without a new login":                                           scenarioReload,
+	"login from the login start URL (oauth2-proxy's /oauth2/start?rd=)":    scenarioStart,
 	"logout at the dashboard's LOGOUT_URL (GET navigation)":                scenarioLogoutGet,
 	"logout at the dashboard's LOGOUT_URL (POST, dashboards before 1.10)":  scenarioLogoutPost,
 	"API call with a Dex ID token":                                         scenarioDexToken,
@@ -314,6 +315,22 @@ func scenarioReload(t *testing.T, k *kfRun) {
 			t.Fatalf("a reload went to Dex (%s)", u)
 		}
 	}
+}
+
+// scenarioStart: a login started at the login start endpoint
+// (<prefix>start?rd=<url>, /oauth2/start in oauth2-proxy's place) lands on rd.
+func scenarioStart(t *testing.T, k *kfRun) {
+	start := k.c.Env["AUTHSERVICE_URL_PREFIX"] + "start?rd=" + url.QueryEscape("/pipeline/?format=json")
+	b := newBrowser()
+	resp, err := peer.DexLogin(b.Client, k.gateway+start, "user@example.com", "12341234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := readEcho(t, resp)
+	if e.Path != "/pipeline/" || e.Query != "format=json" {
+		t.Fatalf("landed on %s?%s, want /pipeline/?format=json", e.Path, e.Query)
+	}
+	k.wantIdentity(t, e)
 }
 
 // mustLogInAgain: after logout, a page sends the browser to Dex.

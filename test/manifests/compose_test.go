@@ -81,6 +81,7 @@ var arriktoReplacements = map[string]string{
 const (
 	scBrowserLogin = "browser login through Dex"
 	scReload       = "reload without a new login"
+	scStart        = "login from the login start URL (oauth2-proxy's /oauth2/start?rd=)"
 	scLogoutGet    = "logout at the dashboard's LOGOUT_URL (GET navigation)"
 	scLogoutPost   = "logout at the dashboard's LOGOUT_URL (POST, dashboards before 1.10)"
 	scDexToken     = "API call with a Dex ID token"
@@ -98,7 +99,7 @@ var compositions = func() []composition {
 	}
 	out = append(out,
 		arrikto("v1.8.1", nil, "deploy/overlays/kubeflow/dex-v1.8",
-			[]string{scBrowserLogin, scReload, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged}),
+			[]string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged}),
 		arrikto("v1.9.0", map[string]string{
 			"../common/istio-1-22/istio-install/overlays/oauth2-proxy":    "../common/istio-1-22/istio-install/base",
 			"../common/oidc-client/oauth2-proxy/overlays/m2m-self-signed": "../common/oidc-client/oidc-authservice/base",
@@ -113,7 +114,7 @@ var compositions = func() []composition {
 		}
 		var dexOnly, kind []string
 		if rel == "master" {
-			dexOnly = []string{scBrowserLogin, scReload, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scRefresh, scForged}
+			dexOnly = []string{scBrowserLogin, scReload, scStart, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scRefresh, scForged}
 			kind = []string{scBrowserLogin, scDexToken, scSAToken, scForged}
 		}
 		out = append(out,
