@@ -1,7 +1,9 @@
 # oidc-authservice — run `make help` for the targets.
 SHELL := /bin/bash
 GO ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release tag on a tagged commit (v0.1.0), git describe after one
+# (v0.1.0-3-g1a2b3c4), else the version being prepared (v0.1.0-dev+1a2b3c4).
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo "$$(cat VERSION)-dev+$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # The same command the Dockerfile's build stage runs.
 BUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
@@ -86,10 +88,26 @@ exec-credential-check: bin/dex-runner ## client-go's exec authenticator runs `oi
 image-check: ## Run the Dockerfile's build stage without Docker and check the binary (static, stamped).
 	bash test/image/check.sh
 
+DIST_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+
+.PHONY: dist
+dist: ## Release binaries of oidc-authservice for linux and darwin on amd64 and arm64, and SHA256SUMS, in dist/.
+	rm -rf dist && mkdir -p dist
+	@set -e; for p in $(DIST_PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; name=oidc-authservice_$(VERSION)_$${os}_$${arch}; \
+		echo "== $$name"; mkdir -p dist/$$name; \
+		GOOS=$$os GOARCH=$$arch $(BUILD) -o dist/$$name/oidc-authservice ./cmd/oidc-authservice; \
+		cp README.md CHANGELOG.md dist/$$name/; \
+		tar -C dist -czf dist/$$name.tar.gz $$name; rm -r dist/$$name; done
+	cd dist && sha256sum *.tar.gz > SHA256SUMS
+
 .PHONY: image
 image: ## Build the container image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t oidc-authservice:$(VERSION) .
 
+.PHONY: release-check
+release-check: ## Check that VERSION, CHANGELOG.md, deploy/ and the release workflow agree (run by make image-check).
+	bash test/image/release-check.sh
+
 .PHONY: clean
 clean: ## Remove build output.
-	rm -rf bin
+	rm -rf bin dist

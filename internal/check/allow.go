@@ -41,6 +41,9 @@ func (h *Handler) allowAs(hd http.Header, q *request, a *authed) {
 	if auth := h.upstreamAuthorization(a); auth != nil {
 		hd["Authorization"] = auth
 	}
+	if h.o.AuthRequestHeaders {
+		setAuthRequestHeaders(hd, a)
+	}
 	if ce := h.log.Check(zap.DebugLevel, "decision"); ce != nil {
 		ce.Write(q.rid(), zap.String("decision", "allow"), zap.String("user", a.User), zap.String("method", q.Method),
 			zap.String("host", q.Host), zap.String("path", q.URL.Path))

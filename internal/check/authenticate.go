@@ -64,6 +64,9 @@ func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (*auth
 		v := verdict{}
 		if sealed != "" {
 			v.cookies = []cookieOp{setSessionCookie(sealed, int(next.Expires-h.d.Now().Unix()))}
+			if r, ok := h.renewRedirect(q, next, cred, v.cookies); ok {
+				return nil, r
+			}
 		}
 		return &authed{Principal: &next.Principal, live: next, cred: cred}, v
 	case errors.Is(err, credential.ErrValidationPending):
@@ -112,7 +115,7 @@ func reasonText(err error) string {
 		return "expired"
 	case errors.Is(err, session.ErrForged):
 		return "not sealed by a configured key"
-	case errors.Is(err, credential.ErrRevoked), errors.Is(err, credential.ErrIdle),
+	case errors.Is(err, credential.ErrRevoked), errors.Is(err, credential.ErrIdle), errors.Is(err, credential.ErrIDTokenExpired),
 		errors.Is(err, credential.ErrRefreshRejected), errors.Is(err, credential.ErrValidationRejected):
 		return err.Error()
 	default:

@@ -190,7 +190,10 @@ func (h *Handler) sessionOf(l *provider.Login, id identity.Identity) (*session.S
 		s.AccessToken = l.Token.AccessToken
 	}
 	if (h.o.ProviderLogout && h.d.Provider.EndSessionEndpoint() != "") || h.o.UpstreamToken == "id_token" {
-		s.IDToken = l.RawID
+		s.IDToken, s.IDTokenExpiry = l.RawID, l.IDToken.Expiry.Unix()
+	}
+	if email, ok := l.Claims["email"].(string); ok && h.o.AuthRequestHeaders {
+		s.Email = email
 	}
 	if s.RefreshToken != "" && !l.Token.Expiry.IsZero() {
 		s.TokenExpiry = l.Token.Expiry.Unix()

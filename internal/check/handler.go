@@ -30,6 +30,7 @@ type Options struct {
 
 	UserHeader, GroupsHeader string
 	UserPrefix               string
+	AuthRequestHeaders       bool // oauth2-proxy's X-Auth-Request-* too
 
 	AfterLogin           string
 	AfterLogout          string
@@ -37,6 +38,7 @@ type Options struct {
 	LoginStateTTL        time.Duration
 	MaxPendingLogins     int
 	SessionMaxAge        time.Duration
+	RenewRedirect        bool          // SESSION_RENEW_REDIRECT
 	StrictValidation     bool          // the session keeps its access token
 	ProviderTimeout      time.Duration // one provider call; a callback's calls get twice this
 
@@ -96,7 +98,7 @@ type Handler struct {
 func New(o Options, d Deps) *Handler {
 	h := &Handler{o: o, d: d, log: d.Logger.Named("check"),
 		userHeader: http.CanonicalHeaderKey(o.UserHeader), groupsHeader: http.CanonicalHeaderKey(o.GroupsHeader),
-		remove: newRemovals(o.UserHeader, o.GroupsHeader)}
+		remove: newRemovals(o.UserHeader, o.GroupsHeader, o.AuthRequestHeaders)}
 	for dc := range nDecisions {
 		for rs := range nReasons {
 			h.counters[dc][rs] = d.Metrics.CheckCounter(dc.String(), rs.String())
@@ -193,8 +195,9 @@ type removals struct {
 
 // newRemovals lists the underscore spellings of the identity headers too:
 // Envoy passes kubeflow_userid through by default, and some upstream
-// servers (WSGI, CGI) read it as kubeflow-userid.
-func newRemovals(user, groups string) removals {
+// servers (WSGI, CGI) read it as kubeflow-userid. With authRequest,
+// anonymous answers remove oauth2-proxy's identity headers as well.
+func newRemovals(user, groups string, authRequest bool) removals {
 	var look []string
 	for _, n := range []string{user, groups} {
 		if u := strings.ReplaceAll(strings.ToLower(n), "-", "_"); u != strings.ToLower(n) {
@@ -208,6 +211,9 @@ func newRemovals(user, groups string) removals {
 		return []string{strings.Join(names, ",")}
 	}
 	all := append([]string{strings.ToLower(user), strings.ToLower(groups)}, look...)
+	if authRequest {
+		all = append(all, authRequestNames...)
+	}
 	bearer := append(append([]string{}, look...), "authorization")
 	return removals{
 		identity: list(all...), lookalike: list(look...), bearerSession: list(bearer...),

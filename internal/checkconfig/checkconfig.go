@@ -49,18 +49,18 @@ func (r *Report) warn(format string, a ...any) {
 // discovery is the part of the discovery document check-config reads.
 type discovery struct {
 	Issuer                string   `json:"issuer"`
+	BackchannelLogout     bool     `json:"backchannel_logout_supported"`
 	AuthorizationEndpoint string   `json:"authorization_endpoint"`
+	ResponseTypes         []string `json:"response_types_supported"`
 	TokenEndpoint         string   `json:"token_endpoint"`
+	AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
+	PKCEMethods           []string `json:"code_challenge_methods_supported"`
 	UserinfoEndpoint      string   `json:"userinfo_endpoint"`
+	ClaimsSupported       []string `json:"claims_supported"`
+	ScopesSupported       []string `json:"scopes_supported"`
 	JWKSURI               string   `json:"jwks_uri"`
 	EndSessionEndpoint    string   `json:"end_session_endpoint"`
 	RevocationEndpoint    string   `json:"revocation_endpoint"`
-	ScopesSupported       []string `json:"scopes_supported"`
-	ClaimsSupported       []string `json:"claims_supported"`
-	PKCEMethods           []string `json:"code_challenge_methods_supported"`
-	ResponseTypes         []string `json:"response_types_supported"`
-	AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
-	BackchannelLogout     bool     `json:"backchannel_logout_supported"`
 }
 
 // Run checks s and writes the summary to out. It builds the service's
@@ -235,8 +235,8 @@ func (r *Report) sessionSection(ctx context.Context, s *config.Settings, p *serv
 	default:
 		r.item("revocations shared via", "nothing (this replica only; set REDIS_URL with several replicas)")
 	}
-	if len(s.Obsolete) > 0 {
-		r.warn("obsolete variables are ignored (sessions live in cookies): %s", strings.Join(s.Obsolete, ", "))
+	for _, v := range s.Ignored {
+		r.warn("%s (a variable of the predecessor) is ignored: %s", v.Name, v.Why)
 	}
 }
 

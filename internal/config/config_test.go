@@ -90,8 +90,8 @@ func TestKubeflowParamsEnv(t *testing.T) {
 	if len(s.Paths.Skip) != 1 || s.Paths.Skip[0] != "/dex" {
 		t.Errorf("skip %q", s.Paths.Skip)
 	}
-	if len(s.Obsolete) != 1 || s.Obsolete[0] != "STORE_PATH" {
-		t.Errorf("obsolete %q", s.Obsolete)
+	if len(s.Ignored) != 2 || s.Ignored[0].Name != "PORT" || s.Ignored[1].Name != "STORE_PATH" {
+		t.Errorf("ignored %v", s.Ignored)
 	}
 }
 

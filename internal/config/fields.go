@@ -121,6 +121,19 @@ func Document() string {
 		"(arrikto oidc-authservice) are kept, so Kubeflow's `params.env` works unchanged.\n" +
 		"`oidc-authservice --help` prints the same list.\n\n" +
 		Markdown() +
-		"\nObsolete variables of the predecessor (`" + strings.Join(obsolete, "`, `") + "`) are accepted and\n" +
-		"ignored with one warning at start-up: sessions live in cookies, there is no store.\n"
+		"\n## Variables of the predecessor\n\n" +
+		"Variables that arrikto oidc-authservice read and that are not settings here. When one is set, the\n" +
+		"service names it in a warning at start (`variable of the predecessor ignored`) and `check-config`\n" +
+		"lists it; the two that would weaken authorization stop the service instead.\n\n" +
+		"Obsolete variables of the predecessor (`" + strings.Join(predecessorNames(), "`, `") + "`) are accepted as follows:\n\n" +
+		PredecessorMarkdown()
+}
+
+// predecessorNames lists the predecessor's variables that are not settings.
+func predecessorNames() []string {
+	out := make([]string, 0, len(predecessorVariables))
+	for _, v := range predecessorVariables {
+		out = append(out, v.Name)
+	}
+	return out
 }

@@ -25,9 +25,9 @@ type Settings struct {
 	ForwardAuth ForwardAuth
 	Upstream    UpstreamToken
 	Pages       Pages
-	// Obsolete lists the predecessor's variables that were set and mean
-	// nothing here.
-	Obsolete []string
+	// Ignored lists the predecessor's variables that are set and are not
+	// settings here (predecessor.go), for the start-up warning.
+	Ignored []Ignored
 
 	raw Config // as read, for Redacted
 }
@@ -48,7 +48,7 @@ type Provider struct {
 type Paths struct {
 	Prefix      string // AUTHSERVICE_URL_PREFIX, ending in "/"
 	Callback    string // the path of REDIRECT_URL
-	Logout      string
+	Logout      string // LOGOUT_PATH
 	Backchannel string // <prefix>oidc/backchannel-logout
 	Verify      string // forward-auth verify endpoint
 	Start       string // forward-auth login start
@@ -74,6 +74,7 @@ type Identity struct {
 	AllowAllGroups       bool     // GROUPS_ALLOWLIST is *
 	AllowedGroups        []string // GROUPS_ALLOWLIST
 	AllowUnverifiedEmail bool
+	AuthRequestHeaders   bool // oauth2-proxy's X-Auth-Request-* on allow
 }
 
 // Transformer rewrites a user id, as USERID_TRANSFORMERS describes.
@@ -88,7 +89,7 @@ type Servers struct {
 	CheckPort     int
 	ProbePort     int
 	WebPort       int
-	LogLevel      string // debug, info, warn or error
+	LogLevel      string // a level zap parses
 	AccessLog     bool
 	AccessLogRate float64
 }
@@ -110,6 +111,7 @@ type Sessions struct {
 	LoginStateTTL    time.Duration
 	MaxPendingLogins int
 	IdleTimeout      time.Duration
+	RenewRedirect    bool // SESSION_RENEW_REDIRECT
 
 	RefreshBeforeExpiry time.Duration
 	StrictValidation    bool
@@ -166,13 +168,6 @@ type Pages struct {
 // ErrInvalid wraps every validation problem.
 var ErrInvalid = errors.New("invalid configuration")
 
-// obsolete lists variables of the predecessor that no longer mean anything:
-// sessions live in cookies, so there is no store to configure.
-var obsolete = []string{
-	"SESSION_STORE_PATH", "STORE_PATH", "OIDC_STATE_STORE_PATH", "SESSION_STORE_TYPE",
-	"OIDC_STATE_STORE_TYPE", "SESSION_STORE_REDIS_ADDR", "OIDC_STATE_STORE_REDIS_ADDR",
-}
-
 // Load reads the configuration from environ (os.Environ, or FromMap in
 // tests: nothing here reads the process environment) and validates it.
 // The error lists every problem found, each naming its variable.
@@ -183,23 +178,19 @@ func Load(environ func() []string) (*Settings, error) {
 			env[k] = v
 		}
 	}
+	ignored, perr := predecessor(env)
 	var c Config
 	if errs := decode(&c, env); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errors.Join(append(errs, perr)...)
 	}
-	s := &Settings{raw: c}
-	for _, name := range obsolete {
-		if _, ok := env[name]; ok {
-			s.Obsolete = append(s.Obsolete, name)
-		}
-	}
+	s := &Settings{raw: c, Ignored: ignored}
 	s.Pages.Context = map[string]string{}
 	for k, v := range env {
 		if key, ok := strings.CutPrefix(k, "TEMPLATE_CONTEXT_"); ok {
 			s.Pages.Context[key] = v
 		}
 	}
-	if err := s.validate(&c); err != nil {
+	if err := errors.Join(perr, s.validate(&c)); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -24,6 +24,9 @@ func (s *Settings) validate(c *Config) error {
 	} else {
 		s.Paths.Callback = u.Path
 	}
+	if s.Paths.Logout == s.Paths.Callback {
+		p.add("LOGOUT_PATH", "%q is the callback's path (REDIRECT_URL)", s.Paths.Logout)
+	}
 	s.Identity = c.identity(&p)
 	s.Servers = c.servers(&p)
 	s.Sessions = c.sessions(&p)
@@ -92,11 +95,16 @@ func (c *Config) paths(p *problems) Paths {
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	v := Paths{Prefix: prefix, Logout: prefix + "logout", Site: prefix + "site/", Backchannel: prefix + "oidc/backchannel-logout",
+	v := Paths{Prefix: prefix, Logout: c.LogoutPath, Site: prefix + "site/", Backchannel: prefix + "oidc/backchannel-logout",
 		Verify: c.VerifyAuthURL, Start: prefix + "start", AfterLogin: c.AfterLoginURL, AfterLogout: c.AfterLogoutURL,
 		Homepage: c.HomepageURL, AllowOptions: c.AllowUnauthenticatedOptions}
 	if v.Verify == "" {
 		v.Verify = prefix + "verify"
+	}
+	if v.Logout == "" {
+		v.Logout = prefix + "logout"
+	} else if !strings.HasPrefix(v.Logout, "/") || strings.ContainsAny(v.Logout, "?#") {
+		p.add("LOGOUT_PATH", "%q must be a path (starting with /, no query)", v.Logout)
 	}
 	if v.AfterLogout == "" {
 		v.AfterLogout = v.Site + "after_logout"
@@ -124,7 +132,8 @@ func (c *Config) paths(p *problems) Paths {
 
 func (c *Config) identity(p *problems) Identity {
 	v := Identity{UserHeader: c.UserIDHeader, UserPrefix: c.UserIDPrefix, UserClaim: c.UserIDClaim,
-		GroupsHeader: c.GroupsHeader, GroupsClaim: c.GroupsClaim, AllowUnverifiedEmail: c.AllowUnverifiedEmail}
+		GroupsHeader: c.GroupsHeader, GroupsClaim: c.GroupsClaim, AllowUnverifiedEmail: c.AllowUnverifiedEmail,
+		AuthRequestHeaders: c.AuthRequestHeaders}
 	for _, g := range splitList(c.GroupsAllowlist, ",") {
 		if g == "*" {
 			v.AllowAllGroups = true
@@ -170,11 +179,10 @@ func (c *Config) servers(p *problems) Servers {
 	if c.AccessLogRate < 0 || c.AccessLogRate > 1 || c.AccessLogRate != c.AccessLogRate {
 		p.add("ACCESS_LOG_SAMPLE_RATE", "%v: want a fraction between 0 and 1", c.AccessLogRate)
 	}
-	switch l := strings.ToLower(c.LogLevel); l {
-	case "debug", "info", "warn", "warning", "error":
+	if l, ok := parseLogLevel(c.LogLevel); ok {
 		v.LogLevel = l
-	default:
-		p.add("LOG_LEVEL", "%q: want debug, info, warn or error", c.LogLevel)
+	} else {
+		p.add("LOG_LEVEL", "%q: want debug, info, warn or error (or the predecessor's TRACE, WARNING, FATAL, PANIC)", c.LogLevel)
 	}
 	return v
 }
@@ -182,7 +190,7 @@ func (c *Config) servers(p *problems) Servers {
 func (c *Config) sessions(p *problems) Sessions {
 	v := Sessions{MaxAge: time.Duration(c.SessionMaxAge) * time.Second, CookieName: c.SessionCookieName, HTTPOnly: c.SessionHTTPOnly,
 		Secure: c.SessionSecure, HostPrefix: c.SessionHostPrefix, AcceptPlain: c.SessionAcceptPlain, Domain: c.SessionDomain,
-		LoginStateTTL: c.LoginStateTTL, MaxPendingLogins: c.MaxPendingLogins, IdleTimeout: c.SessionIdleTimeout,
+		LoginStateTTL: c.LoginStateTTL, MaxPendingLogins: c.MaxPendingLogins, IdleTimeout: c.SessionIdleTimeout, RenewRedirect: c.SessionRenewRedirect,
 		RefreshBeforeExpiry: c.RefreshBeforeExpiry, StrictValidation: c.StrictValidation, StrictInterval: c.StrictInterval,
 		StrictGrace: c.StrictGrace, CheckProviderBudget: c.CheckProviderBudget}
 	if c.SessionMaxAge <= 0 {

@@ -44,6 +44,7 @@ type URLVars struct {
 	AfterLogoutURL              string `env:"AFTER_LOGOUT_URL" desc:"Where the browser goes after logout. Default <AUTHSERVICE_URL_PREFIX>site/after_logout (the service's own page on WEB_SERVER_PORT)."`
 	HomepageURL                 string `env:"HOMEPAGE_URL" desc:"Link target of the pages' home button. Default <AUTHSERVICE_URL_PREFIX>site/homepage."`
 	AllowedRedirectHosts        string `env:"ALLOWED_REDIRECT_HOSTS" desc:"Comma-separated hosts (a leading *. matches sub-domains) a login may return to besides the callback request's own host."`
+	LogoutPath                  string `env:"LOGOUT_PATH" desc:"Path of the logout endpoint on SERVER_PORT (GET: 302 to AFTER_LOGOUT_URL; POST: 201 JSON). Default <AUTHSERVICE_URL_PREFIX>logout. In oauth2-proxy's place: /oauth2/sign_out, the dashboard's LOGOUT_URL."`
 	AllowUnauthenticatedOptions bool   `env:"ALLOW_UNAUTHENTICATED_OPTIONS" default:"false" desc:"Let OPTIONS requests (CORS pre-flights) through without a session, identity headers stripped."`
 }
 
@@ -56,6 +57,7 @@ type IdentityVars struct {
 	GroupsHeader         string `env:"GROUPS_HEADER" default:"kubeflow-groups" desc:"Header that carries the comma-joined groups upstream (always set, possibly empty)."`
 	GroupsClaim          string `env:"GROUPS_CLAIM" default:"groups" desc:"Claim that holds the user's groups (a list of strings)."`
 	GroupsAllowlist      string `env:"GROUPS_ALLOWLIST" default:"*" desc:"Comma-separated groups allowed in; * allows every authenticated user."`
+	AuthRequestHeaders   bool   `env:"AUTH_REQUEST_HEADERS" default:"false" desc:"Also answer allowed requests with oauth2-proxy's X-Auth-Request-User (the user id with USERID_PREFIX), X-Auth-Request-Email (the email claim) and X-Auth-Request-Groups (comma-joined), which Kubeflow 1.9.1+ lists in headersToUpstreamOnAllow. A client-sent copy never reaches the upstream: a header without a value is removed."`
 	AllowUnverifiedEmail bool   `env:"ALLOW_UNVERIFIED_EMAIL" default:"false" desc:"With USERID_CLAIM=email, accept a login or a provider ID token whose email_verified claim is false. Off: such a login gets a 403 page (on a provider with self-registration, anyone could otherwise claim a colleague's address and namespace)."`
 }
 
@@ -65,26 +67,27 @@ type ServerVars struct {
 	Port          int     `env:"SERVER_PORT" default:"8080" desc:"Port of the ext_authz check server."`
 	ReadinessPort int     `env:"READINESS_PROBE_PORT" default:"8081" desc:"Port of /healthz (alive), /readyz (ready once provider discovery succeeded; every other path answers as /readyz) and /metrics (Prometheus)."`
 	WebServerPort int     `env:"WEB_SERVER_PORT" default:"8082" desc:"Port of the web pages (after-logout, homepage, themes)."`
-	LogLevel      string  `env:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error. At debug every decision is logged."`
+	LogLevel      string  `env:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error, any case (the predecessor's FATAL, TRACE, WARNING and PANIC are accepted too). At debug every decision is logged."`
 	AccessLog     bool    `env:"ACCESS_LOG" default:"false" desc:"Write an audit line at info for checks: decision, reason, user, method, host and path (never the query string or credentials)."`
 	AccessLogRate float64 `env:"ACCESS_LOG_SAMPLE_RATE" default:"1" desc:"Fraction (0 to 1) of allowed checks that get an access-log line. Denials, redirects and refusals are always logged when ACCESS_LOG is on."`
 }
 
 // SessionVars are the variables of the session and login-state cookies.
 type SessionVars struct {
-	SessionKeys        string        `env:"SESSION_KEYS" secret:"true" desc:"Comma-separated secrets (each ≥ 32 bytes, raw or base64). The first seals new cookies, all open existing ones. Unset: random keys, sessions lost on restart and not shared by replicas."`
-	SessionKeysFile    string        `env:"SESSION_KEYS_FILE" desc:"File holding SESSION_KEYS (comma- or newline-separated)."`
-	SessionMaxAge      int           `env:"SESSION_MAX_AGE" default:"86400" desc:"Absolute session lifetime in seconds."`
-	SessionSameSite    string        `env:"SESSION_SAME_SITE" default:"Lax" desc:"SameSite attribute of the session cookie: Lax, Strict or None."`
-	SessionCookieName  string        `env:"SESSION_COOKIE_NAME" default:"authservice_session" desc:"Name of the session cookie."`
-	SessionHTTPOnly    bool          `env:"SESSION_HTTP_ONLY" default:"true" desc:"HttpOnly on the session cookie. Set false only for Kubeflow dashboards before v1.10, whose JavaScript reads the cookie to log out."`
-	SessionSecure      string        `env:"SESSION_COOKIE_SECURE" default:"auto" desc:"Secure attribute: auto (when X-Forwarded-Proto is https or REDIRECT_URL is https), true or false."`
-	SessionHostPrefix  bool          `env:"SESSION_COOKIE_HOST_PREFIX" default:"true" desc:"Name cookies __Host-<name> when they are Secure and SESSION_DOMAIN is empty, so that no sibling subdomain or network attacker can plant or overwrite them. The session cookie keeps its plain name when SESSION_HTTP_ONLY=false (the older dashboard reads it by name). Both names are always read."`
-	SessionAcceptPlain bool          `env:"SESSION_COOKIE_ACCEPT_PLAIN" default:"false" desc:"Migration window: also accept a session cookie under its plain name where the __Host- form is in use (sessions issued before SESSION_COOKIE_HOST_PREFIX, or by the predecessor). Risk: a sibling subdomain or a plain-http attacker can then plant its own session and the browser is logged in as the attacker. Never applies to login states. Turn it off again once SESSION_MAX_AGE has passed."`
-	SessionDomain      string        `env:"SESSION_DOMAIN" desc:"Domain attribute of the cookies (empty: host-only)."`
-	LoginStateTTL      time.Duration `env:"LOGIN_STATE_TTL" default:"10m" desc:"How long a started login may take (≤ 15m)."`
-	MaxPendingLogins   int           `env:"MAX_PENDING_LOGINS" default:"5" desc:"Pending-login cookies kept per browser; the oldest is dropped beyond this."`
-	SessionIdleTimeout time.Duration `env:"SESSION_IDLE_TIMEOUT" default:"0s" desc:"End a session unused for this long (0: no idle limit). Needs set-cookie passed to the browser on allow."`
+	SessionKeys          string        `env:"SESSION_KEYS" secret:"true" desc:"Comma-separated secrets (each ≥ 32 bytes, raw or base64). The first seals new cookies, all open existing ones. Unset: random keys, sessions lost on restart and not shared by replicas."`
+	SessionKeysFile      string        `env:"SESSION_KEYS_FILE" desc:"File holding SESSION_KEYS (comma- or newline-separated)."`
+	SessionMaxAge        int           `env:"SESSION_MAX_AGE" default:"86400" desc:"Absolute session lifetime in seconds."`
+	SessionSameSite      string        `env:"SESSION_SAME_SITE" default:"Lax" desc:"SameSite attribute of the session cookie: Lax, Strict or None."`
+	SessionCookieName    string        `env:"SESSION_COOKIE_NAME" default:"authservice_session" desc:"Name of the session cookie."`
+	SessionHTTPOnly      bool          `env:"SESSION_HTTP_ONLY" default:"true" desc:"HttpOnly on the session cookie. Set false only for Kubeflow dashboards before v1.10, whose JavaScript reads the cookie to log out."`
+	SessionSecure        string        `env:"SESSION_COOKIE_SECURE" default:"auto" desc:"Secure attribute: auto (when X-Forwarded-Proto is https or REDIRECT_URL is https), true or false."`
+	SessionHostPrefix    bool          `env:"SESSION_COOKIE_HOST_PREFIX" default:"true" desc:"Name cookies __Host-<name> when they are Secure and SESSION_DOMAIN is empty, so that no sibling subdomain or network attacker can plant or overwrite them. The session cookie keeps its plain name when SESSION_HTTP_ONLY=false (the older dashboard reads it by name). Both names are always read."`
+	SessionAcceptPlain   bool          `env:"SESSION_COOKIE_ACCEPT_PLAIN" default:"false" desc:"Migration window: also accept a session cookie under its plain name where the __Host- form is in use (sessions issued before SESSION_COOKIE_HOST_PREFIX, or by the predecessor). Risk: a sibling subdomain or a plain-http attacker can then plant its own session and the browser is logged in as the attacker. Never applies to login states. Turn it off again once SESSION_MAX_AGE has passed."`
+	SessionDomain        string        `env:"SESSION_DOMAIN" desc:"Domain attribute of the cookies (empty: host-only)."`
+	LoginStateTTL        time.Duration `env:"LOGIN_STATE_TTL" default:"10m" desc:"How long a started login may take (≤ 15m)."`
+	MaxPendingLogins     int           `env:"MAX_PENDING_LOGINS" default:"5" desc:"Pending-login cookies kept per browser; the oldest is dropped beyond this."`
+	SessionRenewRedirect bool          `env:"SESSION_RENEW_REDIRECT" default:"false" desc:"For gateways that pass no Set-Cookie on allow (Kubeflow 1.9.1+'s mesh configuration has no headersToDownstreamOnAllow): a GET or HEAD whose session was renewed (refresh, idle timeout) is answered 307 to the same URL with the new cookie (at most 3 times per renewal and replica), instead of being allowed with a cookie the browser never sees."`
+	SessionIdleTimeout   time.Duration `env:"SESSION_IDLE_TIMEOUT" default:"0s" desc:"End a session unused for this long (0: no idle limit). Needs set-cookie passed to the browser on allow."`
 }
 
 // LifetimeVars are the variables of a session's life at the provider (refresh, strict validation).

@@ -48,7 +48,14 @@ type Live struct {
 	retryAt    atomic.Int64              // no refresh before this, after the provider failed
 	validateAt atomic.Int64              // no validation retry before this, after the provider failed
 	successor  atomic.Pointer[successor] // the refreshed or re-sealed session that replaces this one
+	redirects  atomic.Int32              // renewal redirects answered for this (renewed) session
 }
+
+// TakeRedirect counts one more answer that delivers this renewed session's
+// cookie with a redirect (SESSION_RENEW_REDIRECT) and reports whether it is
+// within max: a client that ignores Set-Cookie is redirected a few times,
+// then allowed.
+func (l *Live) TakeRedirect(max int32) bool { return l.redirects.Add(1) <= max }
 
 // successor is what replaces a session: requests still carrying the old
 // cookie (sent before the browser got the new one) are answered as the new
@@ -58,10 +65,10 @@ type successor struct {
 	sealed string
 }
 
-// Current is the session that replaces l, or l itself.
+// Current is the latest session that replaces l, or l itself.
 func (l *Live) Current() *Live {
-	if n := l.successor.Load(); n != nil {
-		return n.live
+	for n := l.successor.Load(); n != nil; n = l.successor.Load() {
+		l = n.live
 	}
 	return l
 }

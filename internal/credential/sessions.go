@@ -2,7 +2,10 @@ package credential
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,6 +28,9 @@ var (
 	// asked and the last successful validation is older than the grace
 	// period. The cookie is kept so the session resumes when it answers.
 	ErrValidationPending = errors.New("provider unreachable for longer than STRICT_SESSION_VALIDATION_GRACE")
+	// ErrIDTokenExpired: the ID token handed upstream (UPSTREAM_TOKEN=id_token)
+	// expired and could not be refreshed; the gateway's JWT check would refuse it.
+	ErrIDTokenExpired = errors.New("the ID token handed upstream expired and was not refreshed")
 )
 
 // Provider is what a session's life needs from the provider.
@@ -44,6 +50,10 @@ type SessionOptions struct {
 	StrictGrace         time.Duration
 	Budget              time.Duration // CHECK_PROVIDER_BUDGET: longest a check waits for the provider
 	CacheSize           int           // verified sessions kept; default 20,000
+	// UpstreamIDToken: the session's ID token is handed upstream
+	// (UPSTREAM_TOKEN=id_token), where Istio checks it, so it is refreshed
+	// before it expires and a session whose ID token expired ends.
+	UpstreamIDToken bool
 }
 
 // Sessions opens sealed sessions and keeps them alive.
@@ -119,7 +129,9 @@ func (s *Sessions) End(ctx context.Context, l *Live, source string) {
 // accepted. rid names the request in log lines.
 func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field) (*Live, string, error) {
 	sealed := ""
-	if n := l.successor.Load(); n != nil {
+	// Follow the whole chain: a cookie the browser never replaced (a gateway
+	// that passes no Set-Cookie on allow) may be several renewals old.
+	for n := l.successor.Load(); n != nil; n = l.successor.Load() {
 		l, sealed = n.live, n.sealed
 	}
 	sess := l.Session
@@ -136,6 +148,9 @@ func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field) (*Live, st
 		return nil, "", ErrIdle
 	}
 	if !s.due(l, now, active) {
+		if s.idTokenExpired(sess, now) {
+			return nil, "", ErrIDTokenExpired
+		}
 		// Strict validation failed recently and its retry is not due yet:
 		// past the grace period the session stays refused until the
 		// provider answers, not only on the requests that retry.
@@ -182,6 +197,9 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 	if idle := int64(s.o.IdleTimeout / time.Second); idle > 0 && now-active >= touchInterval(idle) {
 		next.Active, changed = now, true
 	}
+	if s.idTokenExpired(&next, now) {
+		return nil, "", ErrIDTokenExpired
+	}
 	if !changed {
 		return l, sealed, nil
 	}
@@ -197,8 +215,25 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 }
 
 func (s *Sessions) refreshDue(l *Live, now int64) bool {
-	sess := l.Session
-	return sess.RefreshToken != "" && sess.TokenExpiry > 0 && now >= sess.TokenExpiry-int64(s.o.RefreshBeforeExpiry/time.Second) && now >= l.retryAt.Load()
+	d := s.deadline(l.Session)
+	return l.Session.RefreshToken != "" && d > 0 && now >= d-int64(s.o.RefreshBeforeExpiry/time.Second) && now >= l.retryAt.Load()
+}
+
+// deadline is when the session's provider tokens must have been renewed:
+// the access token's expiry or, when the ID token is handed upstream, the ID
+// token's when that comes first. 0: nothing expires.
+func (s *Sessions) deadline(sess *session.Session) int64 {
+	d := sess.TokenExpiry
+	if s.o.UpstreamIDToken && sess.IDToken != "" && sess.IDTokenExpiry > 0 && (d == 0 || sess.IDTokenExpiry < d) {
+		d = sess.IDTokenExpiry
+	}
+	return d
+}
+
+// idTokenExpired reports whether the session would hand an expired ID token
+// upstream: the gateway would refuse the request, so the session is over.
+func (s *Sessions) idTokenExpired(sess *session.Session, now int64) bool {
+	return s.o.UpstreamIDToken && sess.IDToken != "" && sess.IDTokenExpiry > 0 && now >= sess.IDTokenExpiry
 }
 
 // refresh redeems the refresh token into next. It reports whether the
@@ -213,7 +248,10 @@ func (s *Sessions) refresh(ctx context.Context, l *Live, next *session.Session, 
 			next.RefreshToken = tok.RefreshToken
 		}
 		if raw, _ := tok.Extra("id_token").(string); raw != "" {
-			next.IDToken = raw
+			next.IDToken, next.IDTokenExpiry = raw, jwtExpiry(raw)
+		} else {
+			// The old ID token stays; its expiry no longer drives refreshes.
+			next.IDTokenExpiry = 0
 		}
 		next.TokenExpiry = 0
 		if !tok.Expiry.IsZero() {
@@ -222,7 +260,7 @@ func (s *Sessions) refresh(ctx context.Context, l *Live, next *session.Session, 
 		s.metrics.Refresh(resultOK)
 		s.log.Info("session refreshed", rid, zap.String("user", sess.User))
 		return true, nil
-	case errors.Is(err, provider.ErrRejected) && now >= sess.TokenExpiry:
+	case errors.Is(err, provider.ErrRejected) && now >= s.deadline(sess):
 		s.metrics.Refresh(resultRejected)
 		s.log.Info("session ended: refresh refused by the provider", rid, zap.String("user", sess.User), zap.Error(err))
 		s.revoked.Revoke(ctx, revocation.Session, sess.ID)
@@ -291,3 +329,27 @@ const (
 	resultRejected    = "rejected"
 	resultUnavailable = "unavailable"
 )
+
+// jwtExpiry reads the exp claim of a JWT the provider package has already
+// verified (a refreshed ID token); 0 when it has none.
+func jwtExpiry(raw string) int64 {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return 0
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return 0
+	}
+	var c struct {
+		Exp json.Number `json:"exp"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return 0
+	}
+	n, err := c.Exp.Float64()
+	if err != nil {
+		return 0
+	}
+	return int64(n)
+}

@@ -153,8 +153,8 @@ func (p *Parts) handlers(s *config.Settings, secrets [][]byte, log *zap.Logger, 
 	}
 	sessions := credential.NewSessions(credential.SessionOptions{CookieName: ss.CookieName, UserPrefix: s.Identity.UserPrefix,
 		IdleTimeout: ss.IdleTimeout, RefreshBeforeExpiry: ss.RefreshBeforeExpiry, StrictValidation: ss.StrictValidation,
-		StrictInterval: ss.StrictInterval, StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget},
-		codec, p.Provider, p.Revocations, p.Metrics, log, now)
+		StrictInterval: ss.StrictInterval, StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget,
+		UpstreamIDToken: s.Upstream.Mode == "id_token"}, codec, p.Provider, p.Revocations, p.Metrics, log, now)
 	var auth credential.Authenticator
 	if p.Bearer != nil {
 		auth = p.Bearer
@@ -182,6 +182,7 @@ func checkOptions(s *config.Settings) check.Options {
 		CallbackPath: ps.Callback, LogoutPath: ps.Logout, VerifyPath: ps.Verify, StartPath: ps.Start, SitePrefix: ps.Site,
 		BackchannelPath: ps.Backchannel, SkipPrefixes: ps.Skip, APIPrefixes: ps.API, AllowOptions: ps.AllowOptions,
 		UserHeader: s.Identity.UserHeader, GroupsHeader: s.Identity.GroupsHeader, UserPrefix: s.Identity.UserPrefix,
+		AuthRequestHeaders: s.Identity.AuthRequestHeaders, RenewRedirect: ss.RenewRedirect,
 		AfterLogin: ps.AfterLogin, AfterLogout: ps.AfterLogout, AllowedRedirectHosts: ps.AllowedRedirectHosts,
 		LoginStateTTL: ss.LoginStateTTL, MaxPendingLogins: ss.MaxPendingLogins, SessionMaxAge: ss.MaxAge,
 		StrictValidation: ss.StrictValidation, ProviderTimeout: s.Provider.Timeout,

@@ -40,8 +40,8 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 	for _, w := range p.Warnings {
 		log.Warn(w)
 	}
-	if len(s.Obsolete) > 0 {
-		log.Warn("obsolete variables are ignored: sessions live in cookies, there is no store", zap.Strings("variables", s.Obsolete))
+	for _, v := range s.Ignored {
+		log.Warn("variable of the predecessor ignored", zap.String("variable", v.Name), zap.String("why", v.Why))
 	}
 	if p.Redis != nil {
 		pingCtx, cancel := context.WithTimeout(ctx, 3*time.Second)

@@ -28,6 +28,11 @@ type Session struct {
 	RefreshToken string `json:"rt,omitempty"`
 	IDToken      string `json:"it,omitempty"`
 	TokenExpiry  int64  `json:"tx,omitempty"` // access token expiry, unix seconds
+	// IDTokenExpiry is the exp of IDToken (unix seconds), so a session that
+	// hands the ID token upstream (UPSTREAM_TOKEN=id_token) refreshes it in
+	// time; 0 when unknown.
+	IDTokenExpiry int64  `json:"ix,omitempty"`
+	Email         string `json:"e,omitempty"` // the email claim, kept for AUTH_REQUEST_HEADERS only
 }
 
 // Errors of Open, for errors.Is. The service logs them as the reason of a

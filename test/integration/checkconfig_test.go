@@ -102,6 +102,27 @@ func TestCheckConfig(t *testing.T) {
 		}
 	})
 
+	// arrikto's variables that are not settings: named, with what to use
+	// instead, and not a problem; LOG_LEVEL in arrikto's spelling.
+	t.Run("the predecessor's variables", func(t *testing.T) {
+		out, code := checkConfig(t, with(map[string]string{"AUTH_HEADER": "X-Auth-Token", "CACHE_ENABLED": "true",
+			"SESSION_STORE_REDIS_ADDR": "redis:6379", "USERID_TOKEN_HEADER": "kubeflow-token", "LOG_LEVEL": "WARN", "STORE_PATH": "/var/lib/authservice/data.db"}))
+		if code != 0 {
+			t.Fatalf("exit %d:\n%s", code, out)
+		}
+		for _, want := range []string{
+			"warning: AUTH_HEADER (a variable of the predecessor) is ignored: credentials are read from the session cookie and from Authorization: Bearer only",
+			"warning: CACHE_ENABLED (a variable of the predecessor) is ignored",
+			"warning: SESSION_STORE_REDIS_ADDR (a variable of the predecessor) is ignored",
+			"warning: USERID_TOKEN_HEADER (a variable of the predecessor) is ignored",
+			"warning: STORE_PATH (a variable of the predecessor) is ignored",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
 	cases := []struct {
 		name string
 		env  map[string]string
@@ -123,6 +144,8 @@ func TestCheckConfig(t *testing.T) {
 			"PROBLEM: UPSTREAM_TOKEN=issued without UPSTREAM_TOKEN_KEYS_FILE"},
 		{"unreachable Redis", map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"},
 			"PROBLEM: Redis not reachable"},
+		{"the predecessor's external authorizer", map[string]string{"EXTERNAL_AUTHZ_URL": "http://authorizer/auth"},
+			"EXTERNAL_AUTHZ_URL: an external authorization service is not supported"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

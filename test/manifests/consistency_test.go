@@ -32,6 +32,22 @@ const (
 	gatewayLabelV = "ingressgateway"
 )
 
+// oauth2ProxyNS is where the service runs in oauth2-proxy's place.
+const oauth2ProxyNS = "oauth2-proxy"
+
+// istioSecurityKinds are the gateway's Istio objects, in istio-system.
+var istioSecurityKinds = map[string]bool{"AuthorizationPolicy": true, "RequestAuthentication": true, "EnvoyFilter": true}
+
+// kubeflowM2M are the objects of Kubeflow's cluster-jwks-proxy component
+// (in istio-system) that the kind variant keeps.
+var kubeflowM2M = map[string]bool{"cluster-jwks-proxy": true}
+
+// selectsGateway: a selector of the ingress gateway's pods, by its istio
+// label (ours) or its app label (Kubeflow's policies).
+func selectsGateway(l map[string]any) bool {
+	return l[gatewayLabelK] == gatewayLabelV || (len(l) == 1 && l["app"] == "istio-ingressgateway")
+}
+
 // externalSecrets are Secrets the manifests mount but the operator creates
 // (private keys are not shipped).
 var externalSecrets = map[string]bool{"oidc-authservice-upstream-token-keys": true}
@@ -96,15 +112,26 @@ func checkConsistency(r *rendering) []error {
 	if err != nil {
 		return []error{err}
 	}
-	for _, o := range r.Objects {
-		if o.Namespace != namespace && !(o.Kind == "NetworkPolicy" && o.Namespace == "auth") {
-			bad("%s: namespace %q, want %s", o.id(), o.Namespace, namespace)
-		}
-	}
 	do := r.find("Deployment", workloadName)
 	if do == nil {
 		bad("no Deployment %s", workloadName)
 		return errs
+	}
+	// The service's namespace: istio-system, or oauth2-proxy in
+	// oauth2-proxy's place (Kubeflow 1.9.1+), where Kubeflow's Istio objects
+	// and m2m pieces stay in istio-system and Dex's policy in auth.
+	ns := do.Namespace
+	if ns != namespace && ns != oauth2ProxyNS {
+		bad("the service runs in namespace %q, want %s or %s", ns, namespace, oauth2ProxyNS)
+	}
+	for _, o := range r.Objects {
+		switch {
+		case o.Namespace == ns, clusterScoped[o.Kind] && o.Namespace == "":
+		case o.Kind == "NetworkPolicy" && o.Namespace == "auth":
+		case o.Namespace == namespace && (istioSecurityKinds[o.Kind] || kubeflowM2M[o.Name]):
+		default:
+			bad("%s: namespace %q, want %s", o.id(), o.Namespace, ns)
+		}
 	}
 	d := typed[appsv1.Deployment](do)
 	s := settings{env: map[string]string{}, inSecret: map[string]bool{}, vars: vars}
@@ -196,8 +223,12 @@ func checkConsistency(r *rendering) []error {
 		bad("UPSTREAM_TOKEN=issued needs UPSTREAM_TOKEN_KEYS_FILE: replicas must sign with the same keys")
 	}
 
-	// The Service, its ports and selector.
+	// The Service, its ports and selector: authservice, or in oauth2-proxy's
+	// place the Service Kubeflow's mesh configuration names.
 	so := r.find("Service", workloadName)
+	if so == nil && ns == oauth2ProxyNS {
+		so = r.find("Service", "oauth2-proxy")
+	}
 	if so == nil {
 		bad("no Service %s", workloadName)
 		return errs
@@ -259,6 +290,11 @@ func checkConsistency(r *rendering) []error {
 		bad("one CUSTOM policy per gateway (Istio refuses several providers on one workload)")
 	}
 	for _, o := range custom {
+		if p := dig(o.Map["spec"].(map[string]any), "provider")["name"]; p == "oauth2-proxy" && ns == oauth2ProxyNS {
+			// Kubeflow's policy for the provider Kubeflow's mesh declares:
+			// checked with that mesh in TestKubeflowCompositions.
+			continue
+		}
 		errs = append(errs, checkCustomPolicy(r.Name, o, svc, s)...)
 	}
 	for _, o := range deny {
@@ -272,13 +308,21 @@ func checkConsistency(r *rendering) []error {
 		bad("UPSTREAM_TOKEN=issued but no RequestAuthentication validates the tokens")
 	}
 	for _, o := range ras {
+		if ns == oauth2ProxyNS {
+			// Kubeflow's dex-jwt and m2m-token-issuer, checked against
+			// Kubeflow's manifests in TestKubeflowCompositions.
+			continue
+		}
 		errs = append(errs, checkRequestAuthentication(r.Name, o, svc, s)...)
 	}
 	for _, o := range r.all("VirtualService") {
 		errs = append(errs, checkVirtualService(r.Name, o, svc, s)...)
 	}
 	for _, o := range r.all("NetworkPolicy") {
-		errs = append(errs, checkNetworkPolicy(r.Name, o, d, s)...)
+		if o.Namespace == ns {
+			continue // the service's own namespace (checked in TestKubeflowCompositions)
+		}
+		errs = append(errs, checkNetworkPolicy(r.Name, o, d, s, ns)...)
 	}
 	return errs
 }
@@ -492,6 +536,11 @@ func checkService(name string, svc *corev1.Service, d *appsv1.Deployment, s sett
 		port   int32
 		target string
 	}{{"http-authservice", 8080, "http-api"}, {"http-web", 8082, "http-web"}}
+	if svc.Name == "oauth2-proxy" {
+		// Where Kubeflow's mesh configuration expects oauth2-proxy: port 80.
+		want = want[:1]
+		want[0].name, want[0].port = "http", 80
+	}
 	if len(svc.Spec.Ports) != len(want) {
 		bad("%d ports, want %d", len(svc.Spec.Ports), len(want))
 	}
@@ -763,7 +812,7 @@ func checkCustomPolicy(name string, o *object, svc *corev1.Service, s settings) 
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(name+": "+o.id()+": "+format, a...)) }
 	spec := o.Map["spec"].(map[string]any)
-	if l := dig(spec, "selector", "matchLabels"); l[gatewayLabelK] != gatewayLabelV {
+	if l := dig(spec, "selector", "matchLabels"); !selectsGateway(l) {
 		bad("selector must select %s: %s", gatewayLabelK, gatewayLabelV)
 	}
 	if p := dig(spec, "provider")["name"]; p != providerName {
@@ -813,7 +862,7 @@ func checkDenyPolicy(name string, o *object, custom []*object, s settings) []err
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(name+": "+o.id()+": "+format, a...)) }
 	spec := o.Map["spec"].(map[string]any)
-	if l := dig(spec, "selector", "matchLabels"); l[gatewayLabelK] != gatewayLabelV {
+	if l := dig(spec, "selector", "matchLabels"); !selectsGateway(l) {
 		bad("selector must select %s: %s", gatewayLabelK, gatewayLabelV)
 	}
 	want := []struct {
@@ -845,7 +894,7 @@ func checkRequestAuthentication(name string, o *object, svc *corev1.Service, s s
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(name+": "+o.id()+": "+format, a...)) }
 	spec := o.Map["spec"].(map[string]any)
-	if l := dig(spec, "selector", "matchLabels"); l[gatewayLabelK] != gatewayLabelV {
+	if l := dig(spec, "selector", "matchLabels"); !selectsGateway(l) {
 		bad("selector must select %s: %s", gatewayLabelK, gatewayLabelV)
 	}
 	if s.get("UPSTREAM_TOKEN") != "issued" {
@@ -909,13 +958,21 @@ func checkVirtualService(name string, o *object, svc *corev1.Service, s settings
 	}
 	d := dig(dst[0].(map[string]any), "destination")
 	port, _ := dig(d, "port")["number"].(float64)
-	if d["host"] != serviceDNS || int32(port) != servicePortFor(svc, "http-web") {
-		bad("destination %v:%v, want the web port %s:%d", d["host"], port, serviceDNS, servicePortFor(svc, "http-web"))
+	// The pages (web port) on Service authservice, or, in oauth2-proxy's
+	// place, the check port behind Service oauth2-proxy, where the callback,
+	// login start and logout arrive as ordinary requests.
+	dns := svc.Name + "." + svc.Namespace + ".svc.cluster.local"
+	target := "http-web"
+	if svc.Name == "oauth2-proxy" {
+		target = "http-api"
+	}
+	if d["host"] != dns || int32(port) != servicePortFor(svc, target) {
+		bad("destination %v:%v, want the %s port %s:%d", d["host"], port, strings.TrimPrefix(target, "http-"), dns, servicePortFor(svc, target))
 	}
 	return errs
 }
 
-func checkNetworkPolicy(name string, o *object, d *appsv1.Deployment, s settings) []error {
+func checkNetworkPolicy(name string, o *object, d *appsv1.Deployment, s settings, ns string) []error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(name+": "+o.id()+": "+format, a...)) }
 	np := typed[networkingv1.NetworkPolicy](o)
@@ -935,7 +992,7 @@ func checkNetworkPolicy(name string, o *object, d *appsv1.Deployment, s settings
 			portOK = portOK || p.Port.String() == port
 		}
 		for _, from := range in.From {
-			nsOK := from.NamespaceSelector != nil && selects(from.NamespaceSelector, map[string]string{"kubernetes.io/metadata.name": namespace})
+			nsOK := from.NamespaceSelector != nil && selects(from.NamespaceSelector, map[string]string{"kubernetes.io/metadata.name": ns})
 			if nsOK && portOK && from.PodSelector != nil && selects(from.PodSelector, d.Spec.Template.Labels) {
 				admitted = true
 			}

@@ -1,6 +1,6 @@
 module github.com/oidc-authservice/oidc-authservice/test/manifests
 
-go 1.26.0
+go 1.26.8
 
 require (
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
@@ -15,6 +15,8 @@ require (
 	sigs.k8s.io/kustomize/kyaml v0.21.2
 	sigs.k8s.io/yaml v1.6.0
 )
+
+require github.com/kelseyhightower/envconfig v1.4.0 // indirect
 
 require (
 	cel.dev/expr v0.25.2 // indirect
@@ -45,6 +47,7 @@ require (
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
 	github.com/modern-go/reflect2 v1.0.3-0.20250322232337-35a7c28c31ee // indirect
 	github.com/monochromegane/go-gitignore v0.0.0-20200626010858-205db1a8cc00 // indirect
+	github.com/oidc-authservice/oidc-authservice v0.0.0
 	github.com/planetscale/vtprotobuf v0.6.1-0.20240319094008-0393e58bdf10 // indirect
 	github.com/stoewer/go-strcase v1.2.0 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
@@ -64,3 +67,5 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+replace github.com/oidc-authservice/oidc-authservice => ../..

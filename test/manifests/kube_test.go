@@ -26,7 +26,11 @@ var typedKinds = map[string]func() any{
 	"policy/v1/PodDisruptionBudget":          func() any { return &policyv1.PodDisruptionBudget{} },
 	"autoscaling/v2/HorizontalPodAutoscaler": func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
 	"networking.k8s.io/v1/NetworkPolicy":     func() any { return &networkingv1.NetworkPolicy{} },
+	"v1/Namespace":                           func() any { return &corev1.Namespace{} },
 }
+
+// clusterScoped are the kinds without a namespace.
+var clusterScoped = map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true}
 
 // strictDecode decodes JSON into v the way the API server's strict field
 // validation does: case-sensitive, unknown and duplicate fields are errors.
@@ -68,6 +72,9 @@ func checkMeta(o *object) []error {
 		errs = append(errs, fmt.Errorf("metadata.name: %s", m))
 	}
 	for _, m := range validation.IsDNS1123Label(meta.Namespace) {
+		if clusterScoped[o.Kind] && meta.Namespace == "" {
+			break
+		}
 		errs = append(errs, fmt.Errorf("metadata.namespace: %s", m))
 	}
 	for k, v := range meta.Labels {

@@ -23,6 +23,19 @@ var baseObjects = []string{
 	"ServiceAccount/authservice",
 }
 
+// oauth2ProxyObjects: the base with Service oauth2-proxy for Service
+// authservice, plus what Kubeflow's m2m-dex-only overlay provides besides
+// oauth2-proxy itself.
+var oauth2ProxyObjects = []string{
+	"ConfigMap/oidc-authservice-parameters", "Deployment/authservice", "PodDisruptionBudget/authservice",
+	"Secret/oidc-authservice-client", "ServiceAccount/authservice",
+	"Namespace/oauth2-proxy", "Service/oauth2-proxy", "VirtualService/oauth2-proxy", "ConfigMap/oauth2-proxy-parameters",
+	"NetworkPolicy/default-allow-same-namespace-oauth2-proxy", "NetworkPolicy/allow-istio-ingressgateway",
+	"NetworkPolicy/allow-oidc-authservice",
+	"AuthorizationPolicy/istio-ingressgateway-oauth2-proxy", "AuthorizationPolicy/istio-ingressgateway-require-jwt",
+	"RequestAuthentication/dex-jwt",
+}
+
 // wantObjects is exactly what each kustomization renders (kind/name).
 var wantObjects = map[string][]string{
 	"base":                              baseObjects,
@@ -35,7 +48,11 @@ var wantObjects = map[string][]string{
 	"overlays/gitlab":                   append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice", "VirtualService/authservice-web"),
 	// Kubeflow's common/oidc-client/oidc-authservice/base names, the
 	// StatefulSet and its PVC replaced by the Deployment.
-	"overlays/kubeflow": append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web"),
+	"overlays/kubeflow":                              append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web"),
+	"overlays/kubeflow-oauth2-proxy":                 oauth2ProxyObjects,
+	"overlays/kubeflow-oauth2-proxy-m2m-dex-and-eks": append(slices.Clone(oauth2ProxyObjects), "RequestAuthentication/m2m-token-issuer"),
+	"overlays/kubeflow-oauth2-proxy-m2m-dex-and-kind": append(slices.Clone(oauth2ProxyObjects), "RequestAuthentication/m2m-token-issuer",
+		"Deployment/cluster-jwks-proxy", "Service/cluster-jwks-proxy", "ServiceAccount/cluster-jwks-proxy"),
 	"overlays/kubeflow-jwt": append(slices.Clone(baseObjects),
 		"AuthorizationPolicy/istio-ingressgateway-oidc-authservice",
 		"AuthorizationPolicy/istio-ingressgateway-require-jwt",
@@ -53,7 +70,7 @@ func TestRenderedObjects(t *testing.T) {
 		}
 		var got []string
 		for _, o := range r.Objects {
-			got = append(got, o.Kind+"/"+o.Name)
+			got = append(got, o.Kind+"/"+hashSuffix.ReplaceAllString(o.Name, ""))
 		}
 		sort.Strings(got)
 		w := slices.Clone(want)
@@ -130,8 +147,8 @@ func TestBase(t *testing.T) {
 		t.Errorf("the shipped SESSION_KEYS must say that it is to be replaced, got %q", sec["SESSION_KEYS"])
 	}
 	d := typed[appsv1.Deployment](r.find("Deployment", workloadName))
-	if img := d.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/oidc-authservice/oidc-authservice:latest" {
-		t.Errorf("image %q", img)
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/oidc-authservice/oidc-authservice:"+releaseVersion(t) {
+		t.Errorf("image %q, want the version of VERSION (%s)", img, releaseVersion(t))
 	}
 	for _, o := range r.Objects {
 		if o.Kind == "StatefulSet" || o.Kind == "PersistentVolumeClaim" {
@@ -331,4 +348,14 @@ func TestEnvFiles(t *testing.T) {
 	if n < 6 {
 		t.Errorf("only %d env files found", n)
 	}
+}
+
+// releaseVersion is the version in the repository's VERSION file.
+func releaseVersion(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "VERSION"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -60,7 +60,7 @@ func (is *Issuer) serve(w http.ResponseWriter, r *http.Request) {
 	case "/.well-known/openid-configuration":
 		json.NewEncoder(w).Encode(map[string]any{"issuer": is.URL, "jwks_uri": is.URL + "/jwks",
 			"id_token_signing_alg_values_supported": []string{"RS256"}})
-	case "/jwks":
+	case "/jwks", "/openid/v1/jwks": // the second is the Kubernetes API server's path
 		is.JWKSFetches.Add(1)
 		is.mu.Lock()
 		var set jose.JSONWebKeySet

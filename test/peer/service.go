@@ -3,6 +3,8 @@ package peer
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -130,4 +132,18 @@ func OpenSession(t testing.TB, value string) *session.Session {
 		t.Fatalf("open session: %v", err)
 	}
 	return s
+}
+
+// GatewayHandler serves any gateway (the Istio-mode one of test/extauthz)
+// on a free port and returns its URL.
+func GatewayHandler(t testing.TB, h http.Handler) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String()
 }

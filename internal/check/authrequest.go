@@ -1,0 +1,46 @@
+package check
+
+import (
+	"net/http"
+	"strings"
+)
+
+// oauth2-proxy's identity headers (set_xauthrequest), which Kubeflow 1.9.1+
+// lists in its provider's headersToUpstreamOnAllow: AUTH_REQUEST_HEADERS.
+const (
+	authRequestUser   = "X-Auth-Request-User"
+	authRequestEmail  = "X-Auth-Request-Email"
+	authRequestGroups = "X-Auth-Request-Groups"
+)
+
+// authRequestNames are the lowercase names, for x-envoy-auth-headers-to-remove.
+var authRequestNames = []string{"x-auth-request-user", "x-auth-request-email", "x-auth-request-groups"}
+
+// setAuthRequestHeaders adds oauth2-proxy's identity headers to an allow
+// answer. Envoy only overwrites a client-sent header when the answer carries
+// it, so a header without a value is named in x-envoy-auth-headers-to-remove
+// instead: a client's copy never reaches the upstream.
+func setAuthRequestHeaders(hd http.Header, a *authed) {
+	var remove []string
+	set := func(name, lower, v string) {
+		if v == "" {
+			remove = append(remove, lower)
+			return
+		}
+		hd[name] = []string{v}
+	}
+	email := ""
+	if a.live != nil {
+		email = a.live.Session.Email
+	}
+	set(authRequestUser, authRequestNames[0], a.UserHeader[0])
+	set(authRequestEmail, authRequestNames[1], email)
+	set(authRequestGroups, authRequestNames[2], a.GroupsHeader[0])
+	if len(remove) == 0 {
+		return
+	}
+	if prev := hd.Get("X-Envoy-Auth-Headers-To-Remove"); prev != "" {
+		remove = append([]string{prev}, remove...)
+	}
+	hd["X-Envoy-Auth-Headers-To-Remove"] = []string{strings.Join(remove, ",")}
+}

@@ -1,0 +1,522 @@
+package integration
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+	"sigs.k8s.io/yaml"
+
+	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
+	"github.com/oidc-authservice/oidc-authservice/test/peer"
+)
+
+// Kubeflow's real manifests, composed with the one-line swap and rendered
+// by make manifests-check (test/manifests/export_test.go), which exports here
+// the compositions to run and the scenarios to run on each: the gateway is
+// configured from those rendered objects, the service from its rendered
+// environment, Dex from its rendered client. docs/compatibility.md is
+// generated from the same list.
+
+// kfComposition is one exported composition.
+type kfComposition struct {
+	Release   string            `json:"release"`
+	Form      string            `json:"form"`
+	Stock     string            `json:"stock"`
+	Scenarios []string          `json:"scenarios"`
+	Gateway   map[string]string `json:"gateway"`
+	Namespace string            `json:"namespace"`
+	Env       map[string]string `json:"env"`
+	Check     []string          `json:"check"`
+	Web       []string          `json:"web"`
+	Objects   []map[string]any  `json:"objects"`
+}
+
+// kfRun is a composition running: Dex, the service, the gateway.
+type kfRun struct {
+	c       *kfComposition
+	dex     *peer.Dex
+	svc     *peer.Service
+	gateway string
+	issuer  *peer.Issuer // the cluster's service-account issuer
+	logout  string       // the dashboard's LOGOUT_URL
+	ttl     time.Duration
+}
+
+// The cluster addresses the rendered objects name, as the tests map them.
+const (
+	clusterDex  = "dex.auth.svc.cluster.local:5556"
+	clusterJWKS = "cluster-jwks-proxy.istio-system.svc.cluster.local:80"
+	// saIssuer is the cluster's service-account issuer as Kubeflow's kind
+	// overlay names it (m2m-token-issuer).
+	saIssuer = "https://kubernetes.default.svc.cluster.local"
+)
+
+var scenarios = map[string]func(t *testing.T, k *kfRun){
+	"browser login through Dex":                                            scenarioBrowserLogin,
+	"reload without a new login":                                           scenarioReload,
+	"login from the login start URL (oauth2-proxy's /oauth2/start?rd=)":    scenarioStart,
+	"logout at the dashboard's LOGOUT_URL (GET navigation)":                scenarioLogoutGet,
+	"logout at the dashboard's LOGOUT_URL (POST, dashboards before 1.10)":  scenarioLogoutPost,
+	"API call with a Dex ID token":                                         scenarioDexToken,
+	"API call with a service-account token":                                scenarioSAToken,
+	"service-account token refused (no m2m issuer, as Kubeflow's overlay)": scenarioSARefused,
+	"session outlives Dex's ID-token lifetime (refresh)":                   scenarioRefresh,
+	"client-sent identity headers never reach the upstream":                scenarioForged,
+}
+
+func TestKubeflowCompositions(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "kubeflow", "*.json"))
+	if len(files) == 0 {
+		t.Fatal("no exported compositions in testdata/kubeflow: run `UPDATE=1 make manifests-check`")
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c kfComposition
+		if err := json.Unmarshal(b, &c); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		t.Run(c.Release+"/"+c.Form, func(t *testing.T) {
+			for _, sc := range c.Scenarios {
+				if scenarios[sc] == nil {
+					t.Fatalf("scenario %q is not implemented here (test/manifests lists it for this composition)", sc)
+				}
+			}
+			k := startComposition(t, &c)
+			for _, sc := range c.Scenarios {
+				t.Run(sc, func(t *testing.T) { scenarios[sc](t, k) })
+			}
+		})
+	}
+}
+
+func (c *kfComposition) object(kind, namespace, name string) map[string]any {
+	for _, o := range c.Objects {
+		md, _ := o["metadata"].(map[string]any)
+		if o["kind"] == kind && md["namespace"] == namespace && md["name"] == name {
+			return o
+		}
+	}
+	return nil
+}
+
+func (c *kfComposition) has(sc string) bool {
+	for _, s := range c.Scenarios {
+		if s == sc {
+			return true
+		}
+	}
+	return false
+}
+
+// startComposition starts Dex with the rendered client, the service with its
+// rendered environment and the gateway from the rendered objects.
+func startComposition(t *testing.T, c *kfComposition) *kfRun {
+	t.Helper()
+	k := &kfRun{c: c}
+	// Dex's client as the rendered Dex configuration registers it.
+	dexCM := c.object("ConfigMap", "auth", "dex")
+	if dexCM == nil {
+		t.Fatal("no rendered Dex configuration")
+	}
+	var dexCfg struct {
+		StaticClients []struct {
+			RedirectURIs []string `json:"redirectURIs"`
+		} `json:"staticClients"`
+	}
+	if err := yaml.Unmarshal([]byte(dexCM["data"].(map[string]any)["config.yaml"].(string)), &dexCfg); err != nil || len(dexCfg.StaticClients) == 0 {
+		t.Fatalf("Dex's configuration: %v", err)
+	}
+	opts := peer.DexOptions{ClientID: c.Env["CLIENT_ID"], ClientSecret: c.Env["CLIENT_SECRET"],
+		RedirectURIs: dexCfg.StaticClients[0].RedirectURIs, Groups: "team-a,team-b"}
+	if c.has("session outlives Dex's ID-token lifetime (refresh)") {
+		k.ttl = 8 * time.Second
+		opts.IDTokenTTL = k.ttl
+	}
+	k.dex = peer.StartDex(t, opts)
+
+	// The service: its rendered environment, with the cluster's Dex address
+	// mapped to the local Dex (as DNS would resolve it) and local ports.
+	env := map[string]string{}
+	for key, v := range c.Env {
+		env[key] = v
+	}
+	if env["OIDC_PROVIDER"] != "http://"+clusterDex+"/dex" {
+		t.Fatalf("the rendered OIDC_PROVIDER %q is not Kubeflow's Dex", env["OIDC_PROVIDER"])
+	}
+	env["OIDC_PROVIDER"] = k.dex.Issuer
+	if k.ttl > 0 {
+		// Refresh 3 s before the 8 s ID token expires (the default 60 s is
+		// for Dex's 24 h tokens).
+		env["REFRESH_BEFORE_EXPIRY"] = "3s"
+	}
+	k.issuer = peer.StartIssuer(t)
+	if c.has("API call with a service-account token") && len(c.Check) > 0 && c.object("RequestAuthentication", "istio-system", "m2m-token-issuer") == nil {
+		// Arrikto's place (Kubeflow ≤ 1.9.0): the gateway sends bearer
+		// tokens to the service, which accepts the cluster's
+		// service-account tokens through AUTHENTICATION_CONFIG_FILE (the
+		// operator's addition; TokenReview comes with components/tokenreview).
+		file := filepath.Join(t.TempDir(), "authn.yaml")
+		os.WriteFile(file, []byte(fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1beta1
+kind: AuthenticationConfiguration
+jwt:
+- issuer:
+    url: %s
+    audiences: ["istio-ingressgateway.istio-system.svc.cluster.local"]
+  claimMappings:
+    username:
+      claim: sub
+      prefix: ""
+`, k.issuer.URL)), 0o600)
+		env["AUTHENTICATION_CONFIG_FILE"] = file
+	}
+	k.svc = peer.StartService(t, env)
+	k.svc.WaitReady(t, 30*time.Second)
+
+	// The gateway, from the rendered mesh configuration, policies,
+	// RequestAuthentications, EnvoyFilter and VirtualServices.
+	addrs := map[string]string{clusterDex: fmt.Sprintf("http://127.0.0.1:%d", k.dex.Port), clusterJWKS: k.issuer.URL}
+	for _, a := range c.Check {
+		addrs[a] = k.svc.CheckURL
+	}
+	for _, a := range c.Web {
+		addrs[a] = k.svc.WebURL
+	}
+	g, err := extauthz.NewIstio(extauthz.IstioConfig{Objects: c.Objects, Gateway: c.Gateway, Addresses: addrs,
+		Default: peer.StartUpstream(t)})
+	if err != nil {
+		t.Fatalf("the gateway from the rendered objects: %v", err)
+	}
+	k.gateway = peer.GatewayHandler(t, g)
+	if d := c.object("Deployment", "kubeflow", "centraldashboard"); d != nil {
+		for _, ctr := range d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any) {
+			for _, e := range ctr.(map[string]any)["env"].([]any) {
+				if em := e.(map[string]any); em["name"] == "LOGOUT_URL" {
+					k.logout = em["value"].(string)
+				}
+			}
+		}
+	}
+	if k.logout == "" {
+		t.Fatal("the rendered dashboard has no LOGOUT_URL")
+	}
+	return k
+}
+
+// login logs in through the gateway from a deep link and returns the
+// browser and what the upstream saw.
+func (k *kfRun) login(t *testing.T, deepLink string) (*browser, echo) {
+	t.Helper()
+	b := newBrowser()
+	resp, err := peer.DexLogin(b.Client, k.gateway+deepLink, "user@example.com", "12341234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, readEcho(t, resp)
+}
+
+func (k *kfRun) get(t *testing.T, c *http.Client, path string, hdr map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", k.gateway+path, nil)
+	for h, v := range hdr {
+		req.Header.Set(h, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// jwtClaims decodes a JWT's payload (already verified by the gateway).
+func jwtClaims(t *testing.T, raw string) map[string]any {
+	t.Helper()
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %.40s", raw)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	json.Unmarshal(b, &c)
+	return c
+}
+
+// wantIdentity: the upstream saw user@example.com as Kubeflow's design
+// makes it (by the service's headers, or by Istio from the forwarded token).
+func (k *kfRun) wantIdentity(t *testing.T, e echo) {
+	t.Helper()
+	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "user@example.com" {
+		t.Fatalf("kubeflow-userid %q, want user@example.com", got)
+	}
+	if k.c.Env["UPSTREAM_TOKEN"] == "id_token" {
+		auth := e.Headers["authorization"]
+		if len(auth) != 1 || !strings.HasPrefix(auth[0], "Bearer ") {
+			t.Fatalf("no Dex ID token upstream: %q", auth)
+		}
+		claims := jwtClaims(t, strings.TrimPrefix(auth[0], "Bearer "))
+		if claims["iss"] != k.dex.Issuer || claims["email"] != "user@example.com" {
+			t.Fatalf("upstream token claims %v", claims)
+		}
+		if exp, _ := claims["exp"].(float64); int64(exp) <= time.Now().Unix() {
+			t.Fatalf("the ID token handed upstream expired at %v", time.Unix(int64(exp), 0))
+		}
+	}
+	if k.c.Env["AUTH_REQUEST_HEADERS"] == "true" {
+		for h, want := range map[string]string{"x-auth-request-email": "user@example.com", "x-auth-request-user": "user@example.com", "x-auth-request-groups": "team-a,team-b"} {
+			if got := e.Headers[h]; len(got) != 1 || got[0] != want {
+				t.Errorf("%s %q, want %q", h, got, want)
+			}
+		}
+	}
+}
+
+func scenarioBrowserLogin(t *testing.T, k *kfRun) {
+	b, e := k.login(t, "/notebook/ns/nb/lab?format=json&file=a%20b.ipynb")
+	if e.Path != "/notebook/ns/nb/lab" || e.Query != "format=json&file=a%20b.ipynb" {
+		t.Fatalf("landed on %s?%s", e.Path, e.Query)
+	}
+	k.wantIdentity(t, e)
+	var auth *url.URL
+	for _, u := range b.visited {
+		if u.Path == "/dex/auth" && u.Query().Get("client_id") != "" {
+			auth = u
+		}
+	}
+	if auth == nil || auth.Query().Get("redirect_uri") != k.c.Env["REDIRECT_URL"] || auth.Query().Get("code_challenge_method") != "S256" {
+		t.Fatalf("the login did not go through Dex's /dex/auth with REDIRECT_URL and PKCE: %v", auth)
+	}
+}
+
+func scenarioReload(t *testing.T, k *kfRun) {
+	b, _ := k.login(t, "/?format=json")
+	b.visited = nil
+	e := readEcho(t, k.get(t, b.Client, "/pipeline/?format=json", nil))
+	k.wantIdentity(t, e)
+	for _, u := range b.visited {
+		if strings.HasPrefix(u.Path, "/dex/") {
+			t.Fatalf("a reload went to Dex (%s)", u)
+		}
+	}
+}
+
+// scenarioStart: a login started at the login start endpoint
+// (<prefix>start?rd=<url>, /oauth2/start in oauth2-proxy's place) lands on rd.
+func scenarioStart(t *testing.T, k *kfRun) {
+	start := k.c.Env["AUTHSERVICE_URL_PREFIX"] + "start?rd=" + url.QueryEscape("/pipeline/?format=json")
+	b := newBrowser()
+	resp, err := peer.DexLogin(b.Client, k.gateway+start, "user@example.com", "12341234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := readEcho(t, resp)
+	if e.Path != "/pipeline/" || e.Query != "format=json" {
+		t.Fatalf("landed on %s?%s, want /pipeline/?format=json", e.Path, e.Query)
+	}
+	k.wantIdentity(t, e)
+}
+
+// mustLogInAgain: after logout, a page sends the browser to Dex.
+func (k *kfRun) mustLogInAgain(t *testing.T, b *browser) {
+	t.Helper()
+	resp := k.get(t, b.Client, "/jupyter/", nil)
+	resp.Body.Close()
+	if !strings.HasPrefix(resp.Request.URL.Path, "/dex/auth") {
+		t.Fatalf("after logout a page ended at %s (HTTP %d), want Dex's login", resp.Request.URL, resp.StatusCode)
+	}
+}
+
+func scenarioLogoutGet(t *testing.T, k *kfRun) {
+	b, _ := k.login(t, "/?format=json")
+	noFollow := *b.Client
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp := k.get(t, &noFollow, k.logout, map[string]string{"Accept": "text/html"})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != k.c.Env["AFTER_LOGOUT_URL"] {
+		t.Fatalf("GET %s: %d to %q, want 302 to AFTER_LOGOUT_URL %q", k.logout, resp.StatusCode, resp.Header.Get("Location"), k.c.Env["AFTER_LOGOUT_URL"])
+	}
+	k.mustLogInAgain(t, b)
+}
+
+// scenarioLogoutPost is the dashboard before 1.10: its script POSTs to
+// LOGOUT_URL with Authorization: Bearer <authservice_session cookie> (empty
+// when the script cannot read it) and goes to afterLogoutURL.
+func scenarioLogoutPost(t *testing.T, k *kfRun) {
+	b, _ := k.login(t, "/?format=json")
+	u, _ := url.Parse(k.gateway)
+	cookie := ""
+	for _, c := range b.Jar.Cookies(u) {
+		// The script reads the cookie only when it is not HttpOnly.
+		if c.Name == "authservice_session" && k.c.Env["SESSION_HTTP_ONLY"] == "false" {
+			cookie = c.Value
+		}
+	}
+	req, _ := http.NewRequest("POST", k.gateway+k.logout, nil)
+	req.Header.Set("Authorization", "Bearer "+cookie)
+	req.Header.Set("Accept", "application/json")
+	resp, err := b.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var out struct {
+		AfterLogoutURL string `json:"afterLogoutURL"`
+	}
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(body, &out) != nil || out.AfterLogoutURL != k.c.Env["AFTER_LOGOUT_URL"] {
+		t.Fatalf("POST %s: %d %s, want 201 {\"afterLogoutURL\": %q}", k.logout, resp.StatusCode, body, k.c.Env["AFTER_LOGOUT_URL"])
+	}
+	k.mustLogInAgain(t, b)
+}
+
+// dexToken logs in at Dex directly as a client (an SDK) would, with the
+// gateway's client, and returns the ID token.
+func (k *kfRun) dexToken(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	op, err := oidc.NewProvider(ctx, k.dex.Issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redirect := k.c.Env["REDIRECT_URL"]
+	conf := oauth2.Config{ClientID: k.dex.Opts.ClientID, ClientSecret: k.dex.Opts.ClientSecret, Endpoint: op.Endpoint(),
+		RedirectURL: redirect, Scopes: []string{"openid", "email", "profile", "groups"}}
+	jar, _ := cookiejar.New(nil)
+	var code string
+	c := &http.Client{Jar: jar, CheckRedirect: func(r *http.Request, _ []*http.Request) error {
+		if r.URL.Path == redirect {
+			code = r.URL.Query().Get("code")
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}}
+	v := oauth2.GenerateVerifier()
+	resp, err := peer.DexLogin(c, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)), "user@example.com", "12341234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Extra("id_token").(string)
+}
+
+func scenarioDexToken(t *testing.T, k *kfRun) {
+	tok := k.dexToken(t)
+	e := readEcho(t, k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json", map[string]string{"Authorization": "Bearer " + tok}))
+	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "user@example.com" {
+		t.Fatalf("kubeflow-userid %q for a Dex token", got)
+	}
+	// A token of the right issuer signed by someone else is refused.
+	forged := peer.SignWith(t, peer.ForeignKey(), "k", map[string]any{"iss": k.dex.Issuer, "sub": "x", "email": "admin@example.com",
+		"aud": k.c.Env["CLIENT_ID"], "exp": time.Now().Add(time.Hour).Unix()})
+	resp := k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json", map[string]string{"Authorization": "Bearer " + forged})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a forged Dex token: %d, want 401", resp.StatusCode)
+	}
+}
+
+// saToken is a token shaped as the cluster's service-account tokens.
+func (k *kfRun) saToken(t *testing.T, iss string) string {
+	t.Helper()
+	return k.issuer.Sign(t, map[string]any{"iss": iss, "sub": "system:serviceaccount:kubeflow-user-example-com:default-editor",
+		"aud":           []string{"istio-ingressgateway.istio-system.svc.cluster.local"},
+		"kubernetes.io": map[string]any{"namespace": "kubeflow-user-example-com", "serviceaccount": map[string]any{"name": "default-editor"}}})
+}
+
+func scenarioSAToken(t *testing.T, k *kfRun) {
+	iss := saIssuer
+	if k.c.object("RequestAuthentication", "istio-system", "m2m-token-issuer") == nil {
+		iss = k.issuer.URL // the issuer of the service's AUTHENTICATION_CONFIG_FILE
+	}
+	e := readEcho(t, k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json",
+		map[string]string{"Authorization": "Bearer " + k.saToken(t, iss), "Kubeflow-Userid": "user@example.com"}))
+	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "system:serviceaccount:kubeflow-user-example-com:default-editor" {
+		t.Fatalf("kubeflow-userid %q for a service-account token", got)
+	}
+}
+
+func scenarioSARefused(t *testing.T, k *kfRun) {
+	resp := k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json", map[string]string{"Authorization": "Bearer " + k.saToken(t, saIssuer)})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a service-account token without m2m-token-issuer: %d, want 401 (as with Kubeflow's m2m-dex-only)", resp.StatusCode)
+	}
+}
+
+// scenarioRefresh: Dex's ID tokens live 8 s here; a session used after
+// that still passes dex-jwt, with a currently valid token, because the
+// service refreshed it and delivered the new cookie (Kubeflow's mesh passes
+// set-cookie only on deny: a redirect to the same URL).
+func scenarioRefresh(t *testing.T, k *kfRun) {
+	b, e := k.login(t, "/first?format=json")
+	first := jwtClaims(t, strings.TrimPrefix(e.Headers["authorization"][0], "Bearer "))
+	exp := time.Unix(int64(first["exp"].(float64)), 0)
+	time.Sleep(time.Until(exp) + 2*time.Second)
+	b.visited = nil
+	e = readEcho(t, k.get(t, b.Client, "/later?format=json", nil))
+	k.wantIdentity(t, e) // a currently valid token
+	second := jwtClaims(t, strings.TrimPrefix(e.Headers["authorization"][0], "Bearer "))
+	if second["exp"] == first["exp"] {
+		t.Fatal("the same ID token: no refresh")
+	}
+	for _, u := range b.visited {
+		if strings.HasPrefix(u.Path, "/dex/") {
+			t.Fatalf("the browser was sent to Dex (%s): the session did not outlive the ID token", u)
+		}
+	}
+	if len(b.visited) == 0 {
+		t.Fatal("no redirect carried the renewed cookie")
+	}
+	// The browser now holds the renewed cookie: no further redirect.
+	b.visited = nil
+	readEcho(t, k.get(t, b.Client, "/again?format=json", nil))
+	if len(b.visited) != 0 {
+		t.Fatalf("redirected again (%v): the renewed cookie did not reach the browser", b.visited)
+	}
+}
+
+func scenarioForged(t *testing.T, k *kfRun) {
+	b, _ := k.login(t, "/?format=json")
+	forged := map[string]string{"Kubeflow-Userid": "admin@example.com", "Kubeflow-Groups": "admins", "Kubeflow_Userid": "admin@example.com"}
+	if k.c.Env["AUTH_REQUEST_HEADERS"] == "true" {
+		// oauth2-proxy's headers, which Kubeflow 1.9.1+ lets through on allow.
+		forged["X-Auth-Request-Email"], forged["X-Auth-Request-User"], forged["X-Auth-Request-Groups"] = "admin@example.com", "admin", "admins"
+	}
+	e := readEcho(t, k.get(t, b.Client, "/x?format=json", forged))
+	k.wantIdentity(t, e)
+	for h := range forged {
+		for _, v := range e.Headers[strings.ToLower(h)] {
+			if strings.Contains(v, "admin") {
+				t.Errorf("the client's %s: %q reached the upstream", h, v)
+			}
+		}
+	}
+	// Without a session the request does not reach the upstream at all.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp := k.get(t, noFollow, "/x?format=json", forged)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Errorf("forged identity headers without a session reached the upstream (HTTP 200)")
+	}
+}

@@ -1,0 +1,217 @@
+package manifests
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// The compositions that test/integration runs with real Dex behind the
+// Envoy-faithful gateway are exported there (the gateway is configured from
+// these rendered objects), and docs/compatibility.md is generated from the
+// same table: neither can drift from what is checked. UPDATE=1 rewrites
+// both; without it a difference fails.
+
+// exportDir is test/integration's copy of the rendered compositions.
+var exportDir = filepath.Join(repoRoot, "test", "integration", "testdata", "kubeflow")
+
+// exported is one composition as test/integration reads it.
+type exported struct {
+	Release   string   `json:"release"`
+	Form      string   `json:"form"`
+	Stock     string   `json:"stock"`     // Kubeflow's line the swap replaces
+	Scenarios []string `json:"scenarios"` // what test/integration must run
+	// Gateway are the ingress gateway's pod labels (policy selectors).
+	Gateway map[string]string `json:"gateway"`
+	// Namespace and Env are the service's, as rendered.
+	Namespace string            `json:"namespace"`
+	Env       map[string]string `json:"env"`
+	// Check lists the cluster addresses (host:port) of rendered Services
+	// that reach the service's check port.
+	Check []string `json:"check"`
+	// Web lists those that reach its web port (pages, JWKS).
+	Web []string `json:"web,omitempty"`
+	// Objects are the rendered objects the gateway is built from: the mesh
+	// configuration, policies, RequestAuthentications, VirtualServices,
+	// ext_authz EnvoyFilters, Services, Dex's configuration, the dashboard.
+	Objects []json.RawMessage `json:"objects"`
+}
+
+func exportFile(c composition) string {
+	return filepath.Join(exportDir, c.Release+"_"+c.Form+".json")
+}
+
+func export(t *testing.T, c *composed) []byte {
+	t.Helper()
+	v, err := newView(t, c.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := exported{Release: c.Release, Form: c.Form, Stock: c.Stock, Scenarios: c.Scenarios, Gateway: v.gateway,
+		Namespace: v.ns, Env: v.env}
+	for _, o := range c.Objects.all("Service") {
+		svc := typed[corev1.Service](o)
+		for _, p := range svc.Spec.Ports {
+			host := o.Name + "." + o.Namespace + ".svc.cluster.local"
+			if v.reachesCheck(host, p.Port) == nil {
+				e.Check = append(e.Check, fmt.Sprintf("%s:%d", host, p.Port))
+			}
+			if selectsMap(svc.Spec.Selector, v.deploy.Spec.Template.Labels) && v.containerPort(p.TargetPort) == int32(v.settings.Servers.WebPort) {
+				e.Web = append(e.Web, fmt.Sprintf("%s:%d", host, p.Port))
+			}
+		}
+	}
+	var objs []*object
+	for _, o := range c.Objects.Objects {
+		keep := false
+		switch o.Kind {
+		case "AuthorizationPolicy", "RequestAuthentication", "VirtualService", "Service":
+			keep = true
+		case "EnvoyFilter":
+			keep = len((&kubeflowView{r: &rendering{Objects: []*object{o}}}).extAuthzFilters()) > 0
+		case "ConfigMap":
+			keep = (o.Namespace == "istio-system" && o.Name == "istio") || (o.Namespace == "auth" && o.Name == "dex")
+		case "Deployment":
+			keep = o.Namespace == "kubeflow" && o.Name == "centraldashboard"
+		}
+		if keep {
+			objs = append(objs, o)
+		}
+	}
+	sort.Slice(objs, func(i, j int) bool { return objs[i].id() < objs[j].id() })
+	for _, o := range objs {
+		e.Objects = append(e.Objects, o.JSON)
+	}
+	b, err := json.MarshalIndent(e, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+// TestKubeflowExports: test/integration's copies of the compositions it runs
+// are current, and it has no others.
+func TestKubeflowExports(t *testing.T) {
+	want := map[string]bool{}
+	for _, c := range composeAll(t) {
+		if len(c.Scenarios) == 0 {
+			continue
+		}
+		if c.Err != nil {
+			t.Fatalf("%s: %v", c.name(), c.Err)
+		}
+		file := exportFile(c.composition)
+		want[filepath.Base(file)] = true
+		writeOrCompare(t, file, export(t, c))
+	}
+	entries, _ := os.ReadDir(exportDir)
+	for _, e := range entries {
+		if !want[e.Name()] {
+			t.Errorf("%s: not a composition with scenarios: remove it", filepath.Join(exportDir, e.Name()))
+		}
+	}
+}
+
+// writeOrCompare writes the file with UPDATE=1, else fails when it differs.
+func writeOrCompare(t *testing.T, file string, content []byte) {
+	t.Helper()
+	if os.Getenv("UPDATE") != "" {
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got, err := os.ReadFile(file)
+	if err != nil || !bytes.Equal(got, content) {
+		rel, _ := filepath.Rel(repoRoot, file)
+		t.Errorf("%s is out of date: run `UPDATE=1 make manifests-check` (%v)", rel, err)
+	}
+}
+
+// staticChecks are what TestKubeflowCompositions verifies on every
+// composition, as docs/compatibility.md lists them.
+var staticChecks = []string{
+	"exactly the one line of `example/kustomization.yaml` that names the gateway authenticator changes (two for `kubeflow-jwt`, which also replaces the Istio line)",
+	"every CUSTOM policy names a provider the rendered mesh configuration declares, one provider per gateway, `failOpen` off",
+	"each provider's `service:port` (or the EnvoyFilter's `server_uri`) is a rendered Service that selects the service's pods on the port it checks on (`SERVER_PORT`)",
+	"Dex's static client has the service's `CLIENT_ID` and `CLIENT_SECRET` and registers its `REDIRECT_URL` exactly",
+	"the dashboard's `LOGOUT_URL` is the service's logout path, and it, the callback and the login start reach the service (routed to it, or checked by it) and are not denied by the DENY policy; Dex's pages are neither checked nor denied",
+	"every header the gateway lets through on allow is one the service produces (`path` excepted: no authenticator sets it, nothing reads it); `set-cookie` on deny; renewed cookies reach the browser (`set-cookie` on allow, or `SESSION_RENEW_REDIRECT`)",
+	"where Istio turns the forwarded token into `kubeflow-userid` (`UPSTREAM_TOKEN=id_token`), a RequestAuthentication of the gateway verifies the provider's issuer from `Authorization: Bearer` and maps the service's `USERID_CLAIM`; the DENY policy lets such requests through",
+	"NetworkPolicies that isolate Dex admit the service, those of the service's namespace admit the gateway",
+	"the service's rendered environment passes `check-config`'s offline validation and sets no variable the service ignores",
+	"every object of Kubeflow's replaced line is kept or has a declared, rendered replacement; no policy, RequestAuthentication or route is dropped",
+	"with the `dex` Component: the public `kubeflow-cli` client without redirect URIs, listed in the gateway client's `trustedPeers`, and Dex's configuration otherwise Kubeflow's",
+}
+
+// compatibilityDoc is docs/compatibility.md.
+func compatibilityDoc(cs []*composed) string {
+	var b strings.Builder
+	b.WriteString(`# Compatibility with Kubeflow
+
+<!-- Generated by make manifests-check (test/manifests/export_test.go) from the compositions it checks and
+     the scenarios test/integration runs; UPDATE=1 make manifests-check rewrites it. Do not edit. -->
+
+Every row is Kubeflow's real manifests of that release (` + "`test/manifests/testdata/kubeflow`" + `) composed
+as an operator's ` + "`example/kustomization.yaml`" + ` does, with Kubeflow's line for the gateway authenticator
+swapped for an overlay of this repository. [kubeflow.md](kubeflow.md) says which line to change.
+
+| Kubeflow | Kubeflow's line | replaced by | lines changed | rendered and checked | with real Dex through the gateway configured from the rendering |
+|---|---|---|---|---|---|
+`)
+	for _, c := range cs {
+		status := "all checks below"
+		if c.Dex != "" {
+			status += "; also with `" + strings.TrimPrefix(c.Dex, "deploy/overlays/") + "`"
+		}
+		integ := "—"
+		if len(c.Scenarios) > 0 {
+			integ = strings.Join(c.Scenarios, "; ")
+		}
+		fmt.Fprintf(&b, "| %s | `%s` | `deploy/overlays/%s` | %d | %s | %s |\n", c.Release, c.Stock, c.Form, c.Lines, status, integ)
+	}
+	b.WriteString(`
+1.9.0's own example installs oauth2-proxy from ` + "`common/oidc-client/oauth2-proxy`" + ` (a design of its own: every
+request is checked, bearer tokens included, and no DENY policy); the 1.9.0 row is the layout of operators
+who kept arrikto's ` + "`common/oidc-client/oidc-authservice/base`" + ` on 1.9.0 (1.8's lines on 1.9.0's folders).
+There is no one-line equivalent of 1.9.0's ` + "`m2m`" + ` and ` + "`m2m-self-signed`" + ` overlays.
+
+## Rendered and checked (make manifests-check)
+
+For every row:
+
+`)
+	for _, c := range staticChecks {
+		b.WriteString("- " + c + "\n")
+	}
+	b.WriteString(`
+## With real Dex through the gateway (make test)
+
+test/integration/kubeflow_compositions_test.go starts a real Dex (test/dex) with the rendered Dex client, the
+service with its rendered environment (addresses mapped to 127.0.0.1), and the Envoy-faithful gateway
+(test/extauthz) configured from the rendered mesh configuration, AuthorizationPolicies (CUSTOM, then
+` + "`jwt_authn`" + ` for the RequestAuthentications, then DENY and ALLOW), EnvoyFilter and VirtualServices, and
+runs the scenarios of the last column against it.
+`)
+	return b.String()
+}
+
+func TestCompatibilityDoc(t *testing.T) {
+	cs := composeAll(t)
+	for _, c := range cs {
+		if c.Err != nil {
+			t.Fatalf("%s: %v", c.name(), c.Err)
+		}
+	}
+	writeOrCompare(t, filepath.Join(repoRoot, "docs", "compatibility.md"), []byte(compatibilityDoc(cs)))
+}

@@ -1,0 +1,120 @@
+package manifests
+
+import (
+	"strings"
+	"testing"
+)
+
+// The composition checks must fail when a composition is broken: each case
+// breaks one thing of a passing composition and expects the error naming it.
+func TestKubeflowChecksCatchBreakage(t *testing.T) {
+	var master, v181 *composed
+	for _, c := range composeAll(t) {
+		switch c.name() {
+		case "master/kubeflow-oauth2-proxy":
+			master = c
+		case "v1.8.1/kubeflow":
+			v181 = c
+		}
+	}
+	if master == nil || v181 == nil || master.Err != nil || v181.Err != nil {
+		t.Fatal("the compositions master/kubeflow-oauth2-proxy and v1.8.1/kubeflow must render")
+	}
+	wantComposition := func(t *testing.T, c *composed, r *rendering, want string) {
+		t.Helper()
+		var all []string
+		for _, e := range checkComposition(t, c, r) {
+			all = append(all, e.Error())
+			if strings.Contains(e.Error(), want) {
+				return
+			}
+		}
+		t.Errorf("no error containing %q; got:\n%s", want, strings.Join(all, "\n"))
+	}
+	params := func(f func(d map[string]any)) func(m map[string]any) {
+		return func(m map[string]any) { f(m["data"].(map[string]any)) }
+	}
+	cases := []struct {
+		name       string
+		c          *composed
+		kind, obj  string
+		f          func(m map[string]any)
+		want       string
+		deleteObjs bool
+	}{
+		{"provider port", master, "ConfigMap", "istio", params(func(d map[string]any) {
+			d["mesh"] = strings.Replace(d["mesh"].(string), "port: 80", "port: 81", 1)
+		}), "has no port 81", false},
+		{"provider not declared", master, "AuthorizationPolicy", "istio-ingressgateway-oauth2-proxy", func(m map[string]any) {
+			at(m, "spec", "provider")["name"] = "authservice"
+		}, `names provider "authservice", which the mesh configuration does not declare`, false},
+		{"Service selects other pods", master, "Service", "oauth2-proxy", func(m map[string]any) {
+			at(m, "spec")["selector"] = map[string]any{"app.kubernetes.io/name": "oauth2-proxy"}
+		}, "not the service's pods", false},
+		{"logout path", master, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			delete(d, "LOGOUT_PATH")
+		}), `the dashboard logs out at LOGOUT_URL="/oauth2/sign_out"`, false},
+		{"no token upstream", master, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			d["UPSTREAM_TOKEN"] = "none"
+		}), "lets authorization through on allow, which the service does not produce", false},
+		{"no X-Auth-Request headers", master, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			d["AUTH_REQUEST_HEADERS"] = "false"
+		}), "lets x-auth-request-user through on allow", false},
+		{"cookies lost on allow", master, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			d["SESSION_RENEW_REDIRECT"] = "false"
+		}), "renewed sessions need SESSION_RENEW_REDIRECT=true", false},
+		{"another claim", master, "RequestAuthentication", "dex-jwt", func(m map[string]any) {
+			at(m, "spec", "jwtRules", 0, "outputClaimToHeaders", 0)["claim"] = "sub"
+		}, `maps kubeflow-userid from claim "sub"`, false},
+		{"Dex's redirect URI", master, "ConfigMap", "dex", params(func(d map[string]any) {
+			d["config.yaml"] = strings.Replace(d["config.yaml"].(string), `["/oauth2/callback"]`, `["/authservice/oidc/callback"]`, 1)
+		}), "not REDIRECT_URL", false},
+		{"an ignored variable", master, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			d["STORE_PATH"] = "/var/lib/authservice/data.db"
+		}), "sets STORE_PATH, which the service ignores", false},
+		{"invalid setting", master, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			d["LOGOUT_PATH"] = "sign_out"
+		}), "fails check-config's validation", false},
+		{"DENY policy on the callback", master, "AuthorizationPolicy", "istio-ingressgateway-require-jwt", func(m map[string]any) {
+			op := at(m, "spec", "rules", 0, "to", 0, "operation")
+			op["notPaths"] = []any{"/dex/*"}
+		}, "the callback (REDIRECT_URL): /oauth2/callback does not reach the service", false},
+		{"Dex isolated", master, "NetworkPolicy", "allow-oidc-authservice", nil, "Dex is isolated", true},
+		{"a RequestAuthentication dropped", master, "RequestAuthentication", "dex-jwt", nil, "drops it without a replacement", true},
+		{"EnvoyFilter without kubeflow-userid", v181, "EnvoyFilter", "authn-filter", func(m map[string]any) {
+			hs := at(m, "spec", "configPatches", 0, "patch", "value", "typed_config", "http_service")
+			at(hs, "authorization_response", "allowed_upstream_headers")["patterns"] = []any{map[string]any{"exact": "kubeflow-groups"}}
+		}, "does not let kubeflow-userid through on allow", false},
+		{"EnvoyFilter elsewhere", v181, "EnvoyFilter", "authn-filter", func(m map[string]any) {
+			hs := at(m, "spec", "configPatches", 0, "patch", "value", "typed_config", "http_service")
+			at(hs, "server_uri")["cluster"] = "outbound|8080||authservice.kubeflow.svc.cluster.local"
+			at(hs, "server_uri")["uri"] = "http://authservice.kubeflow.svc.cluster.local"
+		}, "no Service kubeflow/authservice is rendered", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var r *rendering
+			if tc.deleteObjs {
+				r = &rendering{Name: tc.c.name() + " (broken)"}
+				for _, o := range tc.c.Objects.Objects {
+					if !(o.Kind == tc.kind && o.Name == tc.obj) {
+						r.Objects = append(r.Objects, o)
+					}
+				}
+			} else {
+				r = mutated(t, tc.c.Objects, tc.kind, tc.obj, tc.f)
+			}
+			wantComposition(t, tc.c, r, tc.want)
+		})
+	}
+	// Kubeflow's own composition has no service to check at all.
+	t.Run("stock composition", func(t *testing.T) {
+		wantComposition(t, master, master.StockRender, "no Deployment runs "+ourImage)
+	})
+	// A swap that changes another line than the authenticator's.
+	t.Run("two lines", func(t *testing.T) {
+		c := *master
+		c.Changed = 2
+		wantComposition(t, &c, master.Objects, "changes 2 lines")
+	})
+}
