@@ -21,6 +21,11 @@ import (
 // ErrInvalidToken wraps every reason a bearer token is refused.
 var ErrInvalidToken = errors.New("invalid bearer token")
 
+// ErrUnknownIssuer comes with ErrInvalidToken when no configured issuer
+// matches the token's iss, so that another authenticator (TokenReview) may
+// be asked.
+var ErrUnknownIssuer = errors.New("issuer not configured")
+
 // MaxTokenSize bounds what is parsed at all.
 const MaxTokenSize = 16 << 10
 
@@ -97,7 +102,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string) (*Identity
 	}
 	is, ok := a.issuers[iss]
 	if !ok {
-		return nil, fmt.Errorf("%w: issuer %q is not configured", ErrInvalidToken, truncate(iss, 100))
+		return nil, fmt.Errorf("%w: %w: %q", ErrInvalidToken, ErrUnknownIssuer, truncate(iss, 100))
 	}
 	return is.authenticate(ctx, raw)
 }

@@ -319,3 +319,48 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// The behaviours test/kube's comparison with kube-apiserver found: the API
+// server's own file (with anonymous) is read; optional claims and the
+// strings library compile; escaped claim names find dotted claims; "", null
+// and empty elements of groups and extra results count as absent.
+func TestKubeAPIServerSemantics(t *testing.T) {
+	is := peer.StartIssuer(t)
+	a := authenticator(t, fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /readyz
+jwt:
+- issuer:
+    url: %s
+    audiences: ["app"]
+  claimMappings:
+    username:
+      expression: 'claims.example__dot__com__slash__user.lowerAscii()'
+    uid:
+      expression: 'claims.?uid.orValue("")'
+    groups:
+      expression: 'claims.g'
+    extra:
+    - key: example.com/e
+      valueExpression: 'claims.?e.orValue("")'
+`, is.URL))
+	cases := []struct {
+		g      any
+		groups string
+	}{{[]string{"a", "", "b"}, "a,b"}, {"", ""}, {[]string(nil), ""}, {"solo", "solo"}}
+	for _, c := range cases {
+		id, err := a.Authenticate(context.Background(), is.Sign(t, map[string]any{"aud": "app", "example.com/user": "Erin", "g": c.g, "e": ""}))
+		if err != nil {
+			t.Fatalf("g=%v: %v", c.g, err)
+		}
+		if id.Username != "erin" || id.UID != "" || strings.Join(id.Groups, ",") != c.groups || id.Extra != nil {
+			t.Fatalf("g=%v: %+v", c.g, id)
+		}
+	}
+	if _, err := a.Authenticate(context.Background(), is.Sign(t, map[string]any{"aud": "app", "example.com/user": "e", "g": []any{1}})); err == nil {
+		t.Fatal("a list of numbers was taken for groups")
+	}
+}

@@ -17,6 +17,17 @@ type AuthenticationConfiguration struct {
 	APIVersion string             `json:"apiVersion"`
 	Kind       string             `json:"kind"`
 	JWT        []JWTAuthenticator `json:"jwt"`
+	// Anonymous is read so that the API server's own file can be given
+	// unchanged, and ignored: an anonymous user has no meaning here.
+	Anonymous *AnonymousConfig `json:"anonymous,omitempty"`
+}
+
+// AnonymousConfig is the API server's anonymous-access setting.
+type AnonymousConfig struct {
+	Enabled    bool `json:"enabled"`
+	Conditions []struct {
+		Path string `json:"path"`
+	} `json:"conditions,omitempty"`
 }
 
 // JWTAuthenticator is one issuer and how its tokens map to identities.

@@ -37,6 +37,10 @@ type Deps struct {
 	Upstream *issuer.Issuer
 	// Tokens authenticates bearer JWTs; nil when no issuer is configured.
 	Tokens *authn.Authenticator
+	// Reviews authenticates the bearer JWTs whose issuer Tokens does not
+	// know, by Kubernetes TokenReview; nil when KUBERNETES_AUTHN_ENABLED is
+	// off.
+	Reviews TokenAuthenticator
 	// Revocations lists sessions ended before their expiry.
 	Revocations *revocation.List
 	Now         func() time.Time

@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -19,10 +20,18 @@ import (
 // never contains a dot).
 func looksLikeJWT(v string) bool { return strings.Count(v, ".") == 2 }
 
-// openToken authenticates a bearer JWT. A verified token's identity is
-// cached under the token's SHA-256 until the token expires.
+// TokenAuthenticator maps a bearer token to an identity or refuses it with
+// an error wrapping authn.ErrInvalidToken.
+type TokenAuthenticator interface {
+	Authenticate(ctx context.Context, raw string) (*authn.Identity, error)
+}
+
+// openToken authenticates a bearer JWT: by the configured issuers' keys
+// first, then, for a token none of them issued, by TokenReview. A verified
+// token's identity is cached under the token's SHA-256 until the identity's
+// Expiry (the token's exp; sooner for TokenReview, which is asked again).
 func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
-	if h.Tokens == nil {
+	if h.Tokens == nil && h.Reviews == nil {
 		return nil, fmt.Errorf("%w: no bearer token issuers are configured", authn.ErrInvalidToken)
 	}
 	k := cache.KeyOf(raw)
@@ -33,12 +42,12 @@ func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
 		if now < pr.sess.Expires {
 			return pr, nil
 		}
+		// Expired, or a TokenReview answer to renew: verify again.
 		h.verified.Delete(k)
-		return nil, fmt.Errorf("%w: expired", authn.ErrInvalidToken)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.CheckProviderBudget)
 	defer cancel()
-	id, err := h.Tokens.Authenticate(ctx, raw)
+	id, err := h.authenticateToken(ctx, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +66,16 @@ func (h *Handler) openToken(r *http.Request, raw string) (*principal, error) {
 	pr = h.newPrincipal(raw, s, now)
 	h.verified.Put(k, pr)
 	return pr, nil
+}
+
+func (h *Handler) authenticateToken(ctx context.Context, raw string) (*authn.Identity, error) {
+	if h.Tokens != nil {
+		id, err := h.Tokens.Authenticate(ctx, raw)
+		if h.Reviews == nil || !errors.Is(err, authn.ErrUnknownIssuer) {
+			return id, err
+		}
+	}
+	return h.Reviews.Authenticate(ctx, raw)
 }
 
 // upstreamAuthorization is the Authorization header the upstream gets, per

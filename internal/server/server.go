@@ -95,6 +95,10 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	reviews, err := tokenReviews(s, log, now)
+	if err != nil {
+		return err
+	}
 	var upstream *issuer.Issuer
 	if s.UpstreamToken == "issued" {
 		var keys []issuer.Key
@@ -123,6 +127,7 @@ func Run(ctx context.Context, s *config.Settings, log *zap.Logger) error {
 		Mapper:      identity.NewMapper(s),
 		Policy:      policy,
 		Tokens:      tokens,
+		Reviews:     reviews,
 		Upstream:    upstream,
 		Pages:       pg,
 		Revocations: revocations,
