@@ -36,7 +36,7 @@ KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION
 	-X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z
 bin/kube-peer: test/kube/go.mod test/kube/go.sum $(wildcard test/kube/cmd/kube-peer/*.go)
 	@echo "building bin/kube-peer (kube-apiserver $(KUBE_VERSION) + etcd; cold: about 6 min on 2 cores)"
-	@start=$$(date +%s); cd test/kube && $(GO) build -p=2 -trimpath -ldflags "$(KUBE_LDFLAGS)" -o ../../bin/kube-peer ./cmd/kube-peer \
+	@start=$$(date +%s); cd test/kube && $(GO) build -p=2 -ldflags "$(KUBE_LDFLAGS)" -o ../../bin/kube-peer ./cmd/kube-peer \
 		&& echo "bin/kube-peer built in $$(( $$(date +%s) - start )) s"
 
 .PHONY: run

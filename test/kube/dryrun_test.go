@@ -202,13 +202,16 @@ spec:
   provider: {name: oidc-authservice}
   rulez: []
 `, "unknown field"},
-		"Istio AuthorizationPolicy CUSTOM without a provider (CEL rule)": {`apiVersion: security.istio.io/v1
+		"Istio AuthorizationPolicy with selector and targetRefs (CEL rule)": {`apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: p, namespace: istio-system}
 spec:
   action: CUSTOM
+  provider: {name: oidc-authservice}
+  selector: {matchLabels: {istio: ingressgateway}}
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: g}]
   rules: [{}]
-`, "provider"},
+`, "only one of targetRefs or selector"},
 		"Istio EnvoyFilter with a wrong enum": {`apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata: {name: f, namespace: istio-system}
