@@ -218,6 +218,11 @@ func (is *issuer) authenticate(ctx context.Context, raw string) (*Identity, erro
 	if err := idt.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
 	}
+	// go-oidc allows nbf five minutes ahead for clock skew; kube-apiserver
+	// allows none, and the service answers as it does.
+	if nbf, ok := claims["nbf"].(float64); ok && is.opts.Now().Before(time.Unix(int64(nbf), 0)) {
+		return nil, fmt.Errorf("%w: not valid before %s", ErrInvalidToken, time.Unix(int64(nbf), 0).UTC().Format(time.RFC3339))
+	}
 	id, err := is.c.mapClaims(claims)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)

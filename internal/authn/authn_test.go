@@ -148,6 +148,7 @@ func TestRejections(t *testing.T) {
 		"wrong audience":                  is.Sign(t, with("aud", "another-app")),
 		"expired":                         is.Sign(t, with("exp", time.Now().Add(-time.Minute).Unix())),
 		"not yet valid":                   is.Sign(t, with("nbf", time.Now().Add(time.Hour).Unix())),
+		"nbf two minutes ahead":           is.Sign(t, with("nbf", time.Now().Add(2*time.Minute).Unix())),
 		"no exp":                          is.Sign(t, with("exp", nil)),
 		"alg none":                        b64(map[string]any{"alg": "none", "typ": "JWT"}) + "." + payload + ".",
 		"HMAC with the public key":        hsInput + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)),

@@ -21,7 +21,7 @@ import (
 // validation. Kubernetes' own libraries (url, regex find, quantity, ip,
 // cidr, format, semver, authz, the k8s list functions) are not available.
 var (
-	claimsEnv = mustEnv(cel.Variable("claims", cel.MapType(cel.StringType, cel.DynType)))
+	claimsEnv = mustEnv(cel.Variable("claims", cel.MapType(cel.StringType, cel.AnyType)))
 	userEnv   = mustEnv(cel.Variable("user", cel.MapType(cel.StringType, cel.DynType)))
 )
 

@@ -78,7 +78,7 @@ const entries = `- issuer:
     uid:
       expression: 'claims.?uid.orValue("")'
     groups:
-      expression: 'claims.?teams.orValue([]).map(t, "team:" + t)'
+      expression: 'dyn(claims.?teams.orValue([])).map(t, "team:" + t)'
     extra:
     - key: example.com/project
       valueExpression: 'claims.?project.orValue("")'

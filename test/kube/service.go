@@ -75,12 +75,13 @@ func StartService(t testing.TB, env map[string]string) *Service {
 	for k, v := range env {
 		all[k] = v
 	}
-	s := &Service{CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), done: make(chan struct{}),
-		LogFile: filepath.Join(ArtifactsDir(t), "service.log")}
-	log, err := os.Create(s.LogFile)
+	s := &Service{CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), done: make(chan struct{})}
+	// One file per service: a test may run several.
+	log, err := os.CreateTemp(ArtifactsDir(t), "service-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.LogFile = log.Name()
 	s.cmd = exec.Command(bin)
 	for k, v := range all {
 		s.cmd.Env = append(s.cmd.Env, k+"="+v)
