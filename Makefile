@@ -48,9 +48,19 @@ test: bin/dex-runner ## Run vet and the whole test suite (unit and integration a
 	$(GO) vet $(PKGS)
 	DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 15m $(PKGS)
 
+# make e2e, not make test, runs the kube-apiserver tests: make test is the
+# quick loop and needs only Go and the Dex runner, while the API server peer
+# costs a 6-minute, 2.9 GB build the first time (cached afterwards). CI runs
+# make e2e.
 .PHONY: e2e
-e2e: bin/dex-runner ## Run the end-to-end scenarios (browser, GitLab-shaped provider, replicas, proxies).
+e2e: bin/dex-runner kube-check ## Run the end-to-end scenarios (browser, GitLab-shaped provider, replicas, proxies) and kube-check.
 	cd test/e2e && DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e ./...
+
+.PHONY: kube-check
+kube-check: bin/kube-peer ## Tests against a real kube-apiserver (test/kube): service-account tokens, the differential table, dry-run of deploy/.
+	@mkdir -p test/artifacts
+	@set -o pipefail; cd test/kube && $(GO) vet ./... && KUBE_PEER=$(CURDIR)/bin/kube-peer $(GO) test -count=1 -timeout 20m -v . 2>&1 \
+		| tee ../artifacts/kube-check.log | grep -E '^(--- |ok |FAIL|PASS$$|panic|differential table:)|^    [a-z_]+_test.go:[0-9]+: [^ ]' | grep -v 'differential_test.go:[0-9]*: differential table vs'
 
 .PHONY: soak
 soak: bin/dex-runner ## The soak with provider restart and key rotations, SOAK_DURATION long (default 60s); prints figures.
@@ -78,6 +88,7 @@ lint: ## gofmt and vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
 	cd test/e2e && $(GO) vet -tags e2e ./...
+	cd test/kube && $(GO) vet ./...
 
 .PHONY: docs
 docs: ## Regenerate docs/configuration.md from the configuration struct.

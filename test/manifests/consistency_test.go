@@ -97,6 +97,9 @@ func checkConsistency(r *rendering) []error {
 		return []error{err}
 	}
 	for _, o := range r.Objects {
+		if clusterScoped[o.Kind] {
+			continue
+		}
 		if o.Namespace != namespace && !(o.Kind == "NetworkPolicy" && o.Namespace == "auth") {
 			bad("%s: namespace %q, want %s", o.id(), o.Namespace, namespace)
 		}
@@ -310,8 +313,9 @@ func checkDeployment(name string, d *appsv1.Deployment, s settings) []error {
 	if pod.ServiceAccountName != workloadName {
 		bad("serviceAccountName %q", pod.ServiceAccountName)
 	}
-	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
-		bad("automountServiceAccountToken must be false")
+	// Only TokenReview (components/tokenreview) needs the pod's token.
+	if tokenReview := s.env["KUBERNETES_AUTHN_ENABLED"] == "true"; tokenReview != (pod.AutomountServiceAccountToken != nil && *pod.AutomountServiceAccountToken) {
+		bad("automountServiceAccountToken must be %v when KUBERNETES_AUTHN_ENABLED is %v", tokenReview, tokenReview)
 	}
 	psc := pod.SecurityContext
 	if psc == nil {

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -18,15 +19,20 @@ import (
 // typedKinds are the Kubernetes kinds the manifests may contain, each with the
 // k8s.io/api type it must decode into.
 var typedKinds = map[string]func() any{
-	"v1/ServiceAccount":                      func() any { return &corev1.ServiceAccount{} },
-	"v1/Service":                             func() any { return &corev1.Service{} },
-	"v1/ConfigMap":                           func() any { return &corev1.ConfigMap{} },
-	"v1/Secret":                              func() any { return &corev1.Secret{} },
-	"apps/v1/Deployment":                     func() any { return &appsv1.Deployment{} },
-	"policy/v1/PodDisruptionBudget":          func() any { return &policyv1.PodDisruptionBudget{} },
-	"autoscaling/v2/HorizontalPodAutoscaler": func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
-	"networking.k8s.io/v1/NetworkPolicy":     func() any { return &networkingv1.NetworkPolicy{} },
+	"v1/ServiceAccount":                               func() any { return &corev1.ServiceAccount{} },
+	"v1/Service":                                      func() any { return &corev1.Service{} },
+	"v1/ConfigMap":                                    func() any { return &corev1.ConfigMap{} },
+	"v1/Secret":                                       func() any { return &corev1.Secret{} },
+	"apps/v1/Deployment":                              func() any { return &appsv1.Deployment{} },
+	"policy/v1/PodDisruptionBudget":                   func() any { return &policyv1.PodDisruptionBudget{} },
+	"autoscaling/v2/HorizontalPodAutoscaler":          func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
+	"networking.k8s.io/v1/NetworkPolicy":              func() any { return &networkingv1.NetworkPolicy{} },
+	"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return &rbacv1.ClusterRole{} },
+	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return &rbacv1.ClusterRoleBinding{} },
 }
+
+// clusterScoped are the kinds that have no namespace.
+var clusterScoped = map[string]bool{"ClusterRole": true, "ClusterRoleBinding": true}
 
 // strictDecode decodes JSON into v the way the API server's strict field
 // validation does: case-sensitive, unknown and duplicate fields are errors.
@@ -68,6 +74,9 @@ func checkMeta(o *object) []error {
 		errs = append(errs, fmt.Errorf("metadata.name: %s", m))
 	}
 	for _, m := range validation.IsDNS1123Label(meta.Namespace) {
+		if clusterScoped[o.Kind] {
+			break
+		}
 		errs = append(errs, fmt.Errorf("metadata.namespace: %s", m))
 	}
 	for k, v := range meta.Labels {
@@ -86,6 +95,7 @@ func checkMeta(o *object) []error {
 	for k := range o.Map {
 		switch k {
 		case "apiVersion", "kind", "metadata", "spec", "data", "stringData", "type", "automountServiceAccountToken":
+		case "rules", "roleRef", "subjects": // RBAC kinds
 		default:
 			errs = append(errs, fmt.Errorf("top-level field %q", k))
 		}

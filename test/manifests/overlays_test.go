@@ -29,6 +29,7 @@ var wantObjects = map[string][]string{
 	"components/hpa":                    append(slices.Clone(baseObjects), "HorizontalPodAutoscaler/authservice"),
 	"components/web-route":              append(slices.Clone(baseObjects), "VirtualService/authservice-web"),
 	"components/dex-networkpolicy":      append(slices.Clone(baseObjects), "NetworkPolicy/allow-oidc-authservice"),
+	"components/tokenreview":            append(slices.Clone(baseObjects), "ClusterRole/oidc-authservice-tokenreview", "ClusterRoleBinding/oidc-authservice-tokenreview"),
 	"overlays/istio-envoyfilter":        append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter"),
 	"overlays/istio-extension-provider": append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice"),
 	"overlays/dex":                      append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web"),
