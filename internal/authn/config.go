@@ -53,6 +53,10 @@ type Issuer struct {
 	// CertificateAuthorityFile is an extension: the CA bundle as a file
 	// (e.g. the pod's service-account ca.crt) instead of inline PEM.
 	CertificateAuthorityFile string `json:"certificateAuthorityFile,omitempty"`
+	// EgressSelectorType is read so that the API server's own file can be
+	// given unchanged, and ignored: it picks the API server's network path,
+	// the service always connects directly.
+	EgressSelectorType string `json:"egressSelectorType,omitempty"`
 }
 
 // ClaimValidationRule: claim must equal requiredValue, or expression must
