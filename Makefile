@@ -69,7 +69,7 @@ soak: bin/dex-runner ## The soak with provider restart and key rotations, SOAK_D
 FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/session:FuzzOpenSession internal/session:FuzzLoginState internal/check:FuzzSafeTarget \
 	internal/check:FuzzCallbackQuery internal/check:FuzzForwardedHeaders internal/check:FuzzBackchannelLogoutToken \
-	internal/authn:FuzzBearerToken
+	internal/authn:FuzzBearerToken internal/tokenreview:FuzzAdmissible
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed corpus.
