@@ -60,7 +60,7 @@ e2e: bin/dex-runner kube-check ## Run the end-to-end scenarios (browser, GitLab-
 kube-check: bin/kube-peer ## Tests against a real kube-apiserver (test/kube): service-account tokens, the differential table, dry-run of deploy/.
 	@mkdir -p test/artifacts
 	@set -o pipefail; cd test/kube && $(GO) vet ./... && KUBE_PEER=$(CURDIR)/bin/kube-peer $(GO) test -count=1 -timeout 20m -v . 2>&1 \
-		| tee ../artifacts/kube-check.log | grep -E '^(--- |ok |FAIL|PASS$$|panic|differential table:)|^    [a-z_]+_test.go:[0-9]+: [^ ]' | grep -v 'differential_test.go:[0-9]*: differential table vs'
+		| tee ../artifacts/kube-check.log | grep -E '^(--- |ok |FAIL|PASS$$|panic|differential table:|configuration table:)|^    [a-z_]+_test.go:[0-9]+: [^ ]' | grep -v 'differential_test.go:[0-9]*: differential table vs'
 
 .PHONY: soak
 soak: bin/dex-runner ## The soak with provider restart and key rotations, SOAK_DURATION long (default 60s); prints figures.

@@ -297,11 +297,13 @@ func (c *compiled) mapClaims(claims map[string]any) (*Identity, error) {
 		}
 	}
 	if len(c.userRules) > 0 {
-		extra := map[string]any{}
-		for k, v := range id.Extra {
-			extra[k] = v
+		user := UserInfo{Username: id.Username, UID: id.UID, Groups: id.Groups, Extra: id.Extra}
+		if user.Groups == nil {
+			user.Groups = []string{}
 		}
-		user := map[string]any{"username": id.Username, "uid": id.UID, "groups": id.Groups, "extra": extra}
+		if user.Extra == nil {
+			user.Extra = map[string][]string{}
+		}
 		for _, r := range c.userRules {
 			v, err := eval(r.p, map[string]any{"user": user})
 			if err != nil {

@@ -2,6 +2,7 @@ package authn
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"strings"
 
@@ -22,11 +23,24 @@ import (
 // cidr, format, semver, authz, the k8s list functions) are not available.
 var (
 	claimsEnv = mustEnv(cel.Variable("claims", cel.MapType(cel.StringType, cel.AnyType)))
-	userEnv   = mustEnv(cel.Variable("user", cel.MapType(cel.StringType, cel.DynType)))
+	userEnv   = mustEnv(ext.NativeTypes(reflect.TypeFor[UserInfo](), ext.ParseStructTags(true)),
+		cel.Variable("user", cel.ObjectType("authn.UserInfo")))
 )
 
+// UserInfo is `user` in userValidationRules: typed as the API server types
+// it, so that an unknown field or a wrong type is refused when the file is
+// loaded, not per token.
+type UserInfo struct {
+	Username string              `cel:"username"`
+	UID      string              `cel:"uid"`
+	Groups   []string            `cel:"groups"`
+	Extra    map[string][]string `cel:"extra"`
+}
+
 func mustEnv(opts ...cel.EnvOption) *cel.Env {
-	env, err := cel.NewEnv(append(opts,
+	// The variables (and a native type provider) come after the libraries,
+	// which register their types with the default provider.
+	env, err := cel.NewEnv(append([]cel.EnvOption{
 		cel.HomogeneousAggregateLiterals(),
 		cel.EagerlyValidateDeclarations(true),
 		cel.DefaultUTCTimeZone(true),
@@ -42,7 +56,7 @@ func mustEnv(opts ...cel.EnvOption) *cel.Env {
 			cel.ValidateRegexLiterals(),
 			cel.ValidateHomogeneousAggregateLiterals(),
 		),
-	)...)
+	}, opts...)...)
 	if err != nil {
 		panic(err)
 	}
@@ -56,6 +70,20 @@ func compileExpr(env *cel.Env, expr string) (cel.Program, error) {
 	ast, iss := env.Compile(expr)
 	if iss.Err() != nil {
 		return nil, iss.Err()
+	}
+	return env.Program(ast, cel.CostLimit(costLimit), cel.EvalOptions(cel.OptOptimize))
+}
+
+// compileRule compiles a validation rule, which must be typed bool: like
+// the API server, a rule such as claims.admin (typed any) is refused when
+// the file is loaded; write claims.admin == true.
+func compileRule(env *cel.Env, expr string) (cel.Program, error) {
+	ast, iss := env.Compile(expr)
+	if iss.Err() != nil {
+		return nil, iss.Err()
+	}
+	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) {
+		return nil, fmt.Errorf("must evaluate to bool, not %s", t)
 	}
 	return env.Program(ast, cel.CostLimit(costLimit), cel.EvalOptions(cel.OptOptimize))
 }

@@ -193,6 +193,7 @@ func compile(j JWTAuthenticator) (*compiled, error) {
 	if j.Issuer.AudienceMatchPolicy != "" && j.Issuer.AudienceMatchPolicy != "MatchAny" {
 		errs = append(errs, fmt.Errorf("issuer.audienceMatchPolicy %q: only MatchAny exists", j.Issuer.AudienceMatchPolicy))
 	}
+	errs = append(errs, validateAsAPIServer(j)...)
 	c := &compiled{JWTAuthenticator: j}
 	var e error
 	if c.username, e = compilePrefixed("claimMappings.username", j.ClaimMappings.Username, true); e != nil {
@@ -220,7 +221,7 @@ func compile(j JWTAuthenticator) (*compiled, error) {
 		case r.Expression != "" && (r.Claim != "" || r.RequiredValue != ""):
 			errs = append(errs, fmt.Errorf("claimValidationRules[%d]: claim/requiredValue and expression are exclusive", i))
 		case r.Expression != "":
-			p, err := compileExpr(claimsEnv, r.Expression)
+			p, err := compileRule(claimsEnv, r.Expression)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("claimValidationRules[%d].expression: %v", i, err))
 				continue
@@ -233,7 +234,7 @@ func compile(j JWTAuthenticator) (*compiled, error) {
 		}
 	}
 	for i, r := range j.UserValidationRules {
-		p, err := compileExpr(userEnv, r.Expression)
+		p, err := compileRule(userEnv, r.Expression)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("userValidationRules[%d].expression: %v", i, err))
 			continue

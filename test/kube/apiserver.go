@@ -29,6 +29,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -110,6 +111,43 @@ func PeerBinary() (string, error) {
 // ready; the test's cleanup stops it.
 func StartAPIServer(t testing.TB, o Options) *APIServer {
 	t.Helper()
+	a, err := launch(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.allowAnonymousDiscovery(t)
+	if o.ReadyToken != "" {
+		if err := a.waitAccepted(o.ReadyToken, 60*time.Second); err != nil {
+			a.Stop()
+			t.Fatalf("kube-apiserver never accepted a token of the configured issuer: %v", err)
+		}
+	}
+	return a
+}
+
+// LoadsConfiguration starts a kube-peer with the jwt items and reports
+// whether it accepted them (it became ready) or refused them (it exited),
+// with the reason it logged; then stops it.
+func LoadsConfiguration(t testing.TB, jwt string) (bool, string) {
+	t.Helper()
+	a, err := launch(t, Options{JWT: jwt})
+	if err == nil {
+		a.Stop()
+		return true, ""
+	}
+	if !errors.Is(err, errExited) {
+		t.Fatal(err)
+	}
+	return false, err.Error()
+}
+
+var errExited = errors.New("kube-peer exited")
+
+// launch starts the peer and waits for /readyz; it returns an error
+// wrapping errExited, with the API server's complaint, when the process
+// ends first.
+func launch(t testing.TB, o Options) (*APIServer, error) {
+	t.Helper()
 	bin, err := PeerBinary()
 	Require(t, "kube-apiserver (bin/kube-peer)", err)
 	dir := t.TempDir()
@@ -131,7 +169,7 @@ func StartAPIServer(t testing.TB, o Options) *APIServer {
 		"--enable-priority-and-fairness=false", "--profiling=false",
 	}
 	a.cmd = exec.Command(bin, args...)
-	logFile, err := os.Create(filepath.Join(ArtifactsDir(t), "kube-apiserver.log"))
+	logFile, err := os.CreateTemp(ArtifactsDir(t), "kube-apiserver-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,16 +190,26 @@ func StartAPIServer(t testing.TB, o Options) *APIServer {
 	}
 	if err := a.waitReady(90 * time.Second); err != nil {
 		a.Stop()
-		t.Fatalf("kube-apiserver did not become ready (log: %s): %v", logFile.Name(), err)
-	}
-	a.allowAnonymousDiscovery(t)
-	if o.ReadyToken != "" {
-		if err := a.waitAccepted(o.ReadyToken, 60*time.Second); err != nil {
-			a.Stop()
-			t.Fatalf("kube-apiserver never accepted a token of the configured issuer: %v", err)
+		if errors.Is(err, errExited) {
+			return nil, fmt.Errorf("%w: %s", errExited, complaint(logFile.Name()))
 		}
+		return nil, fmt.Errorf("kube-apiserver did not become ready (log: %s): %v", logFile.Name(), err)
 	}
-	return a
+	return a, nil
+}
+
+// complaint is the error kube-apiserver gave when it refused to start.
+func complaint(logPath string) string {
+	b, _ := os.ReadFile(logPath)
+	log := string(b)
+	if i := strings.Index(log, "command failed"); i >= 0 {
+		log = log[i:]
+		if j := strings.Index(log, "\n{"); j > 0 {
+			log = log[:j]
+		}
+		return strings.TrimSpace(log)
+	}
+	return "see " + logPath
 }
 
 // AuthenticationConfiguration is the file the peer reads: anonymous access
@@ -191,7 +239,7 @@ func (a *APIServer) waitReady(timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-a.done:
-			return fmt.Errorf("kube-peer exited: %v", a.cmd.ProcessState)
+			return fmt.Errorf("%w: %v", errExited, a.cmd.ProcessState)
 		default:
 		}
 		body, err := a.Admin.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
