@@ -305,7 +305,7 @@ func (c *compiled) mapClaims(claims map[string]any) (*Identity, error) {
 			user.Extra = map[string][]string{}
 		}
 		for _, r := range c.userRules {
-			v, err := eval(r.p, map[string]any{"user": user})
+			v, err := eval(r.p, map[string]any{"user": userEnv.CELTypeAdapter().NativeToValue(user)})
 			if err != nil {
 				return nil, fmt.Errorf("user validation rule: %v", err)
 			}

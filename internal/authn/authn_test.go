@@ -365,3 +365,48 @@ jwt:
 		t.Fatal("a list of numbers was taken for groups")
 	}
 }
+
+// userValidationRules see the mapped user with the API server's fields.
+func TestUserValidationRules(t *testing.T) {
+	is := peer.StartIssuer(t)
+	a := authenticator(t, fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt:
+- issuer:
+    url: %s
+    audiences: ["app"]
+  claimMappings:
+    username:
+      claim: sub
+      prefix: ""
+    groups:
+      claim: g
+      prefix: ""
+    uid:
+      claim: sub
+    extra:
+    - key: example.com/team
+      valueExpression: 'claims.?team.orValue("")'
+  userValidationRules:
+  - expression: '!user.username.startsWith("system:") && user.uid == user.username'
+    message: no system users
+  - expression: '!("banned" in user.groups) && !("example.com/team" in user.extra && "red" in user.extra["example.com/team"])'
+    message: banned
+`, is.URL))
+	for _, c := range []struct {
+		claims map[string]any
+		ok     bool
+	}{
+		{map[string]any{"sub": "alice"}, true},
+		{map[string]any{"sub": "alice", "g": []string{"a"}, "team": "blue"}, true},
+		{map[string]any{"sub": "system:admin"}, false},
+		{map[string]any{"sub": "alice", "g": []string{"banned"}}, false},
+		{map[string]any{"sub": "alice", "team": "red"}, false},
+	} {
+		c.claims["aud"] = "app"
+		_, err := a.Authenticate(context.Background(), is.Sign(t, c.claims))
+		if (err == nil) != c.ok {
+			t.Errorf("%v: err = %v", c.claims, err)
+		}
+	}
+}

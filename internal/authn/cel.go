@@ -94,7 +94,11 @@ func compileRule(env *cel.Env, expr string) (cel.Program, error) {
 func eval(p cel.Program, vars map[string]any) (ref.Val, error) {
 	act := make(map[string]any, len(vars))
 	for k, v := range vars {
-		act[k] = unescaping(types.DefaultTypeAdapter.NativeToValue(v))
+		rv, ok := v.(ref.Val)
+		if !ok {
+			rv = types.DefaultTypeAdapter.NativeToValue(v)
+		}
+		act[k] = unescaping(rv)
 	}
 	v, _, err := p.Eval(act)
 	return v, err
