@@ -9,12 +9,15 @@
 //     the service, a table of tokens presented to both (SelfSubjectReview and
 //     the identity headers) with identical answers required
 //     (differential_test.go);
+//   - the same files loaded or refused alike by both (configs_test.go);
 //   - every rendered kustomization under deploy/ applied with server-side
 //     dry-run, Istio's CRDs installed (dryrun_test.go).
 //
 // The service is the binary built from the product's own module (its own
 // dependency versions), run as a subprocess; only stdlib-only helpers of the
-// product's test tree (test/extauthz, test/upstream) are imported.
+// The gateway (test/extauthz), the demo upstream and test/authnprobe are
+// built from the product's module too: this module imports none of it, so
+// the peer's dependency versions never move with the product's.
 package kube
 
 import (
