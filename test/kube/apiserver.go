@@ -14,10 +14,10 @@
 //     dry-run, Istio's CRDs installed (dryrun_test.go).
 //
 // The service is the binary built from the product's own module (its own
-// dependency versions), run as a subprocess; only stdlib-only helpers of the
-// The gateway (test/extauthz), the demo upstream and test/authnprobe are
-// built from the product's module too: this module imports none of it, so
-// the peer's dependency versions never move with the product's.
+// dependency versions), run as a subprocess. The gateway (test/extauthz),
+// the demo upstream and test/authnprobe are built from the product's module
+// too: this module imports none of it, so the peer's dependency versions
+// never move with the product's.
 package kube
 
 import (
