@@ -24,6 +24,11 @@ import (
 // ErrInvalidToken wraps every reason a bearer token is refused.
 var ErrInvalidToken = errors.New("invalid bearer token")
 
+// ErrUnknownIssuer comes with ErrInvalidToken when no configured issuer
+// matches the token's iss, so that another authenticator (TokenReview) may
+// be asked.
+var ErrUnknownIssuer = errors.New("issuer not configured")
+
 // MaxTokenSize bounds what is parsed at all.
 const MaxTokenSize = 16 << 10
 
@@ -104,7 +109,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string) (*Identity
 	}
 	is, ok := a.issuers[iss]
 	if !ok {
-		return nil, fmt.Errorf("%w: issuer %q is not configured", ErrInvalidToken, logtext.Bound(iss, 100))
+		return nil, fmt.Errorf("%w: %w: %q", ErrInvalidToken, ErrUnknownIssuer, logtext.Bound(iss, 100))
 	}
 	return is.authenticate(ctx, raw)
 }
@@ -225,6 +230,11 @@ func (is *issuer) authenticate(ctx context.Context, raw string) (*Identity, erro
 	if err := idt.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
 	}
+	// go-oidc allows nbf five minutes ahead for clock skew; kube-apiserver
+	// allows none, and the service answers as it does.
+	if nbf, ok := claims["nbf"].(float64); ok && is.opts.Now().Before(time.Unix(int64(nbf), 0)) {
+		return nil, fmt.Errorf("%w: not valid before %s", ErrInvalidToken, time.Unix(int64(nbf), 0).UTC().Format(time.RFC3339))
+	}
 	id, err := is.c.mapClaims(claims)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
@@ -299,13 +309,15 @@ func (c *compiled) mapClaims(claims map[string]any) (*Identity, error) {
 		}
 	}
 	if len(c.userRules) > 0 {
-		extra := map[string]any{}
-		for k, v := range id.Extra {
-			extra[k] = v
+		user := UserInfo{Username: id.Username, UID: id.UID, Groups: id.Groups, Extra: id.Extra}
+		if user.Groups == nil {
+			user.Groups = []string{}
 		}
-		user := map[string]any{"username": id.Username, "uid": id.UID, "groups": id.Groups, "extra": extra}
+		if user.Extra == nil {
+			user.Extra = map[string][]string{}
+		}
 		for _, r := range c.userRules {
-			v, err := eval(r.p, map[string]any{"user": user})
+			v, err := eval(r.p, map[string]any{"user": userEnv.CELTypeAdapter().NativeToValue(user)})
 			if err != nil {
 				return nil, fmt.Errorf("user validation rule: %v", err)
 			}

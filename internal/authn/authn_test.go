@@ -148,6 +148,7 @@ func TestRejections(t *testing.T) {
 		"wrong audience":                  is.Sign(t, with("aud", "another-app")),
 		"expired":                         is.Sign(t, with("exp", time.Now().Add(-time.Minute).Unix())),
 		"not yet valid":                   is.Sign(t, with("nbf", time.Now().Add(time.Hour).Unix())),
+		"nbf two minutes ahead":           is.Sign(t, with("nbf", time.Now().Add(2*time.Minute).Unix())),
 		"no exp":                          is.Sign(t, with("exp", nil)),
 		"alg none":                        b64(map[string]any{"alg": "none", "typ": "JWT"}) + "." + payload + ".",
 		"HMAC with the public key":        hsInput + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)),
@@ -329,6 +330,96 @@ func BenchmarkVerify(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if _, err := a.Authenticate(context.Background(), tok); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// The behaviours test/kube's comparison with kube-apiserver found: the API
+// server's own file (with anonymous) is read; optional claims and the
+// strings library compile; escaped claim names find dotted claims; "", null
+// and empty elements of groups and extra results count as absent.
+func TestKubeAPIServerSemantics(t *testing.T) {
+	is := peer.StartIssuer(t)
+	a := authenticator(t, fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /readyz
+jwt:
+- issuer:
+    url: %s
+    audiences: ["app"]
+  claimMappings:
+    username:
+      expression: 'claims.example__dot__com__slash__user.lowerAscii()'
+    uid:
+      expression: 'claims.?uid.orValue("")'
+    groups:
+      expression: 'claims.g'
+    extra:
+    - key: example.com/e
+      valueExpression: 'claims.?e.orValue("")'
+`, is.URL))
+	cases := []struct {
+		g      any
+		groups string
+	}{{[]string{"a", "", "b"}, "a,b"}, {"", ""}, {[]string(nil), ""}, {"solo", "solo"}}
+	for _, c := range cases {
+		id, err := a.Authenticate(context.Background(), is.Sign(t, map[string]any{"aud": "app", "example.com/user": "Erin", "g": c.g, "e": ""}))
+		if err != nil {
+			t.Fatalf("g=%v: %v", c.g, err)
+		}
+		if id.Username != "erin" || id.UID != "" || strings.Join(id.Groups, ",") != c.groups || id.Extra != nil {
+			t.Fatalf("g=%v: %+v", c.g, id)
+		}
+	}
+	if _, err := a.Authenticate(context.Background(), is.Sign(t, map[string]any{"aud": "app", "example.com/user": "e", "g": []any{1}})); err == nil {
+		t.Fatal("a list of numbers was taken for groups")
+	}
+}
+
+// userValidationRules see the mapped user with the API server's fields.
+func TestUserValidationRules(t *testing.T) {
+	is := peer.StartIssuer(t)
+	a := authenticator(t, fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt:
+- issuer:
+    url: %s
+    audiences: ["app"]
+  claimMappings:
+    username:
+      claim: sub
+      prefix: ""
+    groups:
+      claim: g
+      prefix: ""
+    uid:
+      claim: sub
+    extra:
+    - key: example.com/team
+      valueExpression: 'claims.?team.orValue("")'
+  userValidationRules:
+  - expression: '!user.username.startsWith("system:") && user.uid == user.username'
+    message: no system users
+  - expression: '!("banned" in user.groups) && !("example.com/team" in user.extra && "red" in user.extra["example.com/team"])'
+    message: banned
+`, is.URL))
+	for _, c := range []struct {
+		claims map[string]any
+		ok     bool
+	}{
+		{map[string]any{"sub": "alice"}, true},
+		{map[string]any{"sub": "alice", "g": []string{"a"}, "team": "blue"}, true},
+		{map[string]any{"sub": "system:admin"}, false},
+		{map[string]any{"sub": "alice", "g": []string{"banned"}}, false},
+		{map[string]any{"sub": "alice", "team": "red"}, false},
+	} {
+		c.claims["aud"] = "app"
+		_, err := a.Authenticate(context.Background(), is.Sign(t, c.claims))
+		if (err == nil) != c.ok {
+			t.Errorf("%v: err = %v", c.claims, err)
 		}
 	}
 }

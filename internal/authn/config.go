@@ -17,6 +17,17 @@ type AuthenticationConfiguration struct {
 	APIVersion string             `json:"apiVersion"`
 	Kind       string             `json:"kind"`
 	JWT        []JWTAuthenticator `json:"jwt"`
+	// Anonymous is read so that the API server's own file can be given
+	// unchanged, and ignored: an anonymous user has no meaning here.
+	Anonymous *AnonymousConfig `json:"anonymous,omitempty"`
+}
+
+// AnonymousConfig is the API server's anonymous-access setting.
+type AnonymousConfig struct {
+	Enabled    bool `json:"enabled"`
+	Conditions []struct {
+		Path string `json:"path"`
+	} `json:"conditions,omitempty"`
 }
 
 // JWTAuthenticator is one issuer and how its tokens map to identities.
@@ -46,6 +57,10 @@ type Issuer struct {
 	// CertificateAuthorityFile is an extension: the CA bundle as a file
 	// (e.g. the pod's service-account ca.crt) instead of inline PEM.
 	CertificateAuthorityFile string `json:"certificateAuthorityFile,omitempty"`
+	// EgressSelectorType is read so that the API server's own file can be
+	// given unchanged, and ignored: it picks the API server's network path,
+	// the service always connects directly.
+	EgressSelectorType string `json:"egressSelectorType,omitempty"`
 }
 
 // ClaimValidationRule: claim must equal requiredValue, or expression must
@@ -182,6 +197,7 @@ func compile(j JWTAuthenticator) (*compiled, error) {
 	if j.Issuer.AudienceMatchPolicy != "" && j.Issuer.AudienceMatchPolicy != "MatchAny" {
 		errs = append(errs, fmt.Errorf("issuer.audienceMatchPolicy %q: only MatchAny exists", j.Issuer.AudienceMatchPolicy))
 	}
+	errs = append(errs, validateAsAPIServer(j)...)
 	c := &compiled{JWTAuthenticator: j}
 	var e error
 	if c.username, e = compilePrefixed("claimMappings.username", j.ClaimMappings.Username, true); e != nil {
@@ -209,7 +225,7 @@ func compile(j JWTAuthenticator) (*compiled, error) {
 		case r.Expression != "" && (r.Claim != "" || r.RequiredValue != ""):
 			errs = append(errs, fmt.Errorf("claimValidationRules[%d]: claim/requiredValue and expression are exclusive", i))
 		case r.Expression != "":
-			p, err := compileExpr(claimsEnv, r.Expression)
+			p, err := compileRule(claimsEnv, r.Expression)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("claimValidationRules[%d].expression: %v", i, err))
 				continue
@@ -222,7 +238,7 @@ func compile(j JWTAuthenticator) (*compiled, error) {
 		}
 	}
 	for i, r := range j.UserValidationRules {
-		p, err := compileExpr(userEnv, r.Expression)
+		p, err := compileRule(userEnv, r.Expression)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("userValidationRules[%d].expression: %v", i, err))
 			continue

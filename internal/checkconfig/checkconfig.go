@@ -80,6 +80,7 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	r.loginSection(s)
 	r.identitySection(s, built)
 	r.requestSection(s, built["bearer tokens"])
+	r.tokenReviewSection(s, built["TokenReview"])
 	r.sessionSection(ctx, s, p, built["REDIS_URL"])
 	r.section("Servers")
 	sv := s.Servers
@@ -88,7 +89,7 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	r.item("web pages", fmt.Sprintf("%s:%d", sv.Host, sv.WebPort))
 	for what, e := range built {
 		switch what {
-		case "provider", "authorization", "upstream token", "bearer tokens", "REDIS_URL":
+		case "provider", "authorization", "upstream token", "bearer tokens", "TokenReview", "REDIS_URL":
 		default:
 			r.problem("%v", e)
 		}
@@ -205,6 +206,19 @@ func (r *Report) requestSection(s *config.Settings, bearerErr error) {
 	}
 	r.item("bearer JWTs accepted", fmt.Sprintf("provider ID tokens: %v (audiences %s); AUTHENTICATION_CONFIG_FILE: %s",
 		b.AcceptProviderIDTokens, strings.Join(b.ProviderTokenAudiences, ", "), orNone(b.AuthenticationConfigFile)))
+}
+
+func (r *Report) tokenReviewSection(s *config.Settings, err error) {
+	if !s.Bearer.TokenReview {
+		return
+	}
+	switch {
+	case err != nil:
+		r.problem("%v", err)
+	default:
+		r.item("service-account tokens", fmt.Sprintf("TokenReview at the API server (KUBERNETES_AUTHN_ENABLED), audiences %s",
+			listOrNone(s.Bearer.ReviewAudiences)))
+	}
 }
 
 func (r *Report) sessionSection(ctx context.Context, s *config.Settings, p *server.Parts, redisErr error) {

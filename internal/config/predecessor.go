@@ -55,8 +55,6 @@ var predecessorVariables = []predecessorVariable{
 
 	// Authenticators.
 	{Name: "IDTOKEN_AUTHN_ENABLED", Alias: "ACCEPT_PROVIDER_ID_TOKENS", Why: "honoured as ACCEPT_PROVIDER_ID_TOKENS (which wins when both are set)"},
-	{Name: "KUBERNETES_AUTHN_ENABLED", Why: "Kubernetes service-account tokens are accepted through AUTHENTICATION_CONFIG_FILE (the cluster's issuer and keys, docs/machine-identities.md), not by TokenReview"},
-	{Name: "AUDIENCES", Why: "audiences of Kubernetes service-account tokens are those of the issuer's entry in AUTHENTICATION_CONFIG_FILE"},
 	{Name: "ACCESS_TOKEN_AUTHN_ENABLED", Why: "provider access tokens are not accepted as bearer tokens; send the ID token, or a JWT of an issuer of AUTHENTICATION_CONFIG_FILE"},
 	{Name: "ACCESS_TOKEN_AUTHN", Why: "provider access tokens are not accepted as bearer tokens; send the ID token, or a JWT of an issuer of AUTHENTICATION_CONFIG_FILE"},
 	{Name: "JWT_AUTHN_ENABLED", Why: "bearer JWTs are accepted from the issuers of AUTHENTICATION_CONFIG_FILE"},

@@ -138,6 +138,11 @@ type Bearer struct {
 	AcceptProviderIDTokens   bool
 	ProviderTokenAudiences   []string // PROVIDER_ID_TOKEN_AUDIENCES, default CLIENT_ID
 	RulesFile                string
+
+	// TokenReview of service-account tokens (KUBERNETES_AUTHN_ENABLED).
+	TokenReview       bool
+	ReviewAudiences   []string // AUDIENCES
+	ServiceAccountDir string   // KUBERNETES_SERVICE_ACCOUNT_DIR
 }
 
 // ForwardAuth is the verify endpoint's trust in the proxy in front.

@@ -32,7 +32,8 @@ func (s *Settings) validate(c *Config) error {
 	s.Sessions = c.sessions(&p)
 	s.Logout = c.logout(&p)
 	s.Bearer = Bearer{AuthenticationConfigFile: c.AuthenticationConfigFile, AcceptProviderIDTokens: c.AcceptProviderIDTokens,
-		ProviderTokenAudiences: splitList(c.ProviderIDTokenAudiences, ", "), RulesFile: c.AuthorizationRulesFile}
+		ProviderTokenAudiences: splitList(c.ProviderIDTokenAudiences, ", "), RulesFile: c.AuthorizationRulesFile,
+		TokenReview: c.KubernetesAuthn, ReviewAudiences: splitList(c.Audiences, ","), ServiceAccountDir: c.KubernetesServiceDir}
 	if len(s.Bearer.ProviderTokenAudiences) == 0 {
 		s.Bearer.ProviderTokenAudiences = []string{c.ClientID}
 	}

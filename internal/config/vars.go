@@ -117,6 +117,10 @@ type BearerVars struct {
 	AcceptProviderIDTokens   bool   `env:"ACCEPT_PROVIDER_ID_TOKENS" default:"true" desc:"Accept the login provider's own ID tokens (audience one of PROVIDER_ID_TOKEN_AUDIENCES) as bearer tokens, mapped with USERID_CLAIM and GROUPS_CLAIM, as the predecessor did."`
 	ProviderIDTokenAudiences string `env:"PROVIDER_ID_TOKEN_AUDIENCES" desc:"Comma-separated audiences (client ids) of the provider ID tokens accepted as bearer tokens; a token for any of them is accepted. Add the public client of command-line tools (kubeflow-cli) so that tokens from oidc-authservice token pass; see docs/programmatic-access.md. Default: CLIENT_ID."`
 	AuthorizationRulesFile   string `env:"AUTHORIZATION_RULES_FILE" desc:"YAML rules: host, path prefix and methods → allowed users, groups, email domains or any authenticated; first match wins. See docs/authorization.md."`
+	// Kubernetes service-account tokens by TokenReview (arrikto's path).
+	KubernetesAuthn      bool   `env:"KUBERNETES_AUTHN_ENABLED" default:"false" desc:"Authenticate Authorization: Bearer tokens of the cluster's service-account issuer by TokenReview at the API server (arrikto's default was on; here off, so the service runs outside a cluster; Kubeflow overlays set it). Needs the RBAC of deploy/components/tokenreview. Issuers of AUTHENTICATION_CONFIG_FILE are tried first. See docs/machine-identities.md."`
+	Audiences            string `env:"AUDIENCES" default:"istio-ingressgateway.istio-system.svc.cluster.local" desc:"Comma-separated audiences a service-account token must be meant for (TokenReview spec.audiences; KUBERNETES_AUTHN_ENABLED). Empty: the API server's own audiences."`
+	KubernetesServiceDir string `env:"KUBERNETES_SERVICE_ACCOUNT_DIR" default:"/var/run/secrets/kubernetes.io/serviceaccount" desc:"Where the service's own token (token, re-read as it rotates) and the cluster's CA (ca.crt) are read for TokenReview; the API server is https://KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT. Change only to run outside a pod."`
 }
 
 // ForwardAuthVars are the variables of forward auth (nginx, Caddy, Traefik).

@@ -2,6 +2,7 @@ package credential
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -18,6 +19,29 @@ import (
 // (authn.Authenticator; several can be chained by the caller).
 type Authenticator interface {
 	Authenticate(ctx context.Context, raw string) (*authn.Identity, error)
+}
+
+// Chain tries primary, and fallback only for a token whose issuer primary
+// does not know (authn.ErrUnknownIssuer): the JWKS issuers first, then
+// Kubernetes TokenReview for the cluster's service-account tokens.
+func Chain(primary, fallback Authenticator) Authenticator {
+	switch {
+	case fallback == nil:
+		return primary
+	case primary == nil:
+		return fallback
+	}
+	return chain{primary, fallback}
+}
+
+type chain struct{ primary, fallback Authenticator }
+
+func (c chain) Authenticate(ctx context.Context, raw string) (*authn.Identity, error) {
+	id, err := c.primary.Authenticate(ctx, raw)
+	if !errors.Is(err, authn.ErrUnknownIssuer) {
+		return id, err
+	}
+	return c.fallback.Authenticate(ctx, raw)
 }
 
 // LooksLikeJWT tells a JWS compact token from a sealed session value
@@ -53,8 +77,9 @@ func NewTokens(o TokenOptions, auth Authenticator, mapper *identity.Mapper, m *m
 }
 
 // Verify authenticates a bearer JWT. A verified token's identity is cached
-// under the token's SHA-256 until the token expires. Every error wraps
-// authn.ErrInvalidToken.
+// under the token's SHA-256 until the identity's expiry (the token's exp;
+// sooner for a TokenReview answer, which is then asked again). Every error
+// wraps authn.ErrInvalidToken.
 func (t *Tokens) Verify(ctx context.Context, raw string, rid zap.Field) (*Token, error) {
 	if t.auth == nil {
 		return nil, fmt.Errorf("%w: no bearer token issuers are configured", authn.ErrInvalidToken)
@@ -67,8 +92,7 @@ func (t *Tokens) Verify(ctx context.Context, raw string, rid zap.Field) (*Token,
 		if now < tok.Expires {
 			return tok, nil
 		}
-		t.verified.Delete(k)
-		return nil, fmt.Errorf("%w: expired", authn.ErrInvalidToken)
+		t.verified.Delete(k) // expired, or an answer to renew: verified again
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.o.Budget)
 	defer cancel()

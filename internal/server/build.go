@@ -35,12 +35,13 @@ type Parts struct {
 	Redis       *revocation.RedisStore // nil without REDIS_URL
 	Revocations *revocation.List
 	Policy      *authz.Policy
-	Bearer      *authn.Authenticator  // nil when no issuer is configured
-	Upstream    *upstreamtoken.Issuer // nil unless UPSTREAM_TOKEN=issued
-	Check       *check.Handler        // SERVER_PORT
-	Web         *web.Handler          // WEB_SERVER_PORT
-	Probe       http.Handler          // READINESS_PROBE_PORT
-	Warnings    []string              // said at start-up
+	Bearer      *authn.Authenticator     // nil when no issuer is configured
+	Reviews     credential.Authenticator // Kubernetes TokenReview; nil unless KUBERNETES_AUTHN_ENABLED
+	Upstream    *upstreamtoken.Issuer    // nil unless UPSTREAM_TOKEN=issued
+	Check       *check.Handler           // SERVER_PORT
+	Web         *web.Handler             // WEB_SERVER_PORT
+	Probe       http.Handler             // READINESS_PROBE_PORT
+	Warnings    []string                 // said at start-up
 }
 
 // Build turns validated settings into the running parts. It does no I/O
@@ -83,6 +84,8 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	}
 	p.Bearer, err = bearerAuthenticator(s, p.Provider, log, now)
 	fail("bearer tokens", err)
+	p.Reviews, err = tokenReviews(s, log, now)
+	fail("TokenReview", err)
 	secrets := s.Sessions.Secrets
 	if s.Sessions.Generated {
 		secret := make([]byte, 32)
@@ -159,6 +162,7 @@ func (p *Parts) handlers(s *config.Settings, secrets [][]byte, log *zap.Logger, 
 	if p.Bearer != nil {
 		auth = p.Bearer
 	}
+	auth = credential.Chain(auth, p.Reviews)
 	tokens := credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: ss.CheckProviderBudget},
 		auth, mapper, p.Metrics, log, now)
 	backchannel := &revocation.Backchannel{List: p.Revocations, Verifier: p.Provider, MaxAge: s.Logout.BackchannelMaxAge,

@@ -168,9 +168,12 @@ func startComposition(t *testing.T, c *kfComposition) *kfRun {
 	k.issuer = peer.StartIssuer(t)
 	if c.has("API call with a service-account token") && len(c.Check) > 0 && c.object("RequestAuthentication", "istio-system", "m2m-token-issuer") == nil {
 		// Arrikto's place (Kubeflow ≤ 1.9.0): the gateway sends bearer
-		// tokens to the service, which accepts the cluster's
-		// service-account tokens through AUTHENTICATION_CONFIG_FILE (the
-		// operator's addition; TokenReview comes with components/tokenreview).
+		// tokens to the service. The overlay accepts the cluster's
+		// service-account tokens by TokenReview (components/tokenreview),
+		// which needs an API server: that path is proven against a real
+		// kube-apiserver in test/kube (make kube-check). Here the same
+		// tokens come through AUTHENTICATION_CONFIG_FILE, the other path.
+		env["KUBERNETES_AUTHN_ENABLED"] = "false"
 		file := filepath.Join(t.TempDir(), "authn.yaml")
 		os.WriteFile(file, []byte(fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1beta1
 kind: AuthenticationConfiguration

@@ -69,12 +69,9 @@ var oauth2ProxyReplacements = map[string]string{
 var arriktoReplacements = map[string]string{
 	"StatefulSet istio-system/oidc-authservice":          "Deployment istio-system/authservice",
 	"PersistentVolumeClaim istio-system/authservice-pvc": "none: sessions are sealed cookies, there is no store",
-	// TODO(merge: tokenreview): deploy/components/tokenreview brings the
-	// TokenReview RBAC; name its objects here when the kubeflow overlay
-	// includes it.
-	"ClusterRole /authn-delegator": "none until components/tokenreview is included (TODO in overlays/kubeflow): " +
-		"service-account tokens are accepted through AUTHENTICATION_CONFIG_FILE, not TokenReview",
-	"ClusterRoleBinding /authn-delegators": "none until components/tokenreview is included (TODO in overlays/kubeflow)",
+	// deploy/components/tokenreview brings the TokenReview RBAC.
+	"ClusterRole /authn-delegator":         "ClusterRole /oidc-authservice-tokenreview",
+	"ClusterRoleBinding /authn-delegators": "ClusterRoleBinding /oidc-authservice-tokenreview",
 }
 
 // scenario names, shared with test/integration (kubeflow_compositions_test.go).

@@ -354,8 +354,9 @@ func checkDeployment(name string, d *appsv1.Deployment, s settings) []error {
 	if pod.ServiceAccountName != workloadName {
 		bad("serviceAccountName %q", pod.ServiceAccountName)
 	}
-	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
-		bad("automountServiceAccountToken must be false")
+	// Only TokenReview (components/tokenreview) needs the pod's token.
+	if tokenReview := s.env["KUBERNETES_AUTHN_ENABLED"] == "true"; tokenReview != (pod.AutomountServiceAccountToken != nil && *pod.AutomountServiceAccountToken) {
+		bad("automountServiceAccountToken must be %v when KUBERNETES_AUTHN_ENABLED is %v", tokenReview, tokenReview)
 	}
 	psc := pod.SecurityContext
 	if psc == nil {

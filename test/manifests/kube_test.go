@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -18,15 +19,17 @@ import (
 // typedKinds are the Kubernetes kinds the manifests may contain, each with the
 // k8s.io/api type it must decode into.
 var typedKinds = map[string]func() any{
-	"v1/ServiceAccount":                      func() any { return &corev1.ServiceAccount{} },
-	"v1/Service":                             func() any { return &corev1.Service{} },
-	"v1/ConfigMap":                           func() any { return &corev1.ConfigMap{} },
-	"v1/Secret":                              func() any { return &corev1.Secret{} },
-	"apps/v1/Deployment":                     func() any { return &appsv1.Deployment{} },
-	"policy/v1/PodDisruptionBudget":          func() any { return &policyv1.PodDisruptionBudget{} },
-	"autoscaling/v2/HorizontalPodAutoscaler": func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
-	"networking.k8s.io/v1/NetworkPolicy":     func() any { return &networkingv1.NetworkPolicy{} },
-	"v1/Namespace":                           func() any { return &corev1.Namespace{} },
+	"v1/ServiceAccount":                               func() any { return &corev1.ServiceAccount{} },
+	"v1/Service":                                      func() any { return &corev1.Service{} },
+	"v1/ConfigMap":                                    func() any { return &corev1.ConfigMap{} },
+	"v1/Secret":                                       func() any { return &corev1.Secret{} },
+	"apps/v1/Deployment":                              func() any { return &appsv1.Deployment{} },
+	"policy/v1/PodDisruptionBudget":                   func() any { return &policyv1.PodDisruptionBudget{} },
+	"autoscaling/v2/HorizontalPodAutoscaler":          func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
+	"networking.k8s.io/v1/NetworkPolicy":              func() any { return &networkingv1.NetworkPolicy{} },
+	"v1/Namespace":                                    func() any { return &corev1.Namespace{} },
+	"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return &rbacv1.ClusterRole{} },
+	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return &rbacv1.ClusterRoleBinding{} },
 }
 
 // clusterScoped are the kinds without a namespace.
@@ -93,6 +96,7 @@ func checkMeta(o *object) []error {
 	for k := range o.Map {
 		switch k {
 		case "apiVersion", "kind", "metadata", "spec", "data", "stringData", "type", "automountServiceAccountToken":
+		case "rules", "roleRef", "subjects": // RBAC kinds
 		default:
 			errs = append(errs, fmt.Errorf("top-level field %q", k))
 		}

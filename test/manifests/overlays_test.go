@@ -42,13 +42,14 @@ var wantObjects = map[string][]string{
 	"components/hpa":                    append(slices.Clone(baseObjects), "HorizontalPodAutoscaler/authservice"),
 	"components/web-route":              append(slices.Clone(baseObjects), "VirtualService/authservice-web"),
 	"components/dex-networkpolicy":      append(slices.Clone(baseObjects), "NetworkPolicy/allow-oidc-authservice"),
+	"components/tokenreview":            append(slices.Clone(baseObjects), "ClusterRole/oidc-authservice-tokenreview", "ClusterRoleBinding/oidc-authservice-tokenreview"),
 	"overlays/istio-envoyfilter":        append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter"),
 	"overlays/istio-extension-provider": append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice"),
 	"overlays/dex":                      append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web"),
 	"overlays/gitlab":                   append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice", "VirtualService/authservice-web"),
 	// Kubeflow's common/oidc-client/oidc-authservice/base names, the
 	// StatefulSet and its PVC replaced by the Deployment.
-	"overlays/kubeflow":                              append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web"),
+	"overlays/kubeflow":                              append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web", "ClusterRole/oidc-authservice-tokenreview", "ClusterRoleBinding/oidc-authservice-tokenreview"),
 	"overlays/kubeflow-oauth2-proxy":                 oauth2ProxyObjects,
 	"overlays/kubeflow-oauth2-proxy-m2m-dex-and-eks": append(slices.Clone(oauth2ProxyObjects), "RequestAuthentication/m2m-token-issuer"),
 	"overlays/kubeflow-oauth2-proxy-m2m-dex-and-kind": append(slices.Clone(oauth2ProxyObjects), "RequestAuthentication/m2m-token-issuer",

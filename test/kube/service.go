@@ -1,0 +1,245 @@
+package kube
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// productBinary builds, once per test process, the service and the test
+// programs of the product's own module it runs beside (the Envoy-faithful
+// gateway, the demo upstream, the authentication probe) and returns the
+// path of name. Built from the product's module, they have its dependency
+// versions, not this module's.
+func productBinary(t testing.TB, name string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "oidc-authservice-bin-"); buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/oidc-authservice",
+			"./test/extauthz/cmd/extauthz-proxy", "./test/upstream/cmd/demo-upstream", "./test/authnprobe")
+		cmd.Dir = RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building the product's programs: %v: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// Service is an oidc-authservice process behind an Envoy-faithful gateway
+// (Kubeflow's EnvoyFilter, corrected) in front of the demo upstream.
+type Service struct {
+	Gateway  string // http://127.0.0.1:<port>
+	CheckURL string
+	LogFile  string
+	cmd      *exec.Cmd
+	done     chan struct{}
+}
+
+// StartService runs the service with env on top of a minimal configuration
+// (a stub provider, fixed session keys, free ports) and waits for /readyz.
+func StartService(t testing.TB, env map[string]string) *Service {
+	t.Helper()
+	bin := productBinary(t, "oidc-authservice")
+	provider := stubProvider(t)
+	ports := []int{FreePort(t), FreePort(t), FreePort(t)}
+	all := map[string]string{
+		"OIDC_PROVIDER": provider, "CLIENT_ID": "kubeflow-oidc-authservice", "CLIENT_SECRET": "secret",
+		"SESSION_KEYS": "kube-test-session-key-0123456789abcdef0123", "ACCEPT_PROVIDER_ID_TOKENS": "false",
+		"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
+		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]),
+		"LOG_LEVEL": "debug", "PATH": os.Getenv("PATH"),
+	}
+	for k, v := range env {
+		all[k] = v
+	}
+	s := &Service{CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), done: make(chan struct{})}
+	// One file per service: a test may run several.
+	log, err := os.CreateTemp(ArtifactsDir(t), "service-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.LogFile = log.Name()
+	s.cmd = exec.Command(bin)
+	for k, v := range all {
+		s.cmd.Env = append(s.cmd.Env, k+"="+v)
+	}
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); log.Close(); close(s.done) }()
+	t.Cleanup(s.Stop)
+	if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]), 30*time.Second, s.done); err != nil {
+		b, _ := os.ReadFile(s.LogFile)
+		t.Fatalf("service not ready: %v\n%s", err, b)
+	}
+
+	up := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	startProgram(t, productBinary(t, "demo-upstream"), "-listen", up)
+	gw := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	// Kubeflow's EnvoyFilter, corrected (test/extauthz).
+	startProgram(t, productBinary(t, "extauthz-proxy"), "-listen", gw, "-check", s.CheckURL,
+		"-mode", "kubeflow-envoyfilter-corrected", "-upstream", "http://"+up)
+	for _, addr := range []string{up, gw} {
+		if err := waitListening(addr, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Gateway = "http://" + gw
+	return s
+}
+
+// startProgram runs a helper program until the test ends.
+func startProgram(t testing.TB, bin string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// Stop ends the service; safe to call twice.
+func (s *Service) Stop() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// Log is what the service wrote so far.
+func (s *Service) Log() string {
+	b, _ := os.ReadFile(s.LogFile)
+	return string(b)
+}
+
+// Answer is what the gateway answered to a bearer request: the status and,
+// when the request reached the upstream, the identity headers it saw.
+type Answer struct {
+	Status          int
+	User, Groups    string
+	Body            string
+	UpstreamReached bool
+}
+
+// Call sends GET path with Authorization: Bearer token through the gateway,
+// with forged identity headers that must never arrive.
+func (s *Service) Call(t testing.TB, token, path string) Answer {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.Gateway+path+"?format=json", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Kubeflow-Userid", "forged@example.com")
+	req.Header.Set("Kubeflow-Groups", "forged")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	a := Answer{Status: resp.StatusCode, Body: string(b)}
+	if resp.StatusCode != http.StatusOK {
+		return a
+	}
+	var e struct {
+		Headers map[string][]string
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("200 that is not the upstream's answer: %.300s", b)
+	}
+	a.UpstreamReached = true
+	a.User = strings.Join(e.Headers["kubeflow-userid"], "|")
+	a.Groups = strings.Join(e.Headers["kubeflow-groups"], "|")
+	return a
+}
+
+// stubProvider serves a discovery document, enough for the service to
+// start and be ready; no login happens in these tests.
+func stubProvider(t testing.TB) string {
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/openid-configuration":
+			json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "authorization_endpoint": srv.URL + "/auth",
+				"token_endpoint": srv.URL + "/token", "jwks_uri": srv.URL + "/keys",
+				"id_token_signing_alg_values_supported": []string{"RS256"}, "response_types_supported": []string{"code"}})
+		case "/keys":
+			w.Write([]byte(`{"keys":[]}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func waitListening(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s after %s: %v", addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitHTTP(url string, timeout time.Duration, exited <-chan struct{}) error {
+	deadline := time.Now().Add(timeout)
+	c := &http.Client{Timeout: time.Second}
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("the process exited")
+		default:
+		}
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready after %s: %v", url, timeout, last)
+}
