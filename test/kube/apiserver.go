@@ -83,13 +83,13 @@ type APIServer struct {
 // an explicit skip otherwise.
 func Require(t testing.TB, what string, err error) {
 	t.Helper()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") != "" {
+	switch {
+	case err == nil:
+	case os.Getenv("CI") != "":
 		t.Fatalf("peer %s is required in CI and could not be started: %v", what, err)
+	default:
+		t.Skipf("SKIPPED: peer %s is not available here (%v)", what, err)
 	}
-	t.Skipf("SKIPPED: peer %s is not available here (%v)", what, err)
 }
 
 // RepoRoot is the repository's root, seen from test/kube.
@@ -364,20 +364,22 @@ func (a *APIServer) anonymousClient() *http.Client {
 // FreePort returns a port free on 127.0.0.1 at the time of the call.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
 }
 
 // ArtifactsDir is test/artifacts/<test name>, where logs are left for
 // diagnosing failures (git ignores it).
 func ArtifactsDir(t testing.TB) string {
-	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
-	dir := filepath.Join(RepoRoot(), "test", "artifacts", name)
-	os.MkdirAll(dir, 0o755)
+	dir := filepath.Join(RepoRoot(), "test", "artifacts", strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("no artifacts folder: %v", err)
+	}
 	return dir
 }
 
