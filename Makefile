@@ -71,7 +71,8 @@ soak: bin/dex-runner ## The soak with provider restart and key rotations, SOAK_D
 FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/session:FuzzOpenSession internal/session:FuzzLoginState internal/check:FuzzSafeTarget \
 	internal/check:FuzzCallbackQuery internal/check:FuzzForwardedHeaders internal/check:FuzzBackchannelLogoutToken \
-	internal/authn:FuzzBearerToken internal/urlpath:FuzzCanonical internal/tokenreview:FuzzAdmissible
+	internal/authn:FuzzBearerToken internal/urlpath:FuzzCanonical internal/tokenreview:FuzzAdmissible \
+	internal/session:FuzzWithoutOwn
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed corpus.
@@ -79,11 +80,42 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed cor
 		echo "== $$name ($$pkg, $(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg; done
 
+# make bench and make bench-compare write their results to BENCH_OUT and
+# regenerate docs/performance.md from them (test/loadbench/docgen): commit
+# both after a run on a quiet machine. BENCH_ROUNDS alternating rounds of
+# BENCH_DURATION per path; BENCH_PATHS narrows the paths.
+BENCH_OUT ?= docs/bench
+BENCH_ROUNDS ?= 5
+BENCH_DURATION ?= 5s
+BENCH_PATHS ?= session,login,api,sessions,tokens,tokens-first,h2c
+LOADBENCH = $(GO) run ./test/loadbench -dex bin/dex-runner -rounds $(BENCH_ROUNDS) -d $(BENCH_DURATION)
+DOCGEN = $(GO) run ./test/loadbench/docgen -bench $(BENCH_OUT)/bench.json -compare $(BENCH_OUT)/compare.json \
+	-go $(BENCH_OUT)/go-bench.txt -out docs/performance.md
+
 .PHONY: bench
-bench: build ## Benchmarks of the check path, then the load comparison with a bare server (docs/performance.md).
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
-	$(GO) run ./test/loadbench -bin bin/oidc-authservice -users 1000 -c 32 -d 5s -rounds 3
-	$(GO) run ./test/loadbench -bin bin/oidc-authservice -users 10000 -tokens 10000 -c 32 -d 5s -rounds 1
+bench: build bin/dex-runner ## In-process benchmarks, then the service under load against a bare net/http server, path by path; regenerates docs/performance.md.
+	@mkdir -p $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./internal/... | tee $(BENCH_OUT)/go-bench.txt
+	$(LOADBENCH) -bin bin/oidc-authservice -paths $(BENCH_PATHS) -json $(BENCH_OUT)/bench.json
+	$(DOCGEN)
+
+# oauth2-proxy as Kubeflow deploys it, built from the Go module proxy into
+# bin/ (never into this module's go.mod).
+OAUTH2_PROXY_VERSION := v7.15.6
+bin/oauth2-proxy:
+	GOBIN=$(CURDIR)/bin $(GO) install -ldflags "-X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$(OAUTH2_PROXY_VERSION)" \
+		github.com/oauth2-proxy/oauth2-proxy/v7@$(OAUTH2_PROXY_VERSION)
+
+.PHONY: bench-compare
+bench-compare: build bin/dex-runner bin/oauth2-proxy ## The service, oauth2-proxy (Kubeflow's configuration) and a bare server in the same rounds; regenerates docs/performance.md.
+	@mkdir -p $(BENCH_OUT)
+	$(LOADBENCH) -bin bin/oidc-authservice -compare bin/oauth2-proxy -paths session,login,api,tokens,tokens-first -json $(BENCH_OUT)/compare.json
+	$(DOCGEN)
+
+.PHONY: bench-profile
+bench-profile: bin/dex-runner ## CPU and allocation profiles and GC traces of the service and of the bare server under load, and where they differ, in test/artifacts/profiles.
+	$(GO) build -tags pprof -o bin/oidc-authservice-pprof ./cmd/oidc-authservice
+	$(LOADBENCH) -bin bin/oidc-authservice-pprof -rounds 1 -paths $(BENCH_PATHS) -profile test/artifacts/profiles
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
