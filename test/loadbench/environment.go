@@ -11,8 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -71,11 +74,11 @@ type environment struct {
 	svcH2C   *server // nil without -h2c-bin
 	o2p      *server // nil without -compare
 	bare     *server
-	cookie   string // the service's session cookie from the real login
-	o2Cookie string // oauth2-proxy's
-	sealed   []string
-	jwts     []string
-	issuer   string // of the bearer JWTs
+	cookie   string          // the service's session cookie from the real login
+	o2Cookie string          // oauth2-proxy's
+	sealed   func() []string // sealed sessions of -users distinct users
+	jwts     func() []string // -tokens bearer JWTs
+	issuer   string          // of the bearer JWTs
 }
 
 func newEnvironment(o *options, self string) (*environment, error) {
@@ -152,29 +155,46 @@ jwt:
 			return nil, err
 		}
 	}
-	// Sessions sealed as a login seals them, and bearer JWTs.
-	secret, err := config.ParseSecret(sessionKey)
-	if err != nil {
-		return nil, err
-	}
-	codec := session.NewCodec([][]byte{secret}, 24*time.Hour, time.Now)
-	now := time.Now()
-	e.sealed = make([]string, o.users)
-	for i := range e.sealed {
-		v, err := codec.SealSession("authservice_session", &session.Session{ID: fmt.Sprintf("bench-%d", i), Subject: fmt.Sprint(i),
-			User: fmt.Sprintf("user%d@example.com", i), Groups: []string{"team-a", "team-b"},
-			Created: now.Unix(), Expires: now.Add(24 * time.Hour).Unix()})
+	// Sessions sealed as a login seals them, and bearer JWTs, made when a
+	// path first needs them.
+	e.sealed = sync.OnceValue(func() []string {
+		secret, err := config.ParseSecret(sessionKey)
 		if err != nil {
-			return nil, err
+			panic(err)
 		}
-		e.sealed[i] = v
-	}
-	e.jwts = make([]string, o.tokens)
-	for i := range e.jwts {
-		e.jwts[i] = sign(tokenSubject(i))
-	}
+		codec := session.NewCodec([][]byte{secret}, 24*time.Hour, time.Now)
+		now := time.Now()
+		return parallel(o.users, func(i int) string {
+			v, err := codec.SealSession("authservice_session", &session.Session{ID: fmt.Sprintf("bench-%d", i), Subject: fmt.Sprint(i),
+				User: fmt.Sprintf("user%d@example.com", i), Groups: []string{"team-a", "team-b"},
+				Created: now.Unix(), Expires: now.Add(24 * time.Hour).Unix()})
+			if err != nil {
+				panic(err)
+			}
+			return v
+		})
+	})
+	e.jwts = sync.OnceValue(func() []string {
+		return parallel(o.tokens, func(i int) string { return sign(tokenSubject(i)) })
+	})
 	ok = true
 	return e, nil
+}
+
+// parallel makes n values with f on every core.
+func parallel(n int, f func(i int) string) []string {
+	out := make([]string, n)
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				out[i] = f(i)
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 func tokenSubject(i int) string {

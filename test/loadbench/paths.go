@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/oidc-authservice/oidc-authservice/test/loadbench/results"
@@ -114,51 +115,61 @@ func (e *environment) paths() map[string]*path {
 			return []results.Target{r.RatioTarget("throughput ≥ 0.9× bare", 0.9)}
 		},
 	}
-	sessions := &path{key: "sessions", title: fmt.Sprintf("Many users: %d distinct valid sessions, round-robin", len(e.sealed)),
+	sessionValues := sync.OnceValue(func() []string {
+		v := make([]string, len(e.sealed()))
+		for i, s := range e.sealed() {
+			v[i] = foreignCookie + "; authservice_session=" + s
+		}
+		return v
+	})
+	sessionWant := sync.OnceValue(func() []expect {
+		want := make([]expect, len(e.sealed()))
+		for i := range want {
+			want[i] = expect{status: 200, headers: []wantHeader{{name: "kubeflow-userid", value: fmt.Sprintf("user%d@example.com", i)}}}
+		}
+		return want
+	})
+	sessions := &path{key: "sessions", title: fmt.Sprintf("Many users: %d distinct valid sessions, round-robin", e.o.users),
 		note:    "Each request carries the next of the sessions (sealed with the service's key, as a login seals them), so with more sessions than the verified-session cache holds most checks open their cookie (HMAC, AES, JSON).",
 		systems: e.systems(false), method: "GET", target: "/notebook/kubeflow-user-example-com/nb/lab", fixed: navigation, header: "Cookie",
-		values: func(*system) []string {
-			v := make([]string, len(e.sealed))
-			for i, s := range e.sealed {
-				v[i] = foreignCookie + "; authservice_session=" + s
-			}
-			return v
-		},
+		values: func(*system) []string { return sessionValues() },
 		want: func(s *system) func(int) *expect {
 			if s.kind != kindService {
 				return same(ok200)
 			}
-			want := make([]expect, len(e.sealed))
-			for i := range want {
-				want[i] = expect{status: 200, headers: []wantHeader{{name: "kubeflow-userid", value: fmt.Sprintf("user%d@example.com", i)}}}
-			}
+			want := sessionWant()
 			return func(i int) *expect { return &want[i] }
 		},
 		targets: func(r *results.PathResult) []results.Target {
 			return []results.Target{r.RatioTarget("throughput ≥ 0.8× bare", 0.8), r.RSSTarget("peak RSS ≤ 96 MiB", 96)}
 		},
 	}
-	tokenValues := func(*system) []string {
-		v := make([]string, len(e.jwts))
-		for i, t := range e.jwts {
+	bearers := sync.OnceValue(func() []string {
+		v := make([]string, len(e.jwts()))
+		for i, t := range e.jwts() {
 			v[i] = "Bearer " + t
 		}
 		return v
-	}
+	})
+	bearerWant := sync.OnceValue(func() []expect {
+		want := make([]expect, len(e.jwts()))
+		for i := range want {
+			want[i] = expect{status: 200, headers: []wantHeader{{name: "kubeflow-userid", value: tokenSubject(i)}}}
+		}
+		return want
+	})
+	tokenValues := func(*system) []string { return bearers() }
 	tokenWant := func(s *system) func(int) *expect {
 		switch s.kind {
 		case kindService:
-			want := make([]expect, len(e.jwts))
-			for i := range want {
-				want[i] = expect{status: 200, headers: []wantHeader{{name: "kubeflow-userid", value: tokenSubject(i)}}}
-			}
+			want := bearerWant()
 			return func(i int) *expect { return &want[i] }
 		case kindOAuth2Proxy:
 			return same(&expect{status: 200, headers: []wantHeader{{name: "x-auth-request-user"}}})
 		}
 		return same(ok200)
 	}
-	tokens := &path{key: "tokens", title: fmt.Sprintf("Bearer JWTs: %d distinct tokens, each verified before (cached)", len(e.jwts)),
+	tokens := &path{key: "tokens", title: fmt.Sprintf("Bearer JWTs: %d distinct tokens, each verified before (cached)", e.o.tokens),
 		note:    "GET /pipeline/apis/v2beta1/runs with Authorization: Bearer, RS256 tokens of an issuer trusted through AUTHENTICATION_CONFIG_FILE (oauth2-proxy: EXTRA_JWT_ISSUERS), round-robin.",
 		systems: e.systems(true), method: "GET", target: "/pipeline/apis/v2beta1/runs", fixed: machineClient, header: "Authorization",
 		values: tokenValues, want: tokenWant,
@@ -169,7 +180,7 @@ func (e *environment) paths() map[string]*path {
 	tokens.prepare = func() error { // every token seen once before the rounds
 		for _, s := range tokens.systems {
 			if s.kind != kindBare {
-				run := tokens.driveN(s, e.o.conns, len(e.jwts))
+				run := tokens.driveN(s, e.o.conns, e.o.tokens)
 				if run.Errors > 0 {
 					return fmt.Errorf("%s: %d wrong answers while verifying the tokens first: %s", s.name, run.Errors, run.FirstError)
 				}
@@ -177,7 +188,7 @@ func (e *environment) paths() map[string]*path {
 		}
 		return nil
 	}
-	first := &path{key: "tokens-first", title: fmt.Sprintf("Bearer JWTs: first sight (%d distinct tokens, each sent once to a fresh service)", len(e.jwts)),
+	first := &path{key: "tokens-first", title: fmt.Sprintf("Bearer JWTs: first sight (%d distinct tokens, each sent once to a fresh service)", e.o.tokens),
 		note:    "Every check verifies its token: parse, RS256 signature, claims, mappings, then the cache. The CPU per check minus bare's is what a first sight costs over an HTTP answer.",
 		systems: e.systems(true), method: "GET", target: "/pipeline/apis/v2beta1/runs", fixed: machineClient, header: "Authorization",
 		values: tokenValues, want: tokenWant, firstSight: true,
