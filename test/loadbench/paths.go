@@ -44,6 +44,9 @@ const foreignCookie = "_ga=GA1.1.1"
 
 func (e *environment) systems(withCompare bool) []*system {
 	out := []*system{{server: e.svc}}
+	if e.baseline != nil {
+		out = append(out, &system{server: e.baseline})
+	}
 	if withCompare && e.o2p != nil {
 		out = append(out, &system{server: e.o2p})
 	}
