@@ -23,7 +23,7 @@ func (a *accessLog) line(q *request, v *verdict) {
 		return
 	}
 	user := ""
-	if v.who != nil {
+	if v.who.ok() {
 		user = v.who.UserHeader[0]
 	}
 	a.log.Info("access", zap.String("decision", v.decision.String()), zap.String("reason", v.reason.String()),

@@ -18,12 +18,16 @@ const (
 	bearerJWT              // a bearer JWT of a trusted issuer
 )
 
-// authed is an authenticated principal and how.
+// authed is an authenticated principal and how; the zero value is no one.
+// It travels by value in the verdict, so a check allocates none.
 type authed struct {
 	*credential.Principal
 	live *credential.Live // the session, when a session authenticated
 	cred credKind
 }
+
+// ok reports whether a names a principal.
+func (a *authed) ok() bool { return a.Principal != nil }
 
 // allowAs completes an allow answer for a principal: the identity headers
 // (which Envoy sets on the upstream request, overwriting the client's), the

@@ -19,7 +19,7 @@ import (
 // verdict that says why (its cookies clear a session that failed), which is
 // final when the session must be refused as it is (provider unreachable
 // past the grace period).
-func (h *Handler) authenticate(q *request) (*authed, verdict) {
+func (h *Handler) authenticate(q *request) (authed, verdict) {
 	h.credential(q)
 	var reason error
 	if q.sealed != "" {
@@ -36,9 +36,9 @@ func (h *Handler) authenticate(q *request) (*authed, verdict) {
 			tok, err := h.d.Tokens.Verify(q.Context(), q.bearer, q.rid())
 			if err != nil {
 				h.log.Info("bearer token refused", q.rid(), zap.Error(err))
-				return nil, verdict{reason: invalidToken}
+				return authed{}, verdict{reason: invalidToken}
 			}
-			return &authed{Principal: &tok.Principal, cred: bearerJWT}, verdict{}
+			return authed{Principal: &tok.Principal, cred: bearerJWT}, verdict{}
 		}
 		live, err := h.d.Sessions.Open(q.bearer)
 		if err == nil {
@@ -49,15 +49,15 @@ func (h *Handler) authenticate(q *request) (*authed, verdict) {
 		}
 	}
 	if reason == nil {
-		return nil, verdict{reason: noCredentials}
+		return authed{}, verdict{reason: noCredentials}
 	}
 	h.debug(q, "session refused", zap.String("cookie", reasonText(reason)))
-	return nil, verdict{reason: invalidSession, cookies: []cookieOp{clearSessionCookie}}
+	return authed{}, verdict{reason: invalidSession, cookies: []cookieOp{clearSessionCookie}}
 }
 
 // renew applies the session's life (revocation, idle timeout, refresh,
 // strict validation); a renewed session comes back as a new cookie.
-func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (*authed, verdict) {
+func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (authed, verdict) {
 	next, sealed, err := h.d.Sessions.Renew(q.Context(), live, q.rid())
 	switch {
 	case err == nil:
@@ -65,23 +65,23 @@ func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (*auth
 		if sealed != "" {
 			v.cookies = []cookieOp{setSessionCookie(sealed, int(next.Expires-h.d.Now().Unix()))}
 			if r, ok := h.renewRedirect(q, next, cred, v.cookies); ok {
-				return nil, r
+				return authed{}, r
 			}
 		}
-		return &authed{Principal: &next.Principal, live: next, cred: cred}, v
+		return authed{Principal: &next.Principal, live: next, cred: cred}, v
 	case errors.Is(err, credential.ErrValidationPending):
 		v := failure(http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(q))
 		v.decision, v.reason, v.final = deny, providerUnavailable, true
-		return nil, v
+		return authed{}, v
 	}
 	h.debug(q, "session refused", zap.String("cookie", reasonText(err)))
-	return nil, verdict{reason: invalidSession, cookies: []cookieOp{clearSessionCookie}}
+	return authed{}, verdict{reason: invalidSession, cookies: []cookieOp{clearSessionCookie}}
 }
 
 // authorize decides for an authenticated principal: allow with the identity
 // headers, or 403 when the policy refuses. The cookies of v (a renewed
 // session) go out either way.
-func (h *Handler) authorize(q *request, a *authed, v verdict) verdict {
+func (h *Handler) authorize(q *request, a authed, v verdict) verdict {
 	v.who = a
 	if ok, why := h.d.Policy.Decide(authz.Request{Host: q.Host, Path: q.path.canon, RawPath: q.path.raw, Method: q.Method,
 		User: a.UserHeader[0], Groups: a.Groups}); !ok {

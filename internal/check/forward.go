@@ -215,7 +215,7 @@ func (h *Handler) startVerdict(q *request) verdict {
 		h.log.Info("login start refused: redirect target not allowed", q.rid())
 		return failure(http.StatusBadRequest, "Login failed", "The address to return to after login is not allowed.", "/")
 	}
-	if a, v := h.authenticate(q); a != nil {
+	if a, v := h.authenticate(q); a.ok() {
 		return redirectTo(target, v.cookies...)
 	}
 	orig := *q

@@ -92,13 +92,16 @@ type Handler struct {
 	remove                   removals
 	counters                 [nDecisions][nReasons]*metrics.CheckCounter
 	access                   *accessLog // nil when ACCESS_LOG is off
+	// epoch starts the monotonic clock that times checks: time.Since(epoch)
+	// reads only the monotonic clock, half the cost of time.Now.
+	epoch time.Time
 }
 
 // New builds the Handler.
 func New(o Options, d Deps) *Handler {
 	h := &Handler{o: o, d: d, log: d.Logger.Named("check"),
 		userHeader: http.CanonicalHeaderKey(o.UserHeader), groupsHeader: http.CanonicalHeaderKey(o.GroupsHeader),
-		remove: newRemovals(o.UserHeader, o.GroupsHeader, o.AuthRequestHeaders)}
+		remove: newRemovals(o.UserHeader, o.GroupsHeader, o.AuthRequestHeaders), epoch: time.Now()}
 	for dc := range nDecisions {
 		for rs := range nReasons {
 			h.counters[dc][rs] = d.Metrics.CheckCounter(dc.String(), rs.String())
@@ -134,11 +137,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // check answers for r, read top to bottom: classify the request once,
 // authenticate its credential, authorize the principal, write the answer.
 func (h *Handler) check(w http.ResponseWriter, r *http.Request, m mode) {
-	start := time.Now()
+	start := time.Since(h.epoch)
 	q := h.classify(r, m)
 	v := h.decide(&q)
 	h.answer(w, &q, &v)
-	h.counters[v.decision][v.reason].Add(time.Since(start))
+	h.counters[v.decision][v.reason].Add(time.Since(h.epoch) - start)
 	if h.access != nil {
 		h.access.line(&q, &v)
 	}
@@ -155,7 +158,7 @@ func (h *Handler) decide(q *request) verdict {
 	}
 	a, v := h.authenticate(q)
 	switch {
-	case a != nil:
+	case a.ok():
 		return h.authorize(q, a, v)
 	case v.final:
 		return v

@@ -80,7 +80,7 @@ func (h *Handler) credential(q *request) {
 // that do not pass it to the check, leave SameSite as the only protection
 // (docs/security.md).
 func (q *request) crossSite() bool {
-	return strings.EqualFold(q.Header.Get("Sec-Fetch-Site"), "cross-site")
+	return strings.EqualFold(header(q.Header, "Sec-Fetch-Site"), "cross-site")
 }
 
 // scheme is the scheme of URLs built for the request.
@@ -97,7 +97,7 @@ func (q *request) scheme() string {
 func (q *request) id() string {
 	if q.read&readRequestID == 0 {
 		q.read |= readRequestID
-		q.requestID = logtext.Bound(q.Header.Get("X-Request-Id"), 128)
+		q.requestID = logtext.Bound(header(q.Header, "X-Request-Id"), 128)
 	}
 	return q.requestID
 }
@@ -145,13 +145,13 @@ func browserNavigation(r *http.Request) bool {
 		return false
 	}
 	hd := r.Header
-	if strings.EqualFold(hd.Get("X-Requested-With"), "XMLHttpRequest") {
+	if strings.EqualFold(header(hd, "X-Requested-With"), "XMLHttpRequest") {
 		return false
 	}
-	if m := hd.Get("Sec-Fetch-Mode"); m != "" && m != "navigate" && m != "nested-navigate" {
+	if m := header(hd, "Sec-Fetch-Mode"); m != "" && m != "navigate" && m != "nested-navigate" {
 		return false
 	}
-	if a := hd.Get("Accept"); a != "" && !acceptsHTML(a) {
+	if a := header(hd, "Accept"); a != "" && !acceptsHTML(a) {
 		return false
 	}
 	return true
@@ -168,8 +168,18 @@ func acceptsHTML(accept string) bool {
 	return false
 }
 
+// header is the first value of the header called canonical, a name already
+// in canonical form: the server canonicalizes the request's header names
+// once, so a map read is Header.Get without canonicalizing on every call.
+func header(h http.Header, canonical string) string {
+	if v := h[canonical]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 func bearer(h http.Header) (string, bool) {
-	a := h.Get("Authorization")
+	a := header(h, "Authorization")
 	if len(a) < 7 || !strings.EqualFold(a[:7], "bearer ") {
 		return "", false
 	}

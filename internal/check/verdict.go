@@ -66,7 +66,7 @@ type verdict struct {
 	decision decision
 	reason   reason
 	status   int
-	who      *authed     // allow and forbidden: the principal
+	who      authed      // allow and forbidden: the principal (who.ok())
 	location string      // redirects
 	page     *pages.Data // shown to browser navigations
 	body     any         // JSON for everything else
@@ -102,8 +102,8 @@ func (h *Handler) answer(w http.ResponseWriter, q *request, v *verdict) {
 		h.applyCookie(hd, q, c)
 	}
 	switch {
-	case v.status == http.StatusOK && v.who != nil:
-		h.allowAs(hd, q, v.who)
+	case v.status == http.StatusOK && v.who.ok():
+		h.allowAs(hd, q, &v.who)
 	case v.status == http.StatusOK:
 		h.allowAnonymous(hd, q)
 	case v.location != "":

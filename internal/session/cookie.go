@@ -9,23 +9,44 @@ import (
 // others, so the hot path does not allocate for unrelated cookies. When the
 // name appears more than once the first wins, as in net/http.
 func CookieValue(h http.Header, name string) (string, bool) {
+	v, ok, _, _ := cookieValues(h, name, "")
+	return v, ok
+}
+
+// cookieValues is CookieValue for two names (b may be ""), in one reading
+// of the header.
+func cookieValues(h http.Header, a, b string) (va string, okA bool, vb string, okB bool) {
 	for _, line := range h["Cookie"] {
 		for len(line) > 0 {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
 			part = strings.TrimLeft(part, " \t")
 			n, v, ok := strings.Cut(part, "=")
-			if !ok || strings.TrimRight(n, " \t") != name {
+			if !ok {
 				continue
 			}
-			v = strings.TrimSpace(v)
-			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
+			switch n = strings.TrimRight(n, " \t"); {
+			case n == a && !okA:
+				va, okA = unquote(v), true
+			case n == b && b != "" && !okB:
+				vb, okB = unquote(v), true
+			default:
+				continue
 			}
-			return v, true
+			if okA && (okB || b == "") {
+				return va, okA, vb, okB
+			}
 		}
 	}
-	return "", false
+	return va, okA, vb, okB
+}
+
+func unquote(v string) string {
+	v = strings.TrimSpace(v)
+	if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	return v
 }
 
 // NamedValue is one cookie.
@@ -58,5 +79,10 @@ func ReadSealed(h http.Header, name string) (value string, present bool) {
 	if !ok {
 		return "", false
 	}
-	return Join(first, func(i int) (string, bool) { return CookieValue(h, ChunkName(name, i)) }), true
+	return joinChunks(h, name, first), true
+}
+
+// joinChunks is the sealed value whose first chunk, called name, is first.
+func joinChunks(h http.Header, name, first string) string {
+	return Join(first, func(i int) (string, bool) { return CookieValue(h, ChunkName(name, i)) })
 }

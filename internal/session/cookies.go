@@ -72,7 +72,12 @@ func (c *Cookies) Secure(r *http.Request) bool {
 	case "false":
 		return false
 	}
-	return c.o.SecureRedirect || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+	if c.o.SecureRedirect {
+		return true
+	}
+	// The server canonicalizes header names: a map read, not Header.Get.
+	v := r.Header["X-Forwarded-Proto"]
+	return len(v) > 0 && strings.EqualFold(v[0], "https")
 }
 
 // sessionPrefixed reports whether the session cookie goes out as
@@ -93,13 +98,14 @@ func (c *Cookies) ReadSession(in http.Header, secure bool) (value string, presen
 	if in["Cookie"] == nil {
 		return "", false
 	}
-	if v, ok := ReadSealed(in, c.hostName); ok {
-		return v, true
-	}
-	if c.sessionPrefixed(secure) && !c.o.AcceptPlain {
+	host, hostSent, plain, plainSent := cookieValues(in, c.hostName, c.o.Name)
+	switch {
+	case hostSent:
+		return joinChunks(in, c.hostName, host), true
+	case !plainSent || c.sessionPrefixed(secure) && !c.o.AcceptPlain:
 		return "", false
 	}
-	return ReadSealed(in, c.o.Name)
+	return joinChunks(in, c.o.Name, plain), true
 }
 
 // WriteSession sets the session cookie (in chunks when needed) and deletes
@@ -218,14 +224,57 @@ func (c *Cookies) Own(name string) bool {
 
 // WithoutOwn returns the request's Cookie header without the service's
 // cookies, every other cookie kept byte for byte in its order ("" when none
-// remains), and whether anything was removed. When nothing is removed it
-// does not allocate.
+// remains), and whether anything was removed. It reads the header once and
+// allocates only when the other cookies must be joined anew: not when the
+// request has none of the service's cookies, none but them, or the others
+// in one run already written "a=1; b=2" (the service's cookie first or
+// last, as browsers usually send it), which is returned as it stands.
 func (c *Cookies) WithoutOwn(in http.Header) (string, bool) {
 	lines := in["Cookie"]
-	if !c.hasOwn(lines) {
+	own := false
+	kept, keptLen := 0, 0
+	keptLine, start, end := 0, 0, 0 // the run of other cookies: lines[keptLine][start:end]
+	oneRun, ownAfter := true, false
+	for li, line := range lines {
+		for off := 0; off < len(line); {
+			partEnd, next := len(line), len(line)
+			if i := strings.IndexByte(line[off:], ';'); i >= 0 {
+				partEnd, next = off+i, off+i+1
+			}
+			raw := line[off:partEnd]
+			off = next
+			part := strings.TrimLeft(raw, " \t")
+			partStart := partEnd - len(part)
+			part = strings.TrimRight(part, " \t")
+			if part == "" {
+				continue
+			}
+			name, _, _ := strings.Cut(part, "=")
+			if c.Own(strings.TrimRight(name, " \t")) {
+				own, ownAfter = true, kept > 0
+				continue
+			}
+			switch {
+			case kept == 0:
+				keptLine, start = li, partStart
+			case ownAfter || li != keptLine || line[end:partStart] != "; ":
+				oneRun = false
+			}
+			end = partStart + len(part)
+			kept++
+			keptLen += len(part)
+		}
+	}
+	switch {
+	case !own:
 		return "", false
+	case kept == 0:
+		return "", true
+	case oneRun:
+		return lines[keptLine][start:end], true
 	}
 	var b strings.Builder
+	b.Grow(keptLen + 2*(kept-1)) // exactly: one allocation
 	for _, line := range lines {
 		for len(line) > 0 {
 			var part string
@@ -245,20 +294,4 @@ func (c *Cookies) WithoutOwn(in http.Header) (string, bool) {
 		}
 	}
 	return b.String(), true
-}
-
-// hasOwn reports whether any cookie in lines is one of the service's.
-func (c *Cookies) hasOwn(lines []string) bool {
-	for _, line := range lines {
-		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimLeft(part, " \t")
-			name, _, _ := strings.Cut(part, "=")
-			if c.Own(strings.TrimRight(name, " \t")) {
-				return true
-			}
-		}
-	}
-	return false
 }
