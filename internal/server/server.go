@@ -37,6 +37,7 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 		return err
 	}
 	defer p.Close()
+	defer tuneGC(gcHeapFloor).stop()
 	for _, w := range p.Warnings {
 		log.Warn(w)
 	}
