@@ -108,7 +108,7 @@ func (h *Handler) answer(w http.ResponseWriter, q *request, v *verdict) {
 		h.allowAnonymous(hd, q)
 	case v.location != "":
 		hd["Cache-Control"] = noStore
-		hd.Set("Location", v.location)
+		hd["Location"] = []string{v.location}
 	}
 	if v.allowed != "" {
 		hd.Set("Allow", v.allowed)

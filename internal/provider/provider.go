@@ -64,6 +64,7 @@ type discovered struct {
 	oidc       *oidc.Provider
 	verifier   *oidc.IDTokenVerifier
 	oauth      oauth2.Config
+	authURL    authURL // oauth's AuthCodeURL for logins, built once
 	userinfo   bool
 	endSession string
 	revocation string
@@ -180,6 +181,7 @@ func (p *Provider) Discover(ctx context.Context) error {
 		revocation: md.RevocationEndpoint,
 		endpoints:  map[string]string{},
 	}
+	d.authURL = newAuthURL(d.oauth)
 	for name, u := range map[string]string{"token": ep.TokenURL, "userinfo": op.UserInfoEndpoint(),
 		"jwks": md.JWKSURI, "revocation": md.RevocationEndpoint} {
 		if u != "" {
@@ -219,11 +221,7 @@ func (p *Provider) AuthCodeURL(state, nonce, challenge string) (string, error) {
 	if d == nil {
 		return "", ErrNotReady
 	}
-	return d.oauth.AuthCodeURL(state,
-		oidc.Nonce(nonce),
-		oauth2.SetAuthURLParam("code_challenge", challenge),
-		oauth2.SetAuthURLParam("code_challenge_method", "S256"),
-	), nil
+	return d.authURL.url(state, nonce, challenge), nil
 }
 
 // Login is the result of a completed code exchange.

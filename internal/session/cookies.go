@@ -183,8 +183,68 @@ func (c *Cookies) set(out http.Header, name, value string, maxAge int, secure, p
 	if maxAge < 0 {
 		ck.Value, ck.Expires = "", time.Unix(0, 0)
 	}
-	out.Add("Set-Cookie", ck.String())
+	out["Set-Cookie"] = append(out["Set-Cookie"], cookieString(ck))
 }
+
+// cookieString is ck.String(), written directly for the cookies the
+// service sets on the hot path (a login state on every unauthenticated
+// navigation): a name and a sealed value (base64url) that need no
+// sanitizing, Path=/, no Domain, no Expires. Anything else goes to
+// http.Cookie, whose output this matches byte for byte (cookies_test.go).
+func cookieString(ck *http.Cookie) string {
+	if ck.Domain != "" || ck.Path != "/" || !ck.Expires.IsZero() || ck.MaxAge <= 0 || ck.Partitioned || ck.Quoted ||
+		!plainToken(ck.Name) || !plainToken(ck.Value) {
+		return ck.String()
+	}
+	var b strings.Builder
+	b.Grow(len(ck.Name) + len(ck.Value) + 64)
+	b.WriteString(ck.Name)
+	b.WriteByte('=')
+	b.WriteString(ck.Value)
+	b.WriteString("; Path=/; Max-Age=")
+	var buf [20]byte
+	b.Write(strconv.AppendInt(buf[:0], int64(ck.MaxAge), 10))
+	if ck.HttpOnly {
+		b.WriteString("; HttpOnly")
+	}
+	if ck.Secure {
+		b.WriteString("; Secure")
+	}
+	switch ck.SameSite {
+	case http.SameSiteNoneMode:
+		b.WriteString("; SameSite=None")
+	case http.SameSiteLaxMode:
+		b.WriteString("; SameSite=Lax")
+	case http.SameSiteStrictMode:
+		b.WriteString("; SameSite=Strict")
+	}
+	return b.String()
+}
+
+// plainToken reports whether s is not empty and only of letters, digits
+// and -_=. (cookie names and base64url values): what http.Cookie writes
+// as it is.
+func plainToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !plainByte[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// plainByte is the set of plainToken, as a table: a sealed value is
+// hundreds of random characters, on which a chain of comparisons costs
+// several nanoseconds each.
+var plainByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '=' || c == '.'
+	}
+	return t
+}()
 
 // expire deletes the logical name in the form in use now and, when the
 // request carries it, in the other form too.

@@ -3,6 +3,7 @@ package session
 import (
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -50,6 +51,7 @@ const MaxValue = maxChunks * chunkSize
 // Codec seals and opens sessions and login states.
 type Codec struct {
 	codecs []securecookie.Codec
+	sealer *sealer // securecookie's format with the first key, written faster
 	now    func() time.Time
 }
 
@@ -58,10 +60,13 @@ type Codec struct {
 // a second line of defence behind Session.Expires.
 func NewCodec(secrets [][]byte, maxAge time.Duration, now func() time.Time) *Codec {
 	c := &Codec{now: now}
-	for _, secret := range secrets {
+	for i, secret := range secrets {
 		k := DeriveKey(secret)
+		if i == 0 {
+			c.sealer = newSealer(k)
+		}
 		sc := securecookie.New(k.Hash, k.Block)
-		sc.SetSerializer(securecookie.JSONEncoder{})
+		sc.SetSerializer(jsonSerializer{})
 		sc.MaxLength(0) // we bound lengths ourselves (MaxValue)
 		sc.MaxAge(int(maxAge/time.Second) + 300)
 		c.codecs = append(c.codecs, sc)
@@ -69,9 +74,10 @@ func NewCodec(secrets [][]byte, maxAge time.Duration, now func() time.Time) *Cod
 	return c
 }
 
-// Seal encrypts and authenticates v under the cookie name.
+// Seal encrypts and authenticates v under the cookie name, with the first
+// key, in securecookie's format (sealer).
 func (c *Codec) Seal(name string, v any) (string, error) {
-	s, err := securecookie.EncodeMulti(name, v, c.codecs[0])
+	s, err := c.sealer.seal(name, v)
 	if err != nil {
 		return "", fmt.Errorf("seal %s: %w", name, err)
 	}
@@ -117,6 +123,19 @@ func (c *Codec) OpenSession(name, value string) (*Session, error) {
 	}
 	return s, nil
 }
+
+// jsonSerializer is securecookie.JSONEncoder with json.Unmarshal for
+// reading, which is about twice as fast as the json.Decoder that
+// JSONEncoder reads with; the two read every value sealed here (json
+// followed by a newline) alike.
+type jsonSerializer struct{}
+
+func (jsonSerializer) Serialize(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	return append(b, '\n'), err
+}
+
+func (jsonSerializer) Deserialize(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // Now is the codec's clock.
 func (c *Codec) Now() time.Time { return c.now() }
