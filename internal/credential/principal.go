@@ -33,8 +33,11 @@ type UpstreamToken struct {
 }
 
 func newPrincipal(prefix, subject, user string, groups []string, expires int64) Principal {
+	// One array for both header values: one allocation less per verified
+	// credential (every check, when there are more users than the cache holds).
+	h := []string{prefix + user, strings.Join(groups, ",")}
 	return Principal{Subject: subject, User: user, Groups: groups, Expires: expires,
-		UserHeader: []string{prefix + user}, GroupsHeader: []string{strings.Join(groups, ",")}}
+		UserHeader: h[0:1:1], GroupsHeader: h[1:2:2]}
 }
 
 // Live is a verified session and what this replica knows about its life.

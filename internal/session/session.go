@@ -125,9 +125,9 @@ func (c *Codec) OpenSession(name, value string) (*Session, error) {
 }
 
 // jsonSerializer is securecookie.JSONEncoder with json.Unmarshal for
-// reading, which is about twice as fast as the json.Decoder that
-// JSONEncoder reads with; the two read every value sealed here (json
-// followed by a newline) alike.
+// reading (decodeSession for sessions), which is about twice as fast as the
+// json.Decoder that JSONEncoder reads with; the two read every value sealed
+// here (json followed by a newline) alike.
 type jsonSerializer struct{}
 
 func (jsonSerializer) Serialize(v any) ([]byte, error) {
@@ -135,7 +135,12 @@ func (jsonSerializer) Serialize(v any) ([]byte, error) {
 	return append(b, '\n'), err
 }
 
-func (jsonSerializer) Deserialize(b []byte, v any) error { return json.Unmarshal(b, v) }
+func (jsonSerializer) Deserialize(b []byte, v any) error {
+	if s, ok := v.(*Session); ok {
+		return decodeSession(b, s)
+	}
+	return json.Unmarshal(b, v)
+}
 
 // Now is the codec's clock.
 func (c *Codec) Now() time.Time { return c.now() }
