@@ -2,6 +2,8 @@ package session
 
 import (
 	"encoding/base64"
+	"errors"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -110,6 +112,73 @@ func BenchmarkSeal(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			sc.Encode("authservice_state_"+ls.State, ls)
+		}
+	})
+}
+
+// Open refuses what securecookie refuses, for the same reasons: another
+// key or name is a forgery, an old seal or a broken value is malformed.
+func TestOpenRefusesAsSecurecookie(t *testing.T) {
+	c := NewCodec([][]byte{keyA}, time.Hour, time.Now)
+	s := sample(time.Now())
+	good, _ := c.SealSession("authservice_session", s)
+	other, _ := NewCodec([][]byte{keyB}, time.Hour, time.Now).SealSession("authservice_session", s)
+	old := securecookieOf(keyA)
+	old.MaxAge(3600 + 300)
+	raw, _ := base64.URLEncoding.DecodeString(good)
+	parts := strings.SplitN(string(raw), "|", 3)
+	ct, _ := base64.URLEncoding.DecodeString(parts[1])
+	stale, _ := c.keys[0].sealWith("authservice_session", s, time.Now().Add(-2*time.Hour).Unix()-301, ct[:16])
+	for _, tc := range []struct {
+		name, cookie, value string
+		want                error
+	}{
+		{"another key", "authservice_session", other, ErrForged},
+		{"another name", "authservice_state_x", good, ErrForged},
+		{"sealed before SESSION_MAX_AGE+5m", "authservice_session", stale, ErrMalformed},
+		{"not base64", "authservice_session", "!!" + good, ErrMalformed},
+		{"two parts", "authservice_session", base64.URLEncoding.EncodeToString([]byte("1|x")), ErrForged},
+		{"truncated", "authservice_session", good[:len(good)-8], nil},
+	} {
+		var got Session
+		err := c.Open(tc.cookie, tc.value, &got)
+		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		if securecookie.DecodeMulti(tc.cookie, tc.value, &got, old) == nil {
+			t.Errorf("%s: securecookie opens it", tc.name)
+		}
+	}
+	// A MAC may contain '|': only the first two separate the parts.
+	for range 200 {
+		v, _ := c.SealSession("authservice_session", s)
+		if _, err := c.OpenSession("authservice_session", v); err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+	}
+}
+
+// FuzzOpenAsSecurecookie: Open accepts exactly what securecookie accepts, and reads the
+// same session from it.
+func FuzzOpenAsSecurecookie(f *testing.F) {
+	c := NewCodec([][]byte{keyA, keyB}, time.Hour, time.Now)
+	ref := []securecookie.Codec{securecookieOf(keyA), securecookieOf(keyB)}
+	for _, r := range ref {
+		r.(*securecookie.SecureCookie).MaxAge(3600 + 300)
+	}
+	good, _ := c.SealSession("authservice_session", sample(time.Now()))
+	f.Add("authservice_session", good)
+	f.Add("authservice_session", good[:40])
+	f.Add("x", base64.URLEncoding.EncodeToString([]byte("1|AAAA|")))
+	f.Fuzz(func(t *testing.T, name, value string) {
+		if value == "" || len(value) > MaxValue {
+			return
+		}
+		var got, want Session
+		err := c.Open(name, value, &got)
+		wantErr := securecookie.DecodeMulti(name, value, &want, ref...)
+		if (err == nil) != (wantErr == nil) || err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q %q: %v %+v, securecookie %v %+v", name, value, err, got, wantErr, want)
 		}
 	})
 }

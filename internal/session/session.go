@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/gorilla/securecookie"
 )
 
 // Session is what a logged-in browser carries, sealed. Field names are short
@@ -48,10 +46,11 @@ var (
 // Anything longer is rejected before any cryptography runs.
 const MaxValue = maxChunks * chunkSize
 
-// Codec seals and opens sessions and login states.
+// Codec seals and opens sessions and login states, in securecookie's
+// format (sealer).
 type Codec struct {
-	codecs []securecookie.Codec
-	sealer *sealer // securecookie's format with the first key, written faster
+	keys   []*sealer // the first seals, all open
+	maxAge int64     // seconds: the sealed time's bound
 	now    func() time.Time
 }
 
@@ -59,25 +58,17 @@ type Codec struct {
 // bytes); secrets[0] seals, all open. maxAge bounds the sealed timestamp as
 // a second line of defence behind Session.Expires.
 func NewCodec(secrets [][]byte, maxAge time.Duration, now func() time.Time) *Codec {
-	c := &Codec{now: now}
-	for i, secret := range secrets {
-		k := DeriveKey(secret)
-		if i == 0 {
-			c.sealer = newSealer(k)
-		}
-		sc := securecookie.New(k.Hash, k.Block)
-		sc.SetSerializer(jsonSerializer{})
-		sc.MaxLength(0) // we bound lengths ourselves (MaxValue)
-		sc.MaxAge(int(maxAge/time.Second) + 300)
-		c.codecs = append(c.codecs, sc)
+	c := &Codec{now: now, maxAge: int64(maxAge/time.Second) + 300}
+	for _, secret := range secrets {
+		c.keys = append(c.keys, newSealer(DeriveKey(secret)))
 	}
 	return c
 }
 
 // Seal encrypts and authenticates v under the cookie name, with the first
-// key, in securecookie's format (sealer).
+// key.
 func (c *Codec) Seal(name string, v any) (string, error) {
-	s, err := c.sealer.seal(name, v)
+	s, err := c.keys[0].seal(name, v)
 	if err != nil {
 		return "", fmt.Errorf("seal %s: %w", name, err)
 	}
@@ -89,18 +80,7 @@ func (c *Codec) Open(name, value string, dst any) error {
 	if value == "" || len(value) > MaxValue {
 		return ErrMalformed
 	}
-	if err := securecookie.DecodeMulti(name, value, dst, c.codecs...); err != nil {
-		var multi securecookie.MultiError
-		if errors.As(err, &multi) {
-			for _, e := range multi {
-				if e == securecookie.ErrMacInvalid {
-					return ErrForged
-				}
-			}
-		}
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	return nil
+	return open(c.keys, c.maxAge, name, value, dst)
 }
 
 // SealSession seals s under the session cookie name.
@@ -124,18 +104,11 @@ func (c *Codec) OpenSession(name, value string) (*Session, error) {
 	return s, nil
 }
 
-// jsonSerializer is securecookie.JSONEncoder with json.Unmarshal for
-// reading (decodeSession for sessions), which is about twice as fast as the
-// json.Decoder that JSONEncoder reads with; the two read every value sealed
-// here (json followed by a newline) alike.
-type jsonSerializer struct{}
-
-func (jsonSerializer) Serialize(v any) ([]byte, error) {
-	b, err := json.Marshal(v)
-	return append(b, '\n'), err
-}
-
-func (jsonSerializer) Deserialize(b []byte, v any) error {
+// deserialize reads the JSON of a value sealed by securecookie's JSON
+// serializer, as json.Unmarshal does (decodeSession for sessions); its
+// json.Decoder reads every such value (JSON and a newline) alike, about
+// twice as slowly.
+func deserialize(b []byte, v any) error {
 	if s, ok := v.(*Session); ok {
 		return decodeSession(b, s)
 	}
@@ -145,7 +118,8 @@ func (jsonSerializer) Deserialize(b []byte, v any) error {
 // Now is the codec's clock.
 func (c *Codec) Now() time.Time { return c.now() }
 
-// Key is one session secret expanded into the two keys securecookie needs.
+// Key is one session secret expanded into the two keys of securecookie's
+// format.
 type Key struct {
 	Hash  []byte // HMAC-SHA256 key
 	Block []byte // AES-256 key
