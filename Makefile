@@ -72,7 +72,7 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/session:FuzzOpenSession internal/session:FuzzLoginState internal/check:FuzzSafeTarget \
 	internal/check:FuzzCallbackQuery internal/check:FuzzForwardedHeaders internal/check:FuzzBackchannelLogoutToken \
 	internal/authn:FuzzBearerToken internal/urlpath:FuzzCanonical internal/tokenreview:FuzzAdmissible \
-	internal/session:FuzzWithoutOwn internal/session:FuzzDecodeSession
+	internal/session:FuzzWithoutOwn internal/session:FuzzDecodeSession internal/session:FuzzOpenAsSecurecookie
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed corpus.
