@@ -303,14 +303,14 @@ func (c *Cookies) WithoutOwn(in http.Header) (string, bool) {
 			}
 			raw := line[off:partEnd]
 			off = next
-			part := strings.TrimLeft(raw, " \t")
+			part := trimLeftOWS(raw)
 			partStart := partEnd - len(part)
-			part = strings.TrimRight(part, " \t")
+			part = trimRightOWS(part)
 			if part == "" {
 				continue
 			}
 			name, _, _ := strings.Cut(part, "=")
-			if c.Own(strings.TrimRight(name, " \t")) {
+			if c.Own(trimRightOWS(name)) {
 				own, ownAfter = true, kept > 0
 				continue
 			}
@@ -339,12 +339,12 @@ func (c *Cookies) WithoutOwn(in http.Header) (string, bool) {
 		for len(line) > 0 {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
-			part = strings.Trim(part, " \t")
+			part = trimRightOWS(trimLeftOWS(part))
 			if part == "" {
 				continue
 			}
 			name, _, _ := strings.Cut(part, "=")
-			if c.Own(strings.TrimRight(name, " \t")) {
+			if c.Own(trimRightOWS(name)) {
 				continue
 			}
 			if b.Len() > 0 {
