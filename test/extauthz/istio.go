@@ -39,8 +39,9 @@ import (
 //     with the HTTP ext_authz semantics of Proxy;
 //  2. jwt_authn for the RequestAuthentications: the headers of
 //     outputClaimToHeaders are removed, a token found in a rule's fromHeaders
-//     is verified (issuer, signature against the rule's JWKS, exp and nbf
-//     with Envoy's 60 s clock skew, audiences when set); an invalid token or
+//     is verified (issuer; signature against the rule's keys: its inline
+//     jwks, else its jwksUri, else its issuer's discovery; exp and nbf
+//     with Envoy's 60 s clock skew; audiences when set); an invalid token or
 //     one of an unknown issuer is a 401; a valid one yields the request
 //     principal <iss>/<sub>, its string, number and boolean claims are copied
 //     to the outputClaimToHeaders headers (Istio copies no list claims), and
@@ -279,6 +280,16 @@ func (g *Istio) addJWTRule(r map[string]any) error {
 	jr.issuer = g.mapURL(fmt.Sprint(r["issuer"]))
 	if u, ok := r["jwksUri"].(string); ok {
 		jr.jwksURI = g.mapURL(u)
+	}
+	// Inline keys win over jwksUri, as in Istio (Kubeflow 1.9.0's CronJob
+	// writes the API server's keys there for a self-signed issuer).
+	if inline, ok := r["jwks"].(string); ok {
+		var set jose.JSONWebKeySet
+		if err := json.Unmarshal([]byte(inline), &set); err != nil {
+			return fmt.Errorf("jwtRule %s: jwks: %w", jr.issuer, err)
+		}
+		jr.jwksURI = "inline:" + jr.issuer
+		g.jwks[jr.jwksURI] = &set
 	}
 	for _, a := range list(r["audiences"]) {
 		jr.audiences = append(jr.audiences, a.(string))
@@ -623,8 +634,8 @@ func (g *Istio) verify(raw string) (map[string]any, error) {
 	return claims, nil
 }
 
-// keys fetches (once) the JWKS of a rule: its jwksUri or its issuer's
-// discovery document.
+// keys fetches (once) the JWKS of a rule: its inline jwks (cached at
+// start), its jwksUri or its issuer's discovery document.
 func (g *Istio) keys(rule *jwtRule) (*jose.JSONWebKeySet, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

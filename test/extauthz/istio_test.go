@@ -128,12 +128,19 @@ func objectsOf(t *testing.T, y string) []map[string]any {
 	return objs
 }
 
-func newIstioFixture(t *testing.T, y string) *istioFixture {
+// newIstioFixture builds the gateway from y, with a Dex that signs with key
+// (a new one when none is given).
+func newIstioFixture(t *testing.T, y string, keys ...*rsa.PrivateKey) *istioFixture {
 	t.Helper()
 	f := &istioFixture{}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
+	var key *rsa.PrivateKey
+	if len(keys) > 0 {
+		key = keys[0]
+	} else {
+		var err error
+		if key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			t.Fatal(err)
+		}
 	}
 	f.key = key
 	dex := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -396,5 +403,43 @@ func TestIstioRefusesWhatItCannotEmulate(t *testing.T) {
 `
 	if _, err := NewIstio(IstioConfig{Objects: objectsOf(t, y), Gateway: gatewayLabels}); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("an undeclared provider: %v", err)
+	}
+}
+
+// Kubeflow 1.9.0's m2m-token-issuer: an https issuer istiod cannot reach
+// (the API server's self-signed certificate), whose keys a CronJob writes
+// into the rule's jwks. The inline keys verify; without them the token is
+// refused (the issuer's discovery fails).
+func TestIstioInlineJWKS(t *testing.T) {
+	const iss = "https://kubernetes.default.svc.cluster.local"
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	rule := `- apiVersion: security.istio.io/v1beta1
+  kind: RequestAuthentication
+  metadata: {name: m2m-token-issuer, namespace: istio-system}
+  spec:
+    jwtRules:
+    - issuer: ` + iss + `
+      forwardOriginalToken: true
+      outputClaimToHeaders:
+      - {header: kubeflow-userid, claim: sub}
+`
+	for _, inline := range []bool{true, false} {
+		y := kubeflowMaster + rule
+		if inline {
+			y += "      jwks: '" + string(set) + "'\n"
+		}
+		f := newIstioFixture(t, y, key)
+		tok := f.token(t, map[string]any{"iss": iss, "sub": "system:serviceaccount:ns:sa"})
+		resp, s := f.get(t, "/pipeline/apis/v2beta1/runs", map[string]string{"Authorization": "Bearer " + tok})
+		switch {
+		case inline && (resp.StatusCode != 200 || s.Headers.Get("Kubeflow-Userid") != "system:serviceaccount:ns:sa"):
+			t.Errorf("inline jwks: %d %v", resp.StatusCode, s.Headers)
+		case !inline && resp.StatusCode != 401:
+			t.Errorf("no jwks, discovery unreachable: %d, want 401", resp.StatusCode)
+		}
 	}
 }

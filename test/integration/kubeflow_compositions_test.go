@@ -41,6 +41,7 @@ type kfComposition struct {
 	Env       map[string]string `json:"env"`
 	Check     []string          `json:"check"`
 	Web       []string          `json:"web"`
+	Files     map[string]string `json:"files"`
 	Objects   []map[string]any  `json:"objects"`
 }
 
@@ -53,6 +54,11 @@ type kfRun struct {
 	issuer  *peer.Issuer // the cluster's service-account issuer
 	logout  string       // the dashboard's LOGOUT_URL
 	ttl     time.Duration
+	// saAudience is the audience a client asks for in the service-account
+	// tokens it sends; saChecked says the service itself verifies them
+	// (the gateway checks bearer requests: Kubeflow ≤ 1.9.0).
+	saAudience string
+	saChecked  bool
 }
 
 // The cluster addresses the rendered objects name, as the tests map them.
@@ -165,8 +171,16 @@ func startComposition(t *testing.T, c *kfComposition) *kfRun {
 		// for Dex's 24 h tokens).
 		env["REFRESH_BEFORE_EXPIRY"] = "3s"
 	}
-	k.issuer = peer.StartIssuer(t)
-	if c.has("API call with a service-account token") && len(c.Check) > 0 && c.object("RequestAuthentication", "istio-system", "m2m-token-issuer") == nil {
+	// The cluster's service-account issuer: its name, its keys served here.
+	k.issuer = peer.StartIssuerAs(t, saIssuer)
+	k.saAudience = "istio-ingressgateway.istio-system.svc.cluster.local"
+	if f := env["AUTHENTICATION_CONFIG_FILE"]; f != "" {
+		// The rendered file (Kubeflow 1.9.0's oauth2-proxy place: the
+		// cluster's issuer of EXTRA_JWT_ISSUERS), with the issuer's
+		// discovery at the local issuer, as DNS would resolve it.
+		env["AUTHENTICATION_CONFIG_FILE"], k.saAudience = k.mapAuthenticationFile(t, c.Files[f])
+		k.saChecked = true
+	} else if c.has("API call with a service-account token") && len(c.Check) > 0 && c.object("RequestAuthentication", "istio-system", "m2m-token-issuer") == nil {
 		// Arrikto's place (Kubeflow ≤ 1.9.0): the gateway sends bearer
 		// tokens to the service. The overlay accepts the cluster's
 		// service-account tokens by TokenReview (components/tokenreview),
@@ -174,20 +188,20 @@ func startComposition(t *testing.T, c *kfComposition) *kfRun {
 		// kube-apiserver in test/kube (make kube-check). Here the same
 		// tokens come through AUTHENTICATION_CONFIG_FILE, the other path.
 		env["KUBERNETES_AUTHN_ENABLED"] = "false"
-		file := filepath.Join(t.TempDir(), "authn.yaml")
-		os.WriteFile(file, []byte(fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1beta1
+		env["AUTHENTICATION_CONFIG_FILE"], _ = k.mapAuthenticationFile(t, fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1beta1
 kind: AuthenticationConfiguration
 jwt:
 - issuer:
     url: %s
-    audiences: ["istio-ingressgateway.istio-system.svc.cluster.local"]
+    audiences: [%q]
   claimMappings:
     username:
       claim: sub
       prefix: ""
-`, k.issuer.URL)), 0o600)
-		env["AUTHENTICATION_CONFIG_FILE"] = file
+`, saIssuer, k.saAudience))
+		k.saChecked = true
 	}
+	k.fillJWKS(t)
 	k.svc = peer.StartService(t, env)
 	k.svc.WaitReady(t, 30*time.Second)
 
@@ -219,6 +233,93 @@ jwt:
 		t.Fatal("the rendered dashboard has no LOGOUT_URL")
 	}
 	return k
+}
+
+// mapAuthenticationFile writes an AuthenticationConfiguration for the
+// service whose cluster issuer (saIssuer) is discovered at the local issuer
+// (issuer.discoveryURL: the issuer keeps its name, as the tokens carry it);
+// the cluster's CA file, for the API server's certificate, does not apply
+// to the local http issuer. It returns the file and the first audience.
+func (k *kfRun) mapAuthenticationFile(t *testing.T, content string) (string, string) {
+	t.Helper()
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(content), &cfg); err != nil {
+		t.Fatalf("AUTHENTICATION_CONFIG_FILE: %v", err)
+	}
+	aud := ""
+	jwts, _ := cfg["jwt"].([]any)
+	for _, j := range jwts {
+		is := j.(map[string]any)["issuer"].(map[string]any)
+		if is["url"] != saIssuer {
+			t.Fatalf("AUTHENTICATION_CONFIG_FILE: issuer %v is not the cluster's (%s): no local peer for it", is["url"], saIssuer)
+		}
+		is["discoveryURL"] = k.issuer.URL + "/.well-known/openid-configuration"
+		delete(is, "certificateAuthorityFile")
+		if auds, _ := is["audiences"].([]any); len(auds) > 0 && aud == "" {
+			aud = auds[0].(string)
+		}
+	}
+	if len(jwts) == 0 || aud == "" {
+		t.Fatal("AUTHENTICATION_CONFIG_FILE: no issuer with an audience")
+	}
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "authentication.yaml")
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file, aud
+}
+
+// fillJWKS does what Kubeflow 1.9.0's CronJob kubeflow-m2m-oidc-configurator
+// does on the cluster, when it is rendered: it copies the cluster issuer's
+// keys into the RequestAuthentication it names (spec.jwtRules[0].jwks),
+// which Istio cannot fetch from the API server's self-signed address.
+func (k *kfRun) fillJWKS(t *testing.T) {
+	t.Helper()
+	cron := k.c.object("CronJob", "istio-system", "kubeflow-m2m-oidc-configurator")
+	if cron == nil {
+		return
+	}
+	env := map[string]string{}
+	pod := dig(cron, "spec", "jobTemplate", "spec", "template", "spec")
+	for _, ctr := range pod["containers"].([]any) {
+		for _, ef := range ctr.(map[string]any)["envFrom"].([]any) {
+			name := dig(ef.(map[string]any), "configMapRef")["name"].(string)
+			cm := k.c.object("ConfigMap", "istio-system", name)
+			if cm == nil {
+				t.Fatalf("the CronJob's ConfigMap %s is not exported", name)
+			}
+			for key, v := range cm["data"].(map[string]any) {
+				env[key] = v.(string)
+			}
+		}
+	}
+	ra := k.c.object("RequestAuthentication", env["ISTIO_ROOT_NAMESPACE"], env["REQUEST_AUTHENTICATION_NAME"])
+	if ra == nil {
+		t.Fatalf("the CronJob fills RequestAuthentication %s/%s, which is not rendered", env["ISTIO_ROOT_NAMESPACE"], env["REQUEST_AUTHENTICATION_NAME"])
+	}
+	rule := dig(ra, "spec")["jwtRules"].([]any)[0].(map[string]any)
+	if rule["issuer"] != k.issuer.Name {
+		t.Fatalf("%s's issuer %v is not the cluster's %s", env["REQUEST_AUTHENTICATION_NAME"], rule["issuer"], k.issuer.Name)
+	}
+	resp, err := http.Get(k.issuer.URL + "/openid/v1/jwks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	jwks, _ := io.ReadAll(resp.Body)
+	rule["jwks"] = string(jwks)
+}
+
+// dig walks nested maps.
+func dig(m map[string]any, keys ...string) map[string]any {
+	for _, key := range keys {
+		m, _ = m[key].(map[string]any)
+	}
+	return m
 }
 
 // login logs in through the gateway from a deep link and returns the
@@ -284,11 +385,51 @@ func (k *kfRun) wantIdentity(t *testing.T, e echo) {
 	}
 	if k.c.Env["AUTH_REQUEST_HEADERS"] == "true" {
 		for h, want := range map[string]string{"x-auth-request-email": "user@example.com", "x-auth-request-user": "user@example.com", "x-auth-request-groups": "team-a,team-b"} {
-			if got := e.Headers[h]; len(got) != 1 || got[0] != want {
+			got := e.Headers[h]
+			if k.claimHeader(h) {
+				// Istio's jwt_authn removes the headers any
+				// RequestAuthentication maps (Kubeflow 1.9.0's
+				// m2m-token-issuer maps x-auth-request-user) and sets
+				// them only from the token that carries the claim: a Dex
+				// session's upstream gets none, as with oauth2-proxy.
+				if len(got) > 0 {
+					t.Errorf("%s %q reached the upstream, which Istio's jwt_authn removes", h, got)
+				}
+				continue
+			}
+			if len(got) != 1 || got[0] != want {
 				t.Errorf("%s %q, want %q", h, got, want)
 			}
 		}
 	}
+}
+
+// claimHeader reports whether a rendered RequestAuthentication maps a
+// claim to header h (outputClaimToHeaders), except dex-jwt's own mappings,
+// which a Dex ID token fills.
+func (k *kfRun) claimHeader(h string) bool {
+	for _, o := range k.c.Objects {
+		if o["kind"] != "RequestAuthentication" {
+			continue
+		}
+		for _, r := range dig(o, "spec")["jwtRules"].([]any) {
+			rule := r.(map[string]any)
+			if rule["issuer"] == "http://"+clusterDex+"/dex" {
+				continue
+			}
+			for _, m := range asAnyList(rule["outputClaimToHeaders"]) {
+				if strings.EqualFold(fmt.Sprint(m.(map[string]any)["header"]), h) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func asAnyList(v any) []any {
+	l, _ := v.([]any)
+	return l
 }
 
 func scenarioBrowserLogin(t *testing.T, k *kfRun) {
@@ -429,6 +570,7 @@ func scenarioDexToken(t *testing.T, k *kfRun) {
 	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "user@example.com" {
 		t.Fatalf("kubeflow-userid %q for a Dex token", got)
 	}
+	wantClientToken(t, e, tok)
 	// A token of the right issuer signed by someone else is refused.
 	forged := peer.SignWith(t, peer.ForeignKey(), "k", map[string]any{"iss": k.dex.Issuer, "sub": "x", "email": "admin@example.com",
 		"aud": k.c.Env["CLIENT_ID"], "exp": time.Now().Add(time.Hour).Unix()})
@@ -439,28 +581,58 @@ func scenarioDexToken(t *testing.T, k *kfRun) {
 	}
 }
 
-// saToken is a token shaped as the cluster's service-account tokens.
-func (k *kfRun) saToken(t *testing.T, iss string) string {
+// saToken is a token shaped as the cluster's service-account tokens (the
+// cluster's issuer), for audience aud.
+func (k *kfRun) saToken(t *testing.T, aud string) string {
 	t.Helper()
-	return k.issuer.Sign(t, map[string]any{"iss": iss, "sub": "system:serviceaccount:kubeflow-user-example-com:default-editor",
-		"aud":           []string{"istio-ingressgateway.istio-system.svc.cluster.local"},
+	return k.issuer.Sign(t, map[string]any{"sub": saUser, "aud": []string{aud},
 		"kubernetes.io": map[string]any{"namespace": "kubeflow-user-example-com", "serviceaccount": map[string]any{"name": "default-editor"}}})
 }
 
+const saUser = "system:serviceaccount:kubeflow-user-example-com:default-editor"
+
 func scenarioSAToken(t *testing.T, k *kfRun) {
-	iss := saIssuer
-	if k.c.object("RequestAuthentication", "istio-system", "m2m-token-issuer") == nil {
-		iss = k.issuer.URL // the issuer of the service's AUTHENTICATION_CONFIG_FILE
-	}
+	tok := k.saToken(t, k.saAudience)
 	e := readEcho(t, k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json",
-		map[string]string{"Authorization": "Bearer " + k.saToken(t, iss), "Kubeflow-Userid": "user@example.com"}))
-	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "system:serviceaccount:kubeflow-user-example-com:default-editor" {
+		map[string]string{"Authorization": "Bearer " + tok, "Kubeflow-Userid": "user@example.com"}))
+	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != saUser {
 		t.Fatalf("kubeflow-userid %q for a service-account token", got)
+	}
+	wantClientToken(t, e, tok)
+	if k.saChecked && k.c.Env["AUTH_REQUEST_HEADERS"] == "true" {
+		if got := e.Headers["x-auth-request-user"]; len(got) != 1 || got[0] != saUser {
+			t.Errorf("x-auth-request-user %q for a service-account token", got)
+		}
+	}
+	if !k.saChecked {
+		return
+	}
+	// The service checks the token first: one for another audience, or
+	// signed by another key, is refused before Istio sees it.
+	for what, bad := range map[string]string{
+		"another audience": k.saToken(t, "pipelines.kubeflow.org"),
+		"another key": peer.SignWith(t, peer.ForeignKey(), "key-1", map[string]any{"iss": saIssuer, "sub": saUser,
+			"aud": []string{k.saAudience}, "exp": time.Now().Add(time.Hour).Unix()}),
+	} {
+		resp := k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json", map[string]string{"Authorization": "Bearer " + bad})
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a service-account token for %s: %d, want 401", what, resp.StatusCode)
+		}
+	}
+}
+
+// wantClientToken: the upstream got the client's own bearer token, not one
+// the service put in its place.
+func wantClientToken(t *testing.T, e echo, tok string) {
+	t.Helper()
+	if got := e.Headers["authorization"]; len(got) != 1 || got[0] != "Bearer "+tok {
+		t.Errorf("the upstream's Authorization is not the client's token (%d values)", len(got))
 	}
 }
 
 func scenarioSARefused(t *testing.T, k *kfRun) {
-	resp := k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json", map[string]string{"Authorization": "Bearer " + k.saToken(t, saIssuer)})
+	resp := k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json", map[string]string{"Authorization": "Bearer " + k.saToken(t, k.saAudience)})
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("a service-account token without m2m-token-issuer: %d, want 401 (as with Kubeflow's m2m-dex-only)", resp.StatusCode)

@@ -66,6 +66,17 @@ var oauth2ProxyReplacements = map[string]string{
 		"straight to Dex's login page",
 }
 
+// oidcClientReplacements: Kubeflow 1.9.0's common/oidc-client/oauth2-proxy
+// overlays (m2m-self-signed, m2m).
+var oidcClientReplacements = map[string]string{
+	"Deployment oauth2-proxy/oauth2-proxy":     "Deployment oauth2-proxy/authservice",
+	"ServiceAccount oauth2-proxy/oauth2-proxy": "ServiceAccount oauth2-proxy/authservice",
+	"ConfigMap oauth2-proxy/oauth2-proxy":      "ConfigMap oauth2-proxy/oidc-authservice-parameters",
+	"Secret oauth2-proxy/oauth2-proxy":         "Secret oauth2-proxy/oidc-authservice-client",
+	"ConfigMap /istio-m2m-params": "none: a kustomize-time parameter of Kubeflow's istio-m2m component (the issuer it writes " +
+		"into m2m-token-issuer, written there in place by the overlay); rendered without a namespace, read by nothing on the cluster",
+}
+
 var arriktoReplacements = map[string]string{
 	"StatefulSet istio-system/oidc-authservice":          "Deployment istio-system/authservice",
 	"PersistentVolumeClaim istio-system/authservice-pvc": "none: sessions are sealed cookies, there is no store",
@@ -103,6 +114,14 @@ var compositions = func() []composition {
 			"../common/dex/overlays/oauth2-proxy":                         "../common/dex/overlays/istio",
 			"../apps/centraldashboard/upstream/overlays/oauth2-proxy":     "../apps/centraldashboard/upstream/overlays/kserve",
 		}, "deploy/overlays/kubeflow/dex", nil),
+		// 1.9.0's own example: oauth2-proxy from common/oidc-client, every
+		// request checked, bearer tokens included.
+		composition{Release: "v1.9.0", Form: "kubeflow-oidc-client-oauth2-proxy-m2m-self-signed",
+			Stock: "../common/oidc-client/oauth2-proxy/overlays/m2m-self-signed", Lines: 1, Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex",
+			Replacements: oidcClientReplacements,
+			Scenarios:    []string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged}},
+		composition{Release: "v1.9.0", Form: "kubeflow-oidc-client-oauth2-proxy-m2m",
+			Stock: "../common/oidc-client/oauth2-proxy/overlays/m2m", Lines: 1, Replacements: oidcClientReplacements},
 	)
 	for _, rel := range []string{"v1.9.1", "v1.10.2", "v1.11.0", "master"} {
 		istio := "../common/istio/istio-install"
@@ -180,7 +199,8 @@ func resourceLine(l string) (string, bool) {
 
 // operatorFile is the file an operator of this composition has before the
 // swap: the example with Kubeflow's line for this variant (the kind and EKS
-// lines are commented alternatives of the default one).
+// lines are commented alternatives of the default one; 1.9.0's m2m is a
+// sibling of its m2m-self-signed).
 func operatorFile(t *testing.T, c composition) []string {
 	t.Helper()
 	lines := exampleLines(t, c)
@@ -192,7 +212,7 @@ func operatorFile(t *testing.T, c composition) []string {
 		}
 		if p == c.Stock {
 			found = true
-		} else if strings.HasPrefix(p, "../common/oauth2-proxy/overlays/") && strings.HasPrefix(c.Stock, "../common/oauth2-proxy/overlays/") {
+		} else if dir, _, ok := strings.Cut(c.Stock, "/overlays/"); ok && strings.HasPrefix(p, dir+"/overlays/") {
 			lines[i] = "- " + c.Stock // the operator picked this variant
 			found = true
 		}

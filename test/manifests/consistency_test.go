@@ -38,9 +38,11 @@ const oauth2ProxyNS = "oauth2-proxy"
 // istioSecurityKinds are the gateway's Istio objects, in istio-system.
 var istioSecurityKinds = map[string]bool{"AuthorizationPolicy": true, "RequestAuthentication": true, "EnvoyFilter": true}
 
-// kubeflowM2M are the objects of Kubeflow's cluster-jwks-proxy component
-// (in istio-system) that the kind variant keeps.
-var kubeflowM2M = map[string]bool{"cluster-jwks-proxy": true}
+// kubeflowM2M are the objects of Kubeflow's m2m components in istio-system
+// that the swaps keep: cluster-jwks-proxy (1.9.1+, kind) and 1.9.0's
+// kubeflow-m2m-oidc-configurator CronJob with its RBAC and ConfigMaps.
+var kubeflowM2M = map[string]bool{"cluster-jwks-proxy": true, "kubeflow-m2m-oidc-configurator": true,
+	"kubeflow-m2m-oidc-configurator-envs": true, "kubeflow-m2m-oidc-configurator-script": true}
 
 // selectsGateway: a selector of the ingress gateway's pods, by its istio
 // label (ours) or its app label (Kubeflow's policies).
@@ -128,7 +130,7 @@ func checkConsistency(r *rendering) []error {
 		switch {
 		case o.Namespace == ns, clusterScoped[o.Kind] && o.Namespace == "":
 		case o.Kind == "NetworkPolicy" && o.Namespace == "auth":
-		case o.Namespace == namespace && (istioSecurityKinds[o.Kind] || kubeflowM2M[o.Name]):
+		case o.Namespace == namespace && (istioSecurityKinds[o.Kind] || kubeflowM2M[hashSuffix.ReplaceAllString(o.Name, "")]):
 		default:
 			bad("%s: namespace %q, want %s", o.id(), o.Namespace, ns)
 		}

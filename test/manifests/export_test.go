@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -38,11 +39,19 @@ type exported struct {
 	Check []string `json:"check"`
 	// Web lists those that reach its web port (pages, JWKS).
 	Web []string `json:"web,omitempty"`
+	// Files are the rendered contents of the files the service's file
+	// variables name (AUTHENTICATION_CONFIG_FILE, ...), by path.
+	Files map[string]string `json:"files,omitempty"`
 	// Objects are the rendered objects the gateway is built from: the mesh
 	// configuration, policies, RequestAuthentications, VirtualServices,
-	// ext_authz EnvoyFilters, Services, Dex's configuration, the dashboard.
+	// ext_authz EnvoyFilters, Services, Dex's configuration, the dashboard,
+	// CronJobs and the ConfigMaps they read.
 	Objects []json.RawMessage `json:"objects"`
 }
+
+// fileVariables are the service's variables that name a file whose
+// content the integration test needs.
+var fileVariables = []string{"AUTHENTICATION_CONFIG_FILE", "AUTHORIZATION_RULES_FILE"}
 
 func exportFile(c composition) string {
 	return filepath.Join(exportDir, c.Release+"_"+c.Form+".json")
@@ -68,16 +77,40 @@ func export(t *testing.T, c *composed) []byte {
 			}
 		}
 	}
+	for _, k := range fileVariables {
+		if f := v.env[k]; f != "" {
+			content, err := v.mountedFile(f)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", c.name(), k, err)
+			}
+			if e.Files == nil {
+				e.Files = map[string]string{}
+			}
+			e.Files[f] = content
+		}
+	}
+	// The ConfigMaps of kept CronJobs (Kubeflow 1.9.0's m2m issuer
+	// configurator: which RequestAuthentication it fills with the keys).
+	cronConfig := map[string]bool{}
+	for _, o := range c.Objects.all("CronJob") {
+		for _, ctr := range typed[batchv1.CronJob](o).Spec.JobTemplate.Spec.Template.Spec.Containers {
+			for _, ef := range ctr.EnvFrom {
+				if ef.ConfigMapRef != nil {
+					cronConfig[o.Namespace+"/"+ef.ConfigMapRef.Name] = true
+				}
+			}
+		}
+	}
 	var objs []*object
 	for _, o := range c.Objects.Objects {
 		keep := false
 		switch o.Kind {
-		case "AuthorizationPolicy", "RequestAuthentication", "VirtualService", "Service":
+		case "AuthorizationPolicy", "RequestAuthentication", "VirtualService", "Service", "CronJob":
 			keep = true
 		case "EnvoyFilter":
 			keep = len((&kubeflowView{r: &rendering{Objects: []*object{o}}}).extAuthzFilters()) > 0
 		case "ConfigMap":
-			keep = (o.Namespace == "istio-system" && o.Name == "istio") || (o.Namespace == "auth" && o.Name == "dex")
+			keep = (o.Namespace == "istio-system" && o.Name == "istio") || (o.Namespace == "auth" && o.Name == "dex") || cronConfig[o.Namespace+"/"+o.Name]
 		case "Deployment":
 			keep = o.Namespace == "kubeflow" && o.Name == "centraldashboard"
 		}
@@ -145,9 +178,10 @@ var staticChecks = []string{
 	"every CUSTOM policy names a provider the rendered mesh configuration declares, one provider per gateway, `failOpen` off",
 	"each provider's `service:port` (or the EnvoyFilter's `server_uri`) is a rendered Service that selects the service's pods on the port it checks on (`SERVER_PORT`)",
 	"Dex's static client has the service's `CLIENT_ID` and `CLIENT_SECRET` and registers its `REDIRECT_URL` exactly",
-	"the dashboard's `LOGOUT_URL` is the service's logout path, and it, the callback and the login start reach the service (routed to it, or checked by it) and are not denied by the DENY policy; Dex's pages are neither checked nor denied",
+	"the dashboard's `LOGOUT_URL` is the service's logout path, and it, the callback and the login start reach the service (routed to it, or checked by it) and are not denied by the DENY policy; Dex's pages are not denied, and where the gateway checks them the service lets them through (`SKIP_AUTH_URLS`)",
 	"every header the gateway lets through on allow is one the service produces (`path` excepted: no authenticator sets it, nothing reads it); `set-cookie` on deny; renewed cookies reach the browser (`set-cookie` on allow, or `SESSION_RENEW_REDIRECT`)",
 	"where Istio turns the forwarded token into `kubeflow-userid` (`UPSTREAM_TOKEN=id_token`), a RequestAuthentication of the gateway verifies the provider's issuer from `Authorization: Bearer` and maps the service's `USERID_CLAIM`; the DENY policy lets such requests through",
+	"where the gateway checks requests that carry a bearer token (Kubeflow ≤ 1.9.0), the service accepts the tokens of every issuer the gateway's RequestAuthentications verify, and the issuer and audience pairs of oauth2-proxy's `EXTRA_JWT_ISSUERS` (ConfigMap `oauth2-proxy-parameters`)",
 	"NetworkPolicies that isolate Dex admit the service, those of the service's namespace admit the gateway",
 	"the service's rendered environment passes `check-config`'s offline validation and sets no variable the service ignores",
 	"every object of Kubeflow's replaced line is kept or has a declared, rendered replacement; no policy, RequestAuthentication or route is dropped",
@@ -181,10 +215,10 @@ swapped for an overlay of this repository. [kubeflow.md](kubeflow.md) says which
 		fmt.Fprintf(&b, "| %s | `%s` | `deploy/overlays/%s` | %d | %s | %s |\n", c.Release, c.Stock, c.Form, c.Lines, status, integ)
 	}
 	b.WriteString(`
-1.9.0's own example installs oauth2-proxy from ` + "`common/oidc-client/oauth2-proxy`" + ` (a design of its own: every
-request is checked, bearer tokens included, and no DENY policy); the 1.9.0 row is the layout of operators
-who kept arrikto's ` + "`common/oidc-client/oidc-authservice/base`" + ` on 1.9.0 (1.8's lines on 1.9.0's folders).
-There is no one-line equivalent of 1.9.0's ` + "`m2m`" + ` and ` + "`m2m-self-signed`" + ` overlays.
+Kubeflow 1.9.0's own example installs oauth2-proxy from ` + "`common/oidc-client/oauth2-proxy`" + `, a design of its own:
+every request is checked, bearer tokens included, and there is no DENY policy. Its rows swap the example's line
+(` + "`m2m-self-signed`" + `) or its sibling ` + "`m2m`" + `; the 1.9.0 row of ` + "`deploy/overlays/kubeflow`" + ` is the layout of operators who
+kept arrikto's ` + "`common/oidc-client/oidc-authservice/base`" + ` on 1.9.0 (1.8's lines on 1.9.0's folders).
 
 ## Rendered and checked (make manifests-check)
 
@@ -201,7 +235,10 @@ test/integration/kubeflow_compositions_test.go starts a real Dex (test/dex) with
 service with its rendered environment (addresses mapped to 127.0.0.1), and the Envoy-faithful gateway
 (test/extauthz) configured from the rendered mesh configuration, AuthorizationPolicies (CUSTOM, then
 ` + "`jwt_authn`" + ` for the RequestAuthentications, then DENY and ALLOW), EnvoyFilter and VirtualServices, and
-runs the scenarios of the last column against it.
+runs the scenarios of the last column against it. Service-account tokens are signed by a local issuer named
+` + "`https://kubernetes.default.svc.cluster.local`" + `, the cluster's, whose discovery the service's rendered
+` + "`AUTHENTICATION_CONFIG_FILE`" + ` is pointed at; where Kubeflow 1.9.0's CronJob ` + "`kubeflow-m2m-oidc-configurator`" + ` is
+rendered, its keys are written into the RequestAuthentication it names, as the CronJob does on a cluster.
 `)
 	return b.String()
 }

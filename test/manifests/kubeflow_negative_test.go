@@ -8,17 +8,29 @@ import (
 // The composition checks must fail when a composition is broken: each case
 // breaks one thing of a passing composition and expects the error naming it.
 func TestKubeflowChecksCatchBreakage(t *testing.T) {
-	var master, v181 *composed
+	var master, v181, v190 *composed
 	for _, c := range composeAll(t) {
 		switch c.name() {
 		case "master/kubeflow-oauth2-proxy":
 			master = c
 		case "v1.8.1/kubeflow":
 			v181 = c
+		case "v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed":
+			v190 = c
 		}
 	}
-	if master == nil || v181 == nil || master.Err != nil || v181.Err != nil {
-		t.Fatal("the compositions master/kubeflow-oauth2-proxy and v1.8.1/kubeflow must render")
+	if master == nil || v181 == nil || v190 == nil || master.Err != nil || v181.Err != nil || v190.Err != nil {
+		t.Fatal("the compositions master/kubeflow-oauth2-proxy, v1.8.1/kubeflow and v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed must render")
+	}
+	// generated is the rendered name of a generated ConfigMap (hash suffix).
+	generated := func(c *composed, name string) string {
+		for _, o := range c.Objects.all("ConfigMap") {
+			if hashSuffix.ReplaceAllString(o.Name, "") == name {
+				return o.Name
+			}
+		}
+		t.Fatalf("%s: no ConfigMap %s", c.name(), name)
+		return ""
 	}
 	wantComposition := func(t *testing.T, c *composed, r *rendering, want string) {
 		t.Helper()
@@ -81,6 +93,22 @@ func TestKubeflowChecksCatchBreakage(t *testing.T) {
 		}, "the callback (REDIRECT_URL): /oauth2/callback does not reach the service", false},
 		{"Dex isolated", master, "NetworkPolicy", "allow-oidc-authservice", nil, "Dex is isolated", true},
 		{"a RequestAuthentication dropped", master, "RequestAuthentication", "dex-jwt", nil, "drops it without a replacement", true},
+		// Kubeflow 1.9.0 checks every request, bearer tokens included.
+		{"service-account tokens refused by the check", v190, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			delete(d, "AUTHENTICATION_CONFIG_FILE")
+		}), "RequestAuthentication istio-system/m2m-token-issuer verifies tokens the check refuses first: the service accepts no bearer token of issuer https://kubernetes.default.svc.cluster.local", false},
+		{"Dex tokens refused by the check", v190, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			d["ACCEPT_PROVIDER_ID_TOKENS"] = "false"
+		}), "RequestAuthentication istio-system/dex-jwt verifies tokens the check refuses first: the service accepts no bearer token of issuer http://dex.auth.svc.cluster.local:5556/dex", false},
+		{"another audience than EXTRA_JWT_ISSUERS", v190, "ConfigMap", generated(v190, "oidc-authservice-authentication"), params(func(d map[string]any) {
+			d["authentication.yaml"] = strings.Replace(d["authentication.yaml"].(string), "    - https://kubernetes.default.svc.cluster.local", "    - pipelines.kubeflow.org", 1)
+		}), "oauth2-proxy accepted EXTRA_JWT_ISSUERS https://kubernetes.default.svc.cluster.local=https://kubernetes.default.svc.cluster.local: the service accepts tokens of issuer https://kubernetes.default.svc.cluster.local for audiences [pipelines.kubeflow.org]", false},
+		{"another issuer than m2m-token-issuer", v190, "RequestAuthentication", "m2m-token-issuer", func(m map[string]any) {
+			at(m, "spec", "jwtRules", 0)["issuer"] = "https://oidc.eks.region.amazonaws.com/id/1234abcd"
+		}, "the service accepts no bearer token of issuer https://oidc.eks.region.amazonaws.com/id/1234abcd", false},
+		{"Dex's pages checked and not skipped", v190, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			d["SKIP_AUTH_URLS"] = "/dex-other"
+		}), "Dex's login page is checked and SKIP_AUTH_URLS [/dex-other] does not let it through", false},
 		{"EnvoyFilter without kubeflow-userid", v181, "EnvoyFilter", "authn-filter", func(m map[string]any) {
 			hs := at(m, "spec", "configPatches", 0, "patch", "value", "typed_config", "http_service")
 			at(hs, "authorization_response", "allowed_upstream_headers")["patterns"] = []any{map[string]any{"exact": "kubeflow-groups"}}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"path"
 	"reflect"
 	"slices"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/authn"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 )
 
@@ -391,6 +393,7 @@ func checkComposition(t *testing.T, c *composed, r *rendering) []error {
 	errs = append(errs, checkDexClient(v)...)
 	errs = append(errs, checkRoutes(v)...)
 	errs = append(errs, checkIdentityChain(v)...)
+	errs = append(errs, checkBearerChain(v)...)
 	errs = append(errs, checkNetworkPolicies(v)...)
 	errs = append(errs, checkNothingMissing(c, r)...)
 	return errs
@@ -687,9 +690,13 @@ func checkRoutes(v *kubeflowView) []error {
 			bad("%s: %s does not reach the service", p.what, p.r.path)
 		}
 	}
-	checked, err := v.checked(request{path: "/dex/auth"})
-	if err == nil && checked && len(v.extAuthzFilters()) == 0 {
-		bad("Dex's login page is checked: nobody could log in")
+	// Dex's pages carry no session: the gateway must not ask the service
+	// about them, or the service must let them through (SKIP_AUTH_URLS), as
+	// on Kubeflow ≤ 1.9.0 where every request is checked.
+	if checked, err := v.checked(request{path: "/dex/auth"}); err != nil {
+		bad("Dex's login page: %v", err)
+	} else if checked && !skipped(v.settings.Paths.Skip, "/dex/auth") {
+		bad("Dex's login page is checked and SKIP_AUTH_URLS %v does not let it through: nobody could log in", v.settings.Paths.Skip)
 	}
 	for _, o := range v.policies("DENY") {
 		if denied, err := policyApplies(o.Map["spec"].(map[string]any), request{path: "/dex/auth"}); err != nil || denied {
@@ -697,6 +704,141 @@ func checkRoutes(v *kubeflowView) []error {
 		}
 	}
 	return errs
+}
+
+// skipped reports whether a SKIP_AUTH_URLS prefix lets path through, as the
+// service matches them: a prefix ending in "/" matches what starts with it,
+// another one that path and its sub-paths.
+func skipped(prefixes []string, path string) bool {
+	for _, p := range prefixes {
+		if strings.HasSuffix(p, "/") && strings.HasPrefix(path, p) || path == p || strings.HasPrefix(path, p+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// checkBearerChain: where the gateway asks the service about requests that
+// carry a bearer token (Kubeflow 1.9.0's oauth2-proxy design checks every
+// request), a token the service refuses never reaches Istio. So the service
+// accepts the tokens of every issuer a RequestAuthentication of the gateway
+// verifies (with an audience that rule accepts), and the issuer and audience
+// pairs of oauth2-proxy's EXTRA_JWT_ISSUERS in ConfigMap
+// oauth2-proxy-parameters, which said which tokens passed before.
+func checkBearerChain(v *kubeflowView) []error {
+	checked, err := v.checked(request{path: "/pipeline/apis/v2beta1/runs", authorization: true})
+	if err != nil || !checked {
+		return nil
+	}
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	// What the service accepts: issuer -> audiences.
+	accepted := map[string][]string{}
+	if b := v.settings.Bearer; b.AcceptProviderIDTokens {
+		accepted[v.settings.Provider.Issuer] = b.ProviderTokenAudiences
+	}
+	if f := v.settings.Bearer.AuthenticationConfigFile; f != "" {
+		content, err := v.mountedFile(f)
+		if err != nil {
+			return append(errs, fmt.Errorf("AUTHENTICATION_CONFIG_FILE: %v", err))
+		}
+		cfg, _, err := authn.Parse([]byte(content))
+		if err != nil {
+			return append(errs, fmt.Errorf("AUTHENTICATION_CONFIG_FILE %s: %v", f, err))
+		}
+		for _, j := range cfg.JWT {
+			accepted[j.Issuer.URL] = j.Issuer.Audiences
+		}
+	}
+	accepts := func(iss string, auds []string) error {
+		have, ok := accepted[iss]
+		switch {
+		case !ok && v.settings.Bearer.TokenReview && iss != v.settings.Provider.Issuer:
+			return nil // TokenReview: the cluster's own issuer, whatever it is
+		case !ok:
+			return fmt.Errorf("the service accepts no bearer token of issuer %s (accepted: %v)", iss, sortedKeys(accepted))
+		case len(auds) > 0 && !slices.ContainsFunc(auds, func(a string) bool { return slices.Contains(have, a) }):
+			return fmt.Errorf("the service accepts tokens of issuer %s for audiences %v, none of %v", iss, have, auds)
+		}
+		return nil
+	}
+	for _, o := range v.r.all("RequestAuthentication") {
+		if !v.appliesToGateway(o) {
+			continue
+		}
+		for _, jr := range asList(dig(o.Map, "spec")["jwtRules"]) {
+			rule := jr.(map[string]any)
+			if err := accepts(fmt.Sprint(rule["issuer"]), toStrings(asList(rule["audiences"]))); err != nil {
+				bad("%s verifies tokens the check refuses first: %v", o.id(), err)
+			}
+		}
+	}
+	for _, cm := range v.r.all("ConfigMap") {
+		if cm.Namespace != v.ns || hashSuffix.ReplaceAllString(cm.Name, "") != "oauth2-proxy-parameters" {
+			continue
+		}
+		for _, pair := range strings.Split(typed[corev1.ConfigMap](cm).Data["EXTRA_JWT_ISSUERS"], ",") {
+			if pair = strings.TrimSpace(pair); pair == "" {
+				continue
+			}
+			iss, aud, ok := strings.Cut(pair, "=")
+			if !ok {
+				bad("EXTRA_JWT_ISSUERS: %q is not issuer=audience", pair)
+				continue
+			}
+			if err := accepts(iss, []string{aud}); err != nil {
+				bad("oauth2-proxy accepted EXTRA_JWT_ISSUERS %s: %v", pair, err)
+			}
+		}
+	}
+	return errs
+}
+
+// mountedFile is the content of a file of the service's container, read from
+// the rendered ConfigMap or Secret mounted where it lies.
+func (v *kubeflowView) mountedFile(file string) (string, error) {
+	dir, base := path.Split(file)
+	dir = strings.TrimSuffix(dir, "/")
+	pod := v.deploy.Spec.Template.Spec
+	for _, m := range pod.Containers[0].VolumeMounts {
+		if m.MountPath != dir {
+			continue
+		}
+		for _, vol := range pod.Volumes {
+			if vol.Name != m.Name {
+				continue
+			}
+			var kind, name string
+			var items []corev1.KeyToPath
+			switch {
+			case vol.ConfigMap != nil:
+				kind, name, items = "ConfigMap", vol.ConfigMap.Name, vol.ConfigMap.Items
+			case vol.Secret != nil:
+				kind, name, items = "Secret", vol.Secret.SecretName, vol.Secret.Items
+			default:
+				return "", fmt.Errorf("%s: volume %s is neither a ConfigMap nor a Secret", file, vol.Name)
+			}
+			key := base
+			for _, it := range items {
+				if it.Path == base {
+					key = it.Key
+				}
+			}
+			o := v.r.findIn(kind, v.ns, name)
+			if o == nil {
+				return "", fmt.Errorf("%s: %s %s is not rendered", file, kind, name)
+			}
+			if kind == "Secret" {
+				if b, ok := typed[corev1.Secret](o).Data[key]; ok {
+					return string(b), nil
+				}
+			} else if c, ok := typed[corev1.ConfigMap](o).Data[key]; ok {
+				return c, nil
+			}
+			return "", fmt.Errorf("%s: %s %s has no key %s", file, kind, name, key)
+		}
+	}
+	return "", fmt.Errorf("%s: nothing is mounted at %s", file, dir)
 }
 
 // checkIdentityChain: where Istio turns the token the service hands upstream

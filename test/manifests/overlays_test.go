@@ -36,6 +36,19 @@ var oauth2ProxyObjects = []string{
 	"RequestAuthentication/dex-jwt",
 }
 
+// oidcClientObjects: the swap for Kubeflow 1.9.0's
+// common/oidc-client/oauth2-proxy overlays: the workload of the 1.9.1+ swap
+// without its /oauth2/ route, the service's bearer-token issuers, and 1.9.0's
+// CUSTOM policy (every request) and RequestAuthentications (no DENY policy).
+var oidcClientObjects = []string{
+	"ConfigMap/oidc-authservice-parameters", "Deployment/authservice", "PodDisruptionBudget/authservice",
+	"Secret/oidc-authservice-client", "ServiceAccount/authservice", "ConfigMap/oidc-authservice-authentication",
+	"Namespace/oauth2-proxy", "Service/oauth2-proxy", "ConfigMap/oauth2-proxy-parameters",
+	"NetworkPolicy/default-allow-same-namespace-oauth2-proxy", "NetworkPolicy/allow-istio-ingressgateway",
+	"AuthorizationPolicy/istio-ingressgateway-oauth2-proxy",
+	"RequestAuthentication/dex-jwt", "RequestAuthentication/m2m-token-issuer",
+}
+
 // wantObjects is exactly what each kustomization renders (kind/name).
 var wantObjects = map[string][]string{
 	"base":                              baseObjects,
@@ -54,6 +67,12 @@ var wantObjects = map[string][]string{
 	"overlays/kubeflow-oauth2-proxy-m2m-dex-and-eks": append(slices.Clone(oauth2ProxyObjects), "RequestAuthentication/m2m-token-issuer"),
 	"overlays/kubeflow-oauth2-proxy-m2m-dex-and-kind": append(slices.Clone(oauth2ProxyObjects), "RequestAuthentication/m2m-token-issuer",
 		"Deployment/cluster-jwks-proxy", "Service/cluster-jwks-proxy", "ServiceAccount/cluster-jwks-proxy"),
+	"overlays/kubeflow-oidc-client-oauth2-proxy-m2m": oidcClientObjects,
+	"overlays/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed": append(slices.Clone(oidcClientObjects),
+		"CronJob/kubeflow-m2m-oidc-configurator", "ServiceAccount/kubeflow-m2m-oidc-configurator",
+		"Role/kubeflow-m2m-oidc-configurator", "RoleBinding/kubeflow-m2m-oidc-configurator",
+		"ConfigMap/kubeflow-m2m-oidc-configurator-envs", "ConfigMap/kubeflow-m2m-oidc-configurator-script",
+		"ClusterRoleBinding/unauthenticated-oidc-viewer"),
 	"overlays/kubeflow-jwt": append(slices.Clone(baseObjects),
 		"AuthorizationPolicy/istio-ingressgateway-oidc-authservice",
 		"AuthorizationPolicy/istio-ingressgateway-require-jwt",

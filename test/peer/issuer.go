@@ -20,7 +20,10 @@ import (
 // and JWKS), for bearer-token tests: GitLab CI, Kubernetes service
 // accounts, anything that signs JWTs.
 type Issuer struct {
-	URL         string
+	URL string
+	// Name is the issuer its discovery names and its tokens carry (iss):
+	// URL, unless started with StartIssuerAs.
+	Name        string
 	JWKSFetches atomic.Int64
 	srv         *httptest.Server
 	mu          sync.Mutex
@@ -50,15 +53,26 @@ func StartIssuer(t testing.TB) *Issuer {
 	t.Helper()
 	is := &Issuer{keys: testKeys()[:1], kids: []string{"key-1"}}
 	is.srv = httptest.NewServer(http.HandlerFunc(is.serve))
-	is.URL = is.srv.URL
+	is.URL, is.Name = is.srv.URL, is.srv.URL
 	t.Cleanup(is.srv.Close)
+	return is
+}
+
+// StartIssuerAs is StartIssuer for an issuer named name that is served
+// elsewhere (the cluster's https://kubernetes.default.svc.cluster.local):
+// its discovery document, at URL, names it, and its tokens carry it as iss.
+// Clients reach it with a discovery URL of their own (issuer.discoveryURL).
+func StartIssuerAs(t testing.TB, name string) *Issuer {
+	t.Helper()
+	is := StartIssuer(t)
+	is.Name = name
 	return is
 }
 
 func (is *Issuer) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/.well-known/openid-configuration":
-		json.NewEncoder(w).Encode(map[string]any{"issuer": is.URL, "jwks_uri": is.URL + "/jwks",
+		json.NewEncoder(w).Encode(map[string]any{"issuer": is.Name, "jwks_uri": is.URL + "/jwks",
 			"id_token_signing_alg_values_supported": []string{"RS256"}})
 	case "/jwks", "/openid/v1/jwks": // the second is the Kubernetes API server's path
 		is.JWKSFetches.Add(1)
@@ -89,7 +103,7 @@ func (is *Issuer) Rotate() {
 // PadJWKS publishes n more (junk) keys.
 func (is *Issuer) PadJWKS(n int) { is.mu.Lock(); is.extraKeys = n; is.mu.Unlock() }
 
-// Sign signs claims with the current key (iss defaults to the issuer, exp to
+// Sign signs claims with the current key (iss defaults to Name, exp to
 // an hour, iat to now).
 func (is *Issuer) Sign(t testing.TB, claims map[string]any) string {
 	t.Helper()
@@ -100,7 +114,7 @@ func (is *Issuer) Sign(t testing.TB, claims map[string]any) string {
 }
 
 func (is *Issuer) withDefaults(claims map[string]any) map[string]any {
-	c := map[string]any{"iss": is.URL, "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()}
+	c := map[string]any{"iss": is.Name, "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()}
 	for k, v := range claims {
 		if v == nil {
 			delete(c, k)
