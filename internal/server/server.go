@@ -55,7 +55,7 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 	}
 	sv := s.Servers
 	servers := []*http.Server{
-		newServer(sv.Host, sv.CheckPort, p.Check, s.Provider.Timeout),
+		withCleartextHTTP2(newServer(sv.Host, sv.CheckPort, p.Check, s.Provider.Timeout)),
 		newServer(sv.Host, sv.ProbePort, p.Probe, s.Provider.Timeout),
 		newServer(sv.Host, sv.WebPort, p.Web, s.Provider.Timeout),
 	}
@@ -111,6 +111,20 @@ func newServer(host string, port int, h http.Handler, providerTimeout time.Durat
 		IdleTimeout:    120 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 	}
+}
+
+// withCleartextHTTP2 lets a server speak HTTP/2 without TLS to a client
+// that starts with HTTP/2's connection preface (prior knowledge: what Envoy
+// does towards a cluster whose Service port says http2 or grpc), beside
+// HTTP/1.1 on the same port. There is no Upgrade: h2c (nothing a client's
+// request can switch). An HTTP/2 stream has the same header limit and
+// timeouts as an HTTP/1.1 request; the runtime's defaults bound the streams
+// of a connection (250) and its flow-control windows.
+func withCleartextHTTP2(srv *http.Server) *http.Server {
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	return srv
 }
 
 func probe(p *provider.Provider, metricsHandler http.Handler) http.Handler {

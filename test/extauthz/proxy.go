@@ -54,6 +54,9 @@ type Config struct {
 	Upstream string
 	// SkipCheck exempts requests from the check (Istio CUSTOM policy rules).
 	SkipCheck func(*http.Request) bool
+	// HTTP2 speaks HTTP/2 with prior knowledge to the check server, as
+	// Envoy does to a cluster whose Service port is named http2 or grpc.
+	HTTP2 bool
 }
 
 // Route sends a path prefix to an upstream.
@@ -127,6 +130,11 @@ func New(cfg Config) (*Proxy, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 		upstreams: map[string]*httputil.ReverseProxy{},
+	}
+	if cfg.HTTP2 {
+		t := &http.Transport{Protocols: new(http.Protocols)}
+		t.Protocols.SetUnencryptedHTTP2(true) // and nothing else: no fallback
+		p.client.Transport = t
 	}
 	targets := []string{cfg.Upstream}
 	for _, r := range cfg.Routes {

@@ -71,7 +71,6 @@ type environment struct {
 	dex      *proc
 	dexURL   string // http://127.0.0.1:<port>, where /dex is served
 	svc      *server
-	svcH2C   *server // nil without -h2c-bin
 	baseline *server // nil without -baseline
 	o2p      *server // nil without -compare
 	bare     *server
@@ -122,9 +121,6 @@ jwt:
 	e.svc = e.serviceServer("oidc-authservice", o.bin, authnFile)
 	if o.baseline != "" {
 		e.baseline = e.serviceServer("oidc-authservice (baseline)", o.baseline, authnFile)
-	}
-	if o.h2cBin != "" {
-		e.svcH2C = e.serviceServer("oidc-authservice", o.h2cBin, authnFile)
 	}
 	barePort := freePort()
 	e.bare = &server{name: "bare net/http", kind: kindBare, addr: hostPort(barePort), start: func() (*proc, error) {
@@ -301,7 +297,7 @@ func (e *environment) restart(systems []*system) error {
 }
 
 func (e *environment) close() {
-	for _, s := range []*server{e.svc, e.baseline, e.svcH2C, e.o2p, e.bare} {
+	for _, s := range []*server{e.svc, e.baseline, e.o2p, e.bare} {
 		if s != nil {
 			s.p.stop()
 		}

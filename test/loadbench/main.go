@@ -43,7 +43,6 @@ func main() {
 	barePprof := flag.String("bare-pprof", "", "internal: the bare server serves its profiles on this address")
 	var o options
 	flag.StringVar(&o.bin, "bin", "bin/oidc-authservice", "service binary")
-	flag.StringVar(&o.h2cBin, "h2c-bin", "", "service binary built with -tags h2c, for the HTTP/2 cleartext path (empty: that path measures the bare server only)")
 	flag.StringVar(&o.dex, "dex", "bin/dex-runner", "Dex runner (test/dex)")
 	flag.StringVar(&o.baseline, "baseline", "", "another build of the service (before a change): measure it in the same rounds")
 	flag.StringVar(&o.compare, "compare", "", "oauth2-proxy binary: measure it in the same rounds (bench-compare)")
@@ -72,10 +71,10 @@ func main() {
 }
 
 type options struct {
-	bin, baseline, h2cBin, dex, compare, kubeflow, paths, jsonOut, profile, logs string
-	conns, rounds, users, tokens                                                 int
-	dur                                                                          time.Duration
-	svcEnv                                                                       []string
+	bin, baseline, dex, compare, kubeflow, paths, jsonOut, profile, logs string
+	conns, rounds, users, tokens                                         int
+	dur                                                                  time.Duration
+	svcEnv                                                               []string
 }
 
 func (o *options) run() error {

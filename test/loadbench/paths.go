@@ -204,17 +204,9 @@ func (e *environment) paths() map[string]*path {
 		method: "GET", target: "/notebook/kubeflow-user-example-com/nb/lab", fixed: navigation, header: "Cookie",
 		values: func(*system) []string { return one(foreignCookie + "; " + e.cookie) },
 	}
-	svc := e.svc
-	if e.svcH2C != nil {
-		svc = e.svcH2C
-	}
 	// Each system against bare in the same protocol; h2c against HTTP/1.1.
-	h2c.systems = []*system{{server: svc, proto: "h1"}, {server: e.bare, proto: "h1"}, {server: svc, proto: "h2c"}, {server: e.bare, proto: "h2c"}}
+	h2c.systems = []*system{{server: e.svc, proto: "h1"}, {server: e.bare, proto: "h1"}, {server: e.svc, proto: "h2c"}, {server: e.bare, proto: "h2c"}}
 	h2c.ref = []int{1, -1, 3, 1}
-	if e.svcH2C == nil {
-		h2c.systems, h2c.ref = []*system{{server: e.bare, proto: "h1"}, {server: e.bare, proto: "h2c"}}, []int{-1, 0}
-		h2c.note += " The service was not built with -tags h2c (-h2c-bin): the bare server only."
-	}
 	h2c.targets = func(r *results.PathResult) []results.Target { return nil }
 	m := map[string]*path{}
 	for _, p := range []*path{session, login, api, sessions, tokens, first, h2c} {
