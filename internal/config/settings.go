@@ -112,6 +112,7 @@ type Sessions struct {
 	MaxPendingLogins int
 	IdleTimeout      time.Duration
 	RenewRedirect    bool // SESSION_RENEW_REDIRECT
+	CacheSize        int  // SESSION_CACHE_SIZE: verified sessions kept per replica
 
 	RefreshBeforeExpiry time.Duration
 	StrictValidation    bool
@@ -138,6 +139,7 @@ type Bearer struct {
 	AcceptProviderIDTokens   bool
 	ProviderTokenAudiences   []string // PROVIDER_ID_TOKEN_AUDIENCES, default CLIENT_ID
 	RulesFile                string
+	CacheSize                int // TOKEN_CACHE_SIZE: verified tokens kept per replica
 
 	// TokenReview of service-account tokens (KUBERNETES_AUTHN_ENABLED).
 	TokenReview       bool

@@ -33,7 +33,16 @@ func (s *Settings) validate(c *Config) error {
 	s.Logout = c.logout(&p)
 	s.Bearer = Bearer{AuthenticationConfigFile: c.AuthenticationConfigFile, AcceptProviderIDTokens: c.AcceptProviderIDTokens,
 		ProviderTokenAudiences: splitList(c.ProviderIDTokenAudiences, ", "), RulesFile: c.AuthorizationRulesFile,
-		TokenReview: c.KubernetesAuthn, ReviewAudiences: splitList(c.Audiences, ","), ServiceAccountDir: c.KubernetesServiceDir}
+		TokenReview: c.KubernetesAuthn, ReviewAudiences: splitList(c.Audiences, ","), ServiceAccountDir: c.KubernetesServiceDir,
+		CacheSize: c.TokenCacheSize}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"SESSION_CACHE_SIZE", c.SessionCacheSize}, {"TOKEN_CACHE_SIZE", c.TokenCacheSize}} {
+		if v.n < 1000 || v.n > 10_000_000 {
+			p.add(v.name, "%d: must be between 1000 and 10000000", v.n)
+		}
+	}
 	if len(s.Bearer.ProviderTokenAudiences) == 0 {
 		s.Bearer.ProviderTokenAudiences = []string{c.ClientID}
 	}
@@ -192,6 +201,7 @@ func (c *Config) sessions(p *problems) Sessions {
 	v := Sessions{MaxAge: time.Duration(c.SessionMaxAge) * time.Second, CookieName: c.SessionCookieName, HTTPOnly: c.SessionHTTPOnly,
 		Secure: c.SessionSecure, HostPrefix: c.SessionHostPrefix, AcceptPlain: c.SessionAcceptPlain, Domain: c.SessionDomain,
 		LoginStateTTL: c.LoginStateTTL, MaxPendingLogins: c.MaxPendingLogins, IdleTimeout: c.SessionIdleTimeout, RenewRedirect: c.SessionRenewRedirect,
+		CacheSize:           c.SessionCacheSize,
 		RefreshBeforeExpiry: c.RefreshBeforeExpiry, StrictValidation: c.StrictValidation, StrictInterval: c.StrictInterval,
 		StrictGrace: c.StrictGrace, CheckProviderBudget: c.CheckProviderBudget}
 	if c.SessionMaxAge <= 0 {

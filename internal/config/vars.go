@@ -88,6 +88,7 @@ type SessionVars struct {
 	MaxPendingLogins     int           `env:"MAX_PENDING_LOGINS" default:"5" desc:"Pending-login cookies kept per browser; the oldest is dropped beyond this."`
 	SessionRenewRedirect bool          `env:"SESSION_RENEW_REDIRECT" default:"false" desc:"For gateways that pass no Set-Cookie on allow (Kubeflow 1.9.1+'s mesh configuration has no headersToDownstreamOnAllow): a GET or HEAD whose session was renewed (refresh, idle timeout) is answered 307 to the same URL with the new cookie (at most 3 times per renewal and replica), instead of being allowed with a cookie the browser never sees."`
 	SessionIdleTimeout   time.Duration `env:"SESSION_IDLE_TIMEOUT" default:"0s" desc:"End a session unused for this long (0: no idle limit). Needs set-cookie passed to the browser on allow."`
+	SessionCacheSize     int           `env:"SESSION_CACHE_SIZE" default:"20000" desc:"Verified session cookies each replica keeps (two generations: the older half is dropped when the newer fills; a hit moves an entry back). A session beyond it is opened again (about 2 µs) when next seen. See docs/performance.md for the memory per entry. 1,000 to 10,000,000."`
 }
 
 // LifetimeVars are the variables of a session's life at the provider (refresh, strict validation).
@@ -120,6 +121,7 @@ type BearerVars struct {
 	// Kubernetes service-account tokens by TokenReview (arrikto's path).
 	KubernetesAuthn      bool   `env:"KUBERNETES_AUTHN_ENABLED" default:"false" desc:"Authenticate Authorization: Bearer tokens of the cluster's service-account issuer by TokenReview at the API server (arrikto's default was on; here off, so the service runs outside a cluster; Kubeflow overlays set it). Needs the RBAC of deploy/components/tokenreview. Issuers of AUTHENTICATION_CONFIG_FILE are tried first. See docs/machine-identities.md."`
 	Audiences            string `env:"AUDIENCES" default:"istio-ingressgateway.istio-system.svc.cluster.local" desc:"Comma-separated audiences a service-account token must be meant for (TokenReview spec.audiences; KUBERNETES_AUTHN_ENABLED). Empty: the API server's own audiences."`
+	TokenCacheSize       int    `env:"TOKEN_CACHE_SIZE" default:"20000" desc:"Verified bearer tokens each replica keeps until they expire (as SESSION_CACHE_SIZE). A token beyond it is verified again (signature, claims, mappings: about 60 µs) when next seen. 1,000 to 10,000,000."`
 	KubernetesServiceDir string `env:"KUBERNETES_SERVICE_ACCOUNT_DIR" default:"/var/run/secrets/kubernetes.io/serviceaccount" desc:"Where the service's own token (token, re-read as it rotates) and the cluster's CA (ca.crt) are read for TokenReview; the API server is https://KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT. Change only to run outside a pod."`
 }
 

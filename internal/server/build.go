@@ -157,13 +157,14 @@ func (p *Parts) handlers(s *config.Settings, secrets [][]byte, log *zap.Logger, 
 	sessions := credential.NewSessions(credential.SessionOptions{CookieName: ss.CookieName, UserPrefix: s.Identity.UserPrefix,
 		IdleTimeout: ss.IdleTimeout, RefreshBeforeExpiry: ss.RefreshBeforeExpiry, StrictValidation: ss.StrictValidation,
 		StrictInterval: ss.StrictInterval, StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget,
-		UpstreamIDToken: s.Upstream.Mode == "id_token"}, codec, p.Provider, p.Revocations, p.Metrics, log, now)
+		UpstreamIDToken: s.Upstream.Mode == "id_token", CacheSize: ss.CacheSize}, codec, p.Provider, p.Revocations, p.Metrics, log, now)
 	var auth credential.Authenticator
 	if p.Bearer != nil {
 		auth = p.Bearer
 	}
 	auth = credential.Chain(auth, p.Reviews)
-	tokens := credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: ss.CheckProviderBudget},
+	tokens := credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: ss.CheckProviderBudget,
+		CacheSize: s.Bearer.CacheSize},
 		auth, mapper, p.Metrics, log, now)
 	backchannel := &revocation.Backchannel{List: p.Revocations, Verifier: p.Provider, MaxAge: s.Logout.BackchannelMaxAge,
 		Timeout: s.Provider.Timeout, Metrics: p.Metrics, Log: log.Named("backchannel")}
