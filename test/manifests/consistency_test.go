@@ -555,6 +555,12 @@ func checkService(name string, svc *corev1.Service, d *appsv1.Deployment, s sett
 				if p.Port != w.port || p.TargetPort.StrVal != w.target {
 					bad("port %s: %d -> %s, want %d -> %s", w.name, p.Port, p.TargetPort.String(), w.port, w.target)
 				}
+				// HTTP/1.1 to the check (Istio reads the protocol from the
+				// name, or appProtocol): it costs less CPU per check than
+				// HTTP/2 (docs/performance.md).
+				if p.AppProtocol != nil && *p.AppProtocol != "http" {
+					bad("port %s: appProtocol %s, want http (HTTP/1.1) or none", w.name, *p.AppProtocol)
+				}
 			}
 		}
 		if !found {
