@@ -95,7 +95,7 @@ DOCGEN = $(GO) run ./test/loadbench/docgen -bench $(BENCH_OUT)/bench.json -compa
 .PHONY: bench
 bench: build bin/dex-runner ## In-process benchmarks, then the service under load against a bare net/http server, path by path; regenerates docs/performance.md.
 	@mkdir -p $(BENCH_OUT)
-	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./internal/... | tee $(BENCH_OUT)/go-bench.txt
+	set -o pipefail; $(GO) test -p 1 -run '^$$' -bench . -benchmem ./internal/... | tee $(BENCH_OUT)/go-bench.txt
 	$(LOADBENCH) -bin bin/oidc-authservice -paths $(BENCH_PATHS) -json $(BENCH_OUT)/bench.json
 	$(DOCGEN)
 

@@ -164,6 +164,19 @@ func funcs(d *data) template.FuncMap {
 			return fmt.Sprintf("| %s | %d | %s |", duration(g.NsPerOp), g.AllocsPerOp, thousands(float64(g.BytesPerOp)))
 		},
 		"goNs": func(name string) float64 { return d.Go[name].NsPerOp },
+		// gotarget judges an in-process benchmark against a time (and,
+		// when maxAllocs >= 0, an allocation) limit.
+		"gotarget": func(label, name string, maxNs float64, maxAllocs int) string {
+			g, ok := d.Go[name]
+			if !ok {
+				return fmt.Sprintf("- %s: not run", label)
+			}
+			mark := "met ✔"
+			if g.NsPerOp > maxNs || (maxAllocs >= 0 && g.AllocsPerOp > maxAllocs) {
+				mark = "**missed** ✘"
+			}
+			return fmt.Sprintf("- %s: %s, %d allocs (`%s`), %s", label, duration(g.NsPerOp), g.AllocsPerOp, name, mark)
+		},
 		// ratio, diff and median give single figures for the prose:
 		// system i of a path against bare.
 		"ratio": func(p *results.PathResult, i int) string {

@@ -123,12 +123,21 @@ func PeakRSSOf(r Run) float64 { return r.PeakRSS }
 
 func (p *PathResult) RatioTarget(name string, min float64) Target {
 	s := p.Ratio(0, RPSOf)
-	return Target{Name: name, Value: fmt.Sprintf("%.2f×", s.Median), Met: s.Median >= min}
+	return Target{Name: name, Value: ratioValue(s.Median, min), Met: s.Median >= min}
 }
 
 func (p *PathResult) P99Target(name string, max float64) Target {
 	s := p.Ratio(0, P99Of)
-	return Target{Name: name, Value: fmt.Sprintf("%.2f×", s.Median), Met: s.Median <= max}
+	return Target{Name: name, Value: ratioValue(s.Median, max), Met: s.Median <= max}
+}
+
+// ratioValue writes a ratio with two decimals, or four where two would
+// print the limit itself (0.9497 against 0.95).
+func ratioValue(v, limit float64) string {
+	if fmt.Sprintf("%.2f", v) == fmt.Sprintf("%.2f", limit) && v != limit {
+		return fmt.Sprintf("%.4f×", v)
+	}
+	return fmt.Sprintf("%.2f×", v)
 }
 
 func (p *PathResult) CPUTarget(name string, max float64) Target {
