@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -101,6 +102,10 @@ func (o *options) run() error {
 		p, ok := env.paths()[key]
 		if !ok {
 			return fmt.Errorf("unknown path %q", key)
+		}
+		if _, err := exec.LookPath("h2load"); err != nil && key == "h2c" {
+			fmt.Printf("\n== h2c: skipped: h2load is not installed (Debian: apt-get install nghttp2-client)\n")
+			continue
 		}
 		res, err := env.measure(p)
 		if err != nil {
