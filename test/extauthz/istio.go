@@ -678,6 +678,15 @@ func (g *Istio) getJSON(u string, v any) error {
 	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
 }
 
+// PolicyMatches evaluates the rules of an AuthorizationPolicy's spec for a
+// request from outside the mesh whose validated JWT (if any) has the
+// request principal principal ("" for none). test/manifests simulates the
+// rendered policies with it.
+func PolicyMatches(spec map[string]any, r *http.Request, principal string) (bool, error) {
+	rules, _ := spec["rules"].([]any)
+	return policyMatches(rules, r, principal)
+}
+
 // policyMatches evaluates an AuthorizationPolicy's rules as Istio does: rules are
 // ORed; within a rule from, to and when are ANDed; a policy without rules
 // matches nothing, a rule without fields matches everything.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"net/url"
 	"path"
 	"slices"
@@ -19,6 +20,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 )
 
 const (
@@ -700,104 +703,18 @@ type request struct {
 	principal     bool // a RequestAuthentication validated a JWT
 }
 
-// policyApplies evaluates an AuthorizationPolicy's rules for a request the way
-// Istio does (rules are ORed; within a rule from, to and when are ANDed).
-// Only the fields these manifests use are understood; others are errors.
+// policyApplies evaluates an AuthorizationPolicy's rules for a request the
+// way Istio does, with the gateway emulation's matcher (test/extauthz).
 func policyApplies(spec map[string]any, r request) (bool, error) {
-	rules, _ := spec["rules"].([]any)
-	for _, ru := range rules {
-		rule := ru.(map[string]any)
-		ok := true
-		for k, v := range rule {
-			switch k {
-			case "to":
-				matched := false
-				for _, t := range v.([]any) {
-					op := dig(t.(map[string]any), "operation")
-					m, err := operationMatches(op, r)
-					if err != nil {
-						return false, err
-					}
-					matched = matched || m
-				}
-				ok = ok && matched
-			case "from":
-				matched := false
-				for _, f := range v.([]any) {
-					src := dig(f.(map[string]any), "source")
-					for sk, sv := range src {
-						if sk != "notRequestPrincipals" || !slices.Equal(toStrings(sv), []string{"*"}) {
-							return false, fmt.Errorf("simulation: unsupported source %s", sk)
-						}
-					}
-					matched = matched || !r.principal
-				}
-				ok = ok && matched
-			case "when":
-				for _, w := range v.([]any) {
-					c := w.(map[string]any)
-					if c["key"] != "request.headers[authorization]" {
-						return false, fmt.Errorf("simulation: unsupported condition key %v", c["key"])
-					}
-					value := ""
-					if r.authorization {
-						value = "Bearer x"
-					}
-					if vs, has := c["values"]; has {
-						ok = ok && matchAny(toStrings(vs), value)
-					}
-					if nv, has := c["notValues"]; has {
-						ok = ok && !matchAny(toStrings(nv), value)
-					}
-				}
-			default:
-				return false, fmt.Errorf("simulation: unsupported rule field %s", k)
-			}
-		}
-		if ok {
-			return true, nil
-		}
+	req := httptest.NewRequest("GET", "http://kubeflow.example.com"+r.path, nil)
+	if r.authorization {
+		req.Header.Set("Authorization", "Bearer x")
 	}
-	return false, nil
-}
-
-func operationMatches(op map[string]any, r request) (bool, error) {
-	ok := true
-	for k, v := range op {
-		switch k {
-		case "paths":
-			ok = ok && matchAny(toStrings(v), r.path)
-		case "notPaths":
-			ok = ok && !matchAny(toStrings(v), r.path)
-		default:
-			return false, fmt.Errorf("simulation: unsupported operation field %s", k)
-		}
+	principal := ""
+	if r.principal {
+		principal = "https://issuer.example.com/user"
 	}
-	return ok, nil
-}
-
-// matchAny: Istio's string match: "*" (present), "abc*" (prefix), "*abc"
-// (suffix), else exact. An empty value is absent.
-func matchAny(patterns []string, v string) bool {
-	for _, p := range patterns {
-		switch {
-		case p == "*":
-			if v != "" {
-				return true
-			}
-		case strings.HasSuffix(p, "*"):
-			if strings.HasPrefix(v, strings.TrimSuffix(p, "*")) {
-				return true
-			}
-		case strings.HasPrefix(p, "*"):
-			if strings.HasSuffix(v, strings.TrimPrefix(p, "*")) {
-				return true
-			}
-		case p == v:
-			return true
-		}
-	}
-	return false
+	return extauthz.PolicyMatches(spec, req, principal)
 }
 
 func toStrings(v any) []string {
