@@ -8,16 +8,21 @@ import (
 )
 
 // decode fills c from env: each field from the variable its env tag names,
-// else its default. It reports every value that does not parse.
+// else its default. A variable set to the empty string (a params.env line
+// "NAME=") is the empty text for a text variable (USERID_PREFIX=, AUDIENCES=
+// mean no prefix, no audience) and the default for any other kind: an empty
+// SESSION_HTTP_ONLY= or SERVER_PORT= must not silently mean false or 0. It
+// reports every value that does not parse.
 func decode(c *Config, env map[string]string) []error {
 	var errs []error
 	v := reflect.ValueOf(c).Elem()
 	for _, f := range Fields() {
+		field := v.FieldByIndex(f.index)
 		raw, ok := env[f.Env]
-		if !ok {
+		if !ok || (raw == "" && field.Kind() != reflect.String) {
 			raw = f.Default
 		}
-		if err := set(v.FieldByIndex(f.index), raw); err != nil {
+		if err := set(field, raw); err != nil {
 			errs = append(errs, fmt.Errorf("%w: %s: %q: %v", ErrInvalid, f.Env, raw, err))
 		}
 	}

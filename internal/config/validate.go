@@ -110,6 +110,8 @@ func (c *Config) paths(p *problems) Paths {
 		Homepage: c.HomepageURL, AllowOptions: c.AllowUnauthenticatedOptions}
 	if v.Verify == "" {
 		v.Verify = prefix + "verify"
+	} else if !strings.HasPrefix(v.Verify, "/") || strings.ContainsAny(v.Verify, "?#") {
+		p.add("VERIFY_AUTH_URL", "%q must be a path (starting with /, no query)", v.Verify)
 	}
 	if v.Logout == "" {
 		v.Logout = prefix + "logout"
@@ -181,9 +183,12 @@ func (c *Config) identity(p *problems) Identity {
 func (c *Config) servers(p *problems) Servers {
 	v := Servers{Host: c.Hostname, CheckPort: c.Port, ProbePort: c.ReadinessPort, WebPort: c.WebServerPort,
 		AccessLog: c.AccessLog, AccessLogRate: c.AccessLogRate}
-	for env, port := range map[string]int{"SERVER_PORT": c.Port, "READINESS_PROBE_PORT": c.ReadinessPort, "WEB_SERVER_PORT": c.WebServerPort} {
-		if port < 0 || port > 65535 {
-			p.add(env, "%d is not a port", port)
+	for _, port := range []struct {
+		env string
+		n   int
+	}{{"SERVER_PORT", c.Port}, {"READINESS_PROBE_PORT", c.ReadinessPort}, {"WEB_SERVER_PORT", c.WebServerPort}} {
+		if port.n < 1 || port.n > 65535 {
+			p.add(port.env, "%d is not a port (1 to 65535)", port.n)
 		}
 	}
 	if c.AccessLogRate < 0 || c.AccessLogRate > 1 || c.AccessLogRate != c.AccessLogRate {
@@ -237,6 +242,9 @@ func (c *Config) sessions(p *problems) Sessions {
 	if c.SessionIdleTimeout < 0 {
 		p.add("SESSION_IDLE_TIMEOUT", "must not be negative")
 	}
+	if c.RefreshBeforeExpiry < 0 {
+		p.add("REFRESH_BEFORE_EXPIRY", "must not be negative")
+	}
 	if c.StrictInterval <= 0 {
 		p.add("STRICT_SESSION_VALIDATION_INTERVAL", "must be positive")
 	}
@@ -276,6 +284,9 @@ func (c *Config) logout(p *problems) Logout {
 	if c.ProviderSignOutURL != "" && !httpURL(c.ProviderSignOutURL) {
 		p.add("PROVIDER_SIGN_OUT_URL", "must be an absolute http(s) URL")
 	}
+	if c.BackchannelMaxAge <= 0 {
+		p.add("BACKCHANNEL_LOGOUT_MAX_AGE", "must be positive (every logout token would be refused)")
+	}
 	return Logout{RevokeTokens: c.RevokeOnLogout, ProviderLogout: c.ProviderLogout, PostLogoutRedirectURL: c.PostLogoutRedirectURL,
 		ProviderSignOutURL: c.ProviderSignOutURL, ProviderSignOutMode: c.ProviderSignOutMode, BackchannelMaxAge: c.BackchannelMaxAge,
 		RedisURL: c.RedisURL, RedisKeyPrefix: c.RedisKeyPrefix}
@@ -311,6 +322,9 @@ func (c *Config) upstreamToken(p *problems) UpstreamToken {
 	case "none", "id_token", "issued":
 	default:
 		p.add("UPSTREAM_TOKEN", "%q: want none, id_token or issued", c.UpstreamToken)
+	}
+	if c.UpstreamToken == "issued" && !httpURL(c.UpstreamTokenIssuer) {
+		p.add("UPSTREAM_TOKEN_ISSUER", "%q must be an absolute http(s) URL (the iss of issued tokens)", c.UpstreamTokenIssuer)
 	}
 	if c.UpstreamTokenLifetime < 10*time.Second || c.UpstreamTokenLifetime > 24*time.Hour {
 		p.add("UPSTREAM_TOKEN_LIFETIME", "must be between 10s and 24h")
