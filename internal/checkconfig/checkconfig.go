@@ -320,7 +320,7 @@ func secretState(v string) string {
 	if v == "" {
 		return "not set"
 	}
-	return fmt.Sprintf("set (%d characters)", len(v))
+	return "set"
 }
 
 func orNone(v string) string {

@@ -79,13 +79,16 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	fail("authorization", err)
 	p.Upstream, err = p.upstreamIssuer(s, now)
 	fail("upstream token", err)
+	p.Reviews, err = tokenReviews(s, log, now)
+	fail("TokenReview", err)
 	if p.Provider == nil || p.Pages == nil || p.Policy == nil {
+		if s.Bearer.AuthenticationConfigFile != "" || s.Bearer.AcceptProviderIDTokens {
+			fail("bearer tokens", errors.New("not checked: the provider, pages or authorization could not be built"))
+		}
 		return p, errors.Join(errs...)
 	}
 	p.Bearer, err = bearerAuthenticator(s, p.Provider, log, now)
 	fail("bearer tokens", err)
-	p.Reviews, err = tokenReviews(s, log, now)
-	fail("TokenReview", err)
 	secrets := s.Sessions.Secrets
 	if s.Sessions.Generated {
 		secret := make([]byte, 32)

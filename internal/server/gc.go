@@ -5,7 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"sync/atomic"
+	"sync"
 )
 
 // gcHeapFloor is the heap size below which the garbage collector does not
@@ -24,8 +24,9 @@ const gcHeapFloor = 16 << 20
 // sets GOGC so that the next goal is max(2 × live heap, floor).
 type gcTuner struct {
 	floor   uint64
-	sample  []metrics.Sample // the live heap and GOGC now
-	stopped atomic.Bool
+	mu      sync.Mutex       // orders adjust and stop: no GOGC set after stop
+	sample  []metrics.Sample // the live heap and GOGC now; guarded by mu
+	stopped bool             // guarded by mu
 }
 
 // tuneGC starts the tuner, unless the operator chose GOGC: then the
@@ -47,7 +48,9 @@ type sentinel struct{ _ *byte }
 // adjust sets GOGC from the live heap of the cycle that just ended, and
 // waits for the next.
 func (t *gcTuner) adjust() {
-	if t.stopped.Load() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
 		return
 	}
 	metrics.Read(t.sample)
@@ -67,6 +70,8 @@ func (t *gcTuner) stop() {
 	if t == nil {
 		return
 	}
-	t.stopped.Store(true)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopped = true
 	debug.SetGCPercent(100)
 }

@@ -25,6 +25,7 @@ func TestGCTunerRaisesGOGCBelowTheFloor(t *testing.T) {
 	if tn == nil {
 		t.Fatal("no tuner without GOGC")
 	}
+	t.Cleanup(tn.stop)
 	// It adjusts after each cycle, on the runtime's cleanup goroutine.
 	raised := func(what string) {
 		for deadline := time.Now().Add(10 * time.Second); gogc() <= 100; {

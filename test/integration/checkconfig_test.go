@@ -146,6 +146,12 @@ func TestCheckConfig(t *testing.T) {
 			"PROBLEM: Redis not reachable"},
 		{"the predecessor's external authorizer", map[string]string{"EXTERNAL_AUTHZ_URL": "http://authorizer/auth"},
 			"EXTERNAL_AUTHZ_URL: an external authorization service is not supported"},
+		// The provider cannot be built (a CA bundle that is not PEM): the
+		// bearer authenticator depending on it is reported as not checked,
+		// never as working.
+		{"bearer tokens behind a provider that cannot be built", map[string]string{"CA_BUNDLE": notPEM(t),
+			"AUTHENTICATION_CONFIG_FILE": "/nonexistent/authn.yaml"},
+			"bearer tokens: not checked"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -159,6 +165,17 @@ func TestCheckConfig(t *testing.T) {
 			if strings.Contains(out, dex.Opts.ClientSecret) {
 				t.Fatalf("the client secret is printed:\n%s", out)
 			}
+			if strings.Contains(out, "bearer JWTs accepted") && c.env["AUTHENTICATION_CONFIG_FILE"] != "" {
+				t.Fatalf("bearer JWTs reported as accepted:\n%s", out)
+			}
 		})
 	}
+}
+
+func notPEM(t *testing.T) string {
+	f := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(f, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
