@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -206,7 +207,7 @@ func (is *issuer) discover(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("discovery %s: %v", u, err)
 	}
 	if d.Issuer != is.c.Issuer.URL {
-		return "", fmt.Errorf("discovery %s names issuer %q, configured %q", u, d.Issuer, is.c.Issuer.URL)
+		return "", fmt.Errorf("discovery %s names issuer %q, configured %q", u, logtext.Bound(d.Issuer, 200), is.c.Issuer.URL)
 	}
 	if d.JWKSURI == "" {
 		return "", fmt.Errorf("discovery %s has no jwks_uri", u)
@@ -396,19 +397,33 @@ func httpClient(is Issuer, timeout time.Duration) (*http.Client, error) {
 		return nil, fmt.Errorf("certificateAuthority: %w", err)
 	}
 	if is.DiscoveryTokenFile != "" {
-		c.Transport = tokenFileTransport{file: is.DiscoveryTokenFile, next: c.Transport}
+		u := is.DiscoveryURL
+		if u == "" {
+			u = is.URL
+		}
+		pu, err := url.Parse(u)
+		if err != nil || pu.Host == "" {
+			return nil, fmt.Errorf("discoveryTokenFile: no host to send it to in %q", u)
+		}
+		c.Transport = tokenFileTransport{file: is.DiscoveryTokenFile, host: pu.Host, next: c.Transport}
 	}
 	return c, nil
 }
 
 // tokenFileTransport adds the bearer token read from a file (re-read on
-// every request: projected tokens rotate).
+// every request: projected tokens rotate) to requests for host, the
+// discovery document's: never to a jwks_uri on another host or a redirect
+// elsewhere, which the discovery answer chooses.
 type tokenFileTransport struct {
 	file string
+	host string
 	next http.RoundTripper
 }
 
 func (t tokenFileTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !strings.EqualFold(r.URL.Host, t.host) {
+		return t.next.RoundTrip(r)
+	}
 	b, err := os.ReadFile(t.file)
 	if err != nil {
 		return nil, err
