@@ -17,7 +17,6 @@ package jwks
 
 import (
 	"context"
-	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -262,7 +261,7 @@ func (s *Set) fetch(u string) ([]jose.JSONWebKey, error) {
 		if err := key.UnmarshalJSON(raw); err != nil {
 			continue // a key of a kind we do not use
 		}
-		if _, ok := key.Key.(crypto.PublicKey); !ok || !key.IsPublic() {
+		if !key.IsPublic() {
 			continue // never accept symmetric or private material as a verification key
 		}
 		out = append(out, key)

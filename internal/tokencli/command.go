@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -83,7 +84,7 @@ Flags:
 func Main(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	return Run(ctx, args, Env{Stdout: stdout, Stderr: stderr})
+	return safeError(Run(ctx, args, Env{Stdout: stdout, Stderr: stderr}))
 }
 
 // Run runs the command: parse args, then print a token from the cache, a
@@ -95,6 +96,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 	if env.Stderr == nil {
 		env.Stderr = io.Discard
 	}
+	env.Stderr = terminalWriter{env.Stderr}
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
@@ -161,7 +163,7 @@ func parse(args []string, env Env) (Options, error) {
 	}
 	if scopes != "" {
 		o.Scopes = splitList(scopes)
-		if !contains(o.Scopes, "openid") {
+		if !slices.Contains(o.Scopes, "openid") {
 			o.Scopes = append([]string{"openid"}, o.Scopes...)
 		}
 	}
@@ -227,15 +229,6 @@ func checkURL(s string) error {
 // splitList splits on commas and white space, dropping empty items.
 func splitList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // defaultCacheDir is <user cache dir>/oidc-authservice/tokens.

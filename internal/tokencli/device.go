@@ -35,7 +35,7 @@ func (c *command) deviceLogin(ctx context.Context, p *provider) (*oauth2.Token, 
 	}
 	c.say("To log in, open this page in a browser, on this or any other device, and confirm the code %s%s:\n\n    %s\n", da.UserCode, valid, verify)
 	if !c.o.NoBrowser {
-		if err := c.env.OpenBrowser(verify); err == nil {
+		if err := c.open(verify); err == nil {
 			c.say("(A browser was opened on this page.)")
 		}
 	}

@@ -57,7 +57,7 @@ func (c *command) loopbackLogin(ctx context.Context, p *provider) (*oauth2.Token
 
 	c.say("To log in, open this page in a browser on this machine (it returns to %s):\n\n    %s\n", conf.RedirectURL, authURL)
 	if !c.o.NoBrowser {
-		if err := c.env.OpenBrowser(authURL); err != nil {
+		if err := c.open(authURL); err != nil {
 			c.say("(No browser could be opened: %v. Open the page yourself.)", err)
 		} else {
 			c.say("(A browser was opened on this page.)")

@@ -7,15 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
-
-	"io"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/jwks"
 )
 
 // provider is the discovered provider: the oauth2 configuration of the
@@ -113,8 +115,6 @@ func (c *command) discover(ctx context.Context) (*provider, error) {
 	for _, a := range c.o.Audiences {
 		scopes = append(scopes, "audience:server:client_id:"+a)
 	}
-	ctx = oidc.ClientContext(ctx, hc)
-	op := d.ProviderConfig.NewProvider(ctx)
 	p := &provider{
 		conf: oauth2.Config{
 			ClientID:     c.o.ClientID,
@@ -122,9 +122,12 @@ func (c *command) discover(ctx context.Context) (*provider, error) {
 			Endpoint:     oauth2.Endpoint{AuthURL: d.AuthURL, TokenURL: d.TokenURL, DeviceAuthURL: d.DeviceAuthURL},
 			Scopes:       scopes,
 		},
-		verifier: op.Verifier(&oidc.Config{ClientID: c.o.ClientID, Now: c.env.Now}),
-		device:   d.DeviceAuthURL != "",
-		client:   hc,
+		// The service's bounded key set (go-oidc's RemoteKeySet reads a
+		// key set of any size).
+		verifier: oidc.NewVerifier(d.IssuerURL, jwks.New(d.JWKSURL, hc, 0, nil),
+			&oidc.Config{ClientID: c.o.ClientID, Now: c.env.Now, SupportedSigningAlgs: jwks.Algorithms}),
+		device: d.DeviceAuthURL != "",
+		client: hc,
 	}
 	if c.o.ClientSecret == "" {
 		// A public client identifies itself with client_id in the body
@@ -138,10 +141,10 @@ func (c *command) discover(ctx context.Context) (*provider, error) {
 // where the provider knows those scopes (GitLab refuses "groups").
 func defaultScopes(supported []string) []string {
 	s := []string{oidc.ScopeOpenID, "profile", "email"}
-	if contains(supported, "groups") {
+	if slices.Contains(supported, "groups") {
 		s = append(s, "groups")
 	}
-	if len(supported) == 0 || contains(supported, oidc.ScopeOfflineAccess) {
+	if len(supported) == 0 || slices.Contains(supported, oidc.ScopeOfflineAccess) {
 		s = append(s, oidc.ScopeOfflineAccess)
 	}
 	return s
@@ -159,7 +162,9 @@ func rebase(u, from, to string) string {
 // verify checks an ID token from the provider: signature, issuer, audience
 // (the client), expiry and, for the code flow, the nonce.
 func (p *provider) verify(ctx context.Context, raw, nonce string) (*oidc.IDToken, error) {
-	idt, err := p.verifier.Verify(oidc.ClientContext(ctx, p.client), raw)
+	// The token came from the provider itself: it may wait for a fetch of
+	// a key rotated in moments ago.
+	idt, err := p.verifier.Verify(jwks.MayWait(ctx), raw)
 	if err != nil {
 		return nil, fmt.Errorf("the provider's ID token did not verify: %v", err)
 	}

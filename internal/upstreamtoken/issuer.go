@@ -124,6 +124,9 @@ type Issuer struct {
 
 // New builds an Issuer; keys[0] signs.
 func New(keys []Key, iss, aud string, lifetime time.Duration, now func() time.Time) (*Issuer, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("no signing key")
+	}
 	i := &Issuer{keys: keys, iss: strings.TrimSuffix(iss, "/"), aud: aud, lifetime: lifetime, now: now}
 	var set struct {
 		Keys []map[string]string `json:"keys"`
