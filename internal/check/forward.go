@@ -215,12 +215,15 @@ func (h *Handler) startVerdict(q *request) verdict {
 		h.log.Info("login start refused: redirect target not allowed", q.rid())
 		return failure(http.StatusBadRequest, "Login failed", "The address to return to after login is not allowed.", "/")
 	}
-	if a, v := h.authenticate(q); a.ok() {
+	switch a, v := h.authenticate(q); {
+	case a.ok():
 		return redirectTo(target, v.cookies...)
+	case v.final: // a renewal's redirect, or the provider unreachable past the grace
+		return v
 	}
 	orig := *q
 	orig.Request = q.Clone(q.Context())
-	if u, _ := url.Parse(target); u.IsAbs() {
+	if u, err := url.Parse(target); err == nil && u.IsAbs() {
 		orig.Host, orig.RequestURI = u.Host, u.RequestURI()
 	} else {
 		orig.RequestURI = target

@@ -120,6 +120,21 @@ func TestVerifyRedirectMode(t *testing.T) {
 	}
 }
 
+// A target on an allowed host whose host does not survive being written
+// back into a URL (%25 decodes to %) is refused, not a panic.
+func TestStartEndpointAllowedHosts(t *testing.T) {
+	f := newFixture(t, map[string]string{"ALLOWED_REDIRECT_HOSTS": "*.example.com"})
+	for target, want := range map[string]int{
+		"/authservice/start?rd=http://a%25b.example.com/":         400,
+		"/authservice/start?rd=http%3A%2F%2Fa%2525b.example.com/": 400,
+		"/authservice/start?rd=http://nb.example.com/lab":         302,
+	} {
+		if w := f.do("GET", target, nil); w.Code != want {
+			t.Errorf("%s: %d, want %d", target, w.Code, want)
+		}
+	}
+}
+
 func TestStartEndpoint(t *testing.T) {
 	f := newFixture(t, nil)
 	cases := map[string]int{

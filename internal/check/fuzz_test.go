@@ -15,7 +15,7 @@ func FuzzSafeTarget(f *testing.F) {
 	fx := newFixture(f, map[string]string{"ALLOWED_REDIRECT_HOSTS": "*.apps.example.com"})
 	for _, s := range []string{"http://kubeflow.example.com/a?b=c", "//evil.example", "/\\evil.example", "https:evil.example",
 		"http://kubeflow.example.com/%2F%2Fevil.example", "https://user@evil.example/", "http://kubeflow.example.com/\r\nx",
-		"HTTPS://evil.example/", "http://nb.apps.example.com.evil.org/", "http://xn--80ak6aa92e.com/"} {
+		"HTTPS://evil.example/", "http://nb.apps.example.com.evil.org/", "http://xn--80ak6aa92e.com/", "http://a%25b.apps.example.com/"} {
 		f.Add(s)
 	}
 	r := httptest.NewRequest("GET", "/authservice/oidc/callback", nil)

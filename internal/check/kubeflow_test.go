@@ -61,8 +61,22 @@ func TestRenewRedirectOffByDefault(t *testing.T) {
 	f := newFixture(t, map[string]string{"SESSION_IDLE_TIMEOUT": "10m"})
 	s := session.Session{ID: "r", Subject: "s", User: "u@x", Created: f.now.Add(-time.Hour).Unix(),
 		Expires: f.now.Add(time.Hour).Unix(), Active: f.now.Add(-2 * time.Minute).Unix()}
-	if w := f.do("GET", "/x", map[string]string{"Cookie": "authservice_session=" + f.seal(t, &s)}); w.Code != 200 {
-		t.Fatalf("without SESSION_RENEW_REDIRECT: %d, want 200 with Set-Cookie", w.Code)
+	w := f.do("GET", "/x", map[string]string{"Cookie": "authservice_session=" + f.seal(t, &s)})
+	if w.Code != 200 || !strings.Contains(strings.Join(w.Header().Values("Set-Cookie"), "\n"), "authservice_session=") {
+		t.Fatalf("without SESSION_RENEW_REDIRECT: %d with Set-Cookie %q, want 200 with the renewed cookie", w.Code, w.Header().Values("Set-Cookie"))
+	}
+}
+
+// /start with a session due for renewal (SESSION_RENEW_REDIRECT) renews it
+// with the same redirect as any other request, instead of sending a
+// signed-in user to the provider.
+func TestStartRenewsASignedInSession(t *testing.T) {
+	f := newFixture(t, map[string]string{"SESSION_IDLE_TIMEOUT": "10m", "SESSION_RENEW_REDIRECT": "true"})
+	s := session.Session{ID: "r", Subject: "s", User: "u@x", Created: f.now.Add(-time.Hour).Unix(),
+		Expires: f.now.Add(time.Hour).Unix(), Active: f.now.Add(-2 * time.Minute).Unix()}
+	w := f.do("GET", "/authservice/start?rd=/pipeline/", map[string]string{"Cookie": "authservice_session=" + f.seal(t, &s)})
+	if w.Code != 307 || strings.Contains(w.Header().Get("Location"), "/dex/") || !strings.Contains(strings.Join(w.Header().Values("Set-Cookie"), "\n"), "authservice_session=") {
+		t.Fatalf("/start with a session due for renewal: %d to %q, want 307 with the renewed cookie", w.Code, w.Header().Get("Location"))
 	}
 }
 

@@ -45,13 +45,27 @@ func parseTarget(target string) (*url.URL, bool) {
 		}
 	}
 	u, err := url.Parse(target)
-	if err != nil || u.User != nil || u.Host == "" || u.Opaque != "" {
+	if err != nil || u.User != nil || u.Host == "" || u.Opaque != "" || !hostChars(u.Host) {
 		return nil, false
 	}
 	if s := u.Scheme; s != "http" && s != "https" {
 		return nil, false
 	}
 	return u, true
+}
+
+// hostChars reports whether a (decoded) host is only what a host name,
+// an IP address and a port are written with: a percent-decoded host such
+// as "a%b.example.com" would not parse again once put back in a URL.
+func hostChars(h string) bool {
+	for i := 0; i < len(h); i++ {
+		switch c := h[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '-', c == ':', c == '[', c == ']':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // safePath reports whether a relative target stays on the same origin: it
