@@ -40,6 +40,9 @@ func discoveryOnly(t testing.TB) string {
 			})
 		case "/keys":
 			w.Write([]byte(`{"keys":[]}`))
+		case "/token": // a refresh: new access and refresh tokens, no ID token
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"access_token":"AT-refreshed","token_type":"Bearer","expires_in":3600,"refresh_token":"RT-refreshed"}`))
 		default:
 			http.NotFound(w, r)
 		}

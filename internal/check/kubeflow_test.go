@@ -148,3 +148,25 @@ func TestAuthRequestHeaders(t *testing.T) {
 		t.Error("X-Auth-Request-User without AUTH_REQUEST_HEADERS")
 	}
 }
+
+// A refresh keeps the tokens the login kept and no others: a session
+// without an access token (no feature needs one) does not grow one.
+func TestRefreshKeepsTheSessionsTokenKinds(t *testing.T) {
+	f := newFixture(t, nil)
+	s := session.Session{ID: "r", Subject: "s", User: "u@x", Created: f.now.Add(-time.Hour).Unix(),
+		Expires: f.now.Add(time.Hour).Unix(), RefreshToken: "RT", TokenExpiry: f.now.Add(-time.Minute).Unix()}
+	w := f.do("GET", "/x", map[string]string{"Cookie": "authservice_session=" + f.seal(t, &s)})
+	var renewed string
+	for _, c := range w.Result().Cookies() {
+		if c.Name == "authservice_session" {
+			renewed = c.Value
+		}
+	}
+	ns, err := f.codec.OpenSession("authservice_session", renewed)
+	if w.Code != 200 || err != nil {
+		t.Fatalf("refresh: %d, renewed cookie %v", w.Code, err)
+	}
+	if ns.RefreshToken != "RT-refreshed" || ns.AccessToken != "" || ns.IDToken != "" {
+		t.Fatalf("refreshed session: refresh %q, access %q, ID %q; want the new refresh token and no others", ns.RefreshToken, ns.AccessToken, ns.IDToken)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"go.uber.org/zap"
+
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
@@ -133,7 +135,9 @@ func (h *Handler) answer(w http.ResponseWriter, q *request, v *verdict) {
 func (h *Handler) applyCookie(out http.Header, q *request, c cookieOp) {
 	switch c.kind {
 	case setSession:
-		h.d.Cookies.WriteSession(out, q.Header, q.secure, c.value, c.maxAge)
+		if !h.d.Cookies.WriteSession(out, q.Header, q.secure, c.value, c.maxAge) {
+			h.log.Error("renewed session too large for the cookies: the browser keeps its previous one", q.rid(), zap.Int("bytes", len(c.value)))
+		}
 	case clearSession:
 		h.credential(q)
 		if q.sealed != "" {

@@ -243,11 +243,15 @@ func (s *Sessions) refresh(ctx context.Context, l *Live, next *session.Session, 
 	tok, err := s.provider.Refresh(ctx, sess.RefreshToken, sess.Subject)
 	switch {
 	case err == nil:
-		next.AccessToken = tok.AccessToken
+		// Only the tokens the login kept (those a feature needs): a
+		// refreshed session stays as small as the one it replaces.
+		if sess.AccessToken != "" {
+			next.AccessToken = tok.AccessToken
+		}
 		if tok.RefreshToken != "" {
 			next.RefreshToken = tok.RefreshToken
 		}
-		if raw, _ := tok.Extra("id_token").(string); raw != "" {
+		if raw, _ := tok.Extra("id_token").(string); raw != "" && sess.IDToken != "" {
 			next.IDToken, next.IDTokenExpiry = raw, jwtExpiry(raw)
 		} else {
 			// The old ID token stays; its expiry no longer drives refreshes.
