@@ -243,15 +243,16 @@ func (s *Sessions) refresh(ctx context.Context, l *Live, next *session.Session, 
 	tok, err := s.provider.Refresh(ctx, sess.RefreshToken, sess.Subject)
 	switch {
 	case err == nil:
-		// Only the tokens the login kept (those a feature needs): a
+		// Only the tokens the login kept (those a feature needs) or that
+		// strict validation and the upstream ID token need now: a
 		// refreshed session stays as small as the one it replaces.
-		if sess.AccessToken != "" {
+		if sess.AccessToken != "" || s.o.StrictValidation {
 			next.AccessToken = tok.AccessToken
 		}
 		if tok.RefreshToken != "" {
 			next.RefreshToken = tok.RefreshToken
 		}
-		if raw, _ := tok.Extra("id_token").(string); raw != "" && sess.IDToken != "" {
+		if raw, _ := tok.Extra("id_token").(string); raw != "" && (sess.IDToken != "" || s.o.UpstreamIDToken) {
 			next.IDToken, next.IDTokenExpiry = raw, jwtExpiry(raw)
 		} else {
 			// The old ID token stays; its expiry no longer drives refreshes.
