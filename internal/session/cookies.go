@@ -119,9 +119,7 @@ func (c *Cookies) WriteSession(out, in http.Header, secure bool, sealed string, 
 	for i, v := range chunks {
 		c.set(out, ChunkName(c.o.Name, i), v, maxAge, secure, c.sessionPrefixed(secure), c.o.SameSite, c.o.HTTPOnly)
 	}
-	for i := len(chunks); i < maxChunks; i++ {
-		c.expireIfSent(out, in, ChunkName(c.o.Name, i), secure, c.sessionPrefixed(secure), c.o.SameSite, c.o.HTTPOnly)
-	}
+	c.expireChunks(out, in, len(chunks), secure, c.sessionPrefixed(secure))
 	return true
 }
 
@@ -130,9 +128,7 @@ func (c *Cookies) WriteSession(out, in http.Header, secure bool, sealed string, 
 func (c *Cookies) ClearSession(out, in http.Header, secure bool) {
 	prefixed := c.sessionPrefixed(secure)
 	c.expire(out, in, c.o.Name, secure, prefixed, c.o.SameSite, c.o.HTTPOnly)
-	for i := 1; i < maxChunks; i++ {
-		c.expireIfSent(out, in, ChunkName(c.o.Name, i), secure, prefixed, c.o.SameSite, c.o.HTTPOnly)
-	}
+	c.expireChunks(out, in, 1, secure, prefixed)
 }
 
 // ReadState returns the sealed login state of state, from the __Host- form,
@@ -259,27 +255,61 @@ func (c *Cookies) expire(out, in http.Header, name string, secure, prefixed bool
 	}
 }
 
-// expireIfSent is expire for a cookie the request may not carry at all.
-func (c *Cookies) expireIfSent(out, in http.Header, name string, secure, prefixed bool, sameSite http.SameSite, httpOnly bool) {
-	_, plain := CookieValue(in, name)
-	_, host := CookieValue(in, HostPrefix+name)
-	if plain || host {
-		c.expire(out, in, name, secure, prefixed, sameSite, httpOnly)
+// expireChunks deletes the session's chunks from index from on that the
+// request carries, in each form it carries them (the one in use now, and
+// the other when sent). The Cookie header is read once, however many
+// cookies it holds.
+func (c *Cookies) expireChunks(out, in http.Header, from int, secure, prefixed bool) {
+	var plain, host [maxChunks]bool
+	for _, line := range in["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			n, _, ok := strings.Cut(trimLeftOWS(part), "=")
+			if !ok {
+				continue
+			}
+			n = trimRightOWS(n)
+			sent := &plain
+			if rest, ok := strings.CutPrefix(n, HostPrefix); ok {
+				n, sent = rest, &host
+			}
+			if i := c.chunkIndex(n); i >= from {
+				sent[i] = true
+			}
+		}
 	}
+	for i := from; i < maxChunks; i++ {
+		if !plain[i] && !host[i] {
+			continue
+		}
+		name := ChunkName(c.o.Name, i)
+		c.set(out, name, "", -1, secure, prefixed, c.o.SameSite, c.o.HTTPOnly)
+		if (prefixed && plain[i]) || (!prefixed && host[i]) {
+			c.set(out, name, "", -1, secure || !prefixed, !prefixed, c.o.SameSite, c.o.HTTPOnly)
+		}
+	}
+}
+
+// chunkIndex is the chunk index of a (plain) cookie name: 0 for the session
+// cookie itself, 1 to maxChunks-1 for a chunk, -1 for any other name.
+func (c *Cookies) chunkIndex(name string) int {
+	if name == c.o.Name {
+		return 0
+	}
+	if rest, ok := strings.CutPrefix(name, c.ownChunkPrefix); ok {
+		if n, err := strconv.Atoi(rest); err == nil && n >= 1 && n < maxChunks && strconv.Itoa(n) == rest {
+			return n
+		}
+	}
+	return -1
 }
 
 // Own reports whether a cookie name is one of the service's: the session
 // cookie or one of its chunks, or a login state, in either form.
 func (c *Cookies) Own(name string) bool {
 	name = strings.TrimPrefix(name, HostPrefix)
-	if name == c.o.Name || strings.HasPrefix(name, StatePrefix) {
-		return true
-	}
-	if rest, ok := strings.CutPrefix(name, c.ownChunkPrefix); ok {
-		n, err := strconv.Atoi(rest)
-		return err == nil && n >= 1 && n < maxChunks && strconv.Itoa(n) == rest
-	}
-	return false
+	return strings.HasPrefix(name, StatePrefix) || c.chunkIndex(name) >= 0
 }
 
 // WithoutOwn returns the request's Cookie header without the service's

@@ -2,6 +2,8 @@ package session
 
 import (
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -179,5 +181,47 @@ func TestCookieStringIsNetHTTPs(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Clearing a session deletes the session cookie in the form in use and
+// each chunk the request carries, in every form it carries it, and nothing
+// else, however many other cookies the request has.
+func TestClearSessionDeletesWhatWasSent(t *testing.T) {
+	c := NewCookies(CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true, SameSite: http.SameSiteLaxMode})
+	var others []string
+	for i := range 200 {
+		others = append(others, "c"+strconv.Itoa(i)+"=v")
+	}
+	in := http.Header{"Cookie": {strings.Join(others, "; ") + "; __Host-authservice_session_2=x; authservice_session_3=y; " +
+		"authservice_session_9=z; authservice_session_01=z; __Host-authservice_sessionx=z"}}
+	out := http.Header{}
+	c.ClearSession(out, in, true)
+	var names []string
+	for _, line := range out.Values("Set-Cookie") {
+		if !strings.Contains(line, "Max-Age=0") {
+			t.Errorf("not a deletion: %s", line)
+		}
+		n, _, _ := strings.Cut(line, "=")
+		names = append(names, n)
+	}
+	want := []string{"__Host-authservice_session", "__Host-authservice_session_2", "__Host-authservice_session_3", "authservice_session_3"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("deleted %q, want %q", names, want)
+	}
+}
+
+// BenchmarkClearSession: a forged session cookie among 200 others (what an
+// anonymous client can send on every request).
+func BenchmarkClearSession(b *testing.B) {
+	c := NewCookies(CookieOptions{Name: "authservice_session", HTTPOnly: true, HostPrefix: true})
+	var others []string
+	for i := range 200 {
+		others = append(others, "c"+strconv.Itoa(i)+"=v")
+	}
+	in := http.Header{"Cookie": {strings.Join(others, "; ") + "; __Host-authservice_session=forged"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.ClearSession(http.Header{}, in, true)
 	}
 }
