@@ -39,11 +39,10 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) {
 	}
 	orig, err := h.forwarded(r)
 	if err != nil {
-		q := h.classify(r, forwardAuth)
-		h.log.Info("forward-auth request refused", q.rid(), zap.String("proxy", h.o.ForwardAuthProxy), zap.Error(err))
-		v := badRequest("the forward-auth request does not describe the original request: " + err.Error())
-		h.answer(w, &q, &v)
-		h.counters[v.decision][v.reason].Add(0)
+		h.serve(w, r, forwardAuth, func(q *request) verdict {
+			h.log.Info("forward-auth request refused", q.rid(), zap.String("proxy", h.o.ForwardAuthProxy), zap.Error(err))
+			return badRequest("the forward-auth request does not describe the original request: " + err.Error())
+		})
 		return
 	}
 	h.check(w, orig, forwardAuth)

@@ -137,9 +137,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // check answers for r, read top to bottom: classify the request once,
 // authenticate its credential, authorize the principal, write the answer.
 func (h *Handler) check(w http.ResponseWriter, r *http.Request, m mode) {
+	h.serve(w, r, m, h.decide)
+}
+
+// serve classifies, decides with decide, answers, and records the check
+// (counter, latency, access log): every answer of the check port goes
+// through it.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, m mode, decide func(*request) verdict) {
 	start := time.Since(h.epoch)
 	q := h.classify(r, m)
-	v := h.decide(&q)
+	v := decide(&q)
 	h.answer(w, &q, &v)
 	h.counters[v.decision][v.reason].Add(time.Since(h.epoch) - start)
 	if h.access != nil {
