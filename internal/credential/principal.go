@@ -79,6 +79,4 @@ func (l *Live) Current() *Live {
 // Token is a verified bearer token.
 type Token struct {
 	Principal
-	Issuer string
-	key    cache.Key
 }

@@ -88,17 +88,6 @@ func CookiesWithPrefix(h http.Header, prefix string, limit int) []NamedValue {
 	return out
 }
 
-// ReadSealed returns the sealed value stored under name, rejoined from its
-// chunks, or "" when there is none or the chunks do not fit together;
-// present reports whether a cookie called name was sent at all.
-func ReadSealed(h http.Header, name string) (value string, present bool) {
-	first, ok := CookieValue(h, name)
-	if !ok {
-		return "", false
-	}
-	return joinChunks(h, name, first), true
-}
-
 // joinChunks is the sealed value whose first chunk, called name, is first.
 func joinChunks(h http.Header, name, first string) string {
 	return Join(first, func(i int) (string, bool) { return CookieValue(h, ChunkName(name, i)) })

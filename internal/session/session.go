@@ -115,9 +115,6 @@ func deserialize(b []byte, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// Now is the codec's clock.
-func (c *Codec) Now() time.Time { return c.now() }
-
 // Key is one session secret expanded into the two keys of securecookie's
 // format.
 type Key struct {

@@ -108,7 +108,7 @@ func TestChunking(t *testing.T) {
 		parts = append(parts, ChunkName("authservice_session", i)+"="+ch)
 	}
 	h.Set("Cookie", "other=1; "+strings.Join(parts, "; "))
-	got, _ := ReadSealed(h, "authservice_session")
+	got, _ := NewCookies(CookieOptions{Name: "authservice_session"}).ReadSession(h, false)
 	if got != sealed {
 		t.Fatal("chunks did not rejoin to the sealed value")
 	}
@@ -124,7 +124,7 @@ func TestChunking(t *testing.T) {
 	}
 	for i, cookie := range bad {
 		h := http.Header{"Cookie": {cookie}}
-		if v, _ := ReadSealed(h, "authservice_session"); v != "" {
+		if v, _ := NewCookies(CookieOptions{Name: "authservice_session"}).ReadSession(h, false); v != "" {
 			if _, err := c.OpenSession("authservice_session", v); err == nil {
 				t.Errorf("bad chunk set %d opened", i)
 			}
