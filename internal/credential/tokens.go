@@ -111,7 +111,7 @@ func (t *Tokens) Verify(ctx context.Context, raw string, rid zap.Field) (*Token,
 	if sub == "" {
 		sub = id.Username
 	}
-	tok = &Token{Principal: newPrincipal(t.o.UserPrefix, sub, user, groups, id.Expiry.Unix()), }
+	tok = &Token{Principal: newPrincipal(t.o.UserPrefix, sub, user, groups, id.Expiry.Unix())}
 	t.verified.Put(k, tok)
 	return tok, nil
 }
