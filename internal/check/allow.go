@@ -100,8 +100,8 @@ func (h *Handler) removeHeaders(hd http.Header, q *request, remove, withCookie [
 }
 
 // upstreamAuthorization is the Authorization header the upstream gets, per
-// UPSTREAM_TOKEN: the provider's ID token, or an issued token cached on the
-// principal and re-signed when half its lifetime has passed, so the hot path
+// UPSTREAM_TOKEN: the provider's ID token (its header value cached on the
+// principal), or an issued token cached on the principal and re-signed when half its lifetime has passed, so the hot path
 // signs once per principal per half-lifetime, not per request.
 func (h *Handler) upstreamAuthorization(a *authed) []string {
 	switch h.o.UpstreamToken {
@@ -109,7 +109,14 @@ func (h *Handler) upstreamAuthorization(a *authed) []string {
 		if a.live == nil || a.live.Session.IDToken == "" {
 			return nil
 		}
-		return []string{"Bearer " + a.live.Session.IDToken}
+		// A live session's ID token never changes (a refresh makes a
+		// successor): its header value is made once.
+		if t := a.Upstream.Load(); t != nil {
+			return t.Header
+		}
+		t := &credential.UpstreamToken{Header: []string{"Bearer " + a.live.Session.IDToken}}
+		a.Upstream.Store(t)
+		return t.Header
 	case "issued":
 		if h.d.Upstream == nil {
 			return nil

@@ -21,15 +21,16 @@ type Principal struct {
 	UserHeader   []string
 	GroupsHeader []string
 
-	// Upstream is the issued upstream token for this principal
-	// (UPSTREAM_TOKEN=issued), re-signed at half its lifetime.
+	// Upstream is the Authorization header the upstream gets for this
+	// principal: the issued token (UPSTREAM_TOKEN=issued), re-signed at
+	// half its lifetime, or the session's ID token (id_token).
 	Upstream atomic.Pointer[UpstreamToken]
 }
 
-// UpstreamToken is an issued identity token with its header value.
+// UpstreamToken is an identity token's header value.
 type UpstreamToken struct {
 	Header  []string // "Bearer <jwt>"
-	RenewAt int64    // unix seconds
+	RenewAt int64    // unix seconds (issued tokens)
 }
 
 func newPrincipal(prefix, subject, user string, groups []string, expires int64) Principal {
