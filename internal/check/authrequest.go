@@ -22,20 +22,22 @@ var authRequestNames = []string{"x-auth-request-user", "x-auth-request-email", "
 // instead: a client's copy never reaches the upstream.
 func setAuthRequestHeaders(hd http.Header, a *authed) {
 	var remove []string
-	set := func(name, lower, v string) {
-		if v == "" {
+	// The principal's own header values, shared as the identity headers
+	// share them: nothing allocated per check but the e-mail's slice.
+	set := func(name, lower string, v []string) {
+		if v[0] == "" {
 			remove = append(remove, lower)
 			return
 		}
-		hd[name] = []string{v}
+		hd[name] = v
 	}
-	email := ""
-	if a.live != nil {
-		email = a.live.Session.Email
+	email := []string{""}
+	if a.live != nil && a.live.Session.Email != "" {
+		email = []string{a.live.Session.Email}
 	}
-	set(authRequestUser, authRequestNames[0], a.UserHeader[0])
+	set(authRequestUser, authRequestNames[0], a.UserHeader)
 	set(authRequestEmail, authRequestNames[1], email)
-	set(authRequestGroups, authRequestNames[2], a.GroupsHeader[0])
+	set(authRequestGroups, authRequestNames[2], a.GroupsHeader)
 	if len(remove) == 0 {
 		return
 	}
