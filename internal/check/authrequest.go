@@ -16,6 +16,9 @@ const (
 // authRequestNames are the lowercase names, for x-envoy-auth-headers-to-remove.
 var authRequestNames = []string{"x-auth-request-user", "x-auth-request-email", "x-auth-request-groups"}
 
+// noValue is a header without a value (never written to an answer).
+var noValue = []string{""}
+
 // setAuthRequestHeaders adds oauth2-proxy's identity headers to an allow
 // answer. Envoy only overwrites a client-sent header when the answer carries
 // it, so a header without a value is named in x-envoy-auth-headers-to-remove
@@ -31,7 +34,7 @@ func setAuthRequestHeaders(hd http.Header, a *authed) {
 		}
 		hd[name] = v
 	}
-	email := []string{""}
+	email := noValue
 	if a.live != nil && a.live.Session.Email != "" {
 		email = []string{a.live.Session.Email}
 	}
