@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
@@ -175,14 +176,19 @@ func TestSecretsFromFiles(t *testing.T) {
 
 func TestRedactedNeverShowsSecrets(t *testing.T) {
 	key := strings.Repeat("s3cr3t-key-", 4)
-	env := setenv(t, map[string]string{"SESSION_KEYS": key, "CLIENT_SECRET": "very-secret-value"})
+	env := setenv(t, map[string]string{"SESSION_KEYS": key, "CLIENT_SECRET": "very-secret-value",
+		"REDIS_URL": "redis://default:redis-password@redis:6379/0"})
 	s, err := Load(FromMap(env))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, out := range []string{s.String(), Markdown(), Usage()} {
-		if strings.Contains(out, "very-secret-value") || strings.Contains(out, key) {
-			t.Fatalf("secret leaked:\n%s", out)
+	// What start-up logs (zap.Any("config", s.Redacted())) and the string form.
+	logged, _ := json.Marshal(s.Redacted())
+	for _, out := range []string{s.String(), string(logged)} {
+		for _, secret := range []string{"very-secret-value", key, "redis-password"} {
+			if strings.Contains(out, secret) {
+				t.Fatalf("secret %q leaked:\n%s", secret, out)
+			}
 		}
 	}
 	if r := s.Redacted(); r["CLIENT_SECRET"] != "[redacted]" || r["SESSION_KEYS"] != "[redacted]" || r["CLIENT_ID"] != "kubeflow-oidc-authservice" {
@@ -211,8 +217,8 @@ func TestConfigurationDocIsCurrent(t *testing.T) {
 	}
 }
 
-// Load reads only the environment it is given: tests need not touch the
-// process's, and can run in parallel.
+// Load reads only the environment it is given, so other tests need not
+// touch the process's (this one sets it, to show it is not read).
 func TestLoadReadsOnlyItsEnvironment(t *testing.T) {
 	t.Setenv("CLIENT_ID", "from-the-process")
 	t.Setenv("TEMPLATE_CONTEXT_X", "from-the-process")
