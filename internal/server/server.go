@@ -33,10 +33,11 @@ import (
 // within 10 s. version is the build's, for oidc_authservice_build_info.
 func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logger) error {
 	p, err := Build(s, version, log)
-	defer p.Close()
 	if err != nil {
+		p.Close() // what could be built (a Redis client) is released
 		return err
 	}
+	defer p.Close()
 	defer tuneGC(gcHeapFloor).stop()
 	for _, w := range p.Warnings {
 		log.Warn(w)
