@@ -35,14 +35,21 @@ func (a *authed) ok() bool { return a.Principal != nil }
 func (h *Handler) allowAs(hd http.Header, q *request, a *authed) {
 	hd[h.userHeader] = a.UserHeader
 	hd[h.groupsHeader] = a.GroupsHeader
-	// A session value sent as Authorization: Bearer (older SDKs) is a
-	// credential of this service: it does not go on to the upstream.
-	if a.cred == sessionBearer {
+	// The credential that authenticated the request does not go on to the
+	// upstream (a colleague's notebook server, in Kubeflow), which could
+	// present it to this gateway as the user: a session value sent as
+	// Authorization: Bearer (older SDKs) never, a bearer token unless
+	// UPSTREAM_BEARER=keep. The token of UPSTREAM_TOKEN, when there is
+	// one, is set in its place; Envoy applies removals after the headers it
+	// sets, so authorization is then not listed.
+	auth := h.upstreamAuthorization(a)
+	strip := a.cred == sessionBearer || (a.cred == bearerJWT && !h.o.KeepBearer)
+	if strip && auth == nil {
 		h.removeHeaders(hd, q, h.remove.bearerSession, h.remove.bearerSessionCookie)
 	} else {
 		h.removeHeaders(hd, q, h.remove.lookalike, h.remove.lookalikeCookie)
 	}
-	if auth := h.upstreamAuthorization(a); auth != nil {
+	if auth != nil {
 		hd["Authorization"] = auth
 	}
 	if h.o.AuthRequestHeaders {

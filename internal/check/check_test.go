@@ -106,7 +106,7 @@ func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authent
 		LoginStateTTL: ss.LoginStateTTL, MaxPendingLogins: ss.MaxPendingLogins, SessionMaxAge: ss.MaxAge,
 		StrictValidation: ss.StrictValidation, ProviderTimeout: s.Provider.Timeout, RevokeTokens: s.Logout.RevokeTokens,
 		ProviderLogout: s.Logout.ProviderLogout, ForwardAuthProxy: s.ForwardAuth.Proxy, TrustedProxies: s.ForwardAuth.TrustedProxies,
-		ForwardAuthRedirect: s.ForwardAuth.Redirect, UpstreamToken: s.Upstream.Mode,
+		ForwardAuthRedirect: s.ForwardAuth.Redirect, UpstreamToken: s.Upstream.Mode, KeepBearer: s.Upstream.KeepBearer,
 	}, Deps{
 		Logger: zap.NewNop(),
 		Cookies: session.NewCookies(session.CookieOptions{Name: ss.CookieName, Domain: ss.Domain, SameSite: ss.SameSite,
@@ -476,6 +476,53 @@ func TestHostPrefixedCookies(t *testing.T) {
 	})
 }
 
+// A bearer token the service accepted does not reach the upstream, which
+// could present it to the gateway as its owner for the token's lifetime
+// (issue 21): the allow answer removes Authorization, unless
+// UPSTREAM_BEARER=keep (a RequestAuthentication reads it after the check and
+// removes it there), and a token of UPSTREAM_TOKEN replaces it instead.
+func TestBearerTokenIsNotForwarded(t *testing.T) {
+	tok := strings.Repeat("a", 40) + "." + strings.Repeat("b", 40) + "." + strings.Repeat("c", 40)
+	bearer := map[string]string{"Authorization": "Bearer " + tok, "Cookie": "XSRF-TOKEN=x"}
+	removed := func(w *httptest.ResponseRecorder) bool {
+		for _, n := range strings.Split(w.Header().Get("X-Envoy-Auth-Headers-To-Remove"), ",") {
+			if n == "authorization" {
+				return true
+			}
+		}
+		return false
+	}
+	f := newFixtureWith(t, nil, fixedToken{raw: tok, exp: time.Now().Add(time.Hour)})
+	w := f.do("GET", "/pipeline/apis/v2beta1/runs", bearer)
+	if w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "system:serviceaccount:ns:sa" || !removed(w) {
+		t.Fatalf("default: %d, user %q, headers-to-remove %q", w.Code, w.Header().Get("Kubeflow-Userid"), w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
+	}
+	if _, set := w.Header()["Authorization"]; set {
+		t.Fatal("default: the answer sets Authorization")
+	}
+
+	f = newFixtureWith(t, map[string]string{"UPSTREAM_BEARER": "keep"}, fixedToken{raw: tok, exp: time.Now().Add(time.Hour)})
+	if w := f.do("GET", "/pipeline/apis/v2beta1/runs", bearer); w.Code != 200 || removed(w) {
+		t.Fatalf("UPSTREAM_BEARER=keep: %d, headers-to-remove %q", w.Code, w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
+	}
+
+	// UPSTREAM_TOKEN=issued: the issued token is set in the client's
+	// token's place, and authorization is not also removed (Envoy removes
+	// after it sets: the issued token would be lost).
+	f = newFixtureWith(t, map[string]string{"UPSTREAM_TOKEN": "issued"}, fixedToken{raw: tok, exp: time.Now().Add(time.Hour)})
+	f.h.d.Upstream = fakeSigner{}
+	w = f.do("GET", "/pipeline/apis/v2beta1/runs", bearer)
+	if w.Code != 200 || removed(w) || w.Header().Get("Authorization") != "Bearer issued-for-system:serviceaccount:ns:sa" {
+		t.Fatalf("UPSTREAM_TOKEN=issued: %d, Authorization %q, headers-to-remove %q", w.Code, w.Header().Get("Authorization"), w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
+	}
+	// The same for a session value sent as a bearer token.
+	v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
+	w = f.do("GET", "/pipeline/apis/v2beta1/runs", map[string]string{"Authorization": "Bearer " + v})
+	if w.Code != 200 || removed(w) || w.Header().Get("Authorization") != "Bearer issued-for-u@example.com" {
+		t.Fatalf("session as bearer, UPSTREAM_TOKEN=issued: %d, Authorization %q, headers-to-remove %q", w.Code, w.Header().Get("Authorization"), w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
+	}
+}
+
 func TestSessionAsBearerIsNotForwarded(t *testing.T) {
 	f := newFixture(t, nil)
 	v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
@@ -489,3 +536,12 @@ func TestSessionAsBearerIsNotForwarded(t *testing.T) {
 		t.Fatalf("%d, headers-to-remove %q", w.Code, w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
 	}
 }
+
+// fakeSigner signs "issued-for-<sub>" tokens (UPSTREAM_TOKEN=issued).
+type fakeSigner struct{}
+
+func (fakeSigner) Sign(sub string, _ []string) (string, time.Time, error) {
+	return "issued-for-" + sub, time.Now().Add(5 * time.Minute), nil
+}
+
+func (fakeSigner) Lifetime() time.Duration { return 5 * time.Minute }

@@ -51,6 +51,9 @@ type Options struct {
 	ForwardAuthRedirect bool
 
 	UpstreamToken string // none, id_token or issued
+	// KeepBearer leaves a client's accepted bearer token on the upstream
+	// request (UPSTREAM_BEARER=keep); otherwise the allow answer removes it.
+	KeepBearer bool
 
 	AccessLog     bool
 	AccessLogRate float64

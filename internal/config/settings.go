@@ -161,6 +161,9 @@ type UpstreamToken struct {
 	Audience string
 	Lifetime time.Duration
 	KeysFile string
+	// KeepBearer: a client's bearer token the service accepted stays on the
+	// upstream request (UPSTREAM_BEARER=keep).
+	KeepBearer bool
 }
 
 // Pages are the HTML pages' look.

@@ -329,8 +329,13 @@ func (c *Config) upstreamToken(p *problems) UpstreamToken {
 	if c.UpstreamTokenLifetime < 10*time.Second || c.UpstreamTokenLifetime > 24*time.Hour {
 		p.add("UPSTREAM_TOKEN_LIFETIME", "must be between 10s and 24h")
 	}
+	switch c.UpstreamBearer {
+	case "remove", "keep":
+	default:
+		p.add("UPSTREAM_BEARER", "%q: want remove or keep", c.UpstreamBearer)
+	}
 	return UpstreamToken{Mode: c.UpstreamToken, Issuer: c.UpstreamTokenIssuer, Audience: c.UpstreamTokenAudience,
-		Lifetime: c.UpstreamTokenLifetime, KeysFile: c.UpstreamTokenKeysFile}
+		Lifetime: c.UpstreamTokenLifetime, KeysFile: c.UpstreamTokenKeysFile, KeepBearer: c.UpstreamBearer == "keep"}
 }
 
 func (c *Config) pages(p *problems, v *Pages) {

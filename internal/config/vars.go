@@ -140,6 +140,7 @@ type UpstreamTokenVars struct {
 	UpstreamTokenAudience string        `env:"UPSTREAM_TOKEN_AUDIENCE" default:"kubeflow" desc:"aud of issued tokens."`
 	UpstreamTokenLifetime time.Duration `env:"UPSTREAM_TOKEN_LIFETIME" default:"5m" desc:"Lifetime of issued tokens."`
 	UpstreamTokenKeysFile string        `env:"UPSTREAM_TOKEN_KEYS_FILE" desc:"PEM file (a Kubernetes Secret) of the signing keys, RSA or EC P-256, newest first: the first signs, all are published. Unset with UPSTREAM_TOKEN=issued: a random key, valid for this process only."`
+	UpstreamBearer        string        `env:"UPSTREAM_BEARER" default:"remove" desc:"What becomes of a client's Authorization: Bearer token that the service accepted (a provider ID token, a JWT of AUTHENTICATION_CONFIG_FILE, a service-account token): remove (the upstream never holds a token this gateway accepts from anyone who presents it) or keep (only where a RequestAuthentication after the check must read it, as in Kubeflow 1.9.0's oauth2-proxy layout, and removes it there with forwardOriginalToken: false). A token of UPSTREAM_TOKEN takes its place either way; a session value sent as a bearer token is always removed."`
 }
 
 // PagesVars are the variables of the HTML pages.
