@@ -203,7 +203,13 @@ func (g *Istio) mapURL(raw string) string {
 	if !ok {
 		return raw
 	}
-	return strings.TrimSuffix(base, "/") + u.RequestURI()
+	// The path as it is: an issuer without one ("http://host:8082") stays
+	// without one, as the iss of its tokens.
+	out := strings.TrimSuffix(base, "/") + u.EscapedPath()
+	if u.RawQuery != "" {
+		out += "?" + u.RawQuery
+	}
+	return out
 }
 
 func (g *Istio) address(host string, port int) (string, bool) {

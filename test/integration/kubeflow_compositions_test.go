@@ -2,16 +2,24 @@ package integration
 
 import (
 	"context"
-	"encoding/base64"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +29,7 @@ import (
 
 	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
+	"github.com/oidc-authservice/oidc-authservice/test/upstream"
 )
 
 // Kubeflow's real manifests, composed with the one-line swap and rendered
@@ -42,7 +51,11 @@ type kfComposition struct {
 	Check     []string          `json:"check"`
 	Web       []string          `json:"web"`
 	Files     map[string]string `json:"files"`
-	Objects   []map[string]any  `json:"objects"`
+	// Exposed is what of the user's credentials still reaches every
+	// upstream in this layout ("cookie": the compatible layouts, where
+	// Kubeflow's mesh does not let the service rewrite the Cookie header).
+	Exposed []string         `json:"exposed"`
+	Objects []map[string]any `json:"objects"`
 }
 
 // kfRun is a composition running: Dex, the service, the gateway.
@@ -50,6 +63,7 @@ type kfRun struct {
 	c       *kfComposition
 	dex     *peer.Dex
 	svc     *peer.Service
+	up      *recorder // every upstream behind the gateway
 	gateway string
 	issuer  *peer.Issuer // the cluster's service-account issuer
 	logout  string       // the dashboard's LOGOUT_URL
@@ -68,6 +82,9 @@ const (
 	// saIssuer is the cluster's service-account issuer as Kubeflow's kind
 	// overlay names it (m2m-token-issuer).
 	saIssuer = "https://kubernetes.default.svc.cluster.local"
+	// clusterWeb is the service's web port in istio-system (kubeflow-jwt:
+	// the issued tokens' issuer and keys).
+	clusterWeb = "authservice.istio-system.svc.cluster.local:8082"
 )
 
 var scenarios = map[string]func(t *testing.T, k *kfRun){
@@ -81,6 +98,7 @@ var scenarios = map[string]func(t *testing.T, k *kfRun){
 	"service-account token refused (no m2m issuer, as Kubeflow's overlay)": scenarioSARefused,
 	"session outlives Dex's ID-token lifetime (refresh)":                   scenarioRefresh,
 	"client-sent identity headers never reach the upstream":                scenarioForged,
+	"no header an upstream receives lets another client in as the user":    scenarioReplay,
 }
 
 func TestKubeflowCompositions(t *testing.T) {
@@ -202,6 +220,18 @@ jwt:
 		k.saChecked = true
 	}
 	k.fillJWKS(t)
+	if env["UPSTREAM_TOKEN"] == "issued" {
+		// The issued tokens' signing keys, which the operator puts in a
+		// Secret, and the issuer as istiod reaches it: the web port, here
+		// on 127.0.0.1, chosen before the service starts.
+		env["UPSTREAM_TOKEN_KEYS_FILE"] = upstreamKeys(t)
+		web := peer.FreePort(t)
+		env["WEB_SERVER_PORT"] = strconv.Itoa(web)
+		if env["UPSTREAM_TOKEN_ISSUER"] != "http://"+clusterWeb {
+			t.Fatalf("the rendered UPSTREAM_TOKEN_ISSUER %q is not the service's web port %s", env["UPSTREAM_TOKEN_ISSUER"], clusterWeb)
+		}
+		env["UPSTREAM_TOKEN_ISSUER"] = fmt.Sprintf("http://127.0.0.1:%d", web)
+	}
 	k.svc = peer.StartService(t, env)
 	k.svc.WaitReady(t, 30*time.Second)
 
@@ -214,8 +244,9 @@ jwt:
 	for _, a := range c.Web {
 		addrs[a] = k.svc.WebURL
 	}
+	k.up = startRecorder(t)
 	g, err := extauthz.NewIstio(extauthz.IstioConfig{Objects: c.Objects, Gateway: c.Gateway, Addresses: addrs,
-		Default: peer.StartUpstream(t)})
+		Default: k.up.url})
 	if err != nil {
 		t.Fatalf("the gateway from the rendered objects: %v", err)
 	}
@@ -347,22 +378,6 @@ func (k *kfRun) get(t *testing.T, c *http.Client, path string, hdr map[string]st
 	return resp
 }
 
-// jwtClaims decodes a JWT's payload (already verified by the gateway).
-func jwtClaims(t *testing.T, raw string) map[string]any {
-	t.Helper()
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a JWT: %.40s", raw)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c map[string]any
-	json.Unmarshal(b, &c)
-	return c
-}
-
 // wantIdentity: the upstream saw user@example.com as Kubeflow's design
 // makes it (by the service's headers, or by Istio from the forwarded token).
 func (k *kfRun) wantIdentity(t *testing.T, e echo) {
@@ -370,17 +385,16 @@ func (k *kfRun) wantIdentity(t *testing.T, e echo) {
 	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "user@example.com" {
 		t.Fatalf("kubeflow-userid %q, want user@example.com", got)
 	}
-	if k.c.Env["UPSTREAM_TOKEN"] == "id_token" {
-		auth := e.Headers["authorization"]
-		if len(auth) != 1 || !strings.HasPrefix(auth[0], "Bearer ") {
-			t.Fatalf("no Dex ID token upstream: %q", auth)
-		}
-		claims := jwtClaims(t, strings.TrimPrefix(auth[0], "Bearer "))
-		if claims["iss"] != k.dex.Issuer || claims["email"] != "user@example.com" {
-			t.Fatalf("upstream token claims %v", claims)
-		}
-		if exp, _ := claims["exp"].(float64); int64(exp) <= time.Now().Unix() {
-			t.Fatalf("the ID token handed upstream expired at %v", time.Unix(int64(exp), 0))
+	// No token goes on to the upstream, whoever handed it to the gateway:
+	// Istio removes the one it verified (forwardOriginalToken: false).
+	if auth := e.Headers["authorization"]; len(auth) > 0 {
+		t.Fatalf("a token reached the upstream (Authorization: %.12s…): the upstream could present it to the gateway", auth[0])
+	}
+	// Where the service sets the identity (no RequestAuthentication maps
+	// it), the groups come with it.
+	if !k.mapsHeader("kubeflow-groups") {
+		if got := e.Headers["kubeflow-groups"]; len(got) != 1 || got[0] != "team-a,team-b" {
+			t.Fatalf("kubeflow-groups %q, want team-a,team-b", got)
 		}
 	}
 	if k.c.Env["AUTH_REQUEST_HEADERS"] == "true" {
@@ -402,6 +416,24 @@ func (k *kfRun) wantIdentity(t *testing.T, e echo) {
 			}
 		}
 	}
+}
+
+// mapsHeader reports whether any rendered RequestAuthentication maps a
+// claim to header h.
+func (k *kfRun) mapsHeader(h string) bool {
+	for _, o := range k.c.Objects {
+		if o["kind"] != "RequestAuthentication" {
+			continue
+		}
+		for _, r := range dig(o, "spec")["jwtRules"].([]any) {
+			for _, m := range asAnyList(r.(map[string]any)["outputClaimToHeaders"]) {
+				if strings.EqualFold(fmt.Sprint(m.(map[string]any)["header"]), h) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // claimHeader reports whether a rendered RequestAuthentication maps a
@@ -570,7 +602,7 @@ func scenarioDexToken(t *testing.T, k *kfRun) {
 	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "user@example.com" {
 		t.Fatalf("kubeflow-userid %q for a Dex token", got)
 	}
-	wantClientToken(t, e, tok)
+	wantNoClientToken(t, e)
 	// A token of the right issuer signed by someone else is refused.
 	forged := peer.SignWith(t, peer.ForeignKey(), "k", map[string]any{"iss": k.dex.Issuer, "sub": "x", "email": "admin@example.com",
 		"aud": k.c.Env["CLIENT_ID"], "exp": time.Now().Add(time.Hour).Unix()})
@@ -598,7 +630,7 @@ func scenarioSAToken(t *testing.T, k *kfRun) {
 	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != saUser {
 		t.Fatalf("kubeflow-userid %q for a service-account token", got)
 	}
-	wantClientToken(t, e, tok)
+	wantNoClientToken(t, e)
 	if k.saChecked && k.c.Env["AUTH_REQUEST_HEADERS"] == "true" {
 		if got := e.Headers["x-auth-request-user"]; len(got) != 1 || got[0] != saUser {
 			t.Errorf("x-auth-request-user %q for a service-account token", got)
@@ -622,12 +654,13 @@ func scenarioSAToken(t *testing.T, k *kfRun) {
 	}
 }
 
-// wantClientToken: the upstream got the client's own bearer token, not one
-// the service put in its place.
-func wantClientToken(t *testing.T, e echo, tok string) {
+// wantNoClientToken: the client's bearer token did not go on to the
+// upstream, which could present it to the gateway for its lifetime: the
+// service or Istio (forwardOriginalToken: false) removed it.
+func wantNoClientToken(t *testing.T, e echo) {
 	t.Helper()
-	if got := e.Headers["authorization"]; len(got) != 1 || got[0] != "Bearer "+tok {
-		t.Errorf("the upstream's Authorization is not the client's token (%d values)", len(got))
+	if got := e.Headers["authorization"]; len(got) != 0 {
+		t.Errorf("the client's bearer token reached the upstream")
 	}
 }
 
@@ -640,21 +673,18 @@ func scenarioSARefused(t *testing.T, k *kfRun) {
 }
 
 // scenarioRefresh: Dex's ID tokens live 8 s here; a session used after
-// that still passes dex-jwt, with a currently valid token, because the
-// service refreshed it and delivered the new cookie (Kubeflow's mesh passes
-// set-cookie only on deny: a redirect to the same URL).
+// that is still let in without a new login, because the service refreshed
+// its ID token (the one dex-jwt verifies) and delivered the new cookie
+// (Kubeflow's mesh passes set-cookie only on deny: a redirect to the same
+// URL, which the service answers only for a renewed session). The token
+// itself never reaches the upstream (forwardOriginalToken: false).
 func scenarioRefresh(t *testing.T, k *kfRun) {
 	b, e := k.login(t, "/first?format=json")
-	first := jwtClaims(t, strings.TrimPrefix(e.Headers["authorization"][0], "Bearer "))
-	exp := time.Unix(int64(first["exp"].(float64)), 0)
-	time.Sleep(time.Until(exp) + 2*time.Second)
+	k.wantIdentity(t, e)
+	time.Sleep(k.ttl + 2*time.Second)
 	b.visited = nil
 	e = readEcho(t, k.get(t, b.Client, "/later?format=json", nil))
-	k.wantIdentity(t, e) // a currently valid token
-	second := jwtClaims(t, strings.TrimPrefix(e.Headers["authorization"][0], "Bearer "))
-	if second["exp"] == first["exp"] {
-		t.Fatal("the same ID token: no refresh")
-	}
+	k.wantIdentity(t, e)
 	for _, u := range b.visited {
 		if strings.HasPrefix(u.Path, "/dex/") {
 			t.Fatalf("the browser was sent to Dex (%s): the session did not outlive the ID token", u)
@@ -693,5 +723,190 @@ func scenarioForged(t *testing.T, k *kfRun) {
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		t.Errorf("forged identity headers without a session reached the upstream (HTTP 200)")
+	}
+}
+
+// recorder is every upstream behind the composition's gateway (Kubeflow's
+// applications, a notebook server): the demo upstream, which records every
+// request it receives, headers included, and sets a cookie of its own as
+// Kubeflow's web applications do (XSRF-TOKEN), so that a browser's Cookie
+// header holds more than the service's cookies, as it does in Kubeflow.
+type recorder struct {
+	url  string
+	next http.Handler
+	mu   sync.Mutex
+	got  []recorded
+}
+
+// recorded is one request an upstream received.
+type recorded struct {
+	path   string
+	header http.Header
+}
+
+func startRecorder(t *testing.T) *recorder {
+	t.Helper()
+	rc := &recorder{next: upstream.Handler("")}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: rc, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	rc.url = "http://" + l.Addr().String()
+	return rc
+}
+
+func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rc.mu.Lock()
+	rc.got = append(rc.got, recorded{r.URL.Path, r.Header.Clone()})
+	rc.mu.Unlock()
+	http.SetCookie(w, &http.Cookie{Name: "XSRF-TOKEN", Value: "app-cookie-" + strconv.Itoa(len(rc.got)), Path: "/"})
+	rc.next.ServeHTTP(w, r)
+}
+
+// since returns the requests received after the first n.
+func (rc *recorder) since(n int) []recorded {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]recorded(nil), rc.got[n:]...)
+}
+
+func (rc *recorder) count() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.got)
+}
+
+// upstreamKeys writes a signing key for UPSTREAM_TOKEN=issued, as the
+// operator puts one in the Secret kubeflow-jwt mounts.
+func upstreamKeys(t *testing.T) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "keys.pem")
+	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// scenarioReplay (issue 21): a browser logs in and works, machine clients
+// call with their tokens; the upstream records every header it receives.
+// Then a second client, with nothing of its own, replays each recorded
+// header, and each recorded request's whole header set, at the gateway: it
+// must never be let in as the user (or the machine client). Only what the
+// layout declares exposed (the session cookie where Kubeflow's own mesh does
+// not let the service rewrite the Cookie header: the compatible layouts,
+// docs/security.md) may be, and then it must be, so that the declaration
+// stays true.
+func scenarioReplay(t *testing.T, k *kfRun) {
+	start := k.up.count()
+	b, _ := k.login(t, "/notebook/ns/nb/lab?format=json")
+	// The browser goes on: a page, then an API call as a page's script makes it.
+	readEcho(t, k.get(t, b.Client, "/pipeline/?format=json", map[string]string{"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}))
+	readEcho(t, k.get(t, b.Client, "/api/workgroup/env-info?format=json", map[string]string{"Accept": "application/json", "X-Requested-With": "XMLHttpRequest"}))
+	victims := map[string]bool{"user@example.com": true}
+	if k.c.has("API call with a Dex ID token") {
+		readEcho(t, k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json", map[string]string{"Authorization": "Bearer " + k.dexToken(t)}))
+	}
+	if k.c.has("API call with a service-account token") {
+		readEcho(t, k.get(t, http.DefaultClient, "/pipeline/apis/v2beta1/runs?format=json", map[string]string{"Authorization": "Bearer " + k.saToken(t, k.saAudience)}))
+		victims[saUser] = true
+	}
+	seen := k.up.since(start)
+	if len(seen) < 3 {
+		t.Fatalf("the upstream recorded %d requests", len(seen))
+	}
+
+	sessionName := k.c.Env["SESSION_COOKIE_NAME"]
+	if sessionName == "" {
+		sessionName = "authservice_session"
+	}
+	// hasSession: a Cookie header value carrying the service's session
+	// cookie (or a chunk of it), in either form.
+	hasSession := func(cookie string) bool {
+		for _, c := range strings.Split(cookie, ";") {
+			name, _, _ := strings.Cut(strings.TrimSpace(c), "=")
+			name = strings.TrimPrefix(name, "__Host-")
+			if name == sessionName || strings.HasPrefix(name, sessionName+"_") {
+				return true
+			}
+		}
+		return false
+	}
+	withoutSession := func(cookie string) string {
+		var keep []string
+		for _, c := range strings.Split(cookie, ";") {
+			if !hasSession(c) {
+				keep = append(keep, strings.TrimSpace(c))
+			}
+		}
+		return strings.Join(keep, "; ")
+	}
+	exposed := slices.Contains(k.c.Exposed, "cookie")
+	other := &http.Client{Timeout: 20 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// replay sends h from another client and reports whom the upstream
+	// took it for, "" when it was not let in as a victim.
+	replay := func(h http.Header) string {
+		req, _ := http.NewRequest("GET", k.gateway+"/notebook/ns/other/api/contents?format=json", nil)
+		for name, vals := range h {
+			if name != "Content-Length" {
+				req.Header[name] = vals
+			}
+		}
+		resp, err := other.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e echo
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &e) != nil {
+			return ""
+		}
+		for _, h := range []string{"kubeflow-userid", "x-auth-request-user", "x-auth-request-email"} {
+			for _, u := range e.Headers[h] {
+				if victims[u] {
+					return u
+				}
+			}
+		}
+		return ""
+	}
+	leaked := false
+	for i, rec := range seen {
+		for name, vals := range rec.header {
+			for _, v := range vals {
+				who := replay(http.Header{name: {v}})
+				switch {
+				case who == "":
+				case exposed && name == "Cookie" && hasSession(v):
+					leaked = true // the declared exposure
+				default:
+					t.Errorf("request %d (%s): replaying the %s header the upstream received lets another client in as %s", i, rec.path, name, who)
+				}
+				if name == "Cookie" && hasSession(v) && !exposed {
+					t.Errorf("request %d (%s): the upstream received the session cookie, which this layout declares it never does", i, rec.path)
+				}
+			}
+		}
+		all := rec.header.Clone()
+		if c := all.Get("Cookie"); exposed && hasSession(c) {
+			all.Set("Cookie", withoutSession(c)) // everything but the declared exposure
+		}
+		if who := replay(all); who != "" {
+			t.Errorf("request %d (%s): replaying the whole header set the upstream received lets another client in as %s", i, rec.path, who)
+		}
+	}
+	if exposed && !leaked {
+		t.Errorf("the layout declares that the session cookie reaches the upstream (%v), but no recorded Cookie header let a replay in: correct the exposure (test/manifests) and docs/security.md", k.c.Exposed)
 	}
 }

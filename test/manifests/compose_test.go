@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,9 +39,10 @@ type composition struct {
 	// example uses oauth2-proxy; its arrikto layout is 1.8's on 1.9.0's folders).
 	Layout map[string]string
 	// Lines is how many lines of example/kustomization.yaml the swap
-	// changes: 1, or 2 for kubeflow-jwt (which also replaces the Istio line).
+	// changes: 1, or 2 where the Istio line is replaced too (kubeflow-jwt,
+	// the recommended layout's kubeflow-istio-install).
 	Lines int
-	// Also are further line swaps (kubeflow-jwt: the Istio line).
+	// Also are further line swaps (the Istio line).
 	Also map[string]string
 	// Dex is the Dex component of deploy/ registering the kubeflow-cli
 	// client, for the variant "with the CLI client".
@@ -77,6 +79,19 @@ var oidcClientReplacements = map[string]string{
 		"into m2m-token-issuer, written there in place by the overlay); rendered without a namespace, read by nothing on the cluster",
 }
 
+// headersReplacements: the recommended layout (kubeflow-oauth2-proxy-headers
+// with kubeflow-istio-install), where the service checks every request,
+// bearer tokens included, and sets the identity itself.
+var headersReplacements = func() map[string]string {
+	m := maps.Clone(oauth2ProxyReplacements)
+	// The CUSTOM policy, kept under its name, now checks requests with an
+	// Authorization header too: none passes unchecked for a DENY policy to
+	// catch, and no token reaches Istio.
+	m["AuthorizationPolicy istio-system/istio-ingressgateway-require-jwt"] = "AuthorizationPolicy istio-system/istio-ingressgateway-oauth2-proxy"
+	m["RequestAuthentication istio-system/dex-jwt"] = "checked: the service verifies Dex's tokens itself (every request is checked) and sets the identity"
+	return m
+}()
+
 var arriktoReplacements = map[string]string{
 	"StatefulSet istio-system/oidc-authservice":          "Deployment istio-system/authservice",
 	"PersistentVolumeClaim istio-system/authservice-pvc": "none: sessions are sealed cookies, there is no store",
@@ -97,6 +112,7 @@ const (
 	scSARefused    = "service-account token refused (no m2m issuer, as Kubeflow's overlay)"
 	scRefresh      = "session outlives Dex's ID-token lifetime (refresh)"
 	scForged       = "client-sent identity headers never reach the upstream"
+	scReplay       = "no header an upstream receives lets another client in as the user"
 )
 
 var compositions = func() []composition {
@@ -107,7 +123,7 @@ var compositions = func() []composition {
 	}
 	out = append(out,
 		arrikto("v1.8.1", nil, "deploy/overlays/kubeflow/dex-v1.8",
-			[]string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged}),
+			[]string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged, scReplay}),
 		arrikto("v1.9.0", map[string]string{
 			"../common/istio-1-22/istio-install/overlays/oauth2-proxy":    "../common/istio-1-22/istio-install/base",
 			"../common/oidc-client/oauth2-proxy/overlays/m2m-self-signed": "../common/oidc-client/oidc-authservice/base",
@@ -119,19 +135,22 @@ var compositions = func() []composition {
 		composition{Release: "v1.9.0", Form: "kubeflow-oidc-client-oauth2-proxy-m2m-self-signed",
 			Stock: "../common/oidc-client/oauth2-proxy/overlays/m2m-self-signed", Lines: 1, Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex",
 			Replacements: oidcClientReplacements,
-			Scenarios:    []string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged}},
+			Scenarios:    []string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged, scReplay}},
 		composition{Release: "v1.9.0", Form: "kubeflow-oidc-client-oauth2-proxy-m2m",
 			Stock: "../common/oidc-client/oauth2-proxy/overlays/m2m", Lines: 1, Replacements: oidcClientReplacements},
 	)
-	for _, rel := range []string{"v1.9.1", "v1.10.2", "v1.11.0", "master"} {
+	for _, rel := range []string{"v1.9.1", "v1.10.2", "v1.11.0", "v26.03", "master"} {
 		istio := "../common/istio/istio-install"
 		if rel == "v1.9.1" {
 			istio = "../common/istio-1-22/istio-install"
 		}
-		var dexOnly, kind []string
+		var dexOnly, kind, eks, headers, jwt []string
 		if rel == "master" {
-			dexOnly = []string{scBrowserLogin, scReload, scStart, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scRefresh, scForged}
-			kind = []string{scBrowserLogin, scDexToken, scSAToken, scForged}
+			dexOnly = []string{scBrowserLogin, scReload, scStart, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scRefresh, scForged, scReplay}
+			kind = []string{scBrowserLogin, scDexToken, scSAToken, scForged, scReplay}
+			eks = []string{scBrowserLogin, scDexToken, scReplay}
+			headers = []string{scBrowserLogin, scReload, scStart, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scForged, scReplay}
+			jwt = []string{scBrowserLogin, scReload, scLogoutGet, scForged, scReplay}
 		}
 		out = append(out,
 			composition{Release: rel, Form: "kubeflow-oauth2-proxy", Stock: "../common/oauth2-proxy/overlays/m2m-dex-only",
@@ -139,7 +158,12 @@ var compositions = func() []composition {
 			composition{Release: rel, Form: "kubeflow-oauth2-proxy-m2m-dex-and-kind", Stock: "../common/oauth2-proxy/overlays/m2m-dex-and-kind",
 				Lines: 1, Replacements: oauth2ProxyReplacements, Scenarios: kind},
 			composition{Release: rel, Form: "kubeflow-oauth2-proxy-m2m-dex-and-eks", Stock: "../common/oauth2-proxy/overlays/m2m-dex-and-eks",
-				Lines: 1, Replacements: oauth2ProxyReplacements},
+				Lines: 1, Replacements: oauth2ProxyReplacements, Scenarios: eks},
+			// The recommended layout: the Istio line too, with the mesh's
+			// provider letting through what the service needs.
+			composition{Release: rel, Form: "kubeflow-oauth2-proxy-headers", Stock: "../common/oauth2-proxy/overlays/m2m-dex-only",
+				Lines: 2, Also: map[string]string{istio + "/overlays/oauth2-proxy": "kubeflow-istio-install"},
+				Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex", Replacements: headersReplacements, Scenarios: headers},
 			composition{Release: rel, Form: "kubeflow-jwt", Stock: "../common/oauth2-proxy/overlays/m2m-dex-only", Lines: 2,
 				Also: map[string]string{istio + "/overlays/oauth2-proxy": "kubeflow-jwt-istio"},
 				Replacements: map[string]string{
@@ -156,7 +180,7 @@ var compositions = func() []composition {
 					"NetworkPolicy oauth2-proxy/allow-istio-ingressgateway":                "none: the namespace oauth2-proxy is not used",
 					"AuthorizationPolicy istio-system/istio-ingressgateway-oauth2-proxy":   "AuthorizationPolicy istio-system/istio-ingressgateway-oidc-authservice",
 					"RequestAuthentication istio-system/dex-jwt":                           "RequestAuthentication istio-system/oidc-authservice-jwt",
-				}},
+				}, Scenarios: jwt},
 		)
 	}
 	return out
@@ -318,6 +342,15 @@ func compose(t *testing.T, c composition) *composed {
 	out.Operator = operatorFile(t, c)
 	also := map[string]string{}
 	for from, to := range c.Also {
+		if to == "kubeflow-istio-install" {
+			dir, err := istioInstallLine(t, c.Release, exampleDir, from)
+			if err != nil {
+				out.Err = err
+				return out
+			}
+			also[from] = dir
+			continue
+		}
 		if to == "kubeflow-jwt-istio" {
 			// The Istio line of kubeflow-jwt: Kubeflow's istio-install base
 			// with the kubeflow-jwt/mesh component, as its README says.

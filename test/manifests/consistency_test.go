@@ -845,8 +845,8 @@ func checkRequestAuthentication(name string, o *object, svc *corev1.Service, s s
 	if a, _ := jr["audiences"].([]any); len(a) != 1 || a[0] != s.get("UPSTREAM_TOKEN_AUDIENCE") {
 		bad("audiences %v, want [%s]", jr["audiences"], s.get("UPSTREAM_TOKEN_AUDIENCE"))
 	}
-	if jr["forwardOriginalToken"] != true {
-		bad("forwardOriginalToken must be true")
+	if jr["forwardOriginalToken"] != false {
+		bad("forwardOriginalToken must be false: the upstream must not receive a token this gateway accepts")
 	}
 	claims := map[string]string{}
 	for _, c := range jr["outputClaimToHeaders"].([]any) {

@@ -24,14 +24,18 @@
 // service's configuration (ports, paths, headers, issuer).
 //
 // Kubeflow's real manifests (testdata/kubeflow: 1.8.1, 1.9.0, 1.9.1, 1.10.2,
-// 1.11.0, master) are composed as an operator's example/kustomization.yaml
-// does, once as shipped and once with the line naming the gateway
-// authenticator swapped for an overlay of deploy/ (compose_test.go), and
-// each composition is checked (kubeflow_test.go): providers and the Services
-// they reach, Dex's client, the dashboard's logout URL, the headers on allow,
-// the identity chain to Istio's RequestAuthentication, NetworkPolicies,
-// check-config's offline validation of the rendered environment, and that no
-// object of Kubeflow's line went missing. export_test.go writes the
-// compositions test/integration runs with real Dex, and docs/compatibility.md,
-// from the same table (UPDATE=1 rewrites them; otherwise a difference fails).
+// 1.11.0, 26.03, master) are composed as an operator's
+// example/kustomization.yaml does, once as shipped and once with the line
+// naming the gateway authenticator swapped for an overlay of deploy/ (and,
+// for the recommended layout and kubeflow-jwt, the Istio line too:
+// kubeflow-istio-install's pinned Kubeflow base is checked, then rendered
+// from the vendored copy, istioinstall_test.go) (compose_test.go), and each
+// composition is checked (kubeflow_test.go): providers and the Services they
+// reach, Dex's client, the dashboard's logout URL, the headers on allow, the
+// identity chain to Istio's RequestAuthentication, what reaches an upstream
+// and what stays exposed, NetworkPolicies (upstream_test.go), check-config's
+// offline validation of the rendered environment, and that no object of
+// Kubeflow's line went missing. export_test.go writes the compositions
+// test/integration runs with real Dex, and docs/compatibility.md, from the
+// same table (UPDATE=1 rewrites them; otherwise a difference fails).
 package manifests

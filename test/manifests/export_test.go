@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -42,6 +43,10 @@ type exported struct {
 	// Files are the rendered contents of the files the service's file
 	// variables name (AUTHENTICATION_CONFIG_FILE, ...), by path.
 	Files map[string]string `json:"files,omitempty"`
+	// Exposed is what of the user's credentials still reaches every upstream
+	// (exposure: "cookie" in the compatible layouts), which the integration
+	// test's replay expects and nothing else.
+	Exposed []string `json:"exposed,omitempty"`
 	// Objects are the rendered objects the gateway is built from: the mesh
 	// configuration, policies, RequestAuthentications, VirtualServices,
 	// ext_authz EnvoyFilters, Services, Dex's configuration, the dashboard,
@@ -64,7 +69,7 @@ func export(t *testing.T, c *composed) []byte {
 		t.Fatal(err)
 	}
 	e := exported{Release: c.Release, Form: c.Form, Stock: c.Stock, Scenarios: c.Scenarios, Gateway: v.gateway,
-		Namespace: v.ns, Env: v.env}
+		Namespace: v.ns, Env: v.env, Exposed: v.exposure()}
 	for _, o := range c.Objects.all("Service") {
 		svc := typed[corev1.Service](o)
 		for _, p := range svc.Spec.Ports {
@@ -174,22 +179,23 @@ func writeOrCompare(t *testing.T, file string, content []byte) {
 // staticChecks are what TestKubeflowCompositions verifies on every
 // composition, as docs/compatibility.md lists them.
 var staticChecks = []string{
-	"exactly the one line of `example/kustomization.yaml` that names the gateway authenticator changes (two for `kubeflow-jwt`, which also replaces the Istio line)",
+	"exactly the one line of `example/kustomization.yaml` that names the gateway authenticator changes (two where the Istio line is replaced too: `kubeflow-jwt`, and `kubeflow-oauth2-proxy-headers` with `kubeflow-istio-install`, whose pinned Kubeflow base is checked to be that release's and rendered from the vendored copy)",
 	"every CUSTOM policy names a provider the rendered mesh configuration declares, one provider per gateway, `failOpen` off",
 	"each provider's `service:port` (or the EnvoyFilter's `server_uri`) is a rendered Service that selects the service's pods on the port it checks on (`SERVER_PORT`)",
 	"Dex's static client has the service's `CLIENT_ID` and `CLIENT_SECRET` and registers its `REDIRECT_URL` exactly",
 	"the dashboard's `LOGOUT_URL` is the service's logout path, and it, the callback and the login start reach the service (routed to it, or checked by it) and are not denied by the DENY policy; Dex's pages are not denied, and where the gateway checks them the service lets them through (`SKIP_AUTH_URLS`)",
 	"every header the gateway lets through on allow is one the service produces (`path` excepted: no authenticator sets it, nothing reads it); `set-cookie` on deny; renewed cookies reach the browser (`set-cookie` on allow, or `SESSION_RENEW_REDIRECT`)",
 	"where Istio turns the forwarded token into `kubeflow-userid` (`UPSTREAM_TOKEN=id_token`), a RequestAuthentication of the gateway verifies the provider's issuer from `Authorization: Bearer` and maps the service's `USERID_CLAIM`; the DENY policy lets such requests through",
-	"where the gateway checks requests that carry a bearer token (Kubeflow ≤ 1.9.0), the service accepts the tokens of every issuer the gateway's RequestAuthentications verify, and the issuer and audience pairs of oauth2-proxy's `EXTRA_JWT_ISSUERS` (ConfigMap `oauth2-proxy-parameters`)",
-	"NetworkPolicies that isolate Dex admit the service, those of the service's namespace admit the gateway",
+	"where the gateway checks requests that carry a bearer token (Kubeflow ≤ 1.9.0, the recommended layout), the service accepts the tokens of every issuer the gateway's RequestAuthentications verify, and the issuer and audience pairs of oauth2-proxy's `EXTRA_JWT_ISSUERS` (ConfigMap `oauth2-proxy-parameters`)",
+	"NetworkPolicies that isolate Dex admit the service; those of the service's namespace admit the ingress gateway to the check port, no notebook server or Kubeflow application to the check or web port, and anyone to the probe port",
+	"no token the gateway accepts reaches an upstream: every RequestAuthentication of the gateway removes the token it verified (`forwardOriginalToken: false`), the token the service hands upstream (`UPSTREAM_TOKEN`) is one of them, and a client's bearer token the service keeps (`UPSTREAM_BEARER=keep`) too; what remains exposed (the session cookie where Kubeflow's mesh does not let the service rewrite the Cookie header) is the column above and what test/integration's replay expects",
 	"the service's rendered environment passes `check-config`'s offline validation and sets no variable the service ignores",
 	"every object of Kubeflow's replaced line is kept or has a declared, rendered replacement; no policy, RequestAuthentication or route is dropped",
 	"with the `dex` Component: the public `kubeflow-cli` client without redirect URIs, listed in the gateway client's `trustedPeers`, and Dex's configuration otherwise Kubeflow's",
 }
 
 // compatibilityDoc is docs/compatibility.md.
-func compatibilityDoc(cs []*composed) string {
+func compatibilityDoc(t *testing.T, cs []*composed) string {
 	var b strings.Builder
 	b.WriteString(`# Compatibility with Kubeflow
 
@@ -200,10 +206,18 @@ Every row is Kubeflow's real manifests of that release (` + "`test/manifests/tes
 as an operator's ` + "`example/kustomization.yaml`" + ` does, with Kubeflow's line for the gateway authenticator
 swapped for an overlay of this repository. [kubeflow.md](kubeflow.md) says which line to change.
 
-| Kubeflow | Kubeflow's line | replaced by | lines changed | rendered and checked | with real Dex through the gateway configured from the rendering |
-|---|---|---|---|---|---|
+| Kubeflow | Kubeflow's line | replaced by | lines changed | an upstream receives (a session's request) | rendered and checked | with real Dex through the gateway configured from the rendering |
+|---|---|---|---|---|---|---|
 `)
 	for _, c := range cs {
+		v, err := newView(t, c.Objects)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name(), err)
+		}
+		by := "`deploy/overlays/" + c.Form + "`"
+		if c.Also != nil && slices.Contains(sortedValues(c.Also), "kubeflow-istio-install") {
+			by += " and `deploy/overlays/kubeflow-istio-install` for the Istio line"
+		}
 		status := "all checks below"
 		if c.Dex != "" {
 			status += "; also with `" + strings.TrimPrefix(c.Dex, "deploy/overlays/") + "`"
@@ -212,7 +226,7 @@ swapped for an overlay of this repository. [kubeflow.md](kubeflow.md) says which
 		if len(c.Scenarios) > 0 {
 			integ = strings.Join(c.Scenarios, "; ")
 		}
-		fmt.Fprintf(&b, "| %s | `%s` | `deploy/overlays/%s` | %d | %s | %s |\n", c.Release, c.Stock, c.Form, c.Lines, status, integ)
+		fmt.Fprintf(&b, "| %s | `%s` | %s | %d | %s | %s | %s |\n", c.Release, c.Stock, by, c.Lines, v.upstreamReceives(), status, integ)
 	}
 	b.WriteString(`
 Kubeflow 1.9.0's own example installs oauth2-proxy from ` + "`common/oidc-client/oauth2-proxy`" + `, a design of its own:
@@ -250,5 +264,5 @@ func TestCompatibilityDoc(t *testing.T) {
 			t.Fatalf("%s: %v", c.name(), c.Err)
 		}
 	}
-	writeOrCompare(t, filepath.Join(repoRoot, "docs", "compatibility.md"), []byte(compatibilityDoc(cs)))
+	writeOrCompare(t, filepath.Join(repoRoot, "docs", "compatibility.md"), []byte(compatibilityDoc(t, cs)))
 }

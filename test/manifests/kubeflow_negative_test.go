@@ -8,19 +8,21 @@ import (
 // The composition checks must fail when a composition is broken: each case
 // breaks one thing of a passing composition and expects the error naming it.
 func TestKubeflowChecksCatchBreakage(t *testing.T) {
-	var master, v181, v190 *composed
+	var master, headers, v181, v190 *composed
 	for _, c := range composeAll(t) {
 		switch c.name() {
 		case "master/kubeflow-oauth2-proxy":
 			master = c
+		case "master/kubeflow-oauth2-proxy-headers":
+			headers = c
 		case "v1.8.1/kubeflow":
 			v181 = c
 		case "v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed":
 			v190 = c
 		}
 	}
-	if master == nil || v181 == nil || v190 == nil || master.Err != nil || v181.Err != nil || v190.Err != nil {
-		t.Fatal("the compositions master/kubeflow-oauth2-proxy, v1.8.1/kubeflow and v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed must render")
+	if master == nil || headers == nil || v181 == nil || v190 == nil || master.Err != nil || headers.Err != nil || v181.Err != nil || v190.Err != nil {
+		t.Fatal("the compositions master/kubeflow-oauth2-proxy, master/kubeflow-oauth2-proxy-headers, v1.8.1/kubeflow and v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed must render")
 	}
 	// generated is the rendered name of a generated ConfigMap (hash suffix).
 	generated := func(c *composed, name string) string {
@@ -109,6 +111,24 @@ func TestKubeflowChecksCatchBreakage(t *testing.T) {
 		{"Dex's pages checked and not skipped", v190, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
 			d["SKIP_AUTH_URLS"] = "/dex-other"
 		}), "Dex's login page is checked and SKIP_AUTH_URLS [/dex-other] does not let it through", false},
+		// What reaches an upstream (issue 21).
+		{"token forwarded upstream", master, "RequestAuthentication", "dex-jwt", func(m map[string]any) {
+			at(m, "spec", "jwtRules", 0)["forwardOriginalToken"] = true
+		}, "forwards the token it verified (issuer http://dex.auth.svc.cluster.local:5556/dex) to the upstream", false},
+		{"client tokens kept without a RequestAuthentication", headers, "ConfigMap", "oidc-authservice-parameters", params(func(d map[string]any) {
+			d["UPSTREAM_BEARER"] = "keep"
+		}), "UPSTREAM_BEARER=keep, but no RequestAuthentication of the gateway removes the tokens of issuer http://dex.auth.svc.cluster.local:5556/dex", false},
+		{"bearer requests skip the check again", headers, "AuthorizationPolicy", "istio-ingressgateway-oauth2-proxy", func(m map[string]any) {
+			at(m, "spec", "rules", 0)["when"] = []any{map[string]any{"key": "request.headers[authorization]", "notValues": []any{"*"}}}
+		}, "is dropped as checked by the service, but the gateway does not ask the service about bearer requests", false},
+		{"notebooks reach the check port", headers, "NetworkPolicy", "authservice", func(m map[string]any) {
+			delete(at(m, "spec", "ingress", 0), "from")
+		}, "a notebook server (kubeflow-user-example-com map[app:nb notebook-name:nb statefulset:nb]) may connect to the service's port 8080", false},
+		{"probe port closed", headers, "NetworkPolicy", "authservice", nil, "the probe port 8081 is closed to a notebook server", true},
+		{"no NetworkPolicy", v181, "NetworkPolicy", "authservice", nil, "no NetworkPolicy selects the service's pods", true},
+		{"gateway not admitted", v181, "NetworkPolicy", "authservice", func(m map[string]any) {
+			at(m, "spec", "ingress", 0, "from", 0, "podSelector", "matchLabels")["istio"] = "egressgateway"
+		}, "do not admit the ingress gateway", false},
 		{"EnvoyFilter without kubeflow-userid", v181, "EnvoyFilter", "authn-filter", func(m map[string]any) {
 			hs := at(m, "spec", "configPatches", 0, "patch", "value", "typed_config", "http_service")
 			at(hs, "authorization_response", "allowed_upstream_headers")["patterns"] = []any{map[string]any{"exact": "kubeflow-groups"}}

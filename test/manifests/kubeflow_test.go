@@ -395,7 +395,9 @@ func checkComposition(t *testing.T, c *composed, r *rendering) []error {
 	errs = append(errs, checkIdentityChain(v)...)
 	errs = append(errs, checkBearerChain(v)...)
 	errs = append(errs, checkNetworkPolicies(v)...)
-	errs = append(errs, checkNothingMissing(c, r)...)
+	errs = append(errs, checkNothingMissing(c, r, v)...)
+	errs = append(errs, checkUpstreamCredentials(v)...)
+	errs = append(errs, checkServiceIsolation(v)...)
 	return errs
 }
 
@@ -732,36 +734,10 @@ func checkBearerChain(v *kubeflowView) []error {
 	}
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	// What the service accepts: issuer -> audiences.
-	accepted := map[string][]string{}
-	if b := v.settings.Bearer; b.AcceptProviderIDTokens {
-		accepted[v.settings.Provider.Issuer] = b.ProviderTokenAudiences
+	if _, err := v.acceptedBearers(); err != nil {
+		return []error{err}
 	}
-	if f := v.settings.Bearer.AuthenticationConfigFile; f != "" {
-		content, err := v.mountedFile(f)
-		if err != nil {
-			return append(errs, fmt.Errorf("AUTHENTICATION_CONFIG_FILE: %v", err))
-		}
-		cfg, _, err := authn.Parse([]byte(content))
-		if err != nil {
-			return append(errs, fmt.Errorf("AUTHENTICATION_CONFIG_FILE %s: %v", f, err))
-		}
-		for _, j := range cfg.JWT {
-			accepted[j.Issuer.URL] = j.Issuer.Audiences
-		}
-	}
-	accepts := func(iss string, auds []string) error {
-		have, ok := accepted[iss]
-		switch {
-		case !ok && v.settings.Bearer.TokenReview && iss != v.settings.Provider.Issuer:
-			return nil // TokenReview: the cluster's own issuer, whatever it is
-		case !ok:
-			return fmt.Errorf("the service accepts no bearer token of issuer %s (accepted: %v)", iss, sortedKeys(accepted))
-		case len(auds) > 0 && !slices.ContainsFunc(auds, func(a string) bool { return slices.Contains(have, a) }):
-			return fmt.Errorf("the service accepts tokens of issuer %s for audiences %v, none of %v", iss, have, auds)
-		}
-		return nil
-	}
+	accepts := v.acceptsBearer
 	for _, o := range v.r.all("RequestAuthentication") {
 		if !v.appliesToGateway(o) {
 			continue
@@ -792,6 +768,48 @@ func checkBearerChain(v *kubeflowView) []error {
 		}
 	}
 	return errs
+}
+
+// acceptedBearers are the bearer tokens the service accepts: issuer ->
+// audiences (the provider's ID tokens, AUTHENTICATION_CONFIG_FILE's issuers).
+func (v *kubeflowView) acceptedBearers() (map[string][]string, error) {
+	accepted := map[string][]string{}
+	if b := v.settings.Bearer; b.AcceptProviderIDTokens {
+		accepted[v.settings.Provider.Issuer] = b.ProviderTokenAudiences
+	}
+	if f := v.settings.Bearer.AuthenticationConfigFile; f != "" {
+		content, err := v.mountedFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("AUTHENTICATION_CONFIG_FILE: %v", err)
+		}
+		cfg, _, err := authn.Parse([]byte(content))
+		if err != nil {
+			return nil, fmt.Errorf("AUTHENTICATION_CONFIG_FILE %s: %v", f, err)
+		}
+		for _, j := range cfg.JWT {
+			accepted[j.Issuer.URL] = j.Issuer.Audiences
+		}
+	}
+	return accepted, nil
+}
+
+// acceptsBearer reports why the service would refuse a token of issuer iss
+// for one of auds (any audience when auds is empty), or nil.
+func (v *kubeflowView) acceptsBearer(iss string, auds []string) error {
+	accepted, err := v.acceptedBearers()
+	if err != nil {
+		return err
+	}
+	have, ok := accepted[iss]
+	switch {
+	case !ok && v.settings.Bearer.TokenReview && iss != v.settings.Provider.Issuer:
+		return nil // TokenReview: the cluster's own issuer, whatever it is
+	case !ok:
+		return fmt.Errorf("the service accepts no bearer token of issuer %s (accepted: %v)", iss, sortedKeys(accepted))
+	case len(auds) > 0 && !slices.ContainsFunc(auds, func(a string) bool { return slices.Contains(have, a) }):
+		return fmt.Errorf("the service accepts tokens of issuer %s for audiences %v, none of %v", iss, have, auds)
+	}
+	return nil
 }
 
 // mountedFile is the content of a file of the service's container, read from
@@ -942,11 +960,19 @@ func checkNetworkPolicies(v *kubeflowView) []error {
 // (same kind, namespace and name) or has a declared replacement that is
 // rendered; policies, RequestAuthentications and routes are never dropped
 // without one of their own kind.
-func checkNothingMissing(c *composed, r *rendering) []error {
+//
+// A RequestAuthentication may instead be "checked: <why>" where the gateway
+// asks the service about requests that carry a bearer token: then the
+// service must accept every issuer (and audience) it verified.
+func checkNothingMissing(c *composed, r *rendering, v *kubeflowView) []error {
 	var errs []error
 	have := map[string]bool{}
 	for _, k := range keys(r.Objects) {
 		have[k] = true
+	}
+	line := map[string]*object{}
+	for _, o := range c.Line {
+		line[objectKey(o)] = o
 	}
 	for _, k := range keys(c.Line) {
 		if have[k] {
@@ -956,6 +982,22 @@ func checkNothingMissing(c *composed, r *rendering) []error {
 		switch {
 		case !ok:
 			errs = append(errs, fmt.Errorf("Kubeflow's line provided %s; the swap drops it without a replacement", k))
+		case strings.HasPrefix(repl, "checked: "):
+			if strings.Fields(k)[0] != "RequestAuthentication" {
+				errs = append(errs, fmt.Errorf("Kubeflow's %s: only a RequestAuthentication can be replaced by the service's own check", k))
+				continue
+			}
+			checked, err := v.checked(request{path: "/pipeline/apis/v2beta1/runs", authorization: true})
+			if err != nil || !checked {
+				errs = append(errs, fmt.Errorf("Kubeflow's %s is dropped as checked by the service, but the gateway does not ask the service about bearer requests (%v)", k, err))
+				continue
+			}
+			for _, jr := range asList(dig(line[k].Map, "spec")["jwtRules"]) {
+				rule := jr.(map[string]any)
+				if err := v.acceptsBearer(fmt.Sprint(rule["issuer"]), toStrings(asList(rule["audiences"]))); err != nil {
+					errs = append(errs, fmt.Errorf("Kubeflow's %s is dropped, but %v", k, err))
+				}
+			}
 		case strings.HasPrefix(repl, "none: ") || strings.HasPrefix(repl, "none until"):
 			kind := strings.Fields(k)[0]
 			if kind == "AuthorizationPolicy" || kind == "RequestAuthentication" || kind == "VirtualService" {

@@ -31,10 +31,17 @@ var oauth2ProxyObjects = []string{
 	"Secret/oidc-authservice-client", "ServiceAccount/authservice",
 	"Namespace/oauth2-proxy", "Service/oauth2-proxy", "VirtualService/oauth2-proxy", "ConfigMap/oauth2-proxy-parameters",
 	"NetworkPolicy/default-allow-same-namespace-oauth2-proxy", "NetworkPolicy/allow-istio-ingressgateway",
-	"NetworkPolicy/allow-oidc-authservice",
+	"NetworkPolicy/allow-oidc-authservice", "NetworkPolicy/authservice",
 	"AuthorizationPolicy/istio-ingressgateway-oauth2-proxy", "AuthorizationPolicy/istio-ingressgateway-require-jwt",
 	"RequestAuthentication/dex-jwt",
 }
+
+// headersObjects: the recommended layout's authenticator line, with
+// kubeflow-istio-install: Kubeflow's CUSTOM policy checking every request,
+// no DENY policy, no RequestAuthentication.
+var headersObjects = slices.DeleteFunc(slices.Clone(oauth2ProxyObjects), func(s string) bool {
+	return s == "AuthorizationPolicy/istio-ingressgateway-require-jwt" || s == "RequestAuthentication/dex-jwt"
+})
 
 // oidcClientObjects: the swap for Kubeflow 1.9.0's
 // common/oidc-client/oauth2-proxy overlays: the workload of the 1.9.1+ swap
@@ -44,7 +51,7 @@ var oidcClientObjects = []string{
 	"ConfigMap/oidc-authservice-parameters", "Deployment/authservice", "PodDisruptionBudget/authservice",
 	"Secret/oidc-authservice-client", "ServiceAccount/authservice", "ConfigMap/oidc-authservice-authentication",
 	"Namespace/oauth2-proxy", "Service/oauth2-proxy", "ConfigMap/oauth2-proxy-parameters",
-	"NetworkPolicy/default-allow-same-namespace-oauth2-proxy", "NetworkPolicy/allow-istio-ingressgateway",
+	"NetworkPolicy/default-allow-same-namespace-oauth2-proxy", "NetworkPolicy/allow-istio-ingressgateway", "NetworkPolicy/authservice",
 	"AuthorizationPolicy/istio-ingressgateway-oauth2-proxy",
 	"RequestAuthentication/dex-jwt", "RequestAuthentication/m2m-token-issuer",
 }
@@ -56,14 +63,16 @@ var wantObjects = map[string][]string{
 	"components/web-route":              append(slices.Clone(baseObjects), "VirtualService/authservice-web"),
 	"components/dex-networkpolicy":      append(slices.Clone(baseObjects), "NetworkPolicy/allow-oidc-authservice"),
 	"components/tokenreview":            append(slices.Clone(baseObjects), "ClusterRole/oidc-authservice-tokenreview", "ClusterRoleBinding/oidc-authservice-tokenreview"),
-	"overlays/istio-envoyfilter":        append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter"),
-	"overlays/istio-extension-provider": append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice"),
-	"overlays/dex":                      append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web"),
-	"overlays/gitlab":                   append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice", "VirtualService/authservice-web"),
+	"components/networkpolicy":          append(slices.Clone(baseObjects), "NetworkPolicy/authservice"),
+	"overlays/istio-envoyfilter":        append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "NetworkPolicy/authservice"),
+	"overlays/istio-extension-provider": append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice", "NetworkPolicy/authservice"),
+	"overlays/dex":                      append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web", "NetworkPolicy/authservice"),
+	"overlays/gitlab":                   append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice", "VirtualService/authservice-web", "NetworkPolicy/authservice"),
 	// Kubeflow's common/oidc-client/oidc-authservice/base names, the
 	// StatefulSet and its PVC replaced by the Deployment.
-	"overlays/kubeflow":                              append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web", "ClusterRole/oidc-authservice-tokenreview", "ClusterRoleBinding/oidc-authservice-tokenreview"),
+	"overlays/kubeflow":                              append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web", "ClusterRole/oidc-authservice-tokenreview", "ClusterRoleBinding/oidc-authservice-tokenreview", "NetworkPolicy/authservice"),
 	"overlays/kubeflow-oauth2-proxy":                 oauth2ProxyObjects,
+	"overlays/kubeflow-oauth2-proxy-headers":         headersObjects,
 	"overlays/kubeflow-oauth2-proxy-m2m-dex-and-eks": append(slices.Clone(oauth2ProxyObjects), "RequestAuthentication/m2m-token-issuer"),
 	"overlays/kubeflow-oauth2-proxy-m2m-dex-and-kind": append(slices.Clone(oauth2ProxyObjects), "RequestAuthentication/m2m-token-issuer",
 		"Deployment/cluster-jwks-proxy", "Service/cluster-jwks-proxy", "ServiceAccount/cluster-jwks-proxy"),
@@ -78,7 +87,7 @@ var wantObjects = map[string][]string{
 		"AuthorizationPolicy/istio-ingressgateway-require-jwt",
 		"RequestAuthentication/oidc-authservice-jwt",
 		"VirtualService/authservice-web",
-		"NetworkPolicy/allow-oidc-authservice"),
+		"NetworkPolicy/allow-oidc-authservice", "NetworkPolicy/authservice"),
 }
 
 func TestRenderedObjects(t *testing.T) {
