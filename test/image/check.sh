@@ -10,6 +10,23 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src" "$work/out"
 
+# Every FROM names its image by digest (a tag alone may point elsewhere
+# tomorrow), unless it names an earlier stage of this Dockerfile.
+stages=()
+while read -r line; do
+	# shellcheck disable=SC2086
+	set -- $line
+	shift
+	while [[ ${1:-} == --* ]]; do shift; done
+	image=${1:-}
+	if [[ " ${stages[*]} " != *" $image "* ]] && ! [[ $image =~ ^[^@[:space:]]+@sha256:[0-9a-f]{64}$ ]]; then
+		echo "Dockerfile: '$line': the base image is not pinned by digest (image@sha256:<64 hex>)"; exit 1
+	fi
+	if [[ ${2:-} =~ ^[Aa][Ss]$ && -n ${3:-} ]]; then stages+=("$3"); fi
+done < <(grep -E '^FROM ' Dockerfile)
+[ "$(grep -cE '^FROM ' Dockerfile)" -ge 2 ] || { echo "Dockerfile: want a build stage and a run stage"; exit 1; }
+echo "Dockerfile: every base image pinned by digest"
+
 # The build stage: from the first FROM up to the second.
 stage=$(awk '/^FROM /{n++} n==1' Dockerfile)
 

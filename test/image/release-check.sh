@@ -2,7 +2,8 @@
 # Checks that a release can be cut from this tree: VERSION is a version,
 # CHANGELOG.md has its section, deploy/ pins the image to it (never :latest),
 # and .github/workflows/release.yml builds the image from the Dockerfile for
-# amd64 and arm64, signs it, and builds the release binaries. With TAG set
+# amd64 and arm64, signs it, publishes its digest (release notes, the asset
+# IMAGE in the signed SHA256SUMS), and builds the release binaries. With TAG set
 # (the release workflow), the tag must be VERSION.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +23,9 @@ fi
 
 wf=.github/workflows/release.yml
 for want in 'file: Dockerfile' 'platforms: linux/amd64,linux/arm64' 'build-args: VERSION=${{ github.ref_name }}' \
-	'cosign sign --yes' 'id-token: write' 'make dist VERSION=${{ github.ref_name }}' 'make release-check' 'make image-check'; do
+	'cosign sign --yes' 'id-token: write' 'make dist VERSION=${{ github.ref_name }}' 'make release-check' 'make image-check' \
+	'digest: ${{ steps.build.outputs.digest }}' 'DIGEST: ${{ needs.image.outputs.digest }}' '> dist/IMAGE' 'sha256sum IMAGE >> SHA256SUMS' \
+	'Pin it by digest'; do
 	grep -qF "$want" "$wf" || fail "$wf lacks: $want"
 done
 grep -q '^FROM --platform=\$BUILDPLATFORM golang' Dockerfile || fail "the Dockerfile's build stage does not cross-compile on the build platform"
