@@ -28,6 +28,9 @@ type Settings struct {
 	// Ignored lists the predecessor's variables that are set and are not
 	// settings here (predecessor.go), for the start-up warning.
 	Ignored []Ignored
+	// Warnings are said at start-up and by check-config: settings that
+	// work but should not stay as they are.
+	Warnings []string
 
 	raw Config // as read, for Redacted
 }
@@ -97,9 +100,11 @@ type Servers struct {
 // Sessions are the cookies and a session's life.
 type Sessions struct {
 	// Secrets are the SESSION_KEYS secrets, newest first; none when
-	// Generated (the composition root then draws a random one).
+	// Generated: no key was given, and the composition root reads them
+	// from KeySecret in a cluster, else draws a random one.
 	Secrets          [][]byte
 	Generated        bool
+	KeySecret        string // SESSION_KEYS_SECRET: "" is off
 	MaxAge           time.Duration
 	CookieName       string
 	SameSite         http.SameSite

@@ -18,7 +18,7 @@ import (
 func (s *Settings) validate(c *Config) error {
 	var p problems
 	s.Paths = c.paths(&p)
-	s.Provider = c.provider(&p, s.Paths.Prefix)
+	s.Provider = c.provider(&p, &s.Warnings, s.Paths.Prefix)
 	if u, err := url.Parse(s.Provider.RedirectURL); err != nil || u.Path == "" || !strings.HasPrefix(u.Path, "/") || (u.IsAbs() && u.Host == "") {
 		p.add("REDIRECT_URL", "must be an absolute URL or an absolute path")
 	} else {
@@ -52,7 +52,7 @@ func (s *Settings) validate(c *Config) error {
 	return errors.Join(p...)
 }
 
-func (c *Config) provider(p *problems, prefix string) Provider {
+func (c *Config) provider(p *problems, warnings *[]string, prefix string) Provider {
 	v := Provider{Issuer: c.Provider, AuthURL: c.AuthURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
 		RedirectURL: c.RedirectURL, CABundle: c.CABundle, Timeout: c.ProviderTimeout}
 	if c.Provider == "" {
@@ -73,6 +73,12 @@ func (c *Config) provider(p *problems, prefix string) Provider {
 	}
 	if v.ClientSecret == "" {
 		p.add("CLIENT_SECRET", "required (or CLIENT_SECRET_FILE)")
+	}
+	if why := PublishedClientSecret(v.ClientSecret); why != "" {
+		*warnings = append(*warnings, "CLIENT_SECRET is published: "+why+". It proves nothing about this installation: "+
+			"anyone holding it can act as this client at the provider (redeem codes and refresh tokens issued to it). "+
+			"Generate a new one (openssl rand -hex 24), set it in the provider's client registration (Kubeflow: Dex's "+
+			"OIDC_CLIENT_SECRET, Secret dex-oidc-client in namespace auth) and here, then restart both")
 	}
 	if v.RedirectURL == "" {
 		v.RedirectURL = prefix + "oidc/callback"
@@ -254,25 +260,45 @@ func (c *Config) sessions(p *problems) Sessions {
 	if c.CheckProviderBudget <= 0 {
 		p.add("CHECK_PROVIDER_BUDGET", "must be positive")
 	}
-	keys := c.SessionKeys
+	keys, from := c.SessionKeys, "SESSION_KEYS"
 	if c.SessionKeysFile != "" {
 		b, err := os.ReadFile(c.SessionKeysFile)
 		if err != nil {
 			p.add("SESSION_KEYS_FILE", "cannot read: %v", err)
 		} else {
-			keys = strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", ",")
+			keys, from = string(b), "SESSION_KEYS_FILE"
 		}
 	}
-	v.Generated = keys == ""
-	for i, k := range splitList(keys, ",") {
-		secret, err := ParseSecret(k)
-		if err != nil {
-			p.add("SESSION_KEYS", "key %d: %v", i+1, err)
-			continue
-		}
-		v.Secrets = append(v.Secrets, secret)
+	v.Generated = strings.TrimSpace(keys) == ""
+	v.KeySecret = strings.TrimSpace(c.SessionKeysSecret)
+	if v.KeySecret != "" && !validObjectName(v.KeySecret) {
+		p.add("SESSION_KEYS_SECRET", "%q is not a Secret name (lower-case letters, digits, - and ., at most 253)", v.KeySecret)
 	}
+	secrets, errs := SessionSecrets(keys)
+	for _, err := range errs {
+		p.add(from, "%v", err)
+	}
+	v.Secrets = secrets
 	return v
+}
+
+// validObjectName reports whether n is a Kubernetes object name (a DNS
+// subdomain: RFC 1123 labels joined by dots).
+func validObjectName(n string) bool {
+	if len(n) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(n, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, r := range l {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (c *Config) logout(p *problems) Logout {

@@ -74,8 +74,9 @@ type ServerVars struct {
 
 // SessionVars are the variables of the session and login-state cookies.
 type SessionVars struct {
-	SessionKeys          string        `env:"SESSION_KEYS" secret:"true" desc:"Comma-separated secrets (each ≥ 32 bytes, raw or base64). The first seals new cookies, all open existing ones. Unset: random keys, sessions lost on restart and not shared by replicas."`
-	SessionKeysFile      string        `env:"SESSION_KEYS_FILE" desc:"File holding SESSION_KEYS (comma- or newline-separated)."`
+	SessionKeys          string        `env:"SESSION_KEYS" secret:"true" desc:"Comma-separated secrets (each ≥ 32 bytes, raw or base64: openssl rand -base64 32). The first seals new cookies, all open existing ones. A key published anywhere (a placeholder, a documentation example, Kubeflow's oauth2-proxy cookie secret) is refused. Unset: in a Kubernetes cluster the service keeps a key of its own in Secret SESSION_KEYS_SECRET; elsewhere random keys, sessions lost on restart and not shared by processes."`
+	SessionKeysFile      string        `env:"SESSION_KEYS_FILE" desc:"File holding SESSION_KEYS (comma- or newline-separated); the same keys are refused."`
+	SessionKeysSecret    string        `env:"SESSION_KEYS_SECRET" default:"authservice-session-keys" desc:"With neither SESSION_KEYS nor SESSION_KEYS_FILE, in a Kubernetes pod: the Secret of the service's own namespace that holds its keys (data key SESSION_KEYS, as SESSION_KEYS_FILE). The first replica to start creates it with a random key; every replica and every restart reads the same one. Needs the Role and ValidatingAdmissionPolicy of deploy/components/session-keys (deploy/base includes it; a new name must be changed there too). Empty: off (random keys per process)."`
 	SessionMaxAge        int           `env:"SESSION_MAX_AGE" default:"86400" desc:"Absolute session lifetime in seconds."`
 	SessionSameSite      string        `env:"SESSION_SAME_SITE" default:"Lax" desc:"SameSite attribute of the session cookie: Lax, Strict or None."`
 	SessionCookieName    string        `env:"SESSION_COOKIE_NAME" default:"authservice_session" desc:"Name of the session cookie."`
