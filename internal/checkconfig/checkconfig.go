@@ -7,6 +7,7 @@ package checkconfig
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/server"
+	"github.com/oidc-authservice/oidc-authservice/internal/sessionkeys"
 )
 
 // Report collects what check-config found.
@@ -229,11 +231,7 @@ func (r *Report) sessionSection(ctx context.Context, s *config.Settings, p *serv
 	if ss.IdleTimeout > 0 {
 		r.item("idle timeout", ss.IdleTimeout)
 	}
-	if ss.Generated {
-		r.problem("SESSION_KEYS is not set: sessions would not survive a restart nor work across replicas")
-	} else {
-		r.item("session keys", fmt.Sprintf("%d (the first seals new cookies)", len(ss.Secrets)))
-	}
+	r.keys(ctx, s)
 	r.item("strict validation", ss.StrictValidation)
 	switch {
 	case redisErr != nil:
@@ -251,6 +249,61 @@ func (r *Report) sessionSection(ctx context.Context, s *config.Settings, p *serv
 	}
 	for _, v := range s.Ignored {
 		r.warn("%s (a variable of the predecessor) is ignored: %s", v.Name, v.Why)
+	}
+	for _, w := range s.Warnings {
+		r.warn("%s", w)
+	}
+}
+
+// keys reports where the session keys come from and, in a pod, whether the
+// service's account may keep its Secret and nothing more.
+func (r *Report) keys(ctx context.Context, s *config.Settings) {
+	ss := s.Sessions
+	store, err := server.KeyStore(s)
+	switch {
+	case err != nil:
+		r.problem("%v", err)
+		return
+	case !ss.Generated:
+		r.item("session keys", fmt.Sprintf("%d (the first seals new cookies)", len(ss.Secrets)))
+	case store == nil && ss.KeySecret == "":
+		r.problem("SESSION_KEYS is not set and SESSION_KEYS_SECRET is empty: random keys, sessions would not survive a restart nor work across replicas")
+	case store == nil:
+		r.problem("SESSION_KEYS is not set and this is not a Kubernetes pod (no Secret to keep a key in): random keys, sessions would not survive a restart nor work across processes")
+	default:
+		where := store.Namespace + "/" + store.Name
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		k, err := store.Inspect(cctx)
+		switch {
+		case err != nil:
+			r.problem("session keys (Secret %s): %v", where, err)
+		case k.Exists:
+			if secrets, errs := config.SessionSecrets(k.Text); len(errs) > 0 {
+				r.problem("session keys (Secret %s, %s): %v", where, sessionkeys.DataKey, errors.Join(errs...))
+			} else {
+				r.item("session keys", fmt.Sprintf("%d, from Secret %s (the first seals new cookies)", len(secrets), where))
+			}
+		default:
+			if err := store.CanCreate(cctx); err != nil {
+				r.problem("session keys: Secret %s is absent and could not be created: %v", where, err)
+			} else {
+				r.item("session keys", "Secret "+where+" is absent: the first replica to start creates it with a random key (permitted)")
+			}
+		}
+	}
+	if store == nil {
+		return
+	}
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	switch err := store.Guarded(gctx); {
+	case err == nil:
+		r.item("Secrets the service may write", "its own only ("+store.Name+", Opaque)")
+	case errors.Is(err, sessionkeys.ErrUnguarded):
+		r.problem("%v", err)
+	default:
+		r.warn("could not check that the service's account can create no other Secret: %v", err)
 	}
 }
 

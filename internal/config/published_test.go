@@ -115,7 +115,9 @@ func TestPublishedClientSecretWarns(t *testing.T) {
 	if s, _ := Load(FromMap(env)); s == nil || len(s.Warnings) != 1 {
 		t.Fatalf("the GitLab placeholder: no warning")
 	}
-	env = setenv(t, map[string]string{"CLIENT_SECRET": "f3a9c1e07b2d4e8f9a6b5c3d2e1f0a9b8c7d6e5f"})
+	own := make([]byte, 24)
+	rand.Read(own)
+	env = setenv(t, map[string]string{"CLIENT_SECRET": hex.EncodeToString(own)})
 	if s, _ := Load(FromMap(env)); s == nil || len(s.Warnings) != 0 {
 		t.Fatalf("an own secret: warnings %q", s.Warnings)
 	}

@@ -95,7 +95,8 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 		_, err := rand.Read(secret)
 		fail("random session key", err)
 		secrets = [][]byte{secret}
-		p.Warnings = append(p.Warnings, "SESSION_KEYS is not set: using random keys. Sessions will NOT survive a restart and will NOT work across replicas. Set SESSION_KEYS (or SESSION_KEYS_FILE) in production.")
+		p.Warnings = append(p.Warnings, "SESSION_KEYS is not set and the service keeps no key in a Kubernetes Secret (not in a pod, or SESSION_KEYS_SECRET is empty): "+
+			"using a random key. Sessions will NOT survive a restart and will NOT work across processes. Set SESSION_KEYS (openssl rand -base64 32) for anything but a trial.")
 	}
 	p.Check, p.Web = p.handlers(s, secrets, log, now)
 	p.Probe = probe(p.Provider, p.Metrics.Handler())

@@ -29,9 +29,14 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 )
 
-// Run builds the service (Build), serves until ctx ends, then shuts down
+// Run obtains the session keys when none is given (the installation's
+// Secret in a cluster), builds the service (Build), serves until ctx ends, then shuts down
 // within 10 s. version is the build's, for oidc_authservice_build_info.
 func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logger) error {
+	s, err := sessionKeys(ctx, s, log)
+	if err != nil {
+		return err
+	}
 	p, err := Build(s, version, log)
 	if err != nil {
 		p.Close() // what could be built (a Redis client) is released
@@ -39,7 +44,7 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 	}
 	defer p.Close()
 	defer tuneGC(gcHeapFloor).stop()
-	for _, w := range p.Warnings {
+	for _, w := range append(s.Warnings, p.Warnings...) {
 		log.Warn(w)
 	}
 	for _, v := range s.Ignored {

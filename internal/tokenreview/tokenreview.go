@@ -1,18 +1,11 @@
 package tokenreview
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +17,7 @@ import (
 
 	"github.com/oidc-authservice/oidc-authservice/internal/authn"
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
+	"github.com/oidc-authservice/oidc-authservice/internal/kubeapi"
 )
 
 // ErrUnavailable marks a refusal because the API server could not give an
@@ -33,7 +27,7 @@ var ErrUnavailable = errors.New("TokenReview unavailable")
 
 // DefaultServiceAccountDir is where a pod's projected token and the
 // cluster's CA are mounted.
-const DefaultServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+const DefaultServiceAccountDir = kubeapi.DefaultServiceAccountDir
 
 // Options configure an Authenticator. Zero values take the defaults named.
 type Options struct {
@@ -67,16 +61,11 @@ type Options struct {
 // environment: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT, and
 // ca.crt and token in dir (DefaultServiceAccountDir when empty).
 func InCluster(dir string, o Options) (Options, error) {
-	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
-	if host == "" || port == "" {
-		return o, fmt.Errorf("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set: not running in a Kubernetes pod")
+	k, err := kubeapi.InCluster(dir)
+	if err != nil {
+		return o, err
 	}
-	if dir == "" {
-		dir = DefaultServiceAccountDir
-	}
-	o.APIServer = "https://" + net.JoinHostPort(host, port)
-	o.CAFile = filepath.Join(dir, "ca.crt")
-	o.TokenFile = filepath.Join(dir, "token")
+	o.APIServer, o.CAFile, o.TokenFile = k.APIServer, k.CAFile, k.TokenFile
 	return o, nil
 }
 
@@ -85,8 +74,7 @@ func InCluster(dir string, o Options) (Options, error) {
 type Authenticator struct {
 	opts    Options
 	log     *zap.Logger
-	client  *http.Client
-	url     string
+	api     *kubeapi.Client
 	issuers []string
 	answers *cache.Cache[answer]
 	slots   chan struct{}
@@ -135,29 +123,14 @@ func New(o Options) (*Authenticator, error) {
 	if o.CacheSize <= 0 {
 		o.CacheSize = 20000
 	}
-	if !strings.HasPrefix(o.APIServer, "https://") {
-		return nil, fmt.Errorf("tokenreview: API server %q is not an https URL", o.APIServer)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ResponseHeaderTimeout = o.Timeout
-	tr.MaxIdleConnsPerHost = o.MaxConcurrent
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tokenreview: the API server's CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tokenreview: %s holds no PEM certificate", o.CAFile)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	if o.TokenFile == "" {
-		return nil, fmt.Errorf("tokenreview: no token file for the service's own credentials")
-	}
-	own, err := readToken(o.TokenFile)
+	api, err := kubeapi.New(kubeapi.Options{APIServer: o.APIServer, CAFile: o.CAFile, TokenFile: o.TokenFile,
+		Timeout: o.Timeout, MaxConns: o.MaxConcurrent})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tokenreview: %w", err)
+	}
+	own, err := kubeapi.ReadToken(o.TokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("tokenreview: %w", err)
 	}
 	issuers := o.Issuers
 	if len(issuers) == 0 {
@@ -170,8 +143,7 @@ func New(o Options) (*Authenticator, error) {
 	return &Authenticator{
 		opts:     o,
 		log:      o.Logger.Named("tokenreview"),
-		client:   &http.Client{Transport: tr, Timeout: o.Timeout},
-		url:      strings.TrimSuffix(o.APIServer, "/") + "/apis/authentication.k8s.io/v1/tokenreviews",
+		api:      api,
 		issuers:  issuers,
 		answers:  cache.New[answer](o.CacheSize),
 		slots:    make(chan struct{}, o.MaxConcurrent),
@@ -310,66 +282,26 @@ type (
 		Groups   []string            `json:"groups"`
 		Extra    map[string][]string `json:"extra"`
 	}
-	// status is the API server's error body (metav1.Status).
-	apiStatus struct {
-		Message string `json:"message"`
-		Reason  string `json:"reason"`
-	}
 )
 
-const maxResponse = 1 << 20
-
 func (a *Authenticator) post(ctx context.Context, raw string) (*reviewStatus, error) {
-	own, err := readToken(a.opts.TokenFile)
+	ans, err := a.api.Do(ctx, http.MethodPost, "/apis/authentication.k8s.io/v1/tokenreviews",
+		reviewRequest{APIVersion: "authentication.k8s.io/v1", Kind: "TokenReview", Spec: reviewSpec{Token: raw, Audiences: a.opts.Audiences}})
 	if err != nil {
 		return nil, err
 	}
-	body, _ := json.Marshal(reviewRequest{APIVersion: "authentication.k8s.io/v1", Kind: "TokenReview",
-		Spec: reviewSpec{Token: raw, Audiences: a.opts.Audiences}})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+own)
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, fmt.Errorf("reading the answer: %w", err)
-	}
-	switch resp.StatusCode {
+	switch ans.Code {
 	case http.StatusOK, http.StatusCreated:
 	case http.StatusUnauthorized, http.StatusForbidden:
-		var s apiStatus
-		json.Unmarshal(b, &s)
-		return nil, fmt.Errorf("the API server refused the service's own credentials (HTTP %d: %s): does its ServiceAccount have `create` on tokenreviews (deploy/components/tokenreview)?", resp.StatusCode, truncate(s.Message, 200))
+		return nil, fmt.Errorf("the API server refused the service's own credentials (HTTP %d: %s): does its ServiceAccount have `create` on tokenreviews (deploy/components/tokenreview)?", ans.Code, truncate(ans.Status().Message, 200))
 	default:
-		var s apiStatus
-		json.Unmarshal(b, &s)
-		return nil, fmt.Errorf("HTTP %d from the API server: %s", resp.StatusCode, truncate(s.Message, 200))
+		return nil, fmt.Errorf("HTTP %d from the API server: %s", ans.Code, truncate(ans.Status().Message, 200))
 	}
 	var r reviewResponse
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := json.Unmarshal(ans.Body, &r); err != nil {
 		return nil, fmt.Errorf("the answer is not a TokenReview: %v", err)
 	}
 	return &r.Status, nil
-}
-
-func readToken(file string) (string, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("tokenreview: the service's own token: %w", err)
-	}
-	t := strings.TrimSpace(string(b))
-	if t == "" {
-		return "", fmt.Errorf("tokenreview: the service's own token file %s is empty", file)
-	}
-	return t, nil
 }
 
 // claims is what is read, unverified, from a token before it is sent.
