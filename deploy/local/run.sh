@@ -14,23 +14,34 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
+# A client secret of this run only (Dex keeps its clients in memory), so that
+# no published secret is in use.
+CLIENT_SECRET=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 "$BIN/dex-runner" -addr 127.0.0.1:5556 -issuer http://127.0.0.1:5556/dex \
-  -redirect-uri /authservice/oidc/callback >/tmp/oidc-authservice-dex.log 2>&1 &
+  -client-secret "$CLIENT_SECRET" -redirect-uri /authservice/oidc/callback >/tmp/oidc-authservice-dex.log 2>&1 &
 pids+=($!)
 "$BIN/demo-upstream" -listen 127.0.0.1:9000 >/tmp/oidc-authservice-upstream.log 2>&1 &
 pids+=($!)
 
-# Kubeflow's params.env values; SESSION_KEYS fixed so restarts keep sessions.
+# The development session key of this checkout: drawn once and kept in
+# $BIN/dev-session-key (git-ignored), so that restarts keep sessions and no
+# key is ever published. SESSION_KEYS set in the environment wins.
+KEY_FILE=${KEY_FILE:-$BIN/dev-session-key}
+if [ ! -s "$KEY_FILE" ]; then
+  mkdir -p "$(dirname "$KEY_FILE")"
+  (umask 077 && head -c 32 /dev/urandom | base64 >"$KEY_FILE")
+fi
+# Kubeflow's params.env values.
 export OIDC_PROVIDER=http://127.0.0.1:5556/dex
 export OIDC_AUTH_URL=/dex/auth
 export CLIENT_ID=kubeflow-oidc-authservice
-export CLIENT_SECRET=pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok
+export CLIENT_SECRET
 export REDIRECT_URL=/authservice/oidc/callback
 export OIDC_SCOPES="profile email groups"
 export AUTHSERVICE_URL_PREFIX=/authservice/
 export SKIP_AUTH_URLS=/dex
 export SERVER_HOSTNAME=127.0.0.1
-export SESSION_KEYS=${SESSION_KEYS:-local-development-key-do-not-use-in-production}
+export SESSION_KEYS=${SESSION_KEYS:-$(cat "$KEY_FILE")}
 export LOG_LEVEL=${LOG_LEVEL:-info}
 "$BIN/oidc-authservice" &
 pids+=($!)

@@ -59,15 +59,22 @@ func Published(k string) string {
 	if strings.HasPrefix(k, "<") || strings.HasPrefix(k, "$(") || strings.HasPrefix(k, "${") {
 		return "it reads as a placeholder"
 	}
-	b, err := ParseSecret(k)
+	if where := KnownKey(k); where != "" {
+		return "it is " + where + ", which anyone can read"
+	}
+	return ""
+}
+
+// KnownKey says where the key k, in any encoding, was published, or "":
+// the digest list only, without the placeholder rules (for scanning text
+// that is not meant as a key).
+func KnownKey(k string) string {
+	b, err := ParseSecret(strings.TrimSpace(k))
 	if err != nil {
 		return ""
 	}
 	sum := sha256.Sum256(b)
-	if where, ok := publishedKeys[hex.EncodeToString(sum[:])]; ok {
-		return "it is " + where + ", which anyone can read"
-	}
-	return ""
+	return publishedKeys[hex.EncodeToString(sum[:])]
 }
 
 // SessionSecrets parses keys (comma- or newline-separated, as SESSION_KEYS,

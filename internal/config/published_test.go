@@ -147,9 +147,10 @@ var (
 	// SESSION_KEYS=..., SESSION_KEYS: ..., "SESSION_KEYS": "...",
 	// ${SESSION_KEYS:-...}.
 	sessionKeysValue = regexp.MustCompile(`SESSION_KEYS["'` + "`" + `]?\s*[:=]\s*(?:\$\{SESSION_KEYS:-([^}]*)\}|"([^"]*)"|'([^']*)'|(<[^>\n]*>)|([^\s"'` + "`" + `]+))`)
-	// In code: a literal of 32 bytes or more given to a name or map key
-	// with "key" or "secret" in it (sessionKey = "...", "CLIENT_SECRET": "...").
-	keyLiteral = regexp.MustCompile(`(?i)[\w.-]*(?:key|secret)[\w.-]*["']?\s*(?:,\s*\w+\s*)*(?::=|=|:)\s*((?:"[^"\n]{32,}"\s*,?\s*)+)`)
+	// In code: a literal of 32 bytes or more given to a name, a field or a
+	// map key with "key" or "secret" in it (sessionKey = "...",
+	// a, bKey := "...", "...", ClientSecret: "...", "CLIENT_SECRET": "...").
+	keyLiteral = regexp.MustCompile(`(?i)(?:\b\w*(?:key|secret)\w*(?:\s*,\s*\w+)*\s*:?=|\b\w*(?:key|secret)\w*:|"[\w.-]*(?:key|secret)[\w.-]*"\s*:)\s*((?:"[^"\n]{32,}"\s*,?\s*)+)`)
 	literal    = regexp.MustCompile(`"([^"\n]{32,})"`)
 	// In files people copy from: NAME_SECRET=value, cookie-secret=value.
 	secretAssignment = regexp.MustCompile(`(?i)[\w-]*(?:secret|key)s?[=:]\s*([^\s"'#,]{32,})`)
@@ -184,10 +185,14 @@ func candidates(path string, data []byte) []candidate {
 				if m[2*g] < 0 {
 					continue
 				}
-				// Unquoted in Go is a name (keys, c.keys), unless it ends a
-				// string literal ("SESSION_KEYS=abc").
-				if g == 5 && goFile && (m[2*g+1] >= len(line) || line[m[2*g+1]] != '"') {
-					continue
+				// In Go, SESSION_KEYS= is inside a literal ("SESSION_KEYS=abc")
+				// whose tail is the value; anything else unquoted is a name
+				// ("SESSION_KEYS": keys).
+				if goFile {
+					inLiteral := strings.HasPrefix(line[m[0]:], "SESSION_KEYS=")
+					if inLiteral != (g == 5) || (g == 5 && (m[2*g+1] >= len(line) || line[m[2*g+1]] != '"')) {
+						continue
+					}
 				}
 				add(line[m[2*g]:m[2*g+1]])
 			}
@@ -266,6 +271,10 @@ func TestCandidates(t *testing.T) {
 		"a Go module sum":   {"R.md", "module sum `h1:5Yb5ihcz4YQsCkciusK7DnFpBMwRB6EFWeUKH1Atuyk=`", ""},
 		"a file variable":   {"x_test.go", `		"UPSTREAM_TOKEN_KEYS_FILE": "/etc/oidc-authservice/upstream-token/keys.pem",`, ""},
 		"a string literal":  {"x.go", `"SESSION_KEYS=abcdef", "X=1"`, "abcdef"},
+		"a call":            {"x.go", `{"SESSION_KEYS": base64.StdEncoding.EncodeToString([]byte("x"))}`, ""},
+		"a kind and a type": {"x.go", `secret{Kind: "Secret", Type: "kubernetes.io/service-account-token"}`, ""},
+		"a struct field":    {"x.go", `Options{ClientSecret: "REPLACE-ME-client-secret-0123456789abcdef"}`, "REPLACE-ME-client-secret-0123456789abcdef"},
+		"an empty tail":     {"x.go", `"SESSION_KEYS=" + key, "SERVER_PORT=1"`, ""},
 		"a bcrypt hash":     {"p.yaml", "hash: $2y$12$4K/VkmDd1q1Orb3xAt82zu8gk7Ad6ReFR4LCP9UeYE90NLiN9Df72\n", ""},
 	}
 	for name, c := range cases {

@@ -30,7 +30,7 @@ func startReplica(t *testing.T, dex *peer.Dex, keys string) *replica {
 }
 
 func TestReplicasShareSessionsAndRotateKeys(t *testing.T) {
-	const oldKey, newKey = "replica-key-old-0123456789abcdefghijklmnop", "replica-key-new-0123456789abcdefghijklmnop"
+	oldKey, newKey := peer.RandomKey(), peer.RandomKey()
 	dex := peer.StartDex(t, peer.DexOptions{})
 	a, b := startReplica(t, dex, oldKey), startReplica(t, dex, oldKey)
 

@@ -40,7 +40,7 @@ func TestSoakWithProviderRestartAndKeyRotation(t *testing.T) {
 		}
 		duration = d
 	}
-	const oldKey, newKey = "soak-key-old-0123456789abcdefghijklmnopqrst", "soak-key-new-0123456789abcdefghijklmnopqrst"
+	oldKey, newKey := peer.RandomKey(), peer.RandomKey()
 	dex := peer.StartDex(t, peer.DexOptions{})
 	iss := peer.StartIssuer(t)
 	authnFile := filepath.Join(t.TempDir(), "authn.yaml")

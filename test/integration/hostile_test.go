@@ -396,7 +396,7 @@ func TestHostileInputs(t *testing.T) {
 	// Sessions sealed by hand: with a key the service does not have, and
 	// with its own key (as if the key had leaked) but expired or empty.
 	seal := func(secret string, name string, v any) string { return sealAs(t, secret, name, v) }
-	const otherKey = "another-deployment-session-key-0123456789abcdef"
+	otherKey := peer.RandomKey()
 	now := time.Now()
 	admin := &session.Session{ID: "forged", Subject: "0", User: "admin@example.com", Groups: []string{"admins"},
 		Created: now.Unix(), Expires: now.Add(time.Hour).Unix()}

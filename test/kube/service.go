@@ -1,6 +1,8 @@
 package kube
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -68,7 +70,7 @@ func StartService(t testing.TB, env map[string]string) *Service {
 	ports := []int{FreePort(t), FreePort(t), FreePort(t)}
 	all := map[string]string{
 		"OIDC_PROVIDER": provider, "CLIENT_ID": "kubeflow-oidc-authservice", "CLIENT_SECRET": "secret",
-		"SESSION_KEYS": "kube-test-session-key-0123456789abcdef0123", "ACCEPT_PROVIDER_ID_TOKENS": "false",
+		"SESSION_KEYS": randomKey(), "ACCEPT_PROVIDER_ID_TOKENS": "false",
 		"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
 		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]),
 		"LOG_LEVEL": "debug", "PATH": os.Getenv("PATH"),
@@ -243,4 +245,14 @@ func waitHTTP(url string, timeout time.Duration, exited <-chan struct{}) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("%s not ready after %s: %v", url, timeout, last)
+}
+
+// randomKey is a new session key, as `openssl rand -base64 32` prints one:
+// no key of this repository may work anywhere.
+func randomKey() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -31,8 +32,17 @@ const (
 	dexUser      = "user@example.com"
 	dexPassword  = "12341234"
 	dexGroups    = "team-a,team-b"
-	sessionKey   = "loadbench-session-key-0123456789abcdefghij"
 )
+
+// sessionKey is the services' SESSION_KEYS: random for each run (the
+// service refuses keys published anywhere, this repository included).
+var sessionKey = func() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}()
 
 type kind int
 

@@ -174,16 +174,12 @@ func checkConsistency(r *rendering) []error {
 			bad("%s belongs in the Secret, not the ConfigMap", k)
 		}
 	}
-	for _, k := range []string{"OIDC_PROVIDER", "CLIENT_ID", "CLIENT_SECRET", "SESSION_KEYS"} {
+	for _, k := range []string{"OIDC_PROVIDER", "CLIENT_ID", "CLIENT_SECRET"} {
 		if s.env[k] == "" {
 			bad("%s is not set", k)
 		}
 	}
-	for i, k := range strings.Split(s.env["SESSION_KEYS"], ",") {
-		if !validSessionKey(k) {
-			bad("SESSION_KEYS key %d: need at least 32 bytes (raw) or base64 of at least 32 bytes", i+1)
-		}
-	}
+	errs = append(errs, checkSessionKeys(r, s, d.Spec.Template.Spec, ns)...)
 	if u, err := url.Parse(s.get("OIDC_PROVIDER")); err != nil || !u.IsAbs() || strings.HasSuffix(u.Path, "/") {
 		bad("OIDC_PROVIDER %q: an absolute URL without trailing slash", s.get("OIDC_PROVIDER"))
 	}
@@ -359,9 +355,10 @@ func checkDeployment(name string, d *appsv1.Deployment, s settings) []error {
 	if pod.ServiceAccountName != workloadName {
 		bad("serviceAccountName %q", pod.ServiceAccountName)
 	}
-	// Only TokenReview (components/tokenreview) needs the pod's token.
-	if tokenReview := s.env["KUBERNETES_AUTHN_ENABLED"] == "true"; tokenReview != (pod.AutomountServiceAccountToken != nil && *pod.AutomountServiceAccountToken) {
-		bad("automountServiceAccountToken must be %v when KUBERNETES_AUTHN_ENABLED is %v", tokenReview, tokenReview)
+	// Only TokenReview (components/tokenreview) and the key Secret
+	// (components/session-keys, SESSION_KEYS_SECRET) need the pod's token.
+	if need := s.env["KUBERNETES_AUTHN_ENABLED"] == "true" || s.get("SESSION_KEYS_SECRET") != ""; need != (pod.AutomountServiceAccountToken != nil && *pod.AutomountServiceAccountToken) {
+		bad("automountServiceAccountToken must be %v when KUBERNETES_AUTHN_ENABLED is %q and SESSION_KEYS_SECRET is %q", need, s.env["KUBERNETES_AUTHN_ENABLED"], s.get("SESSION_KEYS_SECRET"))
 	}
 	psc := pod.SecurityContext
 	if psc == nil {

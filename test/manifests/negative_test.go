@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -96,8 +97,39 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 			func(m map[string]any) { at(container(m), "securityContext")["readOnlyRootFilesystem"] = false }, "readOnlyRootFilesystem"},
 		{"liveness on the check port", base, "Deployment", "authservice",
 			func(m map[string]any) { at(container(m), "livenessProbe", "httpGet")["port"] = "http-api" }, "livenessProbe: GET /healthz on port 8080"},
-		{"token mounted", base, "Deployment", "authservice",
-			func(m map[string]any) { pod(m)["automountServiceAccountToken"] = true }, "automountServiceAccountToken must be false"},
+		{"token not mounted", base, "Deployment", "authservice",
+			func(m map[string]any) { pod(m)["automountServiceAccountToken"] = false }, "SESSION_KEYS_SECRET=authservice-session-keys needs the pod's token"},
+		{"token mounted for nothing", base, "ConfigMap", "oidc-authservice-parameters",
+			func(m map[string]any) {
+				at(m, "data")["SESSION_KEYS_SECRET"] = ""
+				at(m, "data")["SESSION_KEYS_FILE"] = "/etc/keys"
+			}, "automountServiceAccountToken must be false"},
+		{"published session key", base, "Secret", "oidc-authservice-client",
+			func(m map[string]any) {
+				at(m, "data")["SESSION_KEYS"] = base64.StdEncoding.EncodeToString([]byte("REPLACE-ME-with-the-output-of-openssl-rand-base64-32"))
+			}, "SESSION_KEYS key 1 is published"},
+		{"Kubeflow's oauth2-proxy cookie secret as the key", base, "Secret", "oidc-authservice-client",
+			func(m map[string]any) {
+				at(m, "data")["SESSION_KEYS"] = base64.StdEncoding.EncodeToString([]byte("7d16fee92f8d11b8940b081b3f8b8acb"))
+			}, "SESSION_KEYS key 1 is published"},
+		{"the Role reads every Secret", base, "Role", "authservice-session-keys",
+			func(m map[string]any) { delete(at(m, "rules", 0), "resourceNames") }, "grants get on secrets []"},
+		{"the Role may update", base, "Role", "authservice-session-keys",
+			func(m map[string]any) { at(m, "rules", 1)["verbs"] = []any{"create", "update"} }, "grants update on secrets"},
+		{"no Role", base, "RoleBinding", "authservice-session-keys",
+			func(m map[string]any) { at(m, "roleRef")["name"] = "other" }, "needs get on secrets/authservice-session-keys and create"},
+		{"policy for another account", base, "ValidatingAdmissionPolicy", "oidc-authservice-session-keys",
+			func(m map[string]any) {
+				at(m, "spec", "matchConditions", 0)["expression"] = `request.userInfo.username == "system:serviceaccount:" + request.namespace + ":other"`
+			}, "must match ServiceAccount authservice"},
+		{"policy without the type rule", base, "ValidatingAdmissionPolicy", "oidc-authservice-session-keys",
+			func(m map[string]any) {
+				at(m, "spec")["validations"] = at(m, "spec")["validations"].([]any)[:1]
+			}, `lacks the rule object.type == "Opaque"`},
+		{"policy that only warns", base, "ValidatingAdmissionPolicyBinding", "oidc-authservice-session-keys",
+			func(m map[string]any) { at(m, "spec")["validationActions"] = []any{"Warn"} }, "with Deny"},
+		{"policy ignored on failure", base, "ValidatingAdmissionPolicy", "oidc-authservice-session-keys",
+			func(m map[string]any) { at(m, "spec")["failurePolicy"] = "Ignore" }, "failurePolicy must be Fail"},
 		{"sidecar", base, "Deployment", "authservice",
 			func(m map[string]any) {
 				at(m, "spec", "template", "metadata", "annotations")["sidecar.istio.io/inject"] = "true"
@@ -109,7 +141,7 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 		{"secret in the ConfigMap", base, "ConfigMap", "oidc-authservice-parameters",
 			func(m map[string]any) { at(m, "data")["CLIENT_SECRET"] = "x" }, "CLIENT_SECRET belongs in the Secret"},
 		{"short session key", base, "Secret", "oidc-authservice-client",
-			func(m map[string]any) { at(m, "data")["SESSION_KEYS"] = "c2hvcnQ=" }, "SESSION_KEYS key 1"},
+			func(m map[string]any) { at(m, "data")["SESSION_KEYS"] = "c2hvcnQ=" }, "SESSION_KEYS key 1: need at least 32 bytes"},
 		{"not-ready endpoints", base, "Service", "authservice",
 			func(m map[string]any) { at(m, "spec")["publishNotReadyAddresses"] = true }, "publishNotReadyAddresses"},
 		{"service selects nothing", base, "Service", "authservice",

@@ -14,14 +14,21 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-var baseObjects = []string{
+// sessionKeyObjects: components/session-keys, in every layout (the base
+// includes it).
+var sessionKeyObjects = []string{
+	"Role/authservice-session-keys", "RoleBinding/authservice-session-keys",
+	"ValidatingAdmissionPolicy/oidc-authservice-session-keys", "ValidatingAdmissionPolicyBinding/oidc-authservice-session-keys",
+}
+
+var baseObjects = append([]string{
 	"ConfigMap/oidc-authservice-parameters",
 	"Deployment/authservice",
 	"PodDisruptionBudget/authservice",
 	"Secret/oidc-authservice-client",
 	"Service/authservice",
 	"ServiceAccount/authservice",
-}
+}, sessionKeyObjects...)
 
 // oauth2ProxyObjects: the base with Service oauth2-proxy for Service
 // authservice, plus what Kubeflow's m2m-dex-only overlay provides besides
@@ -34,6 +41,8 @@ var oauth2ProxyObjects = []string{
 	"NetworkPolicy/allow-oidc-authservice", "NetworkPolicy/authservice",
 	"AuthorizationPolicy/istio-ingressgateway-oauth2-proxy", "AuthorizationPolicy/istio-ingressgateway-require-jwt",
 	"RequestAuthentication/dex-jwt",
+	"Role/authservice-session-keys", "RoleBinding/authservice-session-keys",
+	"ValidatingAdmissionPolicy/oidc-authservice-session-keys", "ValidatingAdmissionPolicyBinding/oidc-authservice-session-keys",
 }
 
 // headersObjects: the recommended layout's authenticator line, with
@@ -54,6 +63,8 @@ var oidcClientObjects = []string{
 	"NetworkPolicy/default-allow-same-namespace-oauth2-proxy", "NetworkPolicy/allow-istio-ingressgateway", "NetworkPolicy/authservice",
 	"AuthorizationPolicy/istio-ingressgateway-oauth2-proxy",
 	"RequestAuthentication/dex-jwt", "RequestAuthentication/m2m-token-issuer",
+	"Role/authservice-session-keys", "RoleBinding/authservice-session-keys",
+	"ValidatingAdmissionPolicy/oidc-authservice-session-keys", "ValidatingAdmissionPolicyBinding/oidc-authservice-session-keys",
 }
 
 // wantObjects is exactly what each kustomization renders (kind/name).
@@ -172,8 +183,13 @@ func TestBase(t *testing.T) {
 	wantValues(t, "base params", cm, map[string]string{"REDIRECT_URL": "/authservice/oidc/callback", "GROUPS_CLAIM": "groups"})
 	sec := secretData(t, r)
 	wantValues(t, "base secret", sec, kubeflowSecret)
-	if !strings.Contains(sec["SESSION_KEYS"], "REPLACE") {
-		t.Errorf("the shipped SESSION_KEYS must say that it is to be replaced, got %q", sec["SESSION_KEYS"])
+	// No key is shipped: each installation's service keeps its own
+	// (components/session-keys, in the base).
+	if _, ok := sec["SESSION_KEYS"]; ok {
+		t.Errorf("the base ships SESSION_KEYS: a key every installation would share")
+	}
+	if got := cm["SESSION_KEYS_SECRET"]; got != "" {
+		t.Errorf("SESSION_KEYS_SECRET=%q: the default (authservice-session-keys) is what the Role and policy name", got)
 	}
 	d := typed[appsv1.Deployment](r.find("Deployment", workloadName))
 	if img := d.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/oidc-authservice/oidc-authservice:"+releaseVersion(t) {
@@ -262,8 +278,8 @@ func TestGitLab(t *testing.T) {
 	if sec["CLIENT_ID"] == kubeflowSecret["CLIENT_ID"] || sec["CLIENT_SECRET"] == kubeflowSecret["CLIENT_SECRET"] {
 		t.Error("the GitLab overlay must not keep Dex's client")
 	}
-	if sec["SESSION_KEYS"] == "" {
-		t.Error("the Secret merge lost SESSION_KEYS")
+	if _, ok := sec["SESSION_KEYS"]; ok {
+		t.Error("the GitLab overlay ships SESSION_KEYS")
 	}
 }
 

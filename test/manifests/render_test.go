@@ -170,7 +170,11 @@ func renderAll(t *testing.T) []*rendering {
 		for _, o := range kustomizations(t, "overlays") {
 			add("overlays/"+o, deployDir("overlays", o))
 		}
+		inBase := baseComponents(t)
 		for _, c := range kustomizations(t, "components") {
+			if inBase[c] {
+				continue // rendered with the base
+			}
 			dir, err := writeHarness([]string{deployDir("base")}, []string{deployDir("components", c)})
 			if err != nil {
 				renderErrs = append(renderErrs, err.Error())
@@ -184,6 +188,27 @@ func renderAll(t *testing.T) []*rendering {
 		t.Fatalf("kustomize build failed:\n%s", strings.Join(renderErrs, "\n"))
 	}
 	return renderings
+}
+
+// baseComponents are the components deploy/base itself includes (every
+// layout has them): rendered as part of the base, not on top of it.
+func baseComponents(t *testing.T) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile(deployDir("base", "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		Components []string `json:"components"`
+	}
+	if err := yaml.Unmarshal(b, &k); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, c := range k.Components {
+		out[filepath.Base(c)] = true
+	}
+	return out
 }
 
 func renderingNamed(t *testing.T, name string) *rendering {

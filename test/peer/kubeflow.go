@@ -10,8 +10,10 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/test/upstream"
 )
 
-// SessionKey is the SESSION_KEYS value of the test setups.
-const SessionKey = "integration-test-session-key-0123456789abcdef"
+// SessionKey is the SESSION_KEYS value of the test setups: random for each
+// test process, as no key of this repository may work anywhere (the
+// service refuses published ones).
+var SessionKey = RandomKey()
 
 // Kubeflow is Kubeflow in miniature: Dex, the service with Kubeflow's
 // params.env, a demo upstream, and a gateway that routes /dex/ to Dex and

@@ -8,6 +8,8 @@ package peer
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +35,15 @@ func Require(t testing.TB, what string, err error) {
 		t.Fatalf("peer %s could not be started (CI requires it; .ci/run installs it): %v", what, err)
 	}
 	t.Skipf("SKIPPED: peer %s could not be started here: %v", what, err)
+}
+
+// RandomKey is a new session key, as `openssl rand -base64 32` prints one.
+func RandomKey() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
 }
 
 // FreePort returns a port free on 127.0.0.1 at the time of the call.
