@@ -59,9 +59,9 @@ e2e: bin/dex-runner kube-check ## Run the end-to-end scenarios (browser, GitLab-
 	cd test/e2e && DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e ./...
 
 .PHONY: kube-check
-kube-check: bin/kube-peer ## Tests against a real kube-apiserver (test/kube): service-account tokens, the differential table, dry-run of deploy/.
+kube-check: bin/kube-peer bin/dex-runner ## Tests against a real kube-apiserver (test/kube): service-account tokens, the differential table, dry-run of deploy/, the session-key Secret.
 	@mkdir -p test/artifacts
-	@set -o pipefail; cd test/kube && $(GO) vet ./... && KUBE_PEER=$(CURDIR)/bin/kube-peer $(GO) test -count=1 -timeout 20m -v . 2>&1 \
+	@set -o pipefail; cd test/kube && $(GO) vet ./... && KUBE_PEER=$(CURDIR)/bin/kube-peer DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -v . 2>&1 \
 		| tee ../artifacts/kube-check.log | grep -E '^(--- |ok |FAIL|PASS$$|panic|differential table:|configuration table:)|^    [a-z_]+_test.go:[0-9]+: [^ ]' | grep -v 'differential_test.go:[0-9]*: differential table vs'
 
 .PHONY: soak

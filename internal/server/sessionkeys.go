@@ -45,14 +45,26 @@ func KeyStore(s *config.Settings) (*sessionkeys.Store, error) {
 		"or set SESSION_KEYS (openssl rand -base64 32; the same for every replica)", ss.KeySecret, err, sessionkeys.Component)
 }
 
-// sessionKeys makes s's session keys those of the Secret when none is
-// given (waiting up to a minute for an API server that does not answer),
-// and refuses to go on when the service's account could create a Secret
-// other than its own. It returns s itself when there is nothing to do.
+// sessionKeys refuses to go on when the service's account could create a
+// Secret other than its own, then makes s's session keys those of the
+// Secret when none is given (waiting up to a minute for an API server that
+// does not answer). It returns s itself when there is nothing to do.
 func sessionKeys(ctx context.Context, s *config.Settings, log *zap.Logger) (*config.Settings, error) {
 	store, err := KeyStore(s)
 	if err != nil || store == nil {
 		return s, err
+	}
+	// First the guard: nothing is created while the account could create
+	// more than its Secret.
+	gctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = store.Guarded(gctx)
+	cancel()
+	switch {
+	case err == nil:
+	case errors.Is(err, sessionkeys.ErrUnguarded):
+		return nil, err
+	default:
+		log.Warn("could not check that the service's account can create no other Secret", zap.Error(err))
 	}
 	if s.Sessions.Generated {
 		octx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -70,15 +82,6 @@ func sessionKeys(ctx context.Context, s *config.Settings, log *zap.Logger) (*con
 		s = &c
 		log.Info("session keys read from the installation's Secret", zap.String("namespace", store.Namespace),
 			zap.String("secret", store.Name), zap.Bool("created", keys.Created), zap.Int("keys", len(secrets)))
-	}
-	gctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	switch err := store.Guarded(gctx); {
-	case err == nil:
-	case errors.Is(err, sessionkeys.ErrUnguarded):
-		return nil, err
-	default:
-		log.Warn("could not check that the service's account can create no other Secret", zap.Error(err))
 	}
 	return s, nil
 }

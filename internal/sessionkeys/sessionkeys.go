@@ -216,7 +216,7 @@ func (s *Store) Remedy() string {
 		"authservice-session-keys in namespace %s (get on secrets/%s, create on secrets, bound to ServiceAccount %s), "+
 		"ValidatingAdmissionPolicy and ValidatingAdmissionPolicyBinding oidc-authservice-session-keys, and "+
 		"automountServiceAccountToken: true on the Deployment. Or set SESSION_KEYS (openssl rand -base64 32; "+
-		"the same for every replica) and SESSION_KEYS_SECRET= (empty).", Component, s.Namespace, s.Name, s.Account)
+		"the same for every replica) and SESSION_KEYS_SECRET= (empty).", Component, s.Namespace, s.Name, accountName(s.Account))
 }
 
 // Guarded checks that the service's account can create no Secret but its

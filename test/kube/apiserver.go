@@ -170,6 +170,9 @@ func launch(t testing.TB, o Options) (*APIServer, error) {
 		"--authentication-config=" + a.AuthFile, "--authorization-mode=RBAC",
 		"--endpoint-reconciler-type=none", "--service-cluster-ip-range=10.96.0.0/16",
 		"--enable-priority-and-fairness=false", "--profiling=false",
+		// On by default since 1.30; named so that the tests of
+		// components/session-keys never pass without it.
+		"--enable-admission-plugins=ValidatingAdmissionPolicy",
 	}
 	a.cmd = exec.Command(bin, args...)
 	logFile, err := os.CreateTemp(ArtifactsDir(t), "kube-apiserver-*.log")

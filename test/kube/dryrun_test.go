@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
@@ -35,20 +36,21 @@ var remote = regexp.MustCompile(`(?m)^\s*-\s+https?://`)
 func renderDeploy(t *testing.T) []rendering {
 	t.Helper()
 	deploy := filepath.Join(RepoRoot(), "deploy")
-	build := func(dir string) []*unstructured.Unstructured {
-		m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
-		if err != nil {
-			t.Fatalf("kustomize build %s: %v", dir, err)
-		}
-		y, err := m.AsYaml()
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs, err := Objects(y)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return objs
+	build := func(dir string) []*unstructured.Unstructured { return kustomizeBuild(t, dir) }
+	// Components the base includes itself are rendered with it.
+	inBase := map[string]bool{}
+	var k struct {
+		Components []string `json:"components"`
+	}
+	b, err := os.ReadFile(filepath.Join(deploy, "base", "kustomization.yaml"))
+	if err == nil {
+		err = yaml.Unmarshal(b, &k)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range k.Components {
+		inBase[filepath.Base(c)] = true
 	}
 	out := []rendering{{"base", build(filepath.Join(deploy, "base"))}}
 	for _, sub := range []string{"overlays", "components"} {
@@ -69,6 +71,9 @@ func renderDeploy(t *testing.T) []rendering {
 				continue
 			}
 			if sub == "components" {
+				if inBase[e.Name()] {
+					continue
+				}
 				// A component is rendered on top of the base.
 				h := t.TempDir()
 				rel := func(p string) string { r, _ := filepath.Rel(h, p); return r }
@@ -82,6 +87,24 @@ func renderDeploy(t *testing.T) []rendering {
 		}
 	}
 	return out
+}
+
+// kustomizeBuild renders the kustomization in dir, as `kustomize build`.
+func kustomizeBuild(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	y, err := m.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Objects(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
 }
 
 // installIstioCRDs creates Istio's CustomResourceDefinitions (Kubeflow

@@ -57,28 +57,44 @@ type Service struct {
 	Gateway  string // http://127.0.0.1:<port>
 	CheckURL string
 	LogFile  string
+	probe    string
 	cmd      *exec.Cmd
 	done     chan struct{}
 }
 
 // StartService runs the service with env on top of a minimal configuration
-// (a stub provider, fixed session keys, free ports) and waits for /readyz.
+// (a stub provider, a random session key, free ports), waits for /readyz
+// and puts a gateway in front of it.
 func StartService(t testing.TB, env map[string]string) *Service {
 	t.Helper()
+	s := LaunchService(t, env)
+	s.WaitReady(t)
+	s.StartGateway(t)
+	return s
+}
+
+// LaunchService starts the service as StartService does, without waiting.
+// An env value "" leaves the variable out (SESSION_KEYS: "" for none); a
+// stub provider is started unless env names OIDC_PROVIDER.
+func LaunchService(t testing.TB, env map[string]string) *Service {
+	t.Helper()
 	bin := productBinary(t, "oidc-authservice")
-	provider := stubProvider(t)
 	ports := []int{FreePort(t), FreePort(t), FreePort(t)}
 	all := map[string]string{
-		"OIDC_PROVIDER": provider, "CLIENT_ID": "kubeflow-oidc-authservice", "CLIENT_SECRET": "secret",
+		"CLIENT_ID": "kubeflow-oidc-authservice", "CLIENT_SECRET": "secret",
 		"SESSION_KEYS": randomKey(), "ACCEPT_PROVIDER_ID_TOKENS": "false",
 		"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
 		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]),
 		"LOG_LEVEL": "debug", "PATH": os.Getenv("PATH"),
 	}
+	if _, ok := env["OIDC_PROVIDER"]; !ok {
+		all["OIDC_PROVIDER"] = stubProvider(t)
+	}
 	for k, v := range env {
 		all[k] = v
 	}
-	s := &Service{CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), done: make(chan struct{})}
+	s := &Service{CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), probe: fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]),
+		done: make(chan struct{})}
 	// One file per service: a test may run several.
 	log, err := os.CreateTemp(ArtifactsDir(t), "service-*.log")
 	if err != nil {
@@ -87,7 +103,9 @@ func StartService(t testing.TB, env map[string]string) *Service {
 	s.LogFile = log.Name()
 	s.cmd = exec.Command(bin)
 	for k, v := range all {
-		s.cmd.Env = append(s.cmd.Env, k+"="+v)
+		if v != "" {
+			s.cmd.Env = append(s.cmd.Env, k+"="+v)
+		}
 	}
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -96,24 +114,45 @@ func StartService(t testing.TB, env map[string]string) *Service {
 	}
 	go func() { s.cmd.Wait(); log.Close(); close(s.done) }()
 	t.Cleanup(s.Stop)
-	if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]), 30*time.Second, s.done); err != nil {
-		b, _ := os.ReadFile(s.LogFile)
-		t.Fatalf("service not ready: %v\n%s", err, b)
-	}
+	return s
+}
 
+// WaitReady waits until /readyz answers 200.
+func (s *Service) WaitReady(t testing.TB) {
+	t.Helper()
+	if err := waitHTTP(s.probe, 60*time.Second, s.done); err != nil {
+		t.Fatalf("service not ready: %v\n%s", err, s.Log())
+	}
+}
+
+// WaitExit waits until the process ends and returns its exit code.
+func (s *Service) WaitExit(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-s.done:
+		return s.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		t.Fatalf("the service still runs after %s:\n%s", timeout, s.Log())
+		return 0
+	}
+}
+
+// StartGateway puts the demo upstream behind an Envoy-faithful gateway
+// (Kubeflow's EnvoyFilter, corrected) in front of the service; args are
+// added to the gateway's (e.g. -route /dex/=http://...).
+func (s *Service) StartGateway(t testing.TB, args ...string) {
+	t.Helper()
 	up := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	startProgram(t, productBinary(t, "demo-upstream"), "-listen", up)
 	gw := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	// Kubeflow's EnvoyFilter, corrected (test/extauthz).
-	startProgram(t, productBinary(t, "extauthz-proxy"), "-listen", gw, "-check", s.CheckURL,
-		"-mode", "kubeflow-envoyfilter-corrected", "-upstream", "http://"+up)
+	startProgram(t, productBinary(t, "extauthz-proxy"), append([]string{"-listen", gw, "-check", s.CheckURL,
+		"-mode", "kubeflow-envoyfilter-corrected", "-upstream", "http://" + up}, args...)...)
 	for _, addr := range []string{up, gw} {
 		if err := waitListening(addr, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s.Gateway = "http://" + gw
-	return s
 }
 
 // startProgram runs a helper program until the test ends.
