@@ -102,6 +102,20 @@ func TestCheckConfig(t *testing.T) {
 		}
 	})
 
+	// Kubeflow's Dex client secret works (Dex has it) but is public: a
+	// warning, not a problem.
+	t.Run("Kubeflow's published client secret", func(t *testing.T) {
+		kf := peer.StartDex(t, peer.DexOptions{ClientSecret: "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok"})
+		env := peer.KubeflowEnv(kf)
+		out, code := checkConfig(t, env)
+		if code != 0 || !strings.Contains(out, "warning: CLIENT_SECRET is published") || !strings.Contains(out, "OK, with 1 warning(s).") {
+			t.Fatalf("exit %d:\n%s", code, out)
+		}
+		if strings.Contains(out, "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok") {
+			t.Fatal("the secret is printed")
+		}
+	})
+
 	// arrikto's variables that are not settings: named, with what to use
 	// instead, and not a problem; LOG_LEVEL in arrikto's spelling.
 	t.Run("the predecessor's variables", func(t *testing.T) {
@@ -140,6 +154,14 @@ func TestCheckConfig(t *testing.T) {
 			"LOG_LEVEL"},
 		{"no session keys", map[string]string{"SESSION_KEYS": ""},
 			"PROBLEM: SESSION_KEYS is not set"},
+		// Every key published anywhere is refused, in any encoding, with
+		// what to do instead (issue 21, finding 1).
+		{"the old deploy/base placeholder", map[string]string{"SESSION_KEYS": "REPLACE-ME-with-the-output-of-openssl-rand-base64-32"},
+			"SESSION_KEYS: key 1 is published"},
+		{"the old development key of make run", map[string]string{"SESSION_KEYS": "local-development-key-do-not-use-in-production"},
+			"openssl rand -base64 32"},
+		{"Kubeflow's oauth2-proxy cookie secret, second", map[string]string{"SESSION_KEYS": peer.SessionKey + ",7d16fee92f8d11b8940b081b3f8b8acb"},
+			"SESSION_KEYS: key 2 is published"},
 		{"issued upstream tokens without a key file", map[string]string{"UPSTREAM_TOKEN": "issued"},
 			"PROBLEM: UPSTREAM_TOKEN=issued without UPSTREAM_TOKEN_KEYS_FILE"},
 		{"unreachable Redis", map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"},

@@ -397,6 +397,8 @@ func TestHostileInputs(t *testing.T) {
 	// with its own key (as if the key had leaked) but expired or empty.
 	seal := func(secret string, name string, v any) string { return sealAs(t, secret, name, v) }
 	otherKey := peer.RandomKey()
+	placeholderKey, devKey := "REPLACE-ME-with-the-output-of-openssl-rand-base64-32", "local-development-key-do-not-use-in-production"
+	cookieSecretKey := "7d16fee92f8d11b8940b081b3f8b8acb"
 	now := time.Now()
 	admin := &session.Session{ID: "forged", Subject: "0", User: "admin@example.com", Groups: []string{"admins"},
 		Created: now.Unix(), Expires: now.Add(time.Hour).Unix()}
@@ -558,6 +560,11 @@ func TestHostileInputs(t *testing.T) {
 		{name: "50 session cookies, the legitimate one first", send: withHeaders("/x?format=json", []string{"Cookie", manyCookies(legit, 50, garbage)}), want: allowedAsUser},
 		{name: "50 session cookies, the legitimate one last", send: withHeaders("/x?format=json", []string{"Cookie", manyCookies("", 49, garbage) + "; " + legitCookie, accept, jsonType}), want: allowedOrDenied},
 		{name: "session sealed with another deployment's key", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + foreignSealed, accept, jsonType}), want: deny401},
+		// Published keys (issue 21): the service refuses to run with them,
+		// so what they seal is nobody's session.
+		{name: "session sealed with the old deploy/base placeholder", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + seal(placeholderKey, "authservice_session", admin), accept, jsonType}), want: deny401},
+		{name: "session sealed with the old make run key", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + seal(devKey, "authservice_session", admin), accept, jsonType}), want: deny401},
+		{name: "session sealed with Kubeflow's oauth2-proxy cookie secret", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + seal(cookieSecretKey, "authservice_session", admin), accept, jsonType}), want: deny401},
 		{name: "session sealed with the right key but expired", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + expiredSealed, accept, jsonType}), want: deny401},
 		{name: "session sealed with the right key but no user", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + incompleteSealed, accept, jsonType}), want: deny401},
 		{name: "legitimate session sealed under another cookie name", send: withHeaders("/x?format=json", []string{"Cookie", "authservice_session=" + renamedSealed, accept, jsonType}), want: deny401},
