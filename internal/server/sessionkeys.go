@@ -75,7 +75,7 @@ func sessionKeys(ctx context.Context, s *config.Settings, log *zap.Logger) (*con
 		}
 		secrets, errs := config.SessionSecrets(keys.Text)
 		if len(errs) > 0 {
-			return nil, fmt.Errorf("Secret %s/%s, %s: %w", store.Namespace, store.Name, sessionkeys.DataKey, errors.Join(errs...))
+			return nil, fmt.Errorf("the session keys of Secret %s/%s (%s): %w", store.Namespace, store.Name, sessionkeys.DataKey, errors.Join(errs...))
 		}
 		c := *s
 		c.Sessions.Secrets, c.Sessions.Generated = secrets, false

@@ -173,11 +173,11 @@ func (s *Store) get(ctx context.Context) (Keys, error) {
 	}
 	var sec secret
 	if err := json.Unmarshal(ans.Body, &sec); err != nil {
-		return Keys{}, fmt.Errorf("Secret %s/%s: the answer is not a Secret: %v", s.Namespace, s.Name, err)
+		return Keys{}, fmt.Errorf("reading Secret %s/%s: the answer is not a Secret: %v", s.Namespace, s.Name, err)
 	}
 	text := string(sec.Data[DataKey])
 	if text == "" {
-		return Keys{}, fmt.Errorf("Secret %s/%s has no %s: put the keys there (openssl rand -base64 32), or delete the Secret and the service creates it again", s.Namespace, s.Name, DataKey)
+		return Keys{}, fmt.Errorf("the Secret %s/%s has no %s: put the keys there (openssl rand -base64 32), or delete the Secret and the service creates it again", s.Namespace, s.Name, DataKey)
 	}
 	return Keys{Text: text, Exists: true}, nil
 }
