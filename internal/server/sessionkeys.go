@@ -47,8 +47,8 @@ func KeyStore(s *config.Settings) (*sessionkeys.Store, error) {
 
 // sessionKeys refuses to go on when the service's account could create a
 // Secret other than its own, then makes s's session keys those of the
-// Secret when none is given (waiting up to a minute for an API server that
-// does not answer). It returns s itself when there is nothing to do.
+// Secret when none is given (waiting up to 20 s for an API server that does
+// not answer). It returns s itself when there is nothing to do.
 func sessionKeys(ctx context.Context, s *config.Settings, log *zap.Logger) (*config.Settings, error) {
 	store, err := KeyStore(s)
 	if err != nil || store == nil {
@@ -67,7 +67,9 @@ func sessionKeys(ctx context.Context, s *config.Settings, log *zap.Logger) (*con
 		log.Warn("could not check that the service's account can create no other Secret", zap.Error(err))
 	}
 	if s.Sessions.Generated {
-		octx, cancel := context.WithTimeout(ctx, time.Minute)
+		// Within the Deployment's liveness allowance (3 × 10 s), so that
+		// the pod ends with this error rather than a kill.
+		octx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		keys, err := sessionkeys.Retry(octx, store.Obtain)
 		cancel()
 		if err != nil {
