@@ -35,6 +35,7 @@ var publishedKeys = map[string]string{
 	"93bd6eab3259128408d5d3bdb7ed3e2a3006465d3a30b438ad2f8a0b4ab66074": "a test key of this repository",
 	"60c7da41ade93f2b8d2cb1c3db9e688b9c0dead4e9f3819874d3b6c55193912e": "a test key of this repository",
 	"cd422b24d168efab31caf61b706fb0c63e8017ae3a81e53d7b315f9ecf8fc0ed": "a test key of this repository",
+	"da34ef17d0d57255bb78bb4350a8c8672f1785bc55a18f58b6f00f799fbfa14c": "a test key of this repository",
 }
 
 // placeholderWords mark a key written by a person as a stand-in (no

@@ -33,6 +33,7 @@ var published = []string{
 	"replica-key-new-0123456789abcdefghijklmnop",
 	"soak-key-old-0123456789abcdefghijklmnopqrst",
 	"soak-key-new-0123456789abcdefghijklmnopqrst",
+	"another-deployment-session-key-0123456789abcdef",
 }
 
 func TestPublishedKeysAreRefused(t *testing.T) {
