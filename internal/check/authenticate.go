@@ -35,7 +35,7 @@ func (h *Handler) authenticate(q *request) (authed, verdict) {
 		if credential.LooksLikeJWT(q.bearer) {
 			tok, err := h.d.Tokens.Verify(q.Context(), q.bearer, q.rid())
 			if err != nil {
-				h.log.Info("bearer token refused", q.rid(), zap.Error(err))
+				h.quiet.Info("bearer token refused", q.rid(), zap.Error(err))
 				return authed{}, verdict{reason: invalidToken}
 			}
 			return authed{Principal: &tok.Principal, cred: bearerJWT}, verdict{}

@@ -12,6 +12,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/credential"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
@@ -90,6 +91,10 @@ type Handler struct {
 	o   Options
 	d   Deps
 	log *zap.Logger
+	// quiet logs what anonymous requests can cause (refused callbacks,
+	// tokens, paths, forward-auth headers): a few lines a second per
+	// message, the rest counted (logtext.Limited).
+	quiet *zap.Logger
 
 	userHeader, groupsHeader string // canonical forms
 	remove                   removals
@@ -102,7 +107,8 @@ type Handler struct {
 
 // New builds the Handler.
 func New(o Options, d Deps) *Handler {
-	h := &Handler{o: o, d: d, log: d.Logger.Named("check"),
+	log := d.Logger.Named("check")
+	h := &Handler{o: o, d: d, log: log, quiet: logtext.Limited(log, quietBurst, quietReport),
 		userHeader: http.CanonicalHeaderKey(o.UserHeader), groupsHeader: http.CanonicalHeaderKey(o.GroupsHeader),
 		remove: newRemovals(o.UserHeader, o.GroupsHeader, o.AuthRequestHeaders), epoch: time.Now()}
 	for dc := range nDecisions {
@@ -115,6 +121,13 @@ func New(o Options, d Deps) *Handler {
 	}
 	return h
 }
+
+// Lines of the quiet logger: per message at most quietBurst a second, and
+// a count of the rest at most every quietReport.
+const (
+	quietBurst  = 5
+	quietReport = 10 * time.Second
+)
 
 // ServeHTTP routes the service's own endpoints, and takes the decision of
 // the package comment for every other request.
@@ -161,7 +174,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, m mode, decide f
 func (h *Handler) decide(q *request) verdict {
 	switch {
 	case !q.pathOK:
-		h.log.Info("refused: path malformed once decoded (control character, bad escape)", q.rid())
+		h.quiet.Info("refused: path malformed once decoded (control character, bad escape)", q.rid())
 		return badRequest("malformed path")
 	case h.skipped(q.path):
 		return verdict{decision: allow, reason: skipPath, status: http.StatusOK}

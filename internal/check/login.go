@@ -22,7 +22,7 @@ func (h *Handler) startLogin(q *request, v verdict) verdict {
 	}
 	authURL, err := h.d.Provider.AuthCodeURL(ls.State, ls.Nonce, ls.Challenge())
 	if err != nil {
-		h.log.Warn("login not started: provider not discovered yet", q.rid())
+		h.quiet.Warn("login not started: provider not discovered yet", q.rid())
 		f := failure(http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(q))
 		f.retry = "5"
 		return h.startFailed(f)
@@ -97,7 +97,7 @@ func (h *Handler) originalURL(q *request) string {
 	if len(base)+len(p) > maxKeptURL {
 		p = "/"
 	}
-	h.log.Info("deep link too long to keep through the login; the user will land on a shorter URL", q.rid(),
+	h.quiet.Info("deep link too long to keep through the login; the user will land on a shorter URL", q.rid(),
 		zap.Int("length", len(target)), zap.Int("kept", len(p)))
 	return base + p
 }

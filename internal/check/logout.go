@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/credential"
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 )
 
@@ -21,8 +22,9 @@ import (
 // revocation list (so a copy of the cookie stops working, on every replica
 // with Redis), the tokens are revoked at the provider when it has a
 // revocation endpoint, and the browser goes to the provider's end-session
-// endpoint when it has one, else to AFTER_LOGOUT_URL. A logout another site
-// started (Sec-Fetch-Site: cross-site) ends nothing.
+// endpoint when it has one, else to AFTER_LOGOUT_URL. A logout the browser
+// does not mark as the site's own (Sec-Fetch-Site other than same-origin or
+// none: another site, a sibling subdomain) ends nothing.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	q := h.classify(r, extAuthz)
 	v := h.logoutVerdict(&q)
@@ -34,11 +36,13 @@ func (h *Handler) logoutVerdict(q *request) verdict {
 	if !get && q.Method != http.MethodPost {
 		return methodNotAllowed("GET, HEAD, POST")
 	}
-	if q.crossSite() {
-		// Any page on the web could otherwise log a user out of Kubeflow and
-		// the provider with one navigation. Nothing is ended or cleared;
-		// the page offers a same-origin link that does it.
-		h.log.Info("logout refused: cross-site request; confirmation page shown", q.rid(), zap.String("method", q.Method))
+	if q.foreignSite() {
+		// Any page on the web, or on a sibling subdomain, could otherwise
+		// log a user out of Kubeflow and the provider with one navigation.
+		// Nothing is ended or cleared; the page offers a same-origin link
+		// that does it.
+		h.quiet.Info("logout refused: not started by the site itself (Sec-Fetch-Site); confirmation page shown", q.rid(),
+			zap.String("method", q.Method), zap.String("sec_fetch_site", logtext.Bound(strings.Join(q.Header["Sec-Fetch-Site"], ","), 64)))
 		return verdict{decision: deny, reason: policyRefused, status: http.StatusForbidden,
 			page: &pages.Data{Title: "Sign out?", Message: msgConfirmLogout, Link: h.o.LogoutPath, LinkText: "Sign out"},
 			body: map[string]string{"error": "cross_site_logout", "message": msgConfirmLogout}}
@@ -46,7 +50,7 @@ func (h *Handler) logoutVerdict(q *request) verdict {
 	a, err := h.endable(q)
 	if !get {
 		if a == nil {
-			h.log.Info("logout refused: no valid session", q.rid(), zap.String("reason", reasonText(err)))
+			h.quiet.Info("logout refused: no valid session", q.rid(), zap.String("reason", reasonText(err)))
 			return verdict{reason: invalidSession}.unauthenticated()
 		}
 		after, providerOK := h.endSession(q, a)

@@ -75,12 +75,21 @@ func (h *Handler) credential(q *request) {
 	}
 }
 
-// crossSite reports whether the browser says another site started the
-// request (Sec-Fetch-Site). Browsers that send no such header, or gateways
-// that do not pass it to the check, leave SameSite as the only protection
-// (docs/security.md).
-func (q *request) crossSite() bool {
-	return strings.EqualFold(header(q.Header, "Sec-Fetch-Site"), "cross-site")
+// foreignSite reports whether the request may have been started by anyone
+// but the site itself: Sec-Fetch-Site is anything but exactly one
+// "same-origin" (the site's own page) or "none" (the user typed the URL or
+// used a bookmark). "same-site" is another subdomain of the same site — a
+// sibling application or anyone who can host a page there, whose
+// navigations carry Lax cookies — and "cross-site", an unknown value or a
+// header sent twice are no better. A request without the header (browsers
+// that do not send it, gateways that do not pass it to the check) is not
+// foreign: SameSite is then the only protection (docs/security.md).
+func (q *request) foreignSite() bool {
+	v, sent := q.Header["Sec-Fetch-Site"]
+	if !sent {
+		return false
+	}
+	return len(v) != 1 || (v[0] != "same-origin" && v[0] != "none")
 }
 
 // scheme is the scheme of URLs built for the request.

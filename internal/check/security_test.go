@@ -1,6 +1,7 @@
 package check
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -204,5 +205,98 @@ func TestUpstreamCookieRewrite(t *testing.T) {
 	w = f.do("GET", "/dex/auth", map[string]string{"Cookie": "dex=1"})
 	if _, set := w.Header()["Cookie"]; set || strings.Contains(w.Header().Get("X-Envoy-Auth-Headers-To-Remove"), "cookie") {
 		t.Fatalf("a request without the service's cookies got a rewrite: %v", w.Header())
+	}
+}
+
+// Only a logout the browser marks as the site's own (Sec-Fetch-Site:
+// same-origin, or none for a typed URL or a bookmark), or that carries no
+// Sec-Fetch-Site at all, ends the session. A sibling subdomain's navigation
+// (same-site), another site's, an unknown value, an empty one or the header
+// sent twice gets the confirmation page (HTML) or JSON and ends nothing.
+func TestLogoutOnlyFromTheSiteItself(t *testing.T) {
+	f := newFixture(t, nil)
+	n := 0
+	fresh := func() string {
+		n++
+		v, err := f.codec.SealSession("authservice_session", &session.Session{ID: fmt.Sprintf("sfs-%d", n), Subject: "s", User: "u@example.com",
+			Created: f.now.Unix(), Expires: f.now.Add(time.Hour).Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "authservice_session=" + v
+	}
+	logout := func(method string, cookie string, values []string, accept string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, "/authservice/logout", nil)
+		r.Host = "kubeflow.example.com"
+		r.Header.Set("Cookie", cookie)
+		if accept != "" {
+			r.Header.Set("Accept", accept)
+		}
+		for _, v := range values {
+			r.Header.Add("Sec-Fetch-Site", v)
+		}
+		w := httptest.NewRecorder()
+		f.h.ServeHTTP(w, r)
+		return w
+	}
+	alive := func(cookie string) bool {
+		return f.do("GET", "/x", map[string]string{"Cookie": cookie, "Accept": "application/json"}).Code == 200
+	}
+	for _, c := range []struct {
+		name   string
+		values []string
+	}{
+		{"same-site (a sibling subdomain)", []string{"same-site"}},
+		{"cross-site", []string{"cross-site"}},
+		{"garbage", []string{"evil"}},
+		{"upper case", []string{"SAME-ORIGIN"}},
+		{"padded", []string{" same-origin"}},
+		{"empty", []string{""}},
+		{"a list", []string{"same-origin, cross-site"}},
+		{"sent twice, same value", []string{"same-origin", "same-origin"}},
+		{"sent twice, same-origin then same-site", []string{"same-origin", "same-site"}},
+		{"sent twice, none then cross-site", []string{"none", "cross-site"}},
+		{"NUL", []string{"same-origin\x00"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, method := range []string{"GET", "POST"} {
+				cookie := fresh()
+				w := logout(method, cookie, c.values, "text/html")
+				if w.Code != http.StatusForbidden || len(w.Result().Cookies()) != 0 {
+					t.Fatalf("%s: %d, cookies %v; want 403 and nothing cleared", method, w.Code, w.Result().Cookies())
+				}
+				if method == "GET" && !strings.Contains(w.Body.String(), `href="/authservice/logout"`) {
+					t.Fatalf("no confirmation page: %s", w.Body)
+				}
+				if !alive(cookie) {
+					t.Fatalf("%s: the session ended", method)
+				}
+				w = logout(method, cookie, c.values, "application/json")
+				if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), `"cross_site_logout"`) {
+					t.Fatalf("%s, JSON: %d %s", method, w.Code, w.Body)
+				}
+			}
+		})
+	}
+	for _, c := range []struct {
+		name   string
+		values []string
+	}{{"same-origin", []string{"same-origin"}}, {"none", []string{"none"}}, {"absent", nil}} {
+		t.Run(c.name, func(t *testing.T) {
+			cookie := fresh()
+			if w := logout("GET", cookie, c.values, ""); w.Code != http.StatusFound {
+				t.Fatalf("GET: %d, want 302", w.Code)
+			}
+			if alive(cookie) {
+				t.Fatal("GET: the session survived")
+			}
+			cookie = fresh()
+			if w := logout("POST", cookie, c.values, ""); w.Code != http.StatusCreated {
+				t.Fatalf("POST: %d, want 201", w.Code)
+			}
+			if alive(cookie) {
+				t.Fatal("POST: the session survived")
+			}
+		})
 	}
 }

@@ -3,10 +3,12 @@ package revocation
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 )
@@ -32,6 +34,9 @@ type Backchannel struct {
 	Timeout  time.Duration // of the provider calls (its keys)
 	Metrics  *metrics.Metrics
 	Log      *zap.Logger
+
+	quietOnce sync.Once
+	quiet     *zap.Logger // refusals: anyone can post a logout token
 }
 
 var invalidRequest = []byte(`{"error":"invalid_request"}`)
@@ -75,7 +80,8 @@ func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (b *Backchannel) refuse(w http.ResponseWriter, status int, why string, err error) {
-	b.Log.Info("back-channel logout refused: "+why, zap.Error(err))
+	b.quietOnce.Do(func() { b.quiet = logtext.Limited(b.Log, 5, 10*time.Second) })
+	b.quiet.Info("back-channel logout refused: "+why, zap.Error(err))
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(invalidRequest)
