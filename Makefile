@@ -70,7 +70,7 @@ soak: bin/dex-runner ## The soak with provider restart and key rotations, SOAK_D
 
 FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/session:FuzzOpenSession internal/session:FuzzLoginState internal/check:FuzzSafeTarget \
-	internal/check:FuzzCallbackQuery internal/check:FuzzForwardedHeaders internal/check:FuzzBackchannelLogoutToken \
+	internal/check:FuzzCallbackQuery internal/check:FuzzForwardedHeaders internal/check:FuzzForwardedURL internal/check:FuzzBackchannelLogoutToken \
 	internal/authn:FuzzBearerToken internal/urlpath:FuzzCanonical internal/tokenreview:FuzzAdmissible \
 	internal/session:FuzzWithoutOwn internal/session:FuzzDecodeSession internal/session:FuzzOpenAsSecurecookie
 

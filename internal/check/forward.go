@@ -32,7 +32,7 @@ import (
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) {
 	if !h.trustedProxy(r.RemoteAddr) {
 		if hasForwardedHeaders(r) {
-			h.log.Warn("forward-auth headers from an untrusted address ignored", zap.String("remote", r.RemoteAddr))
+			h.quiet.Warn("forward-auth headers from an untrusted address ignored", zap.String("remote", r.RemoteAddr))
 		}
 		h.check(w, withoutForwarded(r), forwardAuth)
 		return
@@ -40,7 +40,7 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) {
 	orig, err := h.forwarded(r)
 	if err != nil {
 		h.serve(w, r, forwardAuth, func(q *request) verdict {
-			h.log.Info("forward-auth request refused", q.rid(), zap.String("proxy", h.o.ForwardAuthProxy), zap.Error(err))
+			h.quiet.Info("forward-auth request refused", q.rid(), zap.String("proxy", h.o.ForwardAuthProxy), zap.Error(err))
 			return badRequest("the forward-auth request does not describe the original request: " + err.Error())
 		})
 		return
@@ -104,6 +104,9 @@ func (h *Handler) forwarded(r *http.Request) (*http.Request, error) {
 		if uri, err = one("X-Forwarded-Uri"); err != nil {
 			return nil, err
 		}
+		if err := sentAsIs(uri); err != nil {
+			return nil, fmt.Errorf("X-Forwarded-Uri %w", err)
+		}
 	default: // nginx, ingress-nginx
 		if method, err = one("X-Original-Method"); err != nil {
 			return nil, err
@@ -111,6 +114,9 @@ func (h *Handler) forwarded(r *http.Request) (*http.Request, error) {
 		raw, err := one("X-Original-Url")
 		if err != nil {
 			return nil, err
+		}
+		if err := sentAsIs(raw); err != nil {
+			return nil, fmt.Errorf("X-Original-URL %w", err)
 		}
 		u, err := url.Parse(raw)
 		if err != nil || !u.IsAbs() || u.Host == "" || u.User != nil {
@@ -136,6 +142,28 @@ func (h *Handler) forwarded(r *http.Request) (*http.Request, error) {
 	o.Method, o.Host, o.URL, o.RequestURI = method, host, u, uri
 	o.Header.Set("X-Forwarded-Proto", scheme)
 	return o, nil
+}
+
+// sentAsIs checks that a forwarded URL (X-Original-URL, X-Forwarded-Uri)
+// is one a proxy could have sent as it is: only visible ASCII and no "#".
+// nginx puts the request target into X-Original-URL byte for byte, and
+// refuses requests whose target has a space or a control character; no
+// browser sends a raw "#" (the fragment stays in the browser) or a raw byte
+// above 0x7E (it percent-encodes them), yet nginx passes both, and so does
+// Caddy in the query. Parsed as a URL, everything after a "#" would be cut
+// off as a fragment while the upstream receives it as part of the path
+// (/public#/../admin), so such a URL is refused (400) instead of judged
+// as something it is not.
+func sentAsIs(u string) error {
+	for i := 0; i < len(u); i++ {
+		switch c := u[i]; {
+		case c == '#':
+			return errors.New(`has a raw "#": no browser sends a fragment, and the service would not judge the path the upstream gets`)
+		case c <= ' ' || c >= 0x7f:
+			return fmt.Errorf("has a byte 0x%02x that a proxy does not pass unencoded (space, control character or raw non-ASCII)", c)
+		}
+	}
+	return nil
 }
 
 func (h *Handler) trustedProxy(remote string) bool {
@@ -211,7 +239,7 @@ func (h *Handler) startVerdict(q *request) verdict {
 	}
 	target := h.safeTarget(q.Host, abs)
 	if target == "/" && rd != "/" && abs != self+"/" {
-		h.log.Info("login start refused: redirect target not allowed", q.rid())
+		h.quiet.Info("login start refused: redirect target not allowed", q.rid())
 		return failure(http.StatusBadRequest, "Login failed", "The address to return to after login is not allowed.", "/")
 	}
 	switch a, v := h.authenticate(q); {

@@ -163,3 +163,44 @@ func TestStartEndpoint(t *testing.T) {
 		t.Fatal("no login state cookie")
 	}
 }
+
+// A forwarded URL that no proxy would have sent as it is — a raw "#" (nginx
+// passes it; parsed as a URL everything after it would be cut off as a
+// fragment while the upstream gets it in its path), a space, a control
+// character, a raw byte above 0x7E — is refused with 400, never judged as
+// the part before it. What proxies do pass as it is keeps working.
+func TestVerifyRefusesURLsNoProxySendsAsTheyAre(t *testing.T) {
+	for _, kind := range []string{"nginx", "caddy"} {
+		t.Run(kind, func(t *testing.T) {
+			f := newFixture(t, map[string]string{"SKIP_AUTH_URLS": "/public", "FORWARD_AUTH_PROXY": kind})
+			valid := f.cookie(t, "user@example.com", []string{"g"}, f.now.Add(time.Hour))
+			fwd := func(uri string) map[string]string {
+				h := map[string]string{"X-Original-Method": "GET", "X-Original-Url": "https://kf.example.com" + uri, "Cookie": "__Host-authservice_session=" + valid}
+				if kind == "caddy" {
+					h = map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "kf.example.com", "X-Forwarded-Uri": uri,
+						"Cookie": "__Host-authservice_session=" + valid}
+				}
+				return h
+			}
+			for _, uri := range []string{
+				"/public#/../admin/x", "/public/#", "/x#", "/a?x=1#frag", "/public?a=1#/../../admin",
+				"/a b", "/a?x=1 2", "/a\tb", "/a\x00b", "/a\x01b", "/a\x1fb", "/a\x7fb", "/a\rb",
+				"/a\x80b", "/\xc3\xa9t\xc3\xa9", "/a?x=\xc3\xa9", "/\xff",
+			} {
+				w := verifyRequest(f, "127.0.0.1:5000", fwd(uri))
+				if w.Code != 400 || w.Header().Get("Kubeflow-Userid") != "" {
+					t.Errorf("%q: %d %v, want 400 without identity", uri, w.Code, w.Header().Get("Kubeflow-Userid"))
+				}
+				if !strings.Contains(w.Body.String(), "bad_request") {
+					t.Errorf("%q: body %s", uri, w.Body)
+				}
+			}
+			// Sent as they are by nginx (and encoded by Caddy): judged.
+			for _, uri := range []string{"/a%23b", "/a|b^c", "/a[b]", "/a{b}", "/a`b", "/a\"b", "/a<b>", "/a?x=%zz", "/a?q=a+b%20c", "/a%2Fb", "/a~b!$&'()*+,;=:@"} {
+				if w := verifyRequest(f, "127.0.0.1:5000", fwd(uri)); w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "user@example.com" {
+					t.Errorf("%q: %d, want 200 as the user", uri, w.Code)
+				}
+			}
+		})
+	}
+}

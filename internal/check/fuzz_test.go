@@ -83,6 +83,39 @@ func FuzzForwardedHeaders(f *testing.F) {
 	})
 }
 
+// FuzzForwardedURL: a forwarded URL with a byte no proxy sends as it is (a
+// raw "#", a space or control character, a raw byte above 0x7E) is always
+// refused with 400, from nginx's X-Original-URL and Caddy's X-Forwarded-Uri
+// alike; nothing is ever answered 5xx or 200 with an identity without a
+// session.
+func FuzzForwardedURL(f *testing.F) {
+	nginx := newFixture(f, map[string]string{"SKIP_AUTH_URLS": "/public"})
+	caddy := newFixture(f, map[string]string{"SKIP_AUTH_URLS": "/public", "FORWARD_AUTH_PROXY": "caddy"})
+	f.Add("/public#/../admin")
+	f.Add("/a?x=1#f")
+	f.Add("/a b")
+	f.Add("/\xc3\xa9")
+	f.Add("/a|b^c?x=%zz")
+	f.Fuzz(func(t *testing.T, uri string) {
+		if strings.ContainsAny(uri, "\r\n") {
+			return // not a header value at all
+		}
+		bad := strings.ContainsFunc(uri, func(r rune) bool { return r == '#' || r <= ' ' || r >= 0x7f })
+		for _, c := range []struct {
+			fx  *fixture
+			hdr map[string]string
+		}{
+			{nginx, map[string]string{"X-Original-Method": "GET", "X-Original-Url": "https://kf.example.com" + uri}},
+			{caddy, map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "kf.example.com", "X-Forwarded-Uri": uri}},
+		} {
+			w := verifyRequest(c.fx, "127.0.0.1:1", c.hdr)
+			if w.Code >= 500 || (w.Code == http.StatusOK && w.Header().Get("Kubeflow-Userid") != "") || (bad && w.Code != http.StatusBadRequest) {
+				t.Fatalf("%q → %d %v", uri, w.Code, w.Header())
+			}
+		}
+	})
+}
+
 // FuzzBackchannelLogoutToken: no logout token this provider did not sign is
 // accepted.
 func FuzzBackchannelLogoutToken(f *testing.F) {
