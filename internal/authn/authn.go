@@ -41,6 +41,13 @@ type Identity struct {
 	Extra    map[string][]string
 	Issuer   string
 	Expiry   time.Time
+
+	// What links a JWT to the logins and logouts of its issuer, so that a
+	// logout reaches it (credential.Tokens); empty when the token has none.
+	Subject  string    // sub
+	SID      string    // sid, the provider's session
+	Nonce    string    // nonce, of the login it was issued for
+	IssuedAt time.Time // iat
 }
 
 // Options configure an Authenticator.
@@ -241,6 +248,8 @@ func (is *issuer) authenticate(ctx context.Context, raw string) (*Identity, erro
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
 	id.Issuer, id.Expiry = idt.Issuer, idt.Expiry
+	id.Subject, id.Nonce, id.IssuedAt = idt.Subject, idt.Nonce, idt.IssuedAt
+	id.SID, _ = claims["sid"].(string)
 	return id, nil
 }
 

@@ -3,9 +3,7 @@ package check
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -50,7 +48,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 // the login failed, or "" when it made a session.
 func (h *Handler) completeLogin(q *request) (verdict, string) {
 	if q.Method != http.MethodGet && q.Method != http.MethodHead {
-		h.log.Info("callback: method not allowed", q.rid(), zap.String("method", q.Method))
+		h.quiet.Info("callback: method not allowed", q.rid(), zap.String("method", q.Method))
 		return methodNotAllowed("GET, HEAD"), loginBadRequest
 	}
 	ls, v, failed := h.loginState(q)
@@ -59,7 +57,7 @@ func (h *Handler) completeLogin(q *request) (verdict, string) {
 	}
 	code := q.URL.Query().Get("code")
 	if code == "" || len(code) > 4096 {
-		h.log.Info("callback rejected: missing or oversized code", q.rid())
+		h.quiet.Info("callback rejected: missing or oversized code", q.rid())
 		return withCookies(failure(http.StatusBadRequest, "Login failed", msgLoginFailed, h.safeTarget(q.Host, ls.URL)), v), loginBadRequest
 	}
 	// Token endpoint, keys and userinfo: each call is bounded by
@@ -71,6 +69,17 @@ func (h *Handler) completeLogin(q *request) (verdict, string) {
 	if err != nil {
 		f, failed := h.loginError(q, ls.URL, err)
 		return withCookies(f, v), failed
+	}
+	// The state is used now, and only now: the provider accepted its code
+	// and the ID token carries its nonce. Remembering it any earlier would
+	// let anyone fill the replay memory with states minted for the asking
+	// (a made-up code, or none). A replay of this code and state is refused
+	// here (two callbacks racing, or on another replica with Redis), before
+	// the exchange on this replica (loginState), and by the provider, which
+	// accepts a code once.
+	if !h.d.Revocations.FirstUse(ctx, "state:"+ls.State, h.o.LoginStateTTL+time.Minute) {
+		h.log.Warn("callback rejected: replayed state (its code was accepted twice)", q.rid())
+		return withCookies(failure(http.StatusBadRequest, "Login failed", msgStateInvalid, "/"), v), loginInvalidState
 	}
 	id, dropped, err := h.d.Mapper.FromClaims(login.Claims)
 	if err != nil {
@@ -105,11 +114,11 @@ func (h *Handler) loginState(q *request) (*session.LoginState, verdict, string) 
 		}
 	}
 	refuse := func(why string) (*session.LoginState, verdict, string) {
-		h.log.Info("callback rejected: "+why, q.rid())
+		h.quiet.Info("callback rejected: "+why, q.rid())
 		return nil, withCookies(failure(http.StatusBadRequest, "Login failed", msgStateInvalid, "/"), v), loginInvalidState
 	}
 	if e := query.Get("error"); e != "" {
-		h.log.Info("login failed: provider returned an error", q.rid(),
+		h.quiet.Info("login failed: provider returned an error", q.rid(),
 			zap.String("error", logtext.Bound(e, 64)), zap.String("error_description", logtext.Bound(query.Get("error_description"), 256)))
 		return nil, withCookies(failure(http.StatusUnauthorized, "Login failed", msgProviderError, h.loginRetry(q, sealed, state)), v), loginProviderError
 	}
@@ -127,8 +136,7 @@ func (h *Handler) loginState(q *request) (*session.LoginState, verdict, string) 
 	if subtle.ConstantTimeCompare([]byte(ls.State), []byte(state)) != 1 || now.Unix()-ls.Created > int64(h.o.LoginStateTTL.Seconds()) {
 		return refuse("login state expired or mismatched")
 	}
-	if !h.d.Revocations.FirstUse(q.Context(), "state:"+state, h.o.LoginStateTTL+time.Minute) {
-		h.log.Warn("callback rejected: replayed state", q.rid())
+	if h.d.Revocations.Used("state:" + state) {
 		return refuse("replayed state")
 	}
 	return &ls, v, ""
@@ -137,11 +145,7 @@ func (h *Handler) loginState(q *request) (*session.LoginState, verdict, string) 
 // newSession seals the new session into the cookie and sends the browser
 // back where the login started.
 func (h *Handler) newSession(q *request, login *provider.Login, id identity.Identity, ls *session.LoginState, v verdict) (verdict, string) {
-	s, err := h.sessionOf(login, id)
-	if err != nil {
-		h.log.Error("no randomness for a session id", zap.Error(err))
-		return withCookies(failure(http.StatusUnauthorized, "Login failed", msgLoginFailed, ""), v), loginInternal
-	}
+	s := h.sessionOf(login, id, ls.Nonce)
 	maxAge := int(h.o.SessionMaxAge.Seconds())
 	sealed, err := h.d.Codec.SealSession(h.d.Cookies.Name(), s)
 	if err == nil && session.Split(sealed) == nil {
@@ -164,15 +168,13 @@ func (h *Handler) newSession(q *request, login *provider.Login, id identity.Iden
 	return redirectTo(target, append(v.cookies, setSessionCookie(sealed, maxAge))...), ""
 }
 
-// sessionOf is the session a login makes.
-func (h *Handler) sessionOf(l *provider.Login, id identity.Identity) (*session.Session, error) {
-	var rnd [16]byte
-	if _, err := io.ReadFull(h.d.Random, rnd[:]); err != nil {
-		return nil, err
-	}
+// sessionOf is the session a login with this nonce makes. Its id is
+// derived from the nonce, so that the provider's tokens of the login, which
+// carry it, name the session (session.IDFromNonce).
+func (h *Handler) sessionOf(l *provider.Login, id identity.Identity, nonce string) *session.Session {
 	now := h.d.Now()
 	s := &session.Session{
-		ID:           base64.RawURLEncoding.EncodeToString(rnd[:]),
+		ID:           session.IDFromNonce(nonce),
 		Subject:      l.IDToken.Subject,
 		Issuer:       l.IDToken.Issuer,
 		User:         id.User,
@@ -201,7 +203,7 @@ func (h *Handler) sessionOf(l *provider.Login, id identity.Identity) (*session.S
 	if sid, ok := l.Claims["sid"].(string); ok {
 		s.SID = sid
 	}
-	return s, nil
+	return s
 }
 
 // loginError answers a failed code exchange and returns the metrics reason.
@@ -209,13 +211,13 @@ func (h *Handler) loginError(q *request, original string, err error) (verdict, s
 	retry := h.safeTarget(q.Host, original)
 	switch {
 	case errors.Is(err, provider.ErrUnavailable), errors.Is(err, provider.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
-		h.log.Warn("login failed: provider unavailable", q.rid(), zap.Error(err))
+		h.quiet.Warn("login failed: provider unavailable", q.rid(), zap.Error(err))
 		return failure(http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, retry), loginProviderUnavailable
 	case errors.Is(err, provider.ErrRejected):
-		h.log.Info("login failed: code rejected by the provider", q.rid(), zap.Error(err))
+		h.quiet.Info("login failed: code rejected by the provider", q.rid(), zap.Error(err))
 		return failure(http.StatusUnauthorized, "Login failed", msgLoginFailed, retry), loginExchangeRejected
 	default:
-		h.log.Warn("login failed: ID token invalid", q.rid(), zap.Error(err))
+		h.quiet.Warn("login failed: ID token invalid", q.rid(), zap.Error(err))
 		return failure(http.StatusUnauthorized, "Login failed", msgLoginFailed, retry), loginInvalidToken
 	}
 }

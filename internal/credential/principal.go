@@ -80,4 +80,13 @@ func (l *Live) Current() *Live {
 // Token is a verified bearer token.
 type Token struct {
 	Principal
+	link *tokenLink // a token of the login provider: what a logout may name; nil otherwise
+}
+
+// tokenLink is what ties a provider token to logins and logouts.
+type tokenLink struct {
+	session string // the session it was obtained for (session.IDFromNonce), or ""
+	sub     string // the provider's subject (whatever the username mapping)
+	sid     string // the provider's session, or ""
+	iat     int64  // issued at, unix seconds; 0 unknown
 }

@@ -113,13 +113,30 @@ func (s *Sessions) newLive(k cache.Key, sess *session.Session, validated int64) 
 func (s *Sessions) Forget(sealed string) { s.verified.Delete(cache.KeyOf(sealed)) }
 
 // End ends l's session everywhere the revocation list reaches, and forgets
-// it and its successor here.
+// it and its successor here. The provider's tokens it holds (and any other
+// token of its login that carries the login's nonce) end with it: the
+// bearer path refuses them from now on (Tokens).
 func (s *Sessions) End(ctx context.Context, l *Live, source string) {
 	s.verified.Delete(l.key)
-	if c := l.Current(); c != l {
+	c := l.Current()
+	if c != l {
 		s.verified.Delete(c.key)
 	}
 	s.revoked.Revoke(ctx, revocation.Session, l.Session.ID)
+	// By digest too, for the tokens that carry no nonce (providers that
+	// leave it out of refreshed ID tokens).
+	for _, sess := range []*session.Session{l.Session, c.Session} {
+		for _, raw := range []string{sess.IDToken, sess.AccessToken} {
+			if LooksLikeJWT(raw) {
+				if exp := jwtExpiry(raw); exp > 0 {
+					s.revoked.RevokeToken(ctx, cache.KeyOf(raw), exp)
+				}
+			}
+		}
+		if c == l {
+			break
+		}
+	}
 	s.metrics.Revocation(source)
 }
 

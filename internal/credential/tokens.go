@@ -13,6 +13,8 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
+	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
 // Authenticator verifies a bearer token and maps it to an identity
@@ -53,7 +55,21 @@ type TokenOptions struct {
 	UserPrefix string        // USERID_PREFIX
 	Budget     time.Duration // CHECK_PROVIDER_BUDGET: longest a first sight waits for the issuer
 	CacheSize  int           // verified tokens kept; default 20,000
+	// ProviderIssuer is the login provider's issuer: its tokens may have
+	// been obtained for a session, and are refused once it ended.
+	ProviderIssuer string
 }
+
+// Errors of Verify besides the issuers' own (all wrap authn.ErrInvalidToken).
+var (
+	// ErrTokenRevoked: the session the token was obtained for has ended
+	// (logout, back-channel logout), or the token itself was revoked.
+	ErrTokenRevoked = fmt.Errorf("%w: ended by a logout or back-channel logout", authn.ErrInvalidToken)
+	// ErrTokenTooOld: a provider token issued longer ago than the
+	// revocation list keeps its entries, which could no longer tell
+	// whether a logout ended it.
+	ErrTokenTooOld = fmt.Errorf("%w: issued longer ago than logouts are remembered", authn.ErrInvalidToken)
+)
 
 // Tokens verifies bearer tokens and keeps the verified ones until they
 // expire.
@@ -61,25 +77,30 @@ type Tokens struct {
 	o        TokenOptions
 	auth     Authenticator // nil: no issuer is configured
 	mapper   *identity.Mapper
+	revoked  *revocation.List // nil: nothing is ever revoked (tests)
 	lookups  *metrics.CacheCounter
 	log      *zap.Logger
 	now      func() time.Time
 	verified *cache.Cache[*Token]
 }
 
-// NewTokens builds Tokens; auth may be nil.
-func NewTokens(o TokenOptions, auth Authenticator, mapper *identity.Mapper, m *metrics.Metrics, log *zap.Logger, now func() time.Time) *Tokens {
+// NewTokens builds Tokens; auth and revoked may be nil.
+func NewTokens(o TokenOptions, auth Authenticator, mapper *identity.Mapper, revoked *revocation.List, m *metrics.Metrics, log *zap.Logger, now func() time.Time) *Tokens {
 	if o.CacheSize <= 0 {
 		o.CacheSize = 20000
 	}
-	return &Tokens{o: o, auth: auth, mapper: mapper, lookups: m.CacheCounter("token"), log: log.Named("token"), now: now,
+	return &Tokens{o: o, auth: auth, mapper: mapper, revoked: revoked, lookups: m.CacheCounter("token"), log: log.Named("token"), now: now,
 		verified: cache.New[*Token](o.CacheSize)}
 }
 
 // Verify authenticates a bearer JWT. A verified token's identity is cached
 // under the token's SHA-256 until the identity's expiry (the token's exp;
-// sooner for a TokenReview answer, which is then asked again). Every error
-// wraps authn.ErrInvalidToken.
+// sooner for a TokenReview answer, which is then asked again). A token of
+// the login provider is refused once the session it was obtained for has
+// ended (its nonce names the session), or a back-channel logout names its
+// sid or its subject, checked on every use, cached or not, so a logout
+// reaches it on every replica as soon as the revocation list does. Every
+// error wraps authn.ErrInvalidToken.
 func (t *Tokens) Verify(ctx context.Context, raw string, rid zap.Field) (*Token, error) {
 	if t.auth == nil {
 		return nil, fmt.Errorf("%w: no bearer token issuers are configured", authn.ErrInvalidToken)
@@ -90,6 +111,10 @@ func (t *Tokens) Verify(ctx context.Context, raw string, rid zap.Field) (*Token,
 	t.lookups.Lookup(ok)
 	if ok {
 		if now < tok.Expires {
+			if tok.link != nil && t.revoked.TokenRevoked((*[32]byte)(&k), tok.link.session, tok.link.sid, tok.link.sub, tok.link.iat) {
+				t.verified.Delete(k)
+				return nil, ErrTokenRevoked
+			}
 			return tok, nil
 		}
 		t.verified.Delete(k) // expired, or an answer to renew: verified again
@@ -112,6 +137,25 @@ func (t *Tokens) Verify(ctx context.Context, raw string, rid zap.Field) (*Token,
 		sub = id.Username
 	}
 	tok = &Token{Principal: newPrincipal(t.o.UserPrefix, sub, user, groups, id.Expiry.Unix())}
+	if t.revoked != nil && id.Issuer == t.o.ProviderIssuer && t.o.ProviderIssuer != "" {
+		tok.link = &tokenLink{sub: id.Subject, sid: id.SID, iat: id.IssuedAt.Unix()}
+		if id.IssuedAt.IsZero() {
+			tok.link.iat = 0
+		}
+		if id.Nonce != "" {
+			tok.link.session = session.IDFromNonce(id.Nonce)
+		}
+		// No longer than the revocation list remembers a logout.
+		if until := tok.link.iat + int64(t.revoked.TTL()/time.Second); tok.link.iat > 0 && until < tok.Expires {
+			if now >= until {
+				return nil, ErrTokenTooOld
+			}
+			tok.Expires = until
+		}
+		if t.revoked.TokenRevoked((*[32]byte)(&k), tok.link.session, tok.link.sid, tok.link.sub, tok.link.iat) {
+			return nil, ErrTokenRevoked
+		}
+	}
 	t.verified.Put(k, tok)
 	return tok, nil
 }

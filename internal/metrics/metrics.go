@@ -95,6 +95,22 @@ func (m *Metrics) Handler() http.Handler {
 // Registry is where the collectors are registered.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
+// Sizes registers the gauges of the service's bounded state, read when
+// scraped: the revocation list's entries and the replay memory's one-time
+// values (neither grows with anonymous requests).
+func (m *Metrics) Sizes(revocations, replay func() int) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "revocation_list_entries",
+			Help: "Entries of the revocation list on this replica (sessions, provider sessions, subjects and tokens ended early)."},
+			func() float64 { return float64(revocations()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "replay_memory_entries",
+			Help: "One-time values remembered on this replica (used login states, logout tokens' jti, refresh claims); at most 100,000."},
+			func() float64 { return float64(replay()) }))
+}
+
 // CheckCounter counts checks of one decision and reason. Callers resolve
 // one per label pair they use, once, so the hot path pays one atomic add.
 type CheckCounter struct {

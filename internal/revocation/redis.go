@@ -125,7 +125,7 @@ func parseMember(m string, at int64) (Entry, bool) {
 		return Entry{}, false
 	}
 	k := Kind(m[0])
-	if k != Session && k != SID && k != Subject {
+	if k != Session && k != SID && k != Subject && k != Token {
 		return Entry{}, false
 	}
 	return Entry{Kind: k, Value: m[2:], At: at}, true

@@ -4,9 +4,13 @@
 // means remembering it until it would have expired anyway.
 //
 // Entries name a session id (one browser session), a provider session id
-// (sid: every session of one provider login) or a subject (sub: every
-// session of a user created before the revocation). The list lives in
-// memory and is consulted on every check without any I/O. With Redis
+// (sid: every session of one provider login), a subject (sub: every
+// session of a user created before the revocation) or a token (the SHA-256
+// of one the service obtained for a session, kept until the token
+// expires). The provider's tokens presented as bearer tokens are judged by
+// the same entries (TokenRevoked): the session they were obtained for (the
+// login's nonce names it), their sid, their sub and iat, their digest. The
+// list lives in memory and is consulted on every check without any I/O. With Redis
 // (REDIS_URL) every replica publishes its revocations and subscribes to the
 // others', with a periodic full resync; Redis being down never fails a
 // check — each replica then knows only its own revocations.
@@ -14,6 +18,7 @@ package revocation
 
 import (
 	"context"
+	"encoding/base64"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +34,19 @@ const (
 	Session Kind = 'i' // the service's own session id
 	SID     Kind = 's' // the provider's session id
 	Subject Kind = 'u' // every session of the subject created before the revocation
+	Token   Kind = 't' // one token, by the base64url SHA-256 of it; At is its expiry less the retention
 )
+
+// MinRetention is the shortest time entries are kept: the provider's tokens
+// obtained for a session stay valid for their own lifetime, which may be
+// longer than the session's (Dex: 24 hours), and a logout must outlast
+// them. Tokens issued longer ago than the retention are refused on the
+// bearer path anyway (credential.Tokens), so nothing revoked comes back.
+const MinRetention = 24 * time.Hour
+
+// Retention is how long a list keeps its entries for sessions that live at
+// most sessionMaxAge: the longer of the two.
+func Retention(sessionMaxAge time.Duration) time.Duration { return max(sessionMaxAge, MinRetention) }
 
 // Store shares revocations between replicas.
 type Store interface {
@@ -61,17 +78,20 @@ type List struct {
 	mu   sync.RWMutex // guards the maps
 	maps map[Kind]map[string]int64
 
-	seenMu sync.Mutex // guards seen and swept
-	seen   map[string]int64
-	swept  int64 // when expired entries were last dropped, unix seconds
+	onceMu   sync.Mutex // guards once and warned
+	once     *once      // the replay memory
+	warnedAt int64      // when the replay memory last said it was full, unix seconds
 }
 
-// New returns a list that keeps entries for ttl (the longest a session can
-// live). store may be nil.
+// New returns a list that keeps entries for ttl (Retention: at least the
+// longest a session can live). store may be nil.
 func New(ttl time.Duration, store Store, now func() time.Time, log *zap.Logger) *List {
 	return &List{ttl: ttl, now: now, log: log.Named("revocation"), store: store,
-		maps: map[Kind]map[string]int64{Session: {}, SID: {}, Subject: {}}, seen: map[string]int64{}}
+		maps: map[Kind]map[string]int64{Session: {}, SID: {}, Subject: {}, Token: {}}, once: newOnce(MaxOnce)}
 }
+
+// TTL is how long entries are kept.
+func (l *List) TTL() time.Duration { return l.ttl }
 
 // Shared reports whether revocations reach other replicas.
 func (l *List) Shared() bool { return l.store != nil }
@@ -99,41 +119,94 @@ func (l *List) Revoked(id, sid, sub string, created int64) bool {
 // Revoke ends sessions locally and, with a store, on every replica. A store
 // failure is logged and returned; the local entry stands regardless.
 func (l *List) Revoke(ctx context.Context, k Kind, value string) error {
+	return l.revoke(ctx, k, value, l.now().Unix())
+}
+
+// RevokeToken ends one token (by its SHA-256) until it expires at exp
+// (unix seconds), on every replica that shares the list.
+func (l *List) RevokeToken(ctx context.Context, digest [32]byte, exp int64) error {
+	now := l.now().Unix()
+	if exp <= now {
+		return nil
+	}
+	// Kept until exp: the entry is dated so that it expires with the token.
+	return l.revoke(ctx, Token, base64.RawURLEncoding.EncodeToString(digest[:]), min(now, exp-int64(l.ttl/time.Second)))
+}
+
+func (l *List) revoke(ctx context.Context, k Kind, value string, at int64) error {
 	if value == "" {
 		return nil
 	}
-	now := l.now()
-	l.add(Entry{Kind: k, Value: value, At: now.Unix()})
+	l.add(Entry{Kind: k, Value: value, At: at})
 	if l.store == nil {
 		return nil
 	}
-	if err := l.store.Publish(ctx, k, value, now); err != nil {
+	if err := l.store.Publish(ctx, k, value, time.Unix(at, 0)); err != nil {
 		l.log.Warn("revocation not shared with other replicas: store unavailable", zap.Error(err))
 		return err
 	}
 	return nil
 }
 
+// TokenRevoked reports whether a bearer token of the login provider has
+// been ended: the token itself (digest, its SHA-256), the session it was
+// obtained for (session, "" when it names none), its provider session
+// (sid), or every token of its subject issued (iat, unix seconds) before a
+// back-channel logout by sub.
+func (l *List) TokenRevoked(digest *[32]byte, session, sid, sub string, iat int64) bool {
+	if l.n.Load() == 0 {
+		return false
+	}
+	var b [43]byte // base64url of 32 bytes, without padding
+	base64.RawURLEncoding.Encode(b[:], digest[:])
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if _, ok := l.maps[Token][string(b[:])]; ok {
+		return true
+	}
+	if _, ok := l.maps[Session][session]; ok && session != "" {
+		return true
+	}
+	if _, ok := l.maps[SID][sid]; ok && sid != "" {
+		return true
+	}
+	if at, ok := l.maps[Subject][sub]; ok && sub != "" && iat <= at {
+		return true
+	}
+	return false
+}
+
+// Used reports whether this replica remembers a one-time value as used
+// (FirstUse), without recording anything: a cheap first check for input
+// that anyone can send.
+func (l *List) Used(key string) bool {
+	now := l.now().Unix()
+	l.onceMu.Lock()
+	defer l.onceMu.Unlock()
+	return l.once.has(key, now)
+}
+
 // FirstUse records a one-time value (a logout token's jti, a login's
-// state) for ttl and reports whether it had not been seen before, here or
-// (with a store) on any replica. It is the service's one replay memory.
+// state once its code was accepted, a session's refresh) for ttl and
+// reports whether it had not been seen before, here or (with a store) on
+// any replica. It is the service's one replay memory: bounded (MaxOnce per
+// replica), expired without scanning. Record only what was really used, so
+// that anonymous input cannot fill it.
 func (l *List) FirstUse(ctx context.Context, key string, ttl time.Duration) bool {
 	now := l.now().Unix()
-	l.seenMu.Lock()
-	if now != l.swept {
-		l.swept = now
-		for k, exp := range l.seen {
-			if exp < now {
-				delete(l.seen, k)
-			}
-		}
+	l.onceMu.Lock()
+	fresh := l.once.add(key, now+int64(ttl/time.Second), now)
+	evicted := l.once.evicted
+	warn := evicted > 0 && now-l.warnedAt >= 60
+	if warn {
+		l.warnedAt = now
 	}
-	_, dup := l.seen[key]
-	if !dup {
-		l.seen[key] = now + int64(ttl/time.Second)
+	l.onceMu.Unlock()
+	if warn {
+		l.log.Warn("replay memory full: the entries closest to their expiry were dropped early", zap.Int("max", MaxOnce),
+			zap.Int64("dropped_so_far", evicted))
 	}
-	l.seenMu.Unlock()
-	if dup {
+	if !fresh {
 		return false
 	}
 	if l.store != nil {
@@ -183,6 +256,14 @@ func (l *List) expire() {
 
 // Len is the number of entries held.
 func (l *List) Len() int { return int(l.n.Load()) }
+
+// OnceLen is the number of one-time values the replay memory holds.
+func (l *List) OnceLen() int {
+	l.onceMu.Lock()
+	defer l.onceMu.Unlock()
+	l.once.expire(l.now().Unix())
+	return l.once.len()
+}
 
 // Run expires entries and, with a store, keeps the list in step with the
 // other replicas (subscription plus a full resync every interval) until ctx

@@ -74,7 +74,8 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	if p.Redis != nil {
 		store = p.Redis
 	}
-	p.Revocations = revocation.New(s.Sessions.MaxAge, store, now, log)
+	p.Revocations = revocation.New(revocation.Retention(s.Sessions.MaxAge), store, now, log)
+	p.Metrics.Sizes(p.Revocations.Len, p.Revocations.OnceLen)
 	p.Policy, err = authz.New(authz.Options{AllowAll: s.Identity.AllowAllGroups, Groups: s.Identity.AllowedGroups, RulesFile: s.Bearer.RulesFile})
 	fail("authorization", err)
 	p.Upstream, err = p.upstreamIssuer(s, now)
@@ -168,8 +169,8 @@ func (p *Parts) handlers(s *config.Settings, secrets [][]byte, log *zap.Logger, 
 	}
 	auth = credential.Chain(auth, p.Reviews)
 	tokens := credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: ss.CheckProviderBudget,
-		CacheSize: s.Bearer.CacheSize},
-		auth, mapper, p.Metrics, log, now)
+		CacheSize: s.Bearer.CacheSize, ProviderIssuer: s.Provider.Issuer},
+		auth, mapper, p.Revocations, p.Metrics, log, now)
 	backchannel := &revocation.Backchannel{List: p.Revocations, Verifier: p.Provider, MaxAge: s.Logout.BackchannelMaxAge,
 		Timeout: s.Provider.Timeout, Metrics: p.Metrics, Log: log.Named("backchannel")}
 	deps := check.Deps{Logger: log, Cookies: cookies, Codec: codec, Provider: p.Provider, Mapper: mapper,

@@ -3,6 +3,7 @@ package session
 import (
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +13,7 @@ import (
 // Session is what a logged-in browser carries, sealed. Field names are short
 // because every request carries them.
 type Session struct {
-	ID      string   `json:"id"` // random; names this browser session in the revocation list
+	ID      string   `json:"id"` // IDFromNonce of the login; names this browser session in the revocation list
 	Subject string   `json:"sub"`
 	Issuer  string   `json:"iss,omitempty"`
 	User    string   `json:"u"`           // user id after USERID_TRANSFORMERS, without USERID_PREFIX
@@ -32,6 +33,19 @@ type Session struct {
 	// time; 0 when unknown.
 	IDTokenExpiry int64  `json:"ix,omitempty"`
 	Email         string `json:"e,omitempty"` // the email claim, kept for AUTH_REQUEST_HEADERS only
+}
+
+// IDFromNonce is the id of the session a login with this nonce makes: a
+// digest of the nonce, which is random per login. The provider's tokens of
+// that login carry the nonce (its ID token; at Dex, refreshed ID tokens and
+// access tokens too), so they name the session they were obtained for, and
+// ending the session ends them on the bearer path as well
+// (credential.Tokens). The nonce is no secret (every upstream that gets the
+// ID token reads it) and neither is the id: it only names an entry of the
+// revocation list, which only a logout of the session itself can add.
+func IDFromNonce(nonce string) string {
+	sum := sha256.Sum256([]byte("oidc-authservice session id\x00" + nonce))
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
 // Errors of Open, for errors.Is. The service logs them as the reason of a
