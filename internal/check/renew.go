@@ -8,9 +8,12 @@ import (
 )
 
 // maxRenewRedirects bounds the renewal redirects answered per renewed
-// session and replica, so a client that ignores Set-Cookie and keeps sending
-// the old cookie is redirected a few times, then allowed.
-const maxRenewRedirects = 3
+// session and replica: one. The browser follows it with the new cookie,
+// whose session is not due again before two thirds of its tokens' lifetime
+// (credential.Sessions), so no navigation is redirected twice; a client
+// that ignores Set-Cookie and keeps sending the old cookie is allowed (as
+// the new session) from its second request on.
+const maxRenewRedirects = 1
 
 // renewRedirect answers a GET or HEAD whose session cookie was just renewed
 // with a 307 to the same URL, when SESSION_RENEW_REDIRECT is on: gateways

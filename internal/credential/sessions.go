@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -193,7 +194,14 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 
 	next := *l.Session
 	changed, validated := false, l.validated.Load()
-	if s.refreshDue(l, now) {
+	switch {
+	case !s.refreshDue(l, now):
+	case now < s.deadline(l.Session) && !s.claimRefresh(ctx, l.Session, now):
+		// Another replica (or another cookie of the same session here) is
+		// refreshing these very tokens: they are still valid, and the
+		// browser gets the new cookie from that answer.
+		l.retryAt.Store(now + refreshRetry)
+	default:
 		ok, err := s.refresh(ctx, l, &next, now, rid)
 		if err != nil {
 			return nil, "", err
@@ -233,7 +241,40 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 
 func (s *Sessions) refreshDue(l *Live, now int64) bool {
 	d := s.deadline(l.Session)
-	return l.Session.RefreshToken != "" && d > 0 && now >= d-int64(s.o.RefreshBeforeExpiry/time.Second) && now >= l.retryAt.Load()
+	return l.Session.RefreshToken != "" && d > 0 && now >= s.refreshAt(l.Session, d) && now >= l.retryAt.Load()
+}
+
+// refreshRetry is how long a session waits before its next refresh attempt
+// after the provider failed, or while another replica refreshes it.
+const refreshRetry = 10
+
+// refreshAt is when a session whose tokens must be renewed by deadline d
+// refreshes: REFRESH_BEFORE_EXPIRY before d, but never before two thirds of
+// the tokens' lifetime (from when they were obtained to d) have passed, and
+// never within a second of obtaining them. A provider whose tokens live no
+// longer than REFRESH_BEFORE_EXPIRY (ID tokens of 30 s) would otherwise be
+// asked again on every request, and with SESSION_RENEW_REDIRECT the browser
+// would be sent round in 307s.
+func (s *Sessions) refreshAt(sess *session.Session, d int64) int64 {
+	obtained := sess.Renewed
+	if obtained == 0 {
+		obtained = sess.Created
+	}
+	window := int64(s.o.RefreshBeforeExpiry / time.Second)
+	if third := (d - obtained) / 3; window > third {
+		window = max(third, 0)
+	}
+	return max(d-window, obtained+1)
+}
+
+// claimRefresh reports whether this request may refresh the session's
+// tokens: no other request did in the last refreshRetry seconds, here or,
+// with Redis, on any replica (the replay memory's one-time values). A
+// session thus refreshes once per lifetime of its tokens, however many
+// requests carry its cookie to however many replicas.
+func (s *Sessions) claimRefresh(ctx context.Context, sess *session.Session, now int64) bool {
+	return s.revoked.FirstUse(ctx, "refresh:"+sess.ID+":"+strconv.FormatInt(max(sess.Renewed, sess.Created), 10),
+		(refreshRetry-1)*time.Second)
 }
 
 // deadline is when the session's provider tokens must have been renewed:
@@ -279,6 +320,7 @@ func (s *Sessions) refresh(ctx context.Context, l *Live, next *session.Session, 
 		if !tok.Expiry.IsZero() {
 			next.TokenExpiry = tok.Expiry.Unix()
 		}
+		next.Renewed = now
 		s.metrics.Refresh(resultOK)
 		s.log.Info("session refreshed", rid, zap.String("user", sess.User))
 		return true, nil
@@ -291,11 +333,11 @@ func (s *Sessions) refresh(ctx context.Context, l *Live, next *session.Session, 
 		// The access token is still valid: another replica may have
 		// rotated the refresh token and the browser will bring the new
 		// cookie. Keep the session until the token expires.
-		l.retryAt.Store(now + 10)
+		l.retryAt.Store(now + refreshRetry)
 		s.metrics.Refresh(resultRejected)
 		s.log.Info("refresh refused while the access token is still valid; retrying later", rid, zap.String("user", sess.User), zap.Error(err))
 	default:
-		l.retryAt.Store(now + 10)
+		l.retryAt.Store(now + refreshRetry)
 		s.metrics.Refresh(resultUnavailable)
 		s.log.Warn("refresh failed: provider unavailable; session kept", rid, zap.String("user", sess.User), zap.Error(err))
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
@@ -43,5 +44,36 @@ func TestTokenDeadline(t *testing.T) {
 		if got := jwtExpiry(bad); got != 0 {
 			t.Errorf("jwtExpiry(%q) = %d", bad, got)
 		}
+	}
+}
+
+// The refresh window adapts to the tokens' lifetime: REFRESH_BEFORE_EXPIRY
+// before the deadline, but never before two thirds of the lifetime, and
+// never within a second of obtaining them, so tokens that live no longer
+// than the window are not refreshed on every request.
+func TestRefreshAt(t *testing.T) {
+	s := &Sessions{o: SessionOptions{RefreshBeforeExpiry: 60 * time.Second}}
+	const t0 = 1_700_000_000
+	for _, c := range []struct {
+		name          string
+		obtained, exp int64
+		want          int64
+	}{
+		{"24 h tokens: 60 s before", t0, t0 + 86400, t0 + 86400 - 60},
+		{"60 s tokens: after 40 s", t0, t0 + 60, t0 + 40},
+		{"30 s tokens: after 20 s", t0, t0 + 30, t0 + 20},
+		{"10 s tokens: after 7 s", t0, t0 + 10, t0 + 7},
+		{"2 s tokens: after 2 s", t0, t0 + 2, t0 + 2},
+		{"tokens expired on arrival: not within the second", t0, t0 - 5, t0 + 1},
+	} {
+		sess := &session.Session{Created: t0 - 3600, Renewed: c.obtained, TokenExpiry: c.exp, RefreshToken: "r"}
+		if got := s.refreshAt(sess, s.deadline(sess)); got != c.want {
+			t.Errorf("%s: refresh at +%d s, want +%d s", c.name, got-t0, c.want-t0)
+		}
+	}
+	// Sessions sealed before Renewed was kept count from their creation.
+	sess := &session.Session{Created: t0, TokenExpiry: t0 + 30, RefreshToken: "r"}
+	if got := s.refreshAt(sess, s.deadline(sess)); got != t0+20 {
+		t.Errorf("no Renewed: refresh at +%d s, want +20 s", got-t0)
 	}
 }
