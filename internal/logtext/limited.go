@@ -18,7 +18,6 @@ import (
 // ordinary logger: they are audit lines and never sampled.
 func Limited(log *zap.Logger, burst int, report time.Duration) *zap.Logger {
 	l := &limiter{log: log, report: int64(report)}
-	l.last.Store(time.Now().UnixNano())
 	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return zapcore.NewSamplerWithOptions(c, time.Second, burst, 0, zapcore.SamplerHook(l.hook))
 	}))
@@ -29,7 +28,7 @@ type limiter struct {
 	log     *zap.Logger // not sampled
 	report  int64       // nanoseconds between reports
 	dropped atomic.Int64
-	last    atomic.Int64 // last report, unix nanoseconds
+	last    atomic.Int64 // last report, unix nanoseconds (0: none yet, the first is not delayed)
 }
 
 func (l *limiter) hook(e zapcore.Entry, d zapcore.SamplingDecision) {
