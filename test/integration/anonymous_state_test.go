@@ -23,32 +23,45 @@ import (
 // the callback, without a code or with a made-up one. It returns the
 // callback's status.
 func anonymousPair(c *http.Client, gw string, code string) (int, error) {
+	state, cookie, err := anonymousStart(c, gw)
+	if err != nil {
+		return 0, err
+	}
+	return anonymousCallback(c, gw, state, cookie, code)
+}
+
+// anonymousStart starts a login and returns its state and state cookie.
+func anonymousStart(c *http.Client, gw string) (state, cookie string, err error) {
 	req, _ := http.NewRequest("GET", gw+"/notebook/", nil)
 	req.Header.Set("Accept", "text/html")
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, err
+		return "", "", err
 	}
 	resp.Body.Close()
 	loc, err := url.Parse(resp.Header.Get("Location"))
 	if err != nil || resp.StatusCode != 302 {
-		return 0, fmt.Errorf("no login started: %d", resp.StatusCode)
+		return "", "", fmt.Errorf("no login started: %d", resp.StatusCode)
 	}
-	state := loc.Query().Get("state")
-	var cookie string
+	state = loc.Query().Get("state")
 	for _, ck := range resp.Cookies() {
 		if ck.Name == "authservice_state_"+state {
 			cookie = ck.Name + "=" + ck.Value
 		}
 	}
+	return state, cookie, nil
+}
+
+// anonymousCallback brings a state and its cookie back to the callback.
+func anonymousCallback(c *http.Client, gw, state, cookie, code string) (int, error) {
 	q := "state=" + state
 	if code != "" {
 		q += "&code=" + code
 	}
-	req, _ = http.NewRequest("GET", gw+callbackPath+"?"+q, nil)
+	req, _ := http.NewRequest("GET", gw+callbackPath+"?"+q, nil)
 	req.Header.Set("Cookie", cookie)
 	req.Header.Set("Accept", "text/html")
-	resp, err = c.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
 	}

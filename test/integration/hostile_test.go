@@ -934,6 +934,264 @@ func TestHostileInputs(t *testing.T) {
 		{name: "provider-issued claims, empty kid", send: withHeaders("/x", []string{"Authorization", "Bearer " + peer.SignWith(t, peer.ForeignKey(), "", edited), accept, jsonType}), want: deny401},
 	}
 
+	// Issue 21. Logout the browser does not mark as the site's own: a
+	// sibling subdomain (same-site), unknown or repeated values.
+	for _, c := range []struct {
+		name   string
+		method string
+		values []string
+	}{
+		{"same-site GET logout (a sibling subdomain)", "GET", []string{"same-site"}},
+		{"same-site POST logout", "POST", []string{"same-site"}},
+		{"GET logout with Sec-Fetch-Site SAME-ORIGIN", "GET", []string{"SAME-ORIGIN"}},
+		{"GET logout with Sec-Fetch-Site garbage", "GET", []string{"evil.example.com"}},
+		{"GET logout with an empty Sec-Fetch-Site", "GET", []string{""}},
+		{"GET logout with Sec-Fetch-Site same-origin, same-site", "GET", []string{"same-origin, same-site"}},
+		{"GET logout with Sec-Fetch-Site sent twice", "GET", []string{"same-origin", "cross-site"}},
+		{"POST logout with Sec-Fetch-Site sent twice, both same-origin", "POST", []string{"same-origin", "same-origin"}},
+	} {
+		hdr := []string{"Cookie", legitCookie, "Sec-Fetch-Mode", "navigate"}
+		for _, v := range c.values {
+			hdr = append(hdr, "Sec-Fetch-Site", v)
+		}
+		rows = append(rows, hostileRow{name: c.name, send: method(c.method, "/authservice/logout", hdr...), want: status(403),
+			check: func(t *testing.T, a *answer) {
+				if len(a.header.Values("Set-Cookie")) != 0 {
+					t.Errorf("cookies changed: %v", a.header.Values("Set-Cookie"))
+				}
+			}})
+	}
+	rows = append(rows, hostileRow{name: "the session survived every foreign logout", send: withHeaders("/x?format=json", []string{"Cookie", legitCookie}), want: allowedAsUser})
+
+	// Issue 21. Forward auth: an X-Original-URL no proxy would have sent as
+	// it is (nginx passes a raw "#" and raw bytes above 0x7E; it refuses
+	// spaces and control characters) is refused, never judged as its part
+	// before the "#".
+	verifyWith := func(original string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			req := mustReq("GET", k.Svc.CheckURL+"/authservice/verify")
+			req.Header.Set("X-Original-Method", "GET")
+			req.Header.Set("X-Original-Url", original)
+			req.Header.Set("Cookie", legitCookie)
+			return h.do(t, nil, req)
+		}
+	}
+	verifyRaw := func(original string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			return raw(t, h.svcAddr, "GET /authservice/verify HTTP/1.1\r\nHost: "+h.gwAddr+"\r\nX-Original-Method: GET\r\nX-Original-Url: "+
+				original+"\r\nCookie: "+legitCookie+"\r\nConnection: close\r\n\r\n")
+		}
+	}
+	noIdentity := func(t *testing.T, a *answer) {
+		if v := a.header.Get("Kubeflow-Userid"); v != "" {
+			t.Errorf("answered with an identity: %q", v)
+		}
+	}
+	for _, c := range []struct{ name, url string }{
+		{"raw # before a traversal out of a skip path", h.gw + "/public#/../pipeline/admin/x"},
+		{"raw # right after a skip path", h.gw + "/public/#"},
+		{"raw # in the query", h.gw + "/x?a=1#/../admin"},
+		{"raw # alone", h.gw + "/x#"},
+		{"space in the path", h.gw + "/public/ /../x"},
+		{"space in the query", h.gw + "/x?a=1 2"},
+		{"tab in the path", h.gw + "/x\ty"},
+		{"raw UTF-8 in the path", h.gw + "/\xc3\xa9t\xc3\xa9"},
+		{"raw byte 0x80 in the path", h.gw + "/a\x80b"},
+		{"raw byte 0xff in the query", h.gw + "/a?x=\xff"},
+	} {
+		rows = append(rows, hostileRow{name: "forward auth: " + c.name, send: verifyWith(c.url), want: badRequest, check: noIdentity})
+	}
+	for _, c := range []struct{ name, url string }{
+		{"control character 0x01", h.gw + "/x\x01y"},
+		{"DEL", h.gw + "/x\x7fy"},
+		{"escape character", h.gw + "/x\x1b[31my"},
+	} {
+		rows = append(rows, hostileRow{name: "forward auth: " + c.name + " (raw)", send: verifyRaw(c.url), want: clientError, check: noIdentity})
+	}
+	rows = append(rows, hostileRow{name: "forward auth: an encoded # is judged (allowed)", send: verifyWith(h.gw + "/x%23y"), want: serviceAllows})
+
+	// Issue 21. Anonymous login states: starting logins and bringing their
+	// states back (without a code, with made-up codes, again and again)
+	// records nothing; a real callback replayed with its state cookie is
+	// still refused.
+	replay := func() float64 { return scrape(t, k.Svc)["oidc_authservice_replay_memory_entries"] }
+	// Each state comes back twice: recorded by the first callback, it would
+	// be refused as replayed by the second.
+	anonymousPairs := func(n int, code func(i int) string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			before := replay()
+			st := 0
+			for i := range n {
+				state, cookie, err := anonymousStart(h.client, h.gw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				first, err := anonymousCallback(h.client, h.gw, state, cookie, code(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st, err = anonymousCallback(h.client, h.gw, state, cookie, code(i)); err != nil {
+					t.Fatal(err)
+				}
+				if st != first {
+					t.Fatalf("the same callback again: %d, then %d (the state was recorded as used)", first, st)
+				}
+				if st != 400 && st != 401 {
+					break
+				}
+			}
+			if after := replay(); after != before {
+				t.Errorf("the replay memory went from %v to %v values", before, after)
+			}
+			return &answer{status: st}
+		}
+	}
+	for _, c := range []struct {
+		name string
+		n    int
+		code func(int) string
+	}{
+		{"20 anonymous callbacks with their own states, no code", 20, func(int) string { return "" }},
+		{"20 anonymous callbacks with made-up codes", 20, func(i int) string { return fmt.Sprintf("made-up-%d", i) }},
+		{"20 anonymous callbacks with an empty code", 20, func(int) string { return "&code=" }},
+		{"20 anonymous callbacks with a 5 KiB code", 20, func(int) string { return strings.Repeat("c", 5<<10) }},
+		{"20 anonymous callbacks with a provider error", 20, func(int) string { return "x&error=access_denied" }},
+	} {
+		rows = append(rows, hostileRow{name: c.name, send: anonymousPairs(c.n, c.code), want: clientError})
+	}
+	rows = append(rows, hostileRow{name: "one anonymous state brought back 30 times", send: func(t *testing.T) *answer {
+		before := replay()
+		req, _ := http.NewRequest("GET", h.gw+"/notebook/", nil)
+		req.Header.Set("Accept", "text/html")
+		start := h.do(t, nil, req)
+		loc, _ := url.Parse(start.header.Get("Location"))
+		state := loc.Query().Get("state")
+		var cookie string
+		for _, c := range (&http.Response{Header: start.header}).Cookies() {
+			if c.Name == "authservice_state_"+state {
+				cookie = c.Name + "=" + c.Value
+			}
+		}
+		var a *answer
+		for i := range 30 {
+			a = h.callback(t, nil, fmt.Sprintf("state=%s&code=made-up-%d", state, i), "Cookie", cookie)
+			if a.status != 401 {
+				break
+			}
+		}
+		if after := replay(); after != before {
+			t.Errorf("the replay memory went from %v to %v values", before, after)
+		}
+		return a
+	}, want: deny401})
+	rows = append(rows, hostileRow{name: "a real callback replayed with its own state cookie", send: func(t *testing.T) *answer {
+		p := h.pendingLogin(t, "/replay?format=json")
+		q := "state=" + p.state + "&code=" + p.code
+		if a := h.callback(t, nil, q, "Cookie", "authservice_state_"+p.state+"="+p.stateCookie); a.status != 302 || !a.sessionIssued() {
+			t.Fatalf("the real callback: %s", a)
+		}
+		return h.callback(t, nil, q, "Cookie", "authservice_state_"+p.state+"="+p.stateCookie)
+	}, want: badRequest, check: noSession})
+
+	// Issue 21. A token the service obtained for a session (the Dex ID
+	// token it hands upstream with UPSTREAM_TOKEN=id_token) replayed on the
+	// bearer path after that session was logged out.
+	table := t
+	var upstreamKF struct {
+		once sync.Once
+		gw   string
+		svc  *peer.Service
+	}
+	bearerAt := func(t *testing.T, gw, path, tok string, headers ...string) *answer {
+		req := mustReq("GET", gw+path)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		return h.do(t, nil, req)
+	}
+	idTokenSession := func(t *testing.T) (string, *browser) {
+		upstreamKF.once.Do(func() { // for the whole table, not this row
+			env := kubeflowEnv(k.Dex)
+			env["UPSTREAM_TOKEN"] = "id_token"
+			upstreamKF.svc = peer.StartService(table, env)
+			upstreamKF.svc.WaitReady(table, 30*time.Second)
+			upstreamKF.gw = gatewayFor(table, sentinelGateway, upstreamKF.svc, k.Dex)
+		})
+		b := newBrowser()
+		e := (&setup{dex: k.Dex, svc: upstreamKF.svc, gateway: upstreamKF.gw}).login(t, b, "/upstream?format=json")
+		tok := strings.TrimPrefix(strings.Join(e.Headers["authorization"], ""), "Bearer ")
+		if strings.Count(tok, ".") != 2 {
+			t.Fatalf("the upstream got no ID token: %q", e.Headers["authorization"])
+		}
+		if a := bearerAt(t, upstreamKF.gw, "/api/x?format=json", tok); !allowedAsUser.ok(a) {
+			t.Fatalf("the ID token as bearer before logout: %s", a)
+		}
+		return tok, b
+	}
+	logoutGET := func(t *testing.T, b *browser) {
+		resp, err := noFollowWith(b.Jar).Get(upstreamKF.gw + "/authservice/logout")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	for _, c := range []struct {
+		name string
+		send func(t *testing.T, tok string) *answer
+	}{
+		{"as bearer on an API path", func(t *testing.T, tok string) *answer {
+			return bearerAt(t, upstreamKF.gw, "/api/x?format=json", tok)
+		}},
+		{"as bearer on a navigation", func(t *testing.T, tok string) *answer {
+			return bearerAt(t, upstreamKF.gw, "/x?format=json", tok, "Accept", "text/html")
+		}},
+		{"with a lower-case bearer scheme", func(t *testing.T, tok string) *answer {
+			req := mustReq("GET", upstreamKF.gw+"/api/x?format=json")
+			req.Header.Set("Authorization", "bearer "+tok)
+			return h.do(t, nil, req)
+		}},
+		{"straight to the check server", func(t *testing.T, tok string) *answer {
+			req := mustReq("GET", upstreamKF.svc.CheckURL+"/api/x")
+			req.Header.Set("Authorization", "Bearer "+tok)
+			return h.do(t, nil, req)
+		}},
+		{"to the forward-auth endpoint", func(t *testing.T, tok string) *answer {
+			req := mustReq("GET", upstreamKF.svc.CheckURL+"/authservice/verify")
+			req.Header.Set("X-Original-Method", "GET")
+			req.Header.Set("X-Original-Url", upstreamKF.gw+"/api/x")
+			req.Header.Set("Authorization", "Bearer "+tok)
+			return h.do(t, nil, req)
+		}},
+	} {
+		rows = append(rows, hostileRow{name: "the upstream's ID token after its session's logout, " + c.name, send: func(t *testing.T) *answer {
+			tok, b := idTokenSession(t)
+			logoutGET(t, b)
+			return c.send(t, tok)
+		}, want: deny401, check: noUpstream})
+	}
+	rows = append(rows, hostileRow{name: "the upstream's ID token after its session's POST logout (dashboard < 1.10)", send: func(t *testing.T) *answer {
+		tok, b := idTokenSession(t)
+		var cookie string
+		for _, c := range b.Jar.Cookies(mustReq("GET", upstreamKF.gw).URL) {
+			if c.Name == "authservice_session" {
+				cookie = c.Value
+			}
+		}
+		req := mustReq("POST", upstreamKF.gw+"/authservice/logout")
+		req.Header.Set("Authorization", "Bearer "+cookie)
+		if a := h.do(t, nil, req); a.status != 201 {
+			t.Fatalf("POST logout: %s", a)
+		}
+		return bearerAt(t, upstreamKF.gw, "/api/x?format=json", tok)
+	}, want: deny401, check: noUpstream})
+	rows = append(rows, hostileRow{name: "another login's ID token is not ended by this logout", send: func(t *testing.T) *answer {
+		other := dexIDToken(t, k.Dex)
+		_, b := idTokenSession(t)
+		logoutGET(t, b)
+		return bearerAt(t, upstreamKF.gw, "/api/x?format=json", other)
+	}, want: allowedAsUser})
+
 	// What Go's client will not send: raw requests, to the gateway and
 	// straight to the check server (a gateway may be less strict).
 	for _, r := range []struct{ name, request string }{
