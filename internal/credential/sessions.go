@@ -249,9 +249,9 @@ func (s *Sessions) refreshDue(l *Live, now int64) bool {
 const refreshRetry = 10
 
 // refreshAt is when a session whose tokens must be renewed by deadline d
-// refreshes: REFRESH_BEFORE_EXPIRY before d, but never before two thirds of
-// the tokens' lifetime (from when they were obtained to d) have passed, and
-// never within a second of obtaining them. A provider whose tokens live no
+// refreshes: REFRESH_BEFORE_EXPIRY before d, but no earlier than a third of
+// the tokens' lifetime (from when they were obtained to d, rounded up to
+// whole seconds) before d, and never within a second of obtaining them. A provider whose tokens live no
 // longer than REFRESH_BEFORE_EXPIRY (ID tokens of 30 s) would otherwise be
 // asked again on every request, and with SESSION_RENEW_REDIRECT the browser
 // would be sent round in 307s.
@@ -261,7 +261,7 @@ func (s *Sessions) refreshAt(sess *session.Session, d int64) int64 {
 		obtained = sess.Created
 	}
 	window := int64(s.o.RefreshBeforeExpiry / time.Second)
-	if third := (d - obtained) / 3; window > third {
+	if third := (d - obtained + 2) / 3; window > third { // a third, rounded up to whole seconds
 		window = max(third, 0)
 	}
 	return max(d-window, obtained+1)

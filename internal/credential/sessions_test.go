@@ -48,7 +48,8 @@ func TestTokenDeadline(t *testing.T) {
 }
 
 // The refresh window adapts to the tokens' lifetime: REFRESH_BEFORE_EXPIRY
-// before the deadline, but never before two thirds of the lifetime, and
+// before the deadline, but never before two thirds of the lifetime (a
+// third of it rounded up to whole seconds before the deadline), and
 // never within a second of obtaining them, so tokens that live no longer
 // than the window are not refreshed on every request.
 func TestRefreshAt(t *testing.T) {
@@ -62,8 +63,8 @@ func TestRefreshAt(t *testing.T) {
 		{"24 h tokens: 60 s before", t0, t0 + 86400, t0 + 86400 - 60},
 		{"60 s tokens: after 40 s", t0, t0 + 60, t0 + 40},
 		{"30 s tokens: after 20 s", t0, t0 + 30, t0 + 20},
-		{"10 s tokens: after 7 s", t0, t0 + 10, t0 + 7},
-		{"2 s tokens: after 2 s", t0, t0 + 2, t0 + 2},
+		{"10 s tokens: after 6 s", t0, t0 + 10, t0 + 6},
+		{"2 s tokens: after 1 s", t0, t0 + 2, t0 + 1},
 		{"tokens expired on arrival: not within the second", t0, t0 - 5, t0 + 1},
 	} {
 		sess := &session.Session{Created: t0 - 3600, Renewed: c.obtained, TokenExpiry: c.exp, RefreshToken: "r"}
