@@ -3,13 +3,16 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -146,6 +149,34 @@ func TestForwardAuthProxies(t *testing.T) {
 			if code := del(forged("/data/x", "GET")); code != 403 {
 				t.Fatalf("DELETE passed as GET with forged method headers: %d", code)
 			}
+			// A request target with a raw "#": nginx passes it as it is in
+			// X-Original-URL (and to the upstream), Caddy in the query of
+			// X-Forwarded-Uri. Parsed as a URL, what follows it would be cut
+			// off: /public#/../admin/x judged as the skip path /public. The
+			// service refuses it (400; nginx's auth_request turns any status
+			// but 2xx, 401 and 403 into 500), so it never reaches the
+			// upstream, signed in or not.
+			refusedBefore := badRequests(t, svc)
+			for _, target := range []string{"/public#/../admin/x", "/public/?a=1#/../../admin/x", "/notebook/x?y=1#z"} {
+				for _, who := range []string{"anonymous", "signed in"} {
+					cookie := ""
+					if who == "signed in" {
+						cookie = "authservice_session=" + c.cookie(front, "authservice_session")
+					}
+					st, body := rawThrough(t, frontURL.Host, target, cookie)
+					if st == 200 || strings.Contains(body, `"headers"`) {
+						t.Fatalf("%s request for %q through %s reached the upstream: %d %.200s", who, target, proxy, st, body)
+					}
+				}
+			}
+			if n := badRequests(t, svc) - refusedBefore; proxy != "caddy" && n < 6 {
+				t.Fatalf("the service refused %d of the 6 requests with a raw # as malformed (400), want all", n)
+			} else if proxy == "caddy" && n < 4 {
+				// Caddy encodes a # in the path (%23, judged as a path
+				// character); only the two in the query reach the service raw.
+				t.Fatalf("the service refused %d of the 4 requests with a raw # in the query, want all", n)
+			}
+
 			// A back-channel logout delivered through the proxy is handled
 			// (here refused: a forged token), never answered 200 unread.
 			resp, err = http.PostForm(front+"/authservice/oidc/backchannel-logout", url.Values{"logout_token": {"a.b.c"}})
@@ -180,4 +211,49 @@ func TestForgedForwardedHeadersFromUntrustedAddress(t *testing.T) {
 	if code, _ := status(t, from("127.0.0.2"), svc.CheckURL+"/authservice/verify", forged); code != 401 {
 		t.Fatalf("forged headers from 127.0.0.2 were believed: %d", code)
 	}
+}
+
+// rawThrough sends a GET with the request target exactly as given (Go's
+// client would drop a fragment) and returns the status and body.
+func rawThrough(t *testing.T, addr, target, cookie string) (int, string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	req := "GET " + target + " HTTP/1.1\r\nHost: " + addr + "\r\nAccept: application/json\r\n"
+	if cookie != "" {
+		req += "Cookie: " + cookie + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"Connection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer for %q: %v", target, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	return resp.StatusCode, string(b)
+}
+
+// badRequests is the service's count of checks answered 400 for a
+// malformed request.
+func badRequests(t *testing.T, svc *peer.Service) int {
+	t.Helper()
+	resp, err := http.Get(svc.ProbeURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, `oidc_authservice_checks_total{decision="deny",reason="bad_request"} `) {
+			n, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			return int(n)
+		}
+	}
+	return 0
 }

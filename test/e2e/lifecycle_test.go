@@ -208,11 +208,14 @@ func TestBackchannelLogoutAcrossReplicasWithRedis(t *testing.T) {
 	t.Cleanup(func() { capSrv.Close() })
 	backchannel := fmt.Sprintf("http://127.0.0.1:%d/authservice/oidc/backchannel-logout", capPort)
 
+	// UPSTREAM_TOKEN=id_token: every upstream gets the user's ID token,
+	// which the bearer path accepts until the session is logged out.
 	s := startGitLabSetupAt(t, port, peer.GitLabOptions{Profile: "full", BackchannelLogoutURI: backchannel},
-		map[string]string{"REDIS_URL": redisURL, "WEB_SERVER_PORT": fmt.Sprint(webA)})
+		map[string]string{"REDIS_URL": redisURL, "WEB_SERVER_PORT": fmt.Sprint(webA), "UPSTREAM_TOKEN": "id_token"})
 	// Replica B: same keys and Redis, its own gateway.
 	envB := gitlabEnv(s.gl, gatewayA)
 	envB["REDIS_URL"] = redisURL
+	envB["UPSTREAM_TOKEN"] = "id_token"
 	svcB := peer.StartService(t, envB)
 	svcB.WaitReady(t, 30*time.Second)
 	cfgB := extauthz.KubeflowEnvoyFilterCorrected(svcB.CheckURL)
@@ -220,18 +223,28 @@ func TestBackchannelLogoutAcrossReplicasWithRedis(t *testing.T) {
 	gatewayB := peer.Gateway(t, cfgB)
 
 	alice, bob := newClient(), newClient()
+	upstreamToken := map[*client]string{}
 	for _, c := range []struct {
 		cl    *client
 		login string
 	}{{alice, "alice"}, {bob, "bob"}} {
 		resp, err := peer.GitLabLogin(c.cl.Client, s.gateway+"/x?format=json", c.login)
-		readEcho(t, resp, err)
+		e := readEcho(t, resp, err)
+		upstreamToken[c.cl] = strings.TrimPrefix(header(e, "authorization"), "Bearer ")
+	}
+	bearer := func(gw string, c *client) int {
+		code, _ := status(t, newClient().noFollow(), gw+"/api/x", map[string]string{"Authorization": "Bearer " + upstreamToken[c]})
+		return code
 	}
 	sess := peer.OpenSession(t, alice.cookie(gatewayA, "authservice_session"))
 	for _, gw := range []string{gatewayA, gatewayB} {
 		for _, c := range []*client{alice, bob} {
 			if code, _ := status(t, c.noFollow(), gw+"/x?format=json", nil); code != 200 {
 				t.Fatalf("before logout at %s: %d", gw, code)
+			}
+			// The ID token an upstream got, replayed as bearer (and cached).
+			if code := bearer(gw, c); code != 200 {
+				t.Fatalf("the upstream's ID token as bearer before logout at %s: %d", gw, code)
 			}
 		}
 	}
@@ -257,6 +270,9 @@ func TestBackchannelLogoutAcrossReplicasWithRedis(t *testing.T) {
 		}) {
 			t.Fatalf("alice's session still accepted at %s after back-channel logout", gw)
 		}
+		if !eventually(3*time.Second, func() bool { return bearer(gw, alice) == 401 }) {
+			t.Fatalf("alice's ID token, handed upstream, still accepted as bearer at %s after back-channel logout", gw)
+		}
 	}
 	// Replaying the real logout token is refused.
 	if raw := cap.last(); raw == "" {
@@ -264,10 +280,13 @@ func TestBackchannelLogoutAcrossReplicasWithRedis(t *testing.T) {
 	} else if v, _ := url.ParseQuery(raw); postLogoutToken(t, fmt.Sprintf("http://127.0.0.1:%d", webA), v.Get("logout_token")) != 400 {
 		t.Fatal("replayed logout token accepted")
 	}
-	// Bob's session was never touched.
+	// Bob's session and ID token were never touched.
 	for _, gw := range []string{gatewayA, gatewayB} {
 		if code, _ := status(t, bob.noFollow(), gw+"/x?format=json", nil); code != 200 {
 			t.Fatalf("bob at %s: %d", gw, code)
+		}
+		if code := bearer(gw, bob); code != 200 {
+			t.Fatalf("bob's ID token at %s: %d", gw, code)
 		}
 	}
 }
