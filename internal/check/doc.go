@@ -20,14 +20,16 @@
 //	                                           code; 401 provider error, rejected code, invalid ID
 //	                                           token, provider unreachable; 403 unusable claims
 //	                                           (e-mail not verified), or not authorized; 405 method
-//	path = <prefix>logout, cross-site          403 "Sign out?" page or JSON; nothing ended
+//	path = <prefix>logout, Sec-Fetch-Site      403 "Sign out?" page or JSON; nothing ended
+//	  not exactly same-origin or none
 //	path = <prefix>logout, GET/HEAD            302 to AFTER_LOGOUT_URL (or the provider's end
 //	                                           session), session ended and its cookie cleared
 //	path = <prefix>logout, POST                201 {"afterLogoutURL": ...} with a session (cookie
 //	                                           or Authorization: Bearer <cookie value>), else 401
 //	path = VERIFY_AUTH_URL (forward auth)      the rows below for the original request the proxy
 //	                                           describes (FORWARD_AUTH_PROXY), from a trusted
-//	                                           proxy; 400 when its headers are missing or conflict;
+//	                                           proxy; 400 when its headers are missing or conflict,
+//	                                           or its URL has a raw #, space, control or non-ASCII byte;
 //	                                           401 instead of a login redirect unless
 //	                                           FORWARD_AUTH_REDIRECT; allow answers carry Cookie
 //	path = <prefix>start?rd=<url>              302 to rd when signed in, else a login redirect to
@@ -44,7 +46,8 @@
 //	session past STRICT_SESSION_VALIDATION     401 "provider unreachable" page; the cookie is kept
 //	  _GRACE while the provider is down
 //	bearer JWT of a trusted issuer             200 with the identity headers (never a cookie);
-//	                                           403 when the policy refuses
+//	                                           403 when the policy refuses; a provider token of a
+//	                                           session that ended (logout, back-channel) is invalid
 //	OPTIONS and ALLOW_UNAUTHENTICATED_OPTIONS  200, identity headers removed
 //	invalid bearer JWT                         401 JSON with WWW-Authenticate
 //	no valid session, browser navigation       302 to the provider (PKCE, state, nonce) and a
