@@ -50,7 +50,7 @@ type Options struct {
 	Timeout       time.Duration // of one review call (5 s)
 	PositiveTTL   time.Duration // longest an accepted token is trusted without asking again (10 s)
 	NegativeTTL   time.Duration // how long a refusal is remembered (2 s)
-	MaxConcurrent int           // reviews in flight at once (8)
+	MaxConcurrent int           // reviews in flight at once (8); eight times as many (at least 32) may wait, more are refused at once
 	CacheSize     int           // remembered answers (20,000)
 
 	Logger *zap.Logger
@@ -78,6 +78,9 @@ type Authenticator struct {
 	issuers []string
 	answers *cache.Cache[answer]
 	slots   chan struct{}
+	// maxWaiting bounds the reviews in flight or waiting for a slot:
+	// beyond it a token is refused at once (ErrUnavailable).
+	maxWaiting int
 
 	mu       sync.Mutex // guards inflight and lastWarn
 	inflight map[cache.Key]*call
@@ -141,13 +144,14 @@ func New(o Options) (*Authenticator, error) {
 		issuers = []string{c.Iss}
 	}
 	return &Authenticator{
-		opts:     o,
-		log:      o.Logger.Named("tokenreview"),
-		api:      api,
-		issuers:  issuers,
-		answers:  cache.New[answer](o.CacheSize),
-		slots:    make(chan struct{}, o.MaxConcurrent),
-		inflight: map[cache.Key]*call{},
+		opts:       o,
+		log:        o.Logger.Named("tokenreview"),
+		api:        api,
+		issuers:    issuers,
+		answers:    cache.New[answer](o.CacheSize),
+		slots:      make(chan struct{}, o.MaxConcurrent),
+		maxWaiting: max(8*o.MaxConcurrent, 32),
+		inflight:   map[cache.Key]*call{},
 	}, nil
 }
 
@@ -173,11 +177,17 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string) (*authn.Id
 
 	a.mu.Lock()
 	cl, shared := a.inflight[k]
-	if !shared {
+	full := !shared && len(a.inflight) >= a.maxWaiting
+	if !shared && !full {
 		cl = &call{done: make(chan struct{})}
 		a.inflight[k] = cl
 	}
 	a.mu.Unlock()
+	if full {
+		// Anyone can send distinct tokens naming the cluster's issuer; each
+		// waiting review holds its token and a goroutine until Timeout.
+		return nil, a.unavailable(fmt.Errorf("%d reviews already in flight or waiting", a.maxWaiting))
+	}
 	if !shared {
 		// The review runs for everyone waiting on it: one request giving
 		// up must not fail the others.

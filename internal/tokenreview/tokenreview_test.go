@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -417,5 +418,38 @@ func TestSetUp(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	if _, err := tokenreview.InCluster(dir, tokenreview.Options{}); err == nil {
 		t.Fatal("outside a pod: no error")
+	}
+}
+
+// Distinct tokens naming the cluster's issuer need no account: beyond eight
+// times MaxConcurrent (at least 32) reviews in flight or waiting, a token is
+// refused at once, so a flood of them holds neither goroutines nor tokens
+// in memory until the API server answers.
+func TestWaitingReviewsAreBounded(t *testing.T) {
+	f := startFake(t)
+	f.delay = time.Second
+	a, _ := setup(t, f, func(o *tokenreview.Options) { o.MaxConcurrent = 1 })
+	var wg sync.WaitGroup
+	var unavailable atomic.Int64
+	before := runtime.NumGoroutine()
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if _, err := a.Authenticate(ctx, saToken(fmt.Sprint("flood-", i), time.Now().Add(time.Hour))); errors.Is(err, tokenreview.ErrUnavailable) {
+				unavailable.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := unavailable.Load(); n != 200 {
+		t.Fatalf("%d of 200 refused as unavailable", n)
+	}
+	// The requests are answered; what still waits for the API server is
+	// one goroutine per review admitted (and the fake's handlers).
+	if g := runtime.NumGoroutine() - before; g > 32+20 {
+		t.Fatalf("%d goroutines still waiting after the flood: reviews in flight or waiting are bounded by 32", g)
 	}
 }
