@@ -60,6 +60,16 @@ func (h *Handler) completeLogin(q *request) (verdict, string) {
 		h.quiet.Info("callback rejected: missing or oversized code", q.rid())
 		return withCookies(failure(http.StatusBadRequest, "Login failed", msgLoginFailed, h.safeTarget(q.Host, ls.URL)), v), loginBadRequest
 	}
+	// Anyone can bring a state minted for the asking back with a made-up
+	// code: the exchanges in flight are bounded, so a flood of them while
+	// the provider is slow cannot pile up connections to it.
+	if !h.takeExchange() {
+		h.quiet.Warn("login failed: too many code exchanges in flight; the provider is slow or flooded", q.rid(), zap.Int("max", maxExchanges))
+		f := failure(http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.safeTarget(q.Host, ls.URL))
+		f.retry = "5"
+		return withCookies(f, v), loginProviderUnavailable
+	}
+	defer func() { <-h.exchanges }()
 	// Token endpoint, keys and userinfo: each call is bounded by
 	// PROVIDER_TIMEOUT (the HTTP client's), all of them by twice that,
 	// within the server's write timeout.
@@ -140,6 +150,32 @@ func (h *Handler) loginState(q *request) (*session.LoginState, verdict, string) 
 		return refuse("replayed state")
 	}
 	return &ls, v, ""
+}
+
+// maxExchanges bounds the code exchanges in flight per replica; a callback
+// waits at most exchangeWait for one to finish. Logins take one each for
+// about as long as the provider answers (milliseconds), so only a flood
+// while the provider is slow reaches the bound.
+const (
+	maxExchanges = 64
+	exchangeWait = time.Second
+)
+
+// takeExchange reserves a code exchange, waiting at most exchangeWait.
+func (h *Handler) takeExchange() bool {
+	select {
+	case h.exchanges <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(exchangeWait)
+	defer t.Stop()
+	select {
+	case h.exchanges <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // newSession seals the new session into the cookie and sends the browser

@@ -95,6 +95,9 @@ type Handler struct {
 	// tokens, paths, forward-auth headers): a few lines a second per
 	// message, the rest counted (logtext.Limited).
 	quiet *zap.Logger
+	// exchanges are the code exchanges in flight (maxExchanges): a callback
+	// needs no account, and each holds a connection to the provider.
+	exchanges chan struct{}
 
 	userHeader, groupsHeader string // canonical forms
 	remove                   removals
@@ -108,7 +111,7 @@ type Handler struct {
 // New builds the Handler.
 func New(o Options, d Deps) *Handler {
 	log := d.Logger.Named("check")
-	h := &Handler{o: o, d: d, log: log, quiet: logtext.Limited(log, quietBurst, quietReport),
+	h := &Handler{o: o, d: d, log: log, quiet: logtext.Limited(log, quietBurst, quietReport), exchanges: make(chan struct{}, maxExchanges),
 		userHeader: http.CanonicalHeaderKey(o.UserHeader), groupsHeader: http.CanonicalHeaderKey(o.GroupsHeader),
 		remove: newRemovals(o.UserHeader, o.GroupsHeader, o.AuthRequestHeaders), epoch: time.Now()}
 	for dc := range nDecisions {
