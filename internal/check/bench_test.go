@@ -2,12 +2,14 @@ package check
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/authn"
+	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
@@ -133,4 +135,20 @@ func (f fixedToken) Authenticate(_ context.Context, raw string) (*authn.Identity
 		return nil, authn.ErrInvalidToken
 	}
 	return &authn.Identity{Username: "system:serviceaccount:ns:sa", Groups: []string{"system:serviceaccounts"}, Expiry: f.exp}, nil
+}
+
+// A Dex ID token already verified by this replica, as an upstream or a
+// notebook forwards it: the revocation list is consulted on every use (by
+// the token's digest, its session, sid and subject), here holding 10,000
+// entries of other sessions.
+func BenchmarkCheckProviderTokenCached(b *testing.B) {
+	tok := strings.Repeat("a", 300) + "." + strings.Repeat("b", 400) + "." + strings.Repeat("c", 342)
+	p := &providerTokens{claims: map[string]authn.Identity{tok: {Username: "user@example.com", Subject: "sub-1", Nonce: "nonce-1",
+		SID: "sid-1", IssuedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}}}
+	f := newFixtureWith(b, nil, p)
+	p.iss = f.s.Provider.Issuer
+	for i := range 10_000 {
+		f.h.d.Revocations.Revoke(context.Background(), revocation.Session, fmt.Sprintf("other-session-%d", i))
+	}
+	benchCheck(b, f, benchRequest("POST", "/pipeline/apis/v2beta1/runs", map[string]string{"Authorization": "Bearer " + tok}), 200)
 }
