@@ -78,9 +78,10 @@ type List struct {
 	mu   sync.RWMutex // guards the maps
 	maps map[Kind]map[string]int64
 
-	onceMu   sync.Mutex // guards once and warned
-	once     *once      // the replay memory
-	warnedAt int64      // when the replay memory last said it was full, unix seconds
+	onceMu        sync.Mutex // guards once, warnedAt and warnedEvicted
+	once          *once      // the replay memory
+	warnedAt      int64      // when the replay memory last said it was full, unix seconds
+	warnedEvicted int64      // how many values it had dropped early by then
 }
 
 // New returns a list that keeps entries for ttl (Retention: at least the
@@ -197,9 +198,9 @@ func (l *List) FirstUse(ctx context.Context, key string, ttl time.Duration) bool
 	l.onceMu.Lock()
 	fresh := l.once.add(key, now+int64(ttl/time.Second), now)
 	evicted := l.once.evicted
-	warn := evicted > 0 && now-l.warnedAt >= 60
+	warn := evicted > l.warnedEvicted && now-l.warnedAt >= 60
 	if warn {
-		l.warnedAt = now
+		l.warnedAt, l.warnedEvicted = now, evicted
 	}
 	l.onceMu.Unlock()
 	if warn {
