@@ -55,14 +55,18 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(s.Servers.LogLevel)
+	log, err := newLogger(s.Servers.LogLevel, s.Servers.LogFormat)
 	if err != nil {
 		return err
 	}
 	defer log.Sync()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	return server.Run(ctx, s, version, log.With(zap.String("version", version)))
+	if s.Servers.LogFormat != "console" {
+		// Every JSON line names the build; the console's start-up line does.
+		log = log.With(zap.String("version", version))
+	}
+	return server.Run(ctx, s, version, log)
 }
 
 // checkConfig is the check-config command.
@@ -80,7 +84,10 @@ func checkConfig(stdout io.Writer) error {
 	return nil
 }
 
-func newLogger(level string) (*zap.Logger, error) {
+// newLogger is zap's production logger (JSON, one object per line), or
+// with LOG_FORMAT=console its console encoder: tab-separated time, level
+// and message, then the fields, for a person at a terminal.
+func newLogger(level, format string) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, err
@@ -90,5 +97,12 @@ func newLogger(level string) (*zap.Logger, error) {
 	c.Sampling = nil
 	c.EncoderConfig.TimeKey = "time"
 	c.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	if format == "console" {
+		c.Encoding = "console"
+		c.DisableCaller = true
+		c.DisableStacktrace = true
+		c.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+		c.EncoderConfig.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+	}
 	return c.Build()
 }

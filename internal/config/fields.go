@@ -63,6 +63,22 @@ func (s *Settings) Redacted() map[string]string {
 	return out
 }
 
+// Changed is Redacted restricted to the variables whose value differs from
+// their default: what the console log format prints at start-up.
+func (s *Settings) Changed() map[string]string {
+	var def Config
+	decode(&def, map[string]string{})
+	v, d := reflect.ValueOf(s.raw), reflect.ValueOf(def)
+	all := s.Redacted()
+	out := make(map[string]string)
+	for _, f := range Fields() {
+		if fmt.Sprint(v.FieldByIndex(f.index).Interface()) != fmt.Sprint(d.FieldByIndex(f.index).Interface()) {
+			out[f.Env] = all[f.Env]
+		}
+	}
+	return out
+}
+
 // String never shows secrets, so a Settings printed by mistake leaks nothing.
 func (s *Settings) String() string {
 	var b strings.Builder

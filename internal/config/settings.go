@@ -93,6 +93,7 @@ type Servers struct {
 	ProbePort     int
 	WebPort       int
 	LogLevel      string // a level zap parses
+	LogFormat     string // json or console
 	AccessLog     bool
 	AccessLogRate float64
 }

@@ -200,6 +200,12 @@ func (c *Config) servers(p *problems) Servers {
 	if c.AccessLogRate < 0 || c.AccessLogRate > 1 || c.AccessLogRate != c.AccessLogRate {
 		p.add("ACCESS_LOG_SAMPLE_RATE", "%v: want a fraction between 0 and 1", c.AccessLogRate)
 	}
+	switch f := strings.ToLower(strings.TrimSpace(c.LogFormat)); f {
+	case "json", "console":
+		v.LogFormat = f
+	default:
+		p.add("LOG_FORMAT", "%q: want json or console", c.LogFormat)
+	}
 	if l, ok := parseLogLevel(c.LogLevel); ok {
 		v.LogLevel = l
 	} else {

@@ -20,7 +20,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -76,9 +78,16 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 		}
 		listeners[i] = l
 	}
-	log.Info("starting", zap.String("check", listeners[0].Addr().String()),
-		zap.String("probe", listeners[1].Addr().String()), zap.String("web", listeners[2].Addr().String()),
-		zap.Any("config", s.Redacted()))
+	addrs := []zap.Field{zap.String("check", listeners[0].Addr().String()),
+		zap.String("probe", listeners[1].Addr().String()), zap.String("web", listeners[2].Addr().String())}
+	if sv.LogFormat == "console" {
+		// A terminal: the settings one per line, and only those that are
+		// not defaults (check-config prints them all).
+		log.Info("starting", append(addrs, zap.String("version", version))...)
+		log.Info(settingsBlock(s.Changed()))
+	} else {
+		log.Info("starting", append(addrs, zap.Any("config", s.Redacted()))...)
+	}
 
 	discoveryCtx, stopDiscovery := context.WithCancel(ctx)
 	defer stopDiscovery()
@@ -104,6 +113,24 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 		srv.Shutdown(shutdownCtx)
 	}
 	return err
+}
+
+// settingsBlock lists settings one per line, sorted, for the console log.
+func settingsBlock(m map[string]string) string {
+	if len(m) == 0 {
+		return "settings: all defaults"
+	}
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("settings other than the defaults (secrets redacted; check-config prints them all):")
+	for _, k := range names {
+		b.WriteString("\n\t" + k + "=" + m[k])
+	}
+	return b.String()
 }
 
 func newServer(host string, port int, h http.Handler, providerTimeout time.Duration) *http.Server {
