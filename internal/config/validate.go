@@ -128,7 +128,9 @@ func (c *Config) paths(p *problems) Paths {
 		v.AfterLogout = v.Site + "after_logout"
 	}
 	if v.Homepage == "" {
-		v.Homepage = v.Site + "homepage"
+		// Straight to the provider's login: the home page in between ("Sign
+		// in to continue") would be one more click to the same place.
+		v.Homepage = v.Start
 	}
 	v.Skip = append(splitList(c.SkipAuthURLs, ","), splitList(c.SkipAuthURI, " ,")...)
 	for _, s := range v.Skip {

@@ -42,7 +42,7 @@ type URLVars struct {
 	APIPathPrefixes             string `env:"API_PATH_PREFIXES" default:"/api/,/apis/,/ml_metadata" desc:"Comma-separated path prefixes treated as API routes: without a session they get 401 instead of a login redirect."`
 	AfterLoginURL               string `env:"AFTER_LOGIN_URL" desc:"If set, after login the browser goes here with ?next=<original URL> instead of straight to the original URL."`
 	AfterLogoutURL              string `env:"AFTER_LOGOUT_URL" desc:"Where the browser goes after logout. Default <AUTHSERVICE_URL_PREFIX>site/after_logout (the service's own page on WEB_SERVER_PORT)."`
-	HomepageURL                 string `env:"HOMEPAGE_URL" desc:"Link target of the pages' home button. Default <AUTHSERVICE_URL_PREFIX>site/homepage."`
+	HomepageURL                 string `env:"HOMEPAGE_URL" desc:"Link target of the after-logout page's \"Sign in again\" button. Default <AUTHSERVICE_URL_PREFIX>start: straight to the provider's login, then to /."`
 	AllowedRedirectHosts        string `env:"ALLOWED_REDIRECT_HOSTS" desc:"Comma-separated hosts (a leading *. matches sub-domains) a login may return to besides the callback request's own host."`
 	LogoutPath                  string `env:"LOGOUT_PATH" desc:"Path of the logout endpoint on SERVER_PORT (GET: 302 to AFTER_LOGOUT_URL; POST: 201 JSON). Default <AUTHSERVICE_URL_PREFIX>logout. In oauth2-proxy's place: /oauth2/sign_out, the dashboard's LOGOUT_URL."`
 	AllowUnauthenticatedOptions bool   `env:"ALLOW_UNAUTHENTICATED_OPTIONS" default:"false" desc:"Let OPTIONS requests (CORS pre-flights) through without a session, identity headers stripped."`

@@ -3,10 +3,12 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -319,6 +321,44 @@ func TestBothLogoutContracts(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 401 {
 		t.Fatalf("POST logout without session: %d", resp.StatusCode)
+	}
+}
+
+// After logout, the after-logout page's "Sign in again" leads to the
+// provider's login in one step (it went through a "Sign in to continue"
+// page first), and the new login lands on /.
+func TestSignInAgainGoesStraightToTheProvider(t *testing.T) {
+	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"AFTER_LOGOUT_URL": "/authservice/site/after_logout"})
+	b := newBrowser()
+	s.login(t, b, "/x?format=json")
+	resp, err := b.Get(s.gateway + "/authservice/logout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`id="login" href="([^"]+)"`).FindSubmatch(page)
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/authservice/site/after_logout" || m == nil {
+		t.Fatalf("after logout: HTTP %d at %s: %.600s", resp.StatusCode, resp.Request.URL, page)
+	}
+	link := html.UnescapeString(string(m[1]))
+	nf := *b.Client
+	nf.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err = nf.Get(s.gateway + link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != 302 || !strings.HasPrefix(loc, "/dex/auth?") {
+		t.Fatalf("Sign in again (%s): HTTP %d to %q, want 302 to the provider's login", link, resp.StatusCode, loc)
+	}
+	resp, err = peer.DexLogin(b.Client, s.gateway+link, "user@example.com", "12341234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/" {
+		t.Fatalf("after signing in again: HTTP %d at %s", resp.StatusCode, resp.Request.URL)
 	}
 }
 
