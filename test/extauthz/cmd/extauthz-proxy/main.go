@@ -31,7 +31,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8000", "listen address")
 	check := flag.String("check", "http://127.0.0.1:8080", "ext_authz service URL")
 	mode := flag.String("mode", "kubeflow-envoyfilter-corrected", "kubeflow-envoyfilter | kubeflow-envoyfilter-corrected | istio-provider")
-	upstream := flag.String("upstream", "http://127.0.0.1:9000", "default upstream")
+	upstream := flag.String("upstream", "http://127.0.0.1:8090", "default upstream")
 	var rs routes
 	flag.Var(&rs, "route", "prefix=upstream, repeatable")
 	flag.Parse()

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"time"
 
@@ -12,10 +13,16 @@ import (
 )
 
 func main() {
-	listen := flag.String("listen", "127.0.0.1:9000", "listen address")
+	listen := flag.String("listen", "127.0.0.1:8090", "listen address")
 	prefix := flag.String("prefix", "/authservice/", "the auth service's URL prefix, for the logout links")
 	flag.Parse()
-	fmt.Printf("demo-upstream listening on http://%s\n", *listen)
-	srv := &http.Server{Addr: *listen, Handler: upstream.Handler(*prefix), ReadHeaderTimeout: 5 * time.Second}
-	log.Fatal(srv.ListenAndServe())
+	// Listen first: "listening" is printed only once it is true (make run
+	// waits for the line).
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("demo-upstream listening on http://%s\n", l.Addr())
+	srv := &http.Server{Handler: upstream.Handler(*prefix), ReadHeaderTimeout: 5 * time.Second}
+	log.Fatal(srv.Serve(l))
 }
