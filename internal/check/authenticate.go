@@ -98,11 +98,13 @@ func (h *Handler) authorize(q *request, a authed, v verdict) verdict {
 }
 
 // forbidden is the 403 for an identity the policy refuses: a page for
-// browsers, JSON for the rest. Both name the identity and the reason.
+// browsers, JSON for the rest. Both name the identity and the reason. The
+// page's button logs out (a same-origin navigation to the logout path), so
+// that the next login can be someone else's.
 func (h *Handler) forbidden(who, why string) verdict {
 	return verdict{decision: forbidden, reason: policyRefused, status: http.StatusForbidden,
 		page: &pages.Data{Title: "Access denied", Message: msgNotAuthorized, Identity: who, Reason: why,
-			Link: h.o.AfterLogout, LinkText: "Sign in as someone else"},
+			Link: h.o.LogoutPath, LinkText: "Sign in as someone else"},
 		body: map[string]string{"error": "forbidden", "user": who, "reason": why}}
 }
 
