@@ -73,7 +73,7 @@ func fail(t *testing.T, tab context.Context, what string, err error) {
 	t.Helper()
 	sctx, scancel := context.WithTimeout(tab, 5*time.Second)
 	defer scancel()
-	if shot, serr := chromedp.Run(sctx, chromedp.FullScreenshot(80)); serr == nil {
+	if shot, serr := chromedp.Run(sctx, chromedp.FullScreenshot(100)); serr == nil {
 		path := filepath.Join(peer.ArtifactsDir(t), strings.ReplaceAll(what, " ", "_")+".png")
 		os.WriteFile(path, shot, 0o644)
 		t.Logf("screenshot: %s", path)
