@@ -13,7 +13,7 @@ PKGS := ./...
 
 .PHONY: help
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.\/-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/oidc-authservice.
@@ -25,7 +25,7 @@ tools: bin/dex-runner ## Build the test peers: Dex runner, ext_authz proxy, demo
 	$(GO) build -o bin/demo-upstream ./test/upstream/cmd/demo-upstream
 
 .PHONY: bin/dex-runner
-bin/dex-runner:
+bin/dex-runner: ## Build the Dex runner (test/dex, its own module) that make run and the tests use.
 	cd test/dex && $(GO) build -o ../../bin/dex-runner .
 
 # The Kubernetes API server peer (test/kube, its own module): kube-apiserver
@@ -36,7 +36,7 @@ KUBE_VERSION := v1.37.2
 KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
 	-X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z
-bin/kube-peer: test/kube/go.mod test/kube/go.sum $(wildcard test/kube/cmd/kube-peer/*.go)
+bin/kube-peer: test/kube/go.mod test/kube/go.sum $(wildcard test/kube/cmd/kube-peer/*.go) ## Build the kube-apiserver peer of make kube-check (cold: about 6 min, 2.9 GB).
 	@echo "building bin/kube-peer (kube-apiserver $(KUBE_VERSION) + etcd; cold: about 6 min on 2 cores)"
 	@start=$$(date +%s); cd test/kube && $(GO) build -p=2 -ldflags "$(KUBE_LDFLAGS)" -o ../../bin/kube-peer ./cmd/kube-peer \
 		&& echo "bin/kube-peer built in $$(( $$(date +%s) - start )) s"
@@ -102,7 +102,7 @@ bench: build bin/dex-runner ## In-process benchmarks, then the service under loa
 # oauth2-proxy as Kubeflow deploys it, built from the Go module proxy into
 # bin/ (never into this module's go.mod).
 OAUTH2_PROXY_VERSION := v7.15.6
-bin/oauth2-proxy:
+bin/oauth2-proxy: ## Build oauth2-proxy (Kubeflow's version) from the Go module proxy, for make bench-compare.
 	GOBIN=$(CURDIR)/bin $(GO) install -ldflags "-X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$(OAUTH2_PROXY_VERSION)" \
 		github.com/oauth2-proxy/oauth2-proxy/v7@$(OAUTH2_PROXY_VERSION)
 
