@@ -3,7 +3,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -73,8 +72,7 @@ func run(args []string, stdout io.Writer) error {
 func checkConfig(stdout io.Writer) error {
 	s, err := config.Load(os.Environ)
 	if err != nil {
-		fmt.Fprintf(stdout, "oidc-authservice check-config\n\nPROBLEM: %v\n", err)
-		return errors.New("the configuration is invalid")
+		return fmt.Errorf("%d problem(s) found", checkconfig.Invalid(stdout, err))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

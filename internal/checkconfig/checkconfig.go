@@ -109,6 +109,33 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 }
 
 // unwrap lists the errors joined in err.
+// Invalid reports settings that do not load (config.Load's error): every
+// problem on its own PROBLEM line, as Run reports the others. It returns how
+// many there are.
+func Invalid(out io.Writer, err error) int {
+	r := &Report{out: out}
+	fmt.Fprintln(out, "oidc-authservice check-config")
+	r.section("Configuration")
+	for _, e := range flatten(err) {
+		r.problem("%s", strings.TrimPrefix(e.Error(), config.ErrInvalid.Error()+": "))
+	}
+	fmt.Fprintf(out, "\n%d problem(s): the service would not start.\n", len(r.Problems))
+	return len(r.Problems)
+}
+
+// flatten lists the errors joined in err, however deeply.
+func flatten(err error) []error {
+	var out []error
+	for _, e := range unwrap(err) {
+		if _, ok := e.(interface{ Unwrap() []error }); ok {
+			out = append(out, flatten(e)...)
+		} else {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 func unwrap(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		return j.Unwrap()

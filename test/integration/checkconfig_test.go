@@ -194,6 +194,26 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
+// With nothing set, each of the three required settings is its own
+// problem (the first used to be the only line marked PROBLEM).
+func TestCheckConfigEmptyEnvironment(t *testing.T) {
+	out, code := checkConfig(t, nil)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, out)
+	}
+	for _, want := range []string{"  PROBLEM: OIDC_PROVIDER: required\n", "  PROBLEM: CLIENT_ID: required\n",
+		"  PROBLEM: CLIENT_SECRET: required (or CLIENT_SECRET_FILE)\n", "3 problem(s): the service would not start."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "required") && !strings.HasPrefix(line, "  PROBLEM: ") {
+			t.Errorf("a problem not marked as one: %q", line)
+		}
+	}
+}
+
 func notPEM(t *testing.T) string {
 	f := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(f, []byte("not a certificate"), 0o600); err != nil {
