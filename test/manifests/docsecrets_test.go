@@ -20,7 +20,7 @@ import (
 // secret, and no public default (Dex's client secret, a session key
 // placeholder, the EKS issuer placeholders) is left.
 
-const docClientSecret = "operator-client-secret-0123456789abcdef"
+const docClientSecret = "operator-client-secret" // shorter than a session key (internal/config TestNoPublishedKeyWorks)
 
 // docBlock is one fenced block of a document.
 type docBlock struct{ lang, text string }
