@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -270,6 +272,45 @@ func TestServicePagesInBrowser(t *testing.T) {
 		// "Sign in as someone else" ends the session: Dex asks who (it led
 		// to AFTER_LOGOUT_URL, here /, where the same session went on).
 		do(t, tab, "its button", chromedp.Click(chromedp.ID("action")), loginForm)
+	})
+
+	t.Run("login refused", func(t *testing.T) {
+		con.reset(t, tab)
+		// A user id claim Dex does not send: the identity cannot be used.
+		k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"USERID_CLAIM": "nickname"})
+		do(t, tab, "login", chromedp.Navigate(k.Gateway+"/notebooks"), loginForm)
+		loginAtDex(t, tab, "user@example.com", "12341234")
+		do(t, tab, "403 page", chromedp.WaitReady(chromedp.ID("title")))
+		if title := get(t, tab, "title", byID("title")); title != "Login refused" {
+			t.Errorf("a login without the user id claim shows %q", title)
+		}
+		con.clean(t, tab, "login refused page")
+		shot(t, tab, "login-refused", 720, 400)
+	})
+
+	t.Run("too many groups", func(t *testing.T) {
+		con.reset(t, tab)
+		// More than eight cookies hold, even compressed: as many groups as
+		// the service keeps (identity.MaxGroups), with long random names.
+		// The session cannot be stored: a 403 "Login failed" page.
+		groups := make([]string, 256)
+		for i := range groups {
+			b := make([]byte, 128)
+			rand.Read(b)
+			groups[i] = hex.EncodeToString(b)
+		}
+		dex := peer.StartDex(t, peer.DexOptions{Groups: strings.Join(groups, ",")})
+		svc := peer.StartService(t, peer.KubeflowEnv(dex))
+		svc.WaitReady(t, 30*time.Second)
+		gw := peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)
+		do(t, tab, "login", chromedp.Navigate(gw+"/notebooks"), loginForm)
+		loginAtDex(t, tab, "user@example.com", "12341234")
+		do(t, tab, "the answer", chromedp.WaitReady(chromedp.ID("title")))
+		if title := get(t, tab, "title", byID("title")); title != "Login failed" {
+			t.Errorf("a user whose session does not fit in cookies sees %q", title)
+		}
+		con.clean(t, tab, "too many groups page")
+		shot(t, tab, "too-many-groups", 720, 400)
 	})
 
 	t.Run("provider unreachable", func(t *testing.T) {
