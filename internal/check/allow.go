@@ -35,22 +35,25 @@ func (a *authed) ok() bool { return a.Principal != nil }
 func (h *Handler) allowAs(hd http.Header, q *request, a *authed) {
 	hd[h.userHeader] = a.UserHeader
 	hd[h.groupsHeader] = a.GroupsHeader
-	// The credential that authenticated the request does not go on to the
-	// upstream (a colleague's notebook server, in Kubeflow), which could
-	// present it to this gateway as the user: a session value sent as
-	// Authorization: Bearer (older SDKs) never, a bearer token unless
-	// UPSTREAM_BEARER=keep. The token of UPSTREAM_TOKEN, when there is
-	// one, is set in its place; Envoy applies removals after the headers it
-	// sets, so authorization is then not listed.
-	auth := h.upstreamAuthorization(a)
-	strip := a.cred == sessionBearer || (a.cred == bearerJWT && !h.o.KeepBearer)
-	if strip && auth == nil {
+	auth, strip := h.upstreamAuth(q, a)
+	if strip {
 		h.removeHeaders(hd, q, h.remove.bearerSession, h.remove.bearerSessionCookie)
 	} else {
 		h.removeHeaders(hd, q, h.remove.lookalike, h.remove.lookalikeCookie)
 	}
-	if auth != nil {
+	switch {
+	case auth != nil:
 		hd["Authorization"] = auth
+	case q.mode != forwardAuth:
+		// Envoy: removed by the list above when strip, else left as it is.
+	case strip:
+		h.forwardHeader(hd, "Authorization", empty)
+	default:
+		h.forwardHeader(hd, "Authorization", clientAuthorization(q))
+	}
+	if q.mode == forwardAuth {
+		h.forwardHeader(hd, h.userHeader, a.UserHeader)
+		h.forwardHeader(hd, h.groupsHeader, a.GroupsHeader)
 	}
 	if h.o.AuthRequestHeaders {
 		setAuthRequestHeaders(hd, a)
@@ -61,14 +64,71 @@ func (h *Handler) allowAs(hd http.Header, q *request, a *authed) {
 	}
 }
 
+// upstreamAuth decides what becomes of the upstream request's Authorization
+// header, for every front: the token of UPSTREAM_TOKEN (auth, set in its
+// place), or strip: the header carries a credential of this gateway, which
+// the upstream (a colleague's notebook server, in Kubeflow) could present
+// here as the user. That is a session value sent as Authorization: Bearer
+// (older SDKs), also next to the session cookie, always; a bearer token
+// the service accepted unless UPSTREAM_BEARER=keep. Otherwise the client's
+// own header goes on. Envoy sets the answer's Authorization and applies
+// removals after the headers it sets, so with auth, authorization is not
+// listed for removal; forward-auth proxies copy the answer's Authorization
+// (empty: removed), so it always carries the value the upstream gets.
+func (h *Handler) upstreamAuth(q *request, a *authed) (auth []string, strip bool) {
+	if auth = h.upstreamAuthorization(a); auth != nil {
+		return auth, false
+	}
+	switch a.cred {
+	case sessionBearer:
+		return nil, true
+	case bearerJWT:
+		return nil, !h.o.KeepBearer
+	}
+	// A session cookie authenticated; a session value in Authorization as
+	// well (an SDK that sends both) is still a session.
+	if q.bearer != "" && !credential.LooksLikeJWT(q.bearer) {
+		if _, err := h.d.Sessions.Open(q.bearer); err == nil {
+			return nil, true
+		}
+	}
+	return nil, false
+}
+
+// clientAuthorization is the client's own Authorization header, for a
+// forward-auth proxy to copy back unchanged ("" when there is none).
+func clientAuthorization(q *request) []string {
+	if v := q.Header["Authorization"]; len(v) > 0 {
+		return v
+	}
+	return empty
+}
+
+// forwardHeader writes a header that the forward-auth recipes copy from the
+// answer onto the upstream request (docs/forward-auth.md), where "" means
+// that the upstream gets no such header. nginx drops a header set to an
+// empty value; the Caddy recipe deletes it, and Caddy 2.6 needs it present
+// (it would copy a missing header as its placeholder's text). Traefik
+// removes the request's header, then copies the answer's as it is, an empty
+// value too: for Traefik an empty header is left out of the answer.
+func (h *Handler) forwardHeader(hd http.Header, name string, v []string) {
+	if h.o.ForwardAuthProxy == "traefik" && len(v) == 1 && v[0] == "" {
+		delete(hd, name)
+		return
+	}
+	hd[name] = v
+}
+
 // allowAnonymous completes an allow answer without identity: Envoy strips
 // any identity header the client sent; forward-auth proxies copy the empty
-// values over the client's.
+// values over the client's, and the client's own Authorization, which
+// passes a skip path as it does Envoy.
 func (h *Handler) allowAnonymous(hd http.Header, q *request) {
 	h.removeHeaders(hd, q, h.remove.identity, h.remove.identityCookie)
 	if q.mode == forwardAuth {
-		hd[h.userHeader] = empty
-		hd[h.groupsHeader] = empty
+		h.forwardHeader(hd, h.userHeader, empty)
+		h.forwardHeader(hd, h.groupsHeader, empty)
+		h.forwardHeader(hd, "Authorization", clientAuthorization(q))
 	}
 }
 
@@ -84,14 +144,15 @@ var empty = []string{""}
 // Envoy sets a Cookie header of the answer on the upstream request when
 // allowed_upstream_headers lists cookie; when nothing else remains the
 // header is removed instead. Forward-auth proxies copy the answer's Cookie
-// header (docs/forward-auth.md), so that answer always carries one.
+// header (docs/forward-auth.md), so that answer always carries one (but
+// for Traefik, forwardHeader).
 func (h *Handler) removeHeaders(hd http.Header, q *request, remove, withCookie []string) {
 	rest, changed := h.d.Cookies.WithoutOwn(q.Header)
 	if q.mode == forwardAuth {
 		if !changed {
 			rest = strings.Join(q.Header["Cookie"], "; ")
 		}
-		hd["Cookie"] = []string{rest}
+		h.forwardHeader(hd, "Cookie", []string{rest})
 		changed = false
 	}
 	switch {

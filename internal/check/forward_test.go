@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
 func verifyRequest(f *fixture, remote string, hdr map[string]string) *httptest.ResponseRecorder {
@@ -202,5 +204,137 @@ func TestVerifyRefusesURLsNoProxySendsAsTheyAre(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The forward-auth allow answer carries the Authorization header the
+// upstream gets, which every recipe copies (docs/forward-auth.md), decided
+// as for Envoy: empty (the upstream gets none) where it held a credential of
+// this gateway — a bearer token the service accepted, a session value sent
+// as a bearer, also next to the session cookie —, the token of
+// UPSTREAM_TOKEN in its place, the client's own with UPSTREAM_BEARER=keep,
+// on a skip path, or when a cookie authenticated. Caddy and nginx copy an
+// empty value (Caddy 2.6 would copy a missing header as its placeholder's
+// text); Traefik copies an empty value as an empty header and removes the
+// request's header when the answer has none, so for Traefik empty headers
+// are left out.
+func TestVerifyUpstreamAuthorization(t *testing.T) {
+	tok := strings.Repeat("a", 40) + "." + strings.Repeat("b", 40) + "." + strings.Repeat("c", 40)
+	for _, kind := range []string{"nginx", "ingress-nginx", "caddy", "traefik"} {
+		t.Run(kind, func(t *testing.T) {
+			newF := func(env map[string]string) *fixture {
+				e := map[string]string{"SKIP_AUTH_URLS": "/public", "FORWARD_AUTH_PROXY": kind}
+				for k, v := range env {
+					e[k] = v
+				}
+				return newFixtureWith(t, e, fixedToken{raw: tok, exp: time.Now().Add(time.Hour)})
+			}
+			fwd := func(uri string, extra map[string]string) map[string]string {
+				h := map[string]string{"X-Original-Method": "GET", "X-Original-Url": "https://kf.example.com" + uri}
+				if kind == "caddy" || kind == "traefik" {
+					h = map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "kf.example.com", "X-Forwarded-Uri": uri}
+				}
+				for k, v := range extra {
+					h[k] = v
+				}
+				return h
+			}
+			// upstream is the header the proxy gives the upstream from
+			// the answer: "" for none.
+			upstream := func(t *testing.T, f *fixture, uri string, hdr map[string]string, name string) string {
+				t.Helper()
+				w := verifyRequest(f, "127.0.0.1:5000", fwd(uri, hdr))
+				if w.Code != 200 {
+					t.Fatalf("%s: %d %s", uri, w.Code, w.Body)
+				}
+				v, ok := w.Header()[name]
+				switch {
+				case kind == "traefik" && ok && len(v) == 1 && v[0] == "":
+					t.Fatalf("%s: an empty %s for Traefik, which copies it as an empty header", uri, name)
+				case kind != "traefik" && !ok:
+					t.Fatalf("%s: no %s in the answer: the proxy would keep the client's (Caddy 2.6: its placeholder)", uri, name)
+				case len(v) > 1:
+					t.Fatalf("%s: %s %q", uri, name, v)
+				case ok:
+					return v[0]
+				}
+				return ""
+			}
+			f := newF(nil)
+			sess := f.cookie(t, "user@example.com", []string{"g"}, f.now.Add(time.Hour))
+			cookie := "__Host-authservice_session=" + sess
+			for _, c := range []struct {
+				name string
+				hdr  map[string]string
+				want string
+			}{
+				{"a bearer token the service accepted", map[string]string{"Authorization": "Bearer " + tok}, ""},
+				{"a session value as a bearer", map[string]string{"Authorization": "Bearer " + sess}, ""},
+				{"a session value as a bearer next to the cookie", map[string]string{"Cookie": cookie, "Authorization": "Bearer " + sess}, ""},
+				{"a session cookie, the application's own Authorization", map[string]string{"Cookie": cookie, "Authorization": "Basic dTpw"}, "Basic dTpw"},
+				{"a session cookie, a bearer value that is no session", map[string]string{"Cookie": cookie, "Authorization": "Bearer app-key"}, "Bearer app-key"},
+				{"a session cookie, no Authorization", map[string]string{"Cookie": cookie}, ""},
+			} {
+				if got := upstream(t, f, "/notebook/x", c.hdr, "Authorization"); got != c.want {
+					t.Errorf("%s: upstream Authorization %q, want %q", c.name, got, c.want)
+				}
+			}
+			// A skip path passes the client's Authorization, as with Envoy
+			// (Dex's token endpoint reads client credentials from it).
+			if got := upstream(t, f, "/public/x", map[string]string{"Authorization": "Basic Y2xpZW50OnNlY3JldA=="}, "Authorization"); got != "Basic Y2xpZW50OnNlY3JldA==" {
+				t.Errorf("skip path: upstream Authorization %q", got)
+			}
+			if got := upstream(t, f, "/public/x", map[string]string{"Kubeflow-Userid": "admin"}, "Kubeflow-Userid"); got != "" {
+				t.Errorf("skip path: upstream Kubeflow-Userid %q", got)
+			}
+			// Only the service's cookies: the upstream gets no Cookie.
+			if got := upstream(t, f, "/notebook/x", map[string]string{"Cookie": cookie}, "Cookie"); got != "" {
+				t.Errorf("only the service's cookies: upstream Cookie %q", got)
+			}
+
+			keep := newF(map[string]string{"UPSTREAM_BEARER": "keep"})
+			if got := upstream(t, keep, "/notebook/x", map[string]string{"Authorization": "Bearer " + tok}, "Authorization"); got != "Bearer "+tok {
+				t.Errorf("UPSTREAM_BEARER=keep: upstream Authorization %q", got)
+			}
+			if got := upstream(t, keep, "/notebook/x", map[string]string{"Authorization": "Bearer " + sess}, "Authorization"); got != "" {
+				t.Errorf("UPSTREAM_BEARER=keep, a session value as a bearer: upstream Authorization %q", got)
+			}
+
+			issued := newF(map[string]string{"UPSTREAM_TOKEN": "issued"})
+			issued.h.d.Upstream = fakeSigner{}
+			for name, hdr := range map[string]map[string]string{
+				"bearer token":   {"Authorization": "Bearer " + tok},
+				"session cookie": {"Cookie": cookie, "Authorization": "Basic dTpw"},
+			} {
+				want := "Bearer issued-for-user@example.com"
+				if name == "bearer token" {
+					want = "Bearer issued-for-system:serviceaccount:ns:sa"
+				}
+				if got := upstream(t, issued, "/notebook/x", hdr, "Authorization"); got != want {
+					t.Errorf("UPSTREAM_TOKEN=issued, %s: upstream Authorization %q, want %q", name, got, want)
+				}
+			}
+
+			idt := newF(map[string]string{"UPSTREAM_TOKEN": "id_token"})
+			id := fakeJWT(idt.now.Add(time.Hour).Unix())
+			withID := "__Host-authservice_session=" + idt.seal(t, &session.Session{ID: "i", Subject: "s", User: "user@example.com",
+				Created: idt.now.Unix(), Expires: idt.now.Add(time.Hour).Unix(), IDToken: id, IDTokenExpiry: idt.now.Add(time.Hour).Unix()})
+			for _, a := range []string{"", "Bearer " + tok, "Basic dTpw"} {
+				if got := upstream(t, idt, "/notebook/x", map[string]string{"Cookie": withID, "Authorization": a}, "Authorization"); got != "Bearer "+id {
+					t.Errorf("UPSTREAM_TOKEN=id_token, client Authorization %q: upstream Authorization %q", a, got)
+				}
+			}
+		})
+	}
+}
+
+// Envoy: a session value sent as a bearer next to the session cookie (an
+// SDK that sends both) is removed like one sent alone.
+func TestSessionAsBearerNextToTheCookieIsNotForwarded(t *testing.T) {
+	f := newFixture(t, nil)
+	v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
+	w := f.do("GET", "/pipeline/apis/v2beta1/runs", map[string]string{"Cookie": "authservice_session=" + v + "; theme=dark", "Authorization": "Bearer " + v})
+	if w.Code != 200 || w.Header().Get("X-Envoy-Auth-Headers-To-Remove") != "kubeflow_userid,kubeflow_groups,authorization" {
+		t.Fatalf("%d, headers-to-remove %q", w.Code, w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
 	}
 }
