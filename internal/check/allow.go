@@ -69,9 +69,9 @@ func (h *Handler) allowAs(hd http.Header, q *request, a *authed) {
 // place), or strip: the header carries a credential of this gateway, which
 // the upstream (a colleague's notebook server, in Kubeflow) could present
 // here as the user. That is a session value sent as Authorization: Bearer
-// (older SDKs), also next to the session cookie, always; a bearer token
-// the service accepted unless UPSTREAM_BEARER=keep. Otherwise the client's
-// own header goes on. Envoy sets the answer's Authorization and applies
+// (older SDKs) always; a bearer token the service accepts unless
+// UPSTREAM_BEARER=keep; either also next to the session cookie that
+// authenticated the request. Otherwise the client's own header goes on. Envoy sets the answer's Authorization and applies
 // removals after the headers it sets, so with auth, authorization is not
 // listed for removal; forward-auth proxies copy the answer's Authorization
 // (empty: removed), so it always carries the value the upstream gets.
@@ -85,12 +85,18 @@ func (h *Handler) upstreamAuth(q *request, a *authed) (auth []string, strip bool
 	case bearerJWT:
 		return nil, !h.o.KeepBearer
 	}
-	// A session cookie authenticated; a session value in Authorization as
-	// well (an SDK that sends both) is still a session.
-	if q.bearer != "" && !credential.LooksLikeJWT(q.bearer) {
-		if _, err := h.d.Sessions.Open(q.bearer); err == nil {
-			return nil, true
-		}
+	// A session cookie authenticated. A credential of this gateway in
+	// Authorization as well (a client that sends both) is removed all the
+	// same: a session value always, a bearer token this service accepts
+	// unless UPSTREAM_BEARER=keep. Only such requests pay for the check.
+	switch {
+	case q.bearer == "":
+	case !credential.LooksLikeJWT(q.bearer):
+		_, err := h.d.Sessions.Open(q.bearer)
+		return nil, err == nil
+	case !h.o.KeepBearer:
+		_, err := h.d.Tokens.Verify(q.Context(), q.bearer, q.rid())
+		return nil, err == nil
 	}
 	return nil, false
 }

@@ -210,8 +210,8 @@ func TestVerifyRefusesURLsNoProxySendsAsTheyAre(t *testing.T) {
 // The forward-auth allow answer carries the Authorization header the
 // upstream gets, which every recipe copies (docs/forward-auth.md), decided
 // as for Envoy: empty (the upstream gets none) where it held a credential of
-// this gateway — a bearer token the service accepted, a session value sent
-// as a bearer, also next to the session cookie —, the token of
+// this gateway — a bearer token the service accepts, a session value sent
+// as a bearer, either also next to the session cookie —, the token of
 // UPSTREAM_TOKEN in its place, the client's own with UPSTREAM_BEARER=keep,
 // on a skip path, or when a cookie authenticated. Caddy and nginx copy an
 // empty value (Caddy 2.6 would copy a missing header as its placeholder's
@@ -273,6 +273,8 @@ func TestVerifyUpstreamAuthorization(t *testing.T) {
 				{"a session value as a bearer next to the cookie", map[string]string{"Cookie": cookie, "Authorization": "Bearer " + sess}, ""},
 				{"a session cookie, the application's own Authorization", map[string]string{"Cookie": cookie, "Authorization": "Basic dTpw"}, "Basic dTpw"},
 				{"a session cookie, a bearer value that is no session", map[string]string{"Cookie": cookie, "Authorization": "Bearer app-key"}, "Bearer app-key"},
+				{"a bearer token the service accepts next to the cookie", map[string]string{"Cookie": cookie, "Authorization": "Bearer " + tok}, ""},
+				{"a session cookie, a JWT the service does not accept", map[string]string{"Cookie": cookie, "Authorization": "Bearer x.y.z"}, "Bearer x.y.z"},
 				{"a session cookie, no Authorization", map[string]string{"Cookie": cookie}, ""},
 			} {
 				if got := upstream(t, f, "/notebook/x", c.hdr, "Authorization"); got != c.want {
@@ -295,6 +297,9 @@ func TestVerifyUpstreamAuthorization(t *testing.T) {
 			keep := newF(map[string]string{"UPSTREAM_BEARER": "keep"})
 			if got := upstream(t, keep, "/notebook/x", map[string]string{"Authorization": "Bearer " + tok}, "Authorization"); got != "Bearer "+tok {
 				t.Errorf("UPSTREAM_BEARER=keep: upstream Authorization %q", got)
+			}
+			if got := upstream(t, keep, "/notebook/x", map[string]string{"Cookie": cookie, "Authorization": "Bearer " + tok}, "Authorization"); got != "Bearer "+tok {
+				t.Errorf("UPSTREAM_BEARER=keep, next to the cookie: upstream Authorization %q", got)
 			}
 			if got := upstream(t, keep, "/notebook/x", map[string]string{"Authorization": "Bearer " + sess}, "Authorization"); got != "" {
 				t.Errorf("UPSTREAM_BEARER=keep, a session value as a bearer: upstream Authorization %q", got)
@@ -328,13 +333,18 @@ func TestVerifyUpstreamAuthorization(t *testing.T) {
 	}
 }
 
-// Envoy: a session value sent as a bearer next to the session cookie (an
-// SDK that sends both) is removed like one sent alone.
-func TestSessionAsBearerNextToTheCookieIsNotForwarded(t *testing.T) {
-	f := newFixture(t, nil)
+// Envoy: a session value or a bearer token the service accepts, sent next
+// to the session cookie that authenticated the request (a client that
+// sends both), is removed like one sent alone; other values stay.
+func TestCredentialNextToTheCookieIsNotForwarded(t *testing.T) {
+	tok := strings.Repeat("a", 40) + "." + strings.Repeat("b", 40) + "." + strings.Repeat("c", 40)
+	f := newFixtureWith(t, nil, fixedToken{raw: tok, exp: time.Now().Add(time.Hour)})
 	v := f.cookie(t, "u@example.com", nil, f.now.Add(time.Hour))
-	w := f.do("GET", "/pipeline/apis/v2beta1/runs", map[string]string{"Cookie": "authservice_session=" + v + "; theme=dark", "Authorization": "Bearer " + v})
-	if w.Code != 200 || w.Header().Get("X-Envoy-Auth-Headers-To-Remove") != "kubeflow_userid,kubeflow_groups,authorization" {
-		t.Fatalf("%d, headers-to-remove %q", w.Code, w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
+	for a, removed := range map[string]bool{"Bearer " + v: true, "Bearer " + tok: true, "Bearer x.y.z": false, "Bearer app-key": false, "Basic dTpw": false} {
+		w := f.do("GET", "/pipeline/apis/v2beta1/runs", map[string]string{"Cookie": "authservice_session=" + v + "; theme=dark", "Authorization": a})
+		if rm := w.Header().Get("X-Envoy-Auth-Headers-To-Remove"); w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "u@example.com" ||
+			strings.HasSuffix(rm, ",authorization") != removed {
+			t.Errorf("Authorization %.20q: %d, headers-to-remove %q, want authorization removed: %v", a, w.Code, rm, removed)
+		}
 	}
 }
