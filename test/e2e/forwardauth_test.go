@@ -5,6 +5,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -256,4 +258,173 @@ func badRequests(t *testing.T, svc *peer.Service) int {
 		}
 	}
 	return 0
+}
+
+// TestForwardAuthUpstreamAuthorization: what an upstream behind each
+// forward-auth recipe receives in Authorization, with an upstream that
+// records every header and a second client replaying what it recorded.
+// A client's bearer token the service accepted and a session value sent as
+// a bearer (alone or next to the cookie) never reach the upstream; the
+// application's own Authorization and a skip path's pass unchanged; with
+// UPSTREAM_TOKEN=id_token (and ACCEPT_PROVIDER_ID_TOKENS=false, as
+// docs/forward-auth.md asks behind a forward-auth proxy) the upstream gets
+// the ID token in the client's header's place, and nobody who replays it is
+// let through. A header the answer empties (a user without groups, a skip
+// path) is removed, not left as the client sent it.
+func TestForwardAuthUpstreamAuthorization(t *testing.T) {
+	for _, proxy := range []string{"caddy", "nginx", "ingress-nginx"} {
+		t.Run(proxy, func(t *testing.T) {
+			dex := peer.StartDex(t, peer.DexOptions{Groups: "team-a", ExtraUsers: []string{"nogroups@example.com:12341234"}})
+			up := peer.StartUpstream(t)
+			start := func(env map[string]string) string {
+				e := peer.KubeflowEnv(dex)
+				e["SKIP_AUTH_URLS"] = "/dex,/public"
+				e["FORWARD_AUTH_PROXY"] = proxy
+				if proxy == "caddy" {
+					e["FORWARD_AUTH_REDIRECT"] = "true"
+				}
+				for k, v := range env {
+					e[k] = v
+				}
+				svc := peer.StartService(t, e)
+				svc.WaitReady(t, 30*time.Second)
+				tg := peer.ForwardAuthTargets{Service: strings.TrimPrefix(svc.CheckURL, "http://"), Dex: fmt.Sprintf("127.0.0.1:%d", dex.Port),
+					Upstream: strings.TrimPrefix(up, "http://"), IngressNginx: proxy == "ingress-nginx"}
+				if proxy == "caddy" {
+					return peer.StartCaddy(t, tg)
+				}
+				return peer.StartNginx(t, tg)
+			}
+			get := func(c *http.Client, u string, hdr map[string]string) (int, echo) {
+				t.Helper()
+				req, _ := http.NewRequest("GET", u, nil)
+				req.Header.Set("Accept", "application/json")
+				for k, v := range hdr {
+					req.Header.Set(k, v)
+				}
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				var e echo
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode == 200 {
+					if err := json.Unmarshal(b, &e); err != nil {
+						t.Fatalf("not the upstream's answer at %s: %.300s", u, b)
+					}
+				}
+				return resp.StatusCode, e
+			}
+			// noAuthorization: the upstream got no Authorization header at
+			// all (not even an empty one).
+			noAuthorization := func(what string, e echo) {
+				t.Helper()
+				if v, ok := e.Headers["authorization"]; ok {
+					t.Errorf("%s: the upstream got Authorization %q", what, v)
+				}
+			}
+			// replay sends every header an upstream recorded, from a client
+			// of its own: never let through as the user.
+			replay := func(front string, e echo, who string) {
+				t.Helper()
+				hdr := map[string]string{}
+				for k, v := range e.Headers {
+					switch k {
+					case "host", "content-length", "connection", "accept-encoding", "user-agent":
+						continue
+					}
+					hdr[k] = strings.Join(v, ", ")
+				}
+				code, got := get(newClient().noFollow(), front+"/notebook/replayed?format=json", hdr)
+				if code == 200 && header(got, "kubeflow-userid") == who {
+					t.Errorf("replaying what the upstream received (%v) was let through as %s", e.Headers, who)
+				}
+			}
+
+			// UPSTREAM_TOKEN=id_token, as docs/forward-auth.md sets it up.
+			hand := start(map[string]string{"UPSTREAM_TOKEN": "id_token", "ACCEPT_PROVIDER_ID_TOKENS": "false"})
+			c := newClient()
+			resp, err := peer.DexLogin(c.Client, hand+"/notebook/x?format=json", "user@example.com", "12341234")
+			e := readEcho(t, resp, err)
+			idToken, ok := strings.CutPrefix(header(e, "authorization"), "Bearer ")
+			if claims := jwtClaims(t, idToken); !ok || claims["iss"] != dex.Issuer || claims["email"] != "user@example.com" {
+				t.Fatalf("UPSTREAM_TOKEN=id_token: the upstream got Authorization %q, want the user's ID token", header(e, "authorization"))
+			}
+			replay(hand, e, "user@example.com")
+			for _, a := range []string{"Basic dTpw", "Bearer " + c.cookie(hand, "authservice_session")} {
+				if _, e := get(c.Client, hand+"/notebook/x", map[string]string{"Authorization": a}); header(e, "authorization") != "Bearer "+idToken {
+					t.Errorf("UPSTREAM_TOKEN=id_token, the client's Authorization %.20q: the upstream got %q", a, header(e, "authorization"))
+				}
+			}
+			if code, _ := get(newClient().noFollow(), hand+"/notebook/x", map[string]string{"Authorization": "Bearer " + idToken}); code == 200 {
+				t.Errorf("the ID token handed upstream was accepted as a bearer token behind %s", proxy)
+			}
+
+			// The defaults: no token for the upstream; the client's bearer
+			// token (here a Dex ID token, which the service accepts) is
+			// removed.
+			def := start(nil)
+			c = newClient()
+			resp, err = peer.DexLogin(c.Client, def+"/notebook/x?format=json", "user@example.com", "12341234")
+			e = readEcho(t, resp, err)
+			noAuthorization("a session cookie", e)
+			sess := c.cookie(def, "authservice_session")
+			for what, cl := range map[string]*http.Client{"alone": newClient().Client, "next to the session cookie": c.Client} {
+				for name, a := range map[string]string{"a client's bearer token the service accepted": "Bearer " + idToken, "a session value as a bearer": "Bearer " + sess} {
+					code, e := get(cl, def+"/notebook/x", map[string]string{"Authorization": a})
+					if code != 200 || header(e, "kubeflow-userid") != "user@example.com" {
+						t.Fatalf("%s, %s: %d %v", name, what, code, e.Headers)
+					}
+					noAuthorization(name+", "+what, e)
+					replay(def, e, "user@example.com")
+				}
+			}
+			if _, e := get(c.Client, def+"/notebook/x", map[string]string{"Authorization": "Basic dTpw"}); header(e, "authorization") != "Basic dTpw" {
+				t.Errorf("a session cookie with the application's own Authorization: the upstream got %q", e.Headers["authorization"])
+			}
+			// A skip path: the client's Authorization as it is (Dex's token
+			// endpoint reads client credentials from it); forged identity
+			// headers removed.
+			code, e := get(newClient().Client, def+"/public/x", map[string]string{"Authorization": "Basic Y2xpZW50OnNlY3JldA==", "Kubeflow-Userid": "admin@example.com", "Kubeflow-Groups": "admins"})
+			if code != 200 || header(e, "authorization") != "Basic Y2xpZW50OnNlY3JldA==" {
+				t.Errorf("skip path: %d, the upstream got Authorization %q", code, e.Headers["authorization"])
+			}
+			if v, ok := e.Headers["kubeflow-userid"]; ok {
+				t.Errorf("skip path: the upstream got kubeflow-userid %q", v)
+			}
+			if v, ok := e.Headers["kubeflow-groups"]; ok {
+				t.Errorf("skip path: the upstream got kubeflow-groups %q", v)
+			}
+			// A user without groups cannot name groups of its own.
+			ng := newClient()
+			resp, err = peer.DexLogin(ng.Client, def+"/notebook/x?format=json", "nogroups@example.com", "12341234")
+			readEcho(t, resp, err)
+			code, e = get(ng.Client, def+"/notebook/x", map[string]string{"Kubeflow-Groups": "admins", "Authorization": "Bearer " + ng.cookie(def, "authservice_session")})
+			if code != 200 || header(e, "kubeflow-userid") != "nogroups@example.com" {
+				t.Fatalf("user without groups: %d %v", code, e.Headers)
+			}
+			if v, ok := e.Headers["kubeflow-groups"]; ok {
+				t.Errorf("user without groups: the upstream got kubeflow-groups %q", v)
+			}
+			noAuthorization("user without groups, session value as a bearer", e)
+		})
+	}
+}
+
+// jwtClaims reads a JWT's claims without verifying it (the service and the
+// gateway verify; this only says what the upstream was handed).
+func jwtClaims(t *testing.T, raw string) map[string]any {
+	t.Helper()
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil
+	}
+	var claims map[string]any
+	json.Unmarshal(b, &claims)
+	return claims
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -14,21 +15,23 @@ type ForwardAuthTargets struct {
 	Service  string // host:port of the check server (verify, start, callback, logout)
 	Dex      string // host:port of Dex, routed at /dex/
 	Upstream string // host:port of the application
-	// IngressNginx makes StartNginx call the verify endpoint exactly as
-	// ingress-nginx's auth-url does (its template's headers, Host set to
-	// the service, every client header passed through) instead of the
-	// recipe of docs/forward-auth.md.
+	// IngressNginx makes StartNginx run what ingress-nginx generates for
+	// docs/forward-auth.md's annotations (the verify call with its
+	// template's headers, Host set to the service, every client header
+	// passed through; auth-response-headers) instead of the nginx recipe.
 	IngressNginx bool
 }
 
-// StartCaddy runs Debian's Caddy with forward_auth in front of the upstream,
-// as docs/forward-auth.md configures it, and returns its URL.
+// StartCaddy runs Debian's Caddy with docs/forward-auth.md's recipe in
+// front of the upstream, and returns its URL.
 func StartCaddy(t testing.TB, tg ForwardAuthTargets) string {
 	t.Helper()
 	bin, err := exec.LookPath("caddy")
 	Require(t, "caddy (apt-get install caddy)", err)
 	port := FreePort(t)
 	dir := t.TempDir()
+	doc := recipe(t, "caddy")
+	sub := strings.NewReplacer("authservice:8080", tg.Service, "app:80", tg.Upstream)
 	conf := fmt.Sprintf(`{
 	admin off
 	auto_https off
@@ -39,17 +42,13 @@ http://127.0.0.1:%d {
 		reverse_proxy %s
 	}
 	handle /authservice/* {
-		reverse_proxy %s
+%s
 	}
 	handle {
-		forward_auth %s {
-			uri /authservice/verify
-			copy_headers Kubeflow-Userid Kubeflow-Groups Cookie
-		}
-		reverse_proxy %s
+%s
 	}
 }
-`, port, tg.Dex, tg.Service, tg.Service, tg.Upstream)
+`, port, tg.Dex, sub.Replace(block(t, doc, "handle /authservice/* {")), sub.Replace(block(t, doc, "handle {")))
 	file := filepath.Join(dir, "Caddyfile")
 	os.WriteFile(file, []byte(conf), 0o644)
 	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
@@ -62,8 +61,9 @@ http://127.0.0.1:%d {
 	return url
 }
 
-// StartNginx runs Debian's nginx with auth_request and the error_page 401
-// login pattern, as docs/forward-auth.md configures it.
+// StartNginx runs Debian's nginx with docs/forward-auth.md's recipe
+// (auth_request and the error_page 401 login pattern), or with what
+// ingress-nginx generates for the page's annotations.
 func StartNginx(t testing.TB, tg ForwardAuthTargets) string {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
@@ -74,20 +74,16 @@ func StartNginx(t testing.TB, tg ForwardAuthTargets) string {
 	port := FreePort(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777)
-	// The verify subrequest: docs/forward-auth.md's recipe, or what
-	// ingress-nginx's template generates for nginx.ingress.kubernetes.io/auth-url.
-	verify := fmt.Sprintf(`		location = /_oidc_verify {
-			internal;
-			proxy_pass http://%[1]s/authservice/verify;
-			proxy_pass_request_body off;
-			proxy_set_header Content-Length "";
-			proxy_set_header Host $http_host;
-			proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
-			proxy_set_header X-Original-Method $request_method;
-		}`, tg.Service)
+	doc := recipe(t, "nginx")
+	sub := strings.NewReplacer("http://authservice:8080", "http://"+tg.Service, "http://app", "http://"+tg.Upstream)
+	location := func(header string) string { return sub.Replace(block(t, doc, header)) }
+	verify, app := location("location = /_oidc_verify {"), location("location / {")
 	if tg.IngressNginx {
-		verify = fmt.Sprintf(`		location = /_oidc_verify {
-			internal;
+		// What ingress-nginx's template generates for the auth-url and
+		// auth-response-headers annotations: the verify subrequest with
+		// its headers, Host set to the service, every client header passed
+		// through; the application's location copying each listed header.
+		verify = fmt.Sprintf(`			internal;
 			proxy_pass_request_body off;
 			proxy_set_header Content-Length "";
 			proxy_set_header X-Forwarded-Proto "";
@@ -100,8 +96,13 @@ func StartNginx(t testing.TB, tg ForwardAuthTargets) string {
 			proxy_set_header X-Forwarded-For $remote_addr;
 			proxy_set_header X-Auth-Request-Redirect $request_uri;
 			proxy_pass_request_headers on;
-			proxy_pass http://%[1]s/authservice/verify;
-		}`, tg.Service)
+			proxy_pass http://%[1]s/authservice/verify;`, tg.Service)
+		app = fmt.Sprintf(`			auth_request /_oidc_verify;
+			auth_request_set $auth_cookie $upstream_http_set_cookie;
+			add_header Set-Cookie $auth_cookie;
+%s			error_page 401 = @oidc_login;
+			proxy_set_header Host $http_host;
+			proxy_pass http://%s;`, ingressNginxAuthLines(ingressNginxResponseHeaders(t)), tg.Upstream)
 	}
 	user := ""
 	if os.Geteuid() == 0 {
@@ -127,29 +128,20 @@ http {
 			proxy_set_header Host $http_host;
 		}
 		location /authservice/ {
-			proxy_pass http://%[5]s;
-			proxy_set_header Host $http_host;
-			proxy_set_header X-Forwarded-Proto $scheme;
+%[5]s
 		}
-%[7]s
+		location = /_oidc_verify {
+%[6]s
+		}
 		location @oidc_login {
-			return 302 /authservice/start?rd=$scheme://$http_host$request_uri;
+%[7]s
 		}
 		location / {
-			auth_request /_oidc_verify;
-			auth_request_set $kf_user $upstream_http_kubeflow_userid;
-			auth_request_set $kf_groups $upstream_http_kubeflow_groups;
-			auth_request_set $kf_cookie $upstream_http_cookie;
-			error_page 401 = @oidc_login;
-			proxy_set_header Kubeflow-Userid $kf_user;
-			proxy_set_header Kubeflow-Groups $kf_groups;
-			proxy_set_header Cookie $kf_cookie;
-			proxy_set_header Host $http_host;
-			proxy_pass http://%[6]s;
+%[8]s
 		}
 	}
 }
-`, user, dir, port, tg.Dex, tg.Service, tg.Upstream, verify)
+`, user, dir, port, tg.Dex, location("location /authservice/ {"), verify, location("location @oidc_login {"), app)
 	file := filepath.Join(dir, "nginx.conf")
 	os.WriteFile(file, []byte(conf), 0o644)
 	cmd := exec.Command(bin, "-c", file, "-p", dir)
