@@ -54,6 +54,7 @@ func (h *Handler) allowAs(hd http.Header, q *request, a *authed) {
 	if q.mode == forwardAuth {
 		h.forwardHeader(hd, h.userHeader, a.UserHeader)
 		h.forwardHeader(hd, h.groupsHeader, a.GroupsHeader)
+		h.warnReplayable(a, auth, strip)
 	}
 	if h.o.AuthRequestHeaders {
 		setAuthRequestHeaders(hd, a)
@@ -99,6 +100,26 @@ func (h *Handler) upstreamAuth(q *request, a *authed) (auth []string, strip bool
 		return nil, err == nil
 	}
 	return nil, false
+}
+
+// warnReplayable warns, once per process, when a forward-auth upstream is
+// handed a token this service accepts as a bearer token: nothing behind a
+// forward-auth proxy removes it after the check, as Istio's
+// RequestAuthentication does, so the upstream could use it here as the
+// user (docs/forward-auth.md).
+func (h *Handler) warnReplayable(a *authed, auth []string, strip bool) {
+	switch {
+	case auth != nil && h.o.UpstreamToken == "id_token" && h.o.AcceptProviderIDTokens:
+		h.replayable[0].Do(func() {
+			h.log.Warn("forward auth: the upstream is handed the provider's ID token (UPSTREAM_TOKEN=id_token), which this service accepts as a bearer token " +
+				"(ACCEPT_PROVIDER_ID_TOKENS=true): any upstream could use it here as the user until the session ends; set ACCEPT_PROVIDER_ID_TOKENS=false")
+		})
+	case auth == nil && !strip && a.cred == bearerJWT:
+		h.replayable[1].Do(func() {
+			h.log.Warn("forward auth: UPSTREAM_BEARER=keep passes a client's bearer token, which this service accepts, on to the upstream, " +
+				"and nothing behind a forward-auth proxy removes it: the upstream could use it here as the client; set UPSTREAM_BEARER=remove")
+		})
+	}
 }
 
 // clientAuthorization is the client's own Authorization header, for a

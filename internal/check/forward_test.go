@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
@@ -345,6 +348,68 @@ func TestCredentialNextToTheCookieIsNotForwarded(t *testing.T) {
 		if rm := w.Header().Get("X-Envoy-Auth-Headers-To-Remove"); w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "u@example.com" ||
 			strings.HasSuffix(rm, ",authorization") != removed {
 			t.Errorf("Authorization %.20q: %d, headers-to-remove %q, want authorization removed: %v", a, w.Code, rm, removed)
+		}
+	}
+}
+
+// A forward-auth upstream handed a token this service accepts (the ID
+// token of UPSTREAM_TOKEN=id_token with ACCEPT_PROVIDER_ID_TOKENS, a
+// client's token with UPSTREAM_BEARER=keep) is named in one warning per
+// process: nothing behind the proxy removes it after the check.
+func TestVerifyWarnsOfReplayableUpstreamTokens(t *testing.T) {
+	tok := strings.Repeat("a", 40) + "." + strings.Repeat("b", 40) + "." + strings.Repeat("c", 40)
+	fwd := func(extra map[string]string) map[string]string {
+		h := map[string]string{"X-Original-Method": "GET", "X-Original-Url": "https://kf.example.com/notebook/x"}
+		for k, v := range extra {
+			h[k] = v
+		}
+		return h
+	}
+	for _, c := range []struct {
+		env  map[string]string
+		hdr  func(f *fixture) map[string]string
+		want string
+	}{
+		{map[string]string{"UPSTREAM_TOKEN": "id_token"}, func(f *fixture) map[string]string {
+			return map[string]string{"Cookie": "__Host-authservice_session=" + f.seal(t, &session.Session{ID: "i", Subject: "s", User: "u@example.com",
+				Created: f.now.Unix(), Expires: f.now.Add(time.Hour).Unix(), IDToken: fakeJWT(f.now.Add(time.Hour).Unix()), IDTokenExpiry: f.now.Add(time.Hour).Unix()})}
+		}, "ACCEPT_PROVIDER_ID_TOKENS=false"},
+		{map[string]string{"UPSTREAM_BEARER": "keep"}, func(*fixture) map[string]string {
+			return map[string]string{"Authorization": "Bearer " + tok}
+		}, "UPSTREAM_BEARER=remove"},
+	} {
+		for _, safe := range []bool{false, true} {
+			env := map[string]string{}
+			for k, v := range c.env {
+				env[k] = v
+			}
+			if safe && c.env["UPSTREAM_TOKEN"] == "id_token" {
+				env["ACCEPT_PROVIDER_ID_TOKENS"] = "false"
+			} else if safe {
+				env["UPSTREAM_BEARER"] = "remove"
+			}
+			f := newFixtureWith(t, env, fixedToken{raw: tok, exp: time.Now().Add(time.Hour)})
+			core, logs := observer.New(zap.WarnLevel)
+			f.h.log = zap.New(core)
+			for range 3 {
+				if w := verifyRequest(f, "127.0.0.1:5000", fwd(c.hdr(f))); w.Code != 200 {
+					t.Fatalf("%v: %d", env, w.Code)
+				}
+			}
+			n := 0
+			for _, e := range logs.All() {
+				if strings.Contains(e.Message, c.want) {
+					n++
+				}
+			}
+			if want := map[bool]int{false: 1, true: 0}[safe]; n != want {
+				t.Errorf("%v: %d warnings naming %s, want %d", env, n, c.want, want)
+			}
+			// Envoy's layouts remove the token after the check: no warning.
+			f.do("GET", "/notebook/x", c.hdr(f))
+			if n2 := len(logs.All()); n2 != n {
+				t.Errorf("%v: an ext_authz check warned", env)
+			}
 		}
 	}
 }

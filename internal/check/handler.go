@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -55,6 +56,10 @@ type Options struct {
 	// KeepBearer leaves a client's accepted bearer token on the upstream
 	// request (UPSTREAM_BEARER=keep); otherwise the allow answer removes it.
 	KeepBearer bool
+	// AcceptProviderIDTokens: the provider's ID tokens are bearer tokens
+	// here (ACCEPT_PROVIDER_ID_TOKENS), the one of UPSTREAM_TOKEN=id_token
+	// too.
+	AcceptProviderIDTokens bool
 
 	AccessLog     bool
 	AccessLogRate float64
@@ -106,6 +111,9 @@ type Handler struct {
 	// epoch starts the monotonic clock that times checks: time.Since(epoch)
 	// reads only the monotonic clock, half the cost of time.Now.
 	epoch time.Time
+	// replayable warns, once per process and kind, that a forward-auth
+	// upstream was handed a token this service accepts (allow.go).
+	replayable [2]sync.Once
 }
 
 // New builds the Handler.

@@ -198,6 +198,7 @@ func checkOptions(s *config.Settings) check.Options {
 		StrictValidation: ss.StrictValidation, ProviderTimeout: s.Provider.Timeout,
 		RevokeTokens: s.Logout.RevokeTokens, ProviderLogout: s.Logout.ProviderLogout, PostLogoutRedirectURL: s.Logout.PostLogoutRedirectURL,
 		ForwardAuthProxy: s.ForwardAuth.Proxy, TrustedProxies: s.ForwardAuth.TrustedProxies, ForwardAuthRedirect: s.ForwardAuth.Redirect,
-		UpstreamToken: s.Upstream.Mode, KeepBearer: s.Upstream.KeepBearer, AccessLog: s.Servers.AccessLog, AccessLogRate: s.Servers.AccessLogRate,
+		UpstreamToken: s.Upstream.Mode, KeepBearer: s.Upstream.KeepBearer, AcceptProviderIDTokens: s.Bearer.AcceptProviderIDTokens,
+		AccessLog: s.Servers.AccessLog, AccessLogRate: s.Servers.AccessLogRate,
 	}
 }
