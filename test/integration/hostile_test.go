@@ -1010,6 +1010,52 @@ func TestHostileInputs(t *testing.T) {
 	}
 	rows = append(rows, hostileRow{name: "forward auth: an encoded # is judged (allowed)", send: verifyWith(h.gw + "/x%23y"), want: serviceAllows})
 
+	// Forward auth: a credential of this gateway in Authorization — a
+	// session value sent as a bearer, a Dex ID token the service accepts,
+	// alone or next to the session cookie — is never handed on. The verify
+	// answer carries an empty Authorization, which every recipe copies as
+	// "no header" (docs/forward-auth.md; through real nginx and Caddy in
+	// test/e2e); what the upstream may keep is left as it is.
+	verifyAs := func(headers ...string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			req := mustReq("GET", k.Svc.CheckURL+"/authservice/verify")
+			req.Header.Set("X-Original-Method", "GET")
+			req.Header.Set("X-Original-Url", h.gw+"/notebook/x")
+			for i := 0; i+1 < len(headers); i += 2 {
+				req.Header.Add(headers[i], headers[i+1])
+			}
+			return h.do(t, nil, req)
+		}
+	}
+	upstreamAuthorization := func(want string) func(t *testing.T, a *answer) {
+		return func(t *testing.T, a *answer) {
+			if v := a.header.Values("Authorization"); len(v) != 1 || v[0] != want {
+				t.Errorf("the answer's Authorization (what the upstream gets) %q, want %q", v, want)
+			}
+		}
+	}
+	for _, c := range []struct {
+		name    string
+		headers []string
+	}{
+		{"a session value as a bearer", []string{"Authorization", "Bearer " + legit}},
+		{"a session value as a lower-case bearer", []string{"Authorization", "bearer " + legit}},
+		{"a session value as a bearer, padded with spaces", []string{"Authorization", "Bearer   " + legit + "  "}},
+		{"a session value as a bearer next to the session cookie", []string{"Cookie", legitCookie, "Authorization", "Bearer " + legit}},
+		{"a session value as a bearer, then a second Authorization", []string{"Authorization", "Bearer " + legit, "Authorization", "Basic dTpw"}},
+		{"a Dex ID token", []string{"Authorization", "Bearer " + idToken}},
+		{"a Dex ID token next to the session cookie", []string{"Cookie", legitCookie, "Authorization", "Bearer " + idToken}},
+		{"a Dex ID token next to the session cookie and a forged identity", []string{"Cookie", legitCookie, "Authorization", "Bearer " + idToken,
+			"Kubeflow-Userid", "admin@example.com", "Kubeflow-Groups", "admins"}},
+	} {
+		rows = append(rows, hostileRow{name: "forward auth: " + c.name + " is not handed upstream", send: verifyAs(c.headers...), want: serviceAllows,
+			check: upstreamAuthorization("")})
+	}
+	rows = append(rows, hostileRow{name: "forward auth: the application's own Authorization next to the session cookie stays",
+		send: verifyAs("Cookie", legitCookie, "Authorization", "Basic dTpw"), want: serviceAllows, check: upstreamAuthorization("Basic dTpw")})
+	rows = append(rows, hostileRow{name: "forward auth: a JWT the service does not accept next to the session cookie stays",
+		send: verifyAs("Cookie", legitCookie, "Authorization", "Bearer "+editedToken), want: serviceAllows, check: upstreamAuthorization("Bearer " + editedToken)})
+
 	// Issue 21. Anonymous login states: starting logins and bringing their
 	// states back (without a code, with made-up codes, again and again)
 	// records nothing; a real callback replayed with its state cookie is
