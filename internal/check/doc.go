@@ -32,6 +32,7 @@
 //	                                           or its URL has a raw #, space, control or non-ASCII byte;
 //	                                           401 instead of a login redirect unless
 //	                                           FORWARD_AUTH_REDIRECT; allow answers carry Cookie
+//	                                           and the upstream's Authorization, empty for none
 //	path = <prefix>start?rd=<url>              302 to rd when signed in, else a login redirect to
 //	                                           it; 400 rd not allowed; 405 method
 //	path = back-channel logout, POST + body    the delivery itself: 200 done, 400 invalid
