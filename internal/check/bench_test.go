@@ -152,3 +152,18 @@ func BenchmarkCheckProviderTokenCached(b *testing.B) {
 	}
 	benchCheck(b, f, benchRequest("POST", "/pipeline/apis/v2beta1/runs", map[string]string{"Authorization": "Bearer " + tok}), 200)
 }
+
+// The forward-auth verify endpoint (nginx's recipe) for a browser with a
+// valid session cookie among other cookies and the application's own
+// Authorization: the answer carries the identity, the Cookie header without
+// the service's cookies and the client's Authorization.
+func BenchmarkVerifySessionCookie(b *testing.B) {
+	f := newFixture(b, map[string]string{"FORWARD_AUTH_PROXY": "nginx"})
+	c := f.cookie(b, "user@example.com", []string{"team-a", "team-b"}, f.now.Add(time.Hour))
+	r := benchRequest("GET", "/authservice/verify", map[string]string{
+		"Cookie": "_ga=GA1.1.123; authservice_session=" + c + "; theme=dark", "Authorization": "Basic dTpw",
+		"X-Original-Method": "GET", "X-Original-Url": "http://kubeflow.example.com/notebook/ns/nb/lab?x=1",
+	})
+	r.RemoteAddr = "127.0.0.1:5000"
+	benchCheck(b, f, r, 200)
+}
