@@ -56,13 +56,13 @@ func block(t testing.TB, text, header string) string {
 // docs/forward-auth.md's ingress-nginx recipe.
 func ingressNginxResponseHeaders(t testing.TB) []string {
 	t.Helper()
-	const key = "nginx.ingress.kubernetes.io/auth-response-headers:"
+	const annotation = "nginx.ingress.kubernetes.io/auth-response-headers:"
 	for _, l := range strings.Split(recipe(t, "yaml"), "\n") {
-		if _, v, ok := strings.Cut(l, key); ok {
+		if _, v, ok := strings.Cut(l, annotation); ok {
 			return strings.Split(strings.Trim(strings.TrimSpace(v), `"`), ",")
 		}
 	}
-	t.Fatalf("docs/forward-auth.md: no %s annotation", key)
+	t.Fatalf("docs/forward-auth.md: no %s annotation", annotation)
 	return nil
 }
 
