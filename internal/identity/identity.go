@@ -1,23 +1,22 @@
 // Package identity owns the mapping from a provider's claims to the identity
 // the service forwards: the user id (USERID_CLAIM, USERID_TRANSFORMERS) and
 // the groups (GROUPS_CLAIM), sanitized so that nothing a provider or a user
-// controls can smuggle a header line, a second group or a second user.
+// controls can smuggle a header line, a second group or a second user, then
+// filtered and bounded by the groups policy (GROUPS_FILTER, GROUPS_MAX,
+// GROUPS_OVERFLOW), the same wherever groups enter.
 package identity
 
 import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
-
-	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
 )
 
-// Limits on what a provider may put into an identity.
+// Limits on what a provider may put into an identity; the number of groups
+// and their joined length are the GroupsPolicy's.
 const (
 	MaxUserID    = 512
 	MaxGroupName = 512
-	MaxGroups    = 256
 )
 
 // ErrNoUserID: the user id claim is missing or empty. Like every error of
@@ -48,6 +47,20 @@ type Mapper struct {
 	// AllowUnverifiedEmail accepts an email user id whose email_verified
 	// claim is false (ALLOW_UNVERIFIED_EMAIL).
 	AllowUnverifiedEmail bool
+	// Groups sanitizes, filters and bounds the groups of every identity;
+	// nil: NewGroupsPolicy's defaults (no filter, DefaultMaxGroups, no byte
+	// bound, refuse beyond).
+	Groups *GroupsPolicy
+}
+
+var defaultPolicy = NewGroupsPolicy(GroupsOptions{})
+
+// Policy is the mapper's groups policy.
+func (m *Mapper) Policy() *GroupsPolicy {
+	if m.Groups == nil {
+		return defaultPolicy
+	}
+	return m.Groups
 }
 
 // Transformer rewrites a user id (USERID_TRANSFORMERS): the first whose
@@ -57,35 +70,40 @@ type Transformer struct {
 	Replaces string
 }
 
-// FromClaims maps claims to an Identity. dropped lists group names that were
-// left out because they could not be forwarded safely (commas, control
-// characters, oversize), for the log.
-func (m *Mapper) FromClaims(claims map[string]any) (id Identity, dropped []string, err error) {
+// FromClaims maps claims to an Identity, its groups through the groups
+// policy; the report says what became of them, for the log. Groups beyond
+// the policy's limits are an *OverflowError (errors.Is ErrTooManyGroups)
+// unless it truncates.
+func (m *Mapper) FromClaims(claims map[string]any) (id Identity, report GroupsReport, err error) {
 	raw, ok := claims[m.UserClaim]
 	if !ok || raw == nil {
-		return id, nil, fmt.Errorf("%w: %q", ErrNoUserID, m.UserClaim)
+		return id, report, fmt.Errorf("%w: %q", ErrNoUserID, m.UserClaim)
 	}
 	user, ok := raw.(string)
 	if !ok {
-		return id, nil, fmt.Errorf("%w: %q is a %T, not a string", ErrBadUserID, m.UserClaim, raw)
+		return id, report, fmt.Errorf("%w: %q is a %T, not a string", ErrBadUserID, m.UserClaim, raw)
 	}
 	if user == "" {
-		return id, nil, fmt.Errorf("%w: %q", ErrNoUserID, m.UserClaim)
+		return id, report, fmt.Errorf("%w: %q", ErrNoUserID, m.UserClaim)
 	}
 	// The same rule as for bearer tokens (and kube-apiserver): an email
 	// user id counts only when the provider does not say it is unverified.
 	// On a provider with self-registration anyone can claim a colleague's
 	// address.
 	if v, ok := claims["email_verified"]; ok && v != true && m.UserClaim == "email" && !m.AllowUnverifiedEmail {
-		return id, nil, fmt.Errorf("%w: %v", ErrEmailUnverified, v)
+		return id, report, fmt.Errorf("%w: %v", ErrEmailUnverified, v)
 	}
 	user = m.Transform(user)
 	if err := checkValue(user, MaxUserID); err != nil {
-		return id, nil, fmt.Errorf("%w: %v", ErrBadUserID, err)
+		return id, report, fmt.Errorf("%w: %v", ErrBadUserID, err)
+	}
+	groups, err := groupsOf(claims[m.GroupsClaim])
+	if err != nil {
+		return id, report, err
 	}
 	id.User = user
-	id.Groups, dropped, err = groupsOf(claims[m.GroupsClaim])
-	return id, dropped, err
+	id.Groups, report, err = m.Policy().Apply(groups)
+	return id, report, err
 }
 
 // Transform applies the first USERID_TRANSFORMERS rule that matches.
@@ -98,26 +116,25 @@ func (m *Mapper) Transform(user string) string {
 	return user
 }
 
-func groupsOf(raw any) (out, dropped []string, err error) {
+// groupsOf reads the groups claim: absent or null is no groups, anything
+// but a list of strings is an error.
+func groupsOf(raw any) ([]string, error) {
 	if raw == nil {
-		return nil, nil, nil
+		return nil, nil
 	}
 	list, ok := raw.([]any)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: got %T", ErrBadGroups, raw)
+		return nil, fmt.Errorf("%w: got %T", ErrBadGroups, raw)
 	}
+	out := make([]string, 0, len(list))
 	for _, v := range list {
 		g, ok := v.(string)
 		if !ok {
-			return nil, nil, fmt.Errorf("%w: element of type %T", ErrBadGroups, v)
-		}
-		if checkValue(g, MaxGroupName) != nil || strings.ContainsRune(g, ',') || len(out) >= MaxGroups {
-			dropped = append(dropped, logtext.Bound(g, 64))
-			continue
+			return nil, fmt.Errorf("%w: element of type %T", ErrBadGroups, v)
 		}
 		out = append(out, g)
 	}
-	return out, dropped, nil
+	return out, nil
 }
 
 // checkValue refuses what cannot travel in a header value unchanged:
@@ -137,17 +154,15 @@ func checkValue(v string, limit int) error {
 	return nil
 }
 
-// Clean checks and sanitizes an identity from any source (sessions map
-// claims with FromClaims; bearer tokens arrive mapped already): the user id
-// must be forwardable, groups that are not are left out and returned.
-func Clean(user string, groups []string) (string, []string, []string, error) {
+// Clean checks and maps an identity that arrives mapped already (bearer
+// tokens, TokenReview; sessions map claims with FromClaims): the user id,
+// transformed, must be forwardable, and the groups go through the groups
+// policy as at login.
+func (m *Mapper) Clean(user string, groups []string) (Identity, GroupsReport, error) {
+	user = m.Transform(user)
 	if err := checkValue(user, MaxUserID); err != nil {
-		return "", nil, nil, fmt.Errorf("%w: %v", ErrBadUserID, err)
+		return Identity{}, GroupsReport{}, fmt.Errorf("%w: %v", ErrBadUserID, err)
 	}
-	raw := make([]any, len(groups))
-	for i, g := range groups {
-		raw[i] = g
-	}
-	out, dropped, _ := groupsOf(raw)
-	return user, out, dropped, nil
+	out, report, err := m.Policy().Apply(groups)
+	return Identity{User: user, Groups: out}, report, err
 }

@@ -1,0 +1,188 @@
+package identity
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
+)
+
+// DefaultMaxGroups is GROUPS_MAX's default.
+const DefaultMaxGroups = 256
+
+// ErrTooManyGroups: the groups that pass GROUPS_FILTER are more, or longer
+// joined, than the service forwards (GROUPS_MAX, UPSTREAM_HEADER_MAX_BYTES),
+// and GROUPS_OVERFLOW is not truncate. Errors of this kind are an
+// *OverflowError.
+var ErrTooManyGroups = errors.New("more groups than the service forwards")
+
+// OverflowError says by how much an identity's groups exceed the limits.
+type OverflowError struct {
+	Received  int // groups the provider or token listed
+	Groups    int // left after sanitizing and GROUPS_FILTER
+	Bytes     int // those joined with commas
+	MaxGroups int // GROUPS_MAX
+	MaxBytes  int // the longest joined value the groups header may carry (0: none)
+}
+
+func (e *OverflowError) Error() string {
+	return fmt.Sprintf("%v: %d groups (%d bytes joined) after GROUPS_FILTER, of %d received; at most %d groups and %d bytes are forwarded",
+		ErrTooManyGroups, e.Groups, e.Bytes, e.Received, e.MaxGroups, e.MaxBytes)
+}
+
+// Unwrap makes errors.Is(err, ErrTooManyGroups) hold.
+func (e *OverflowError) Unwrap() error { return ErrTooManyGroups }
+
+// GroupsPolicy is what becomes of the groups of every identity, wherever
+// they enter (login: ID token and userinfo; sessions sealed under another
+// policy; bearer tokens of every issuer; TokenReview): names that cannot
+// travel in a header are left out, then only those GROUPS_FILTER keeps
+// stay, then the limits apply: beyond them the identity is refused (an
+// *OverflowError), or with Truncate the first groups that fit are kept.
+type GroupsPolicy struct {
+	filter      *regexp.Regexp
+	prefixes    []string
+	max         int
+	maxBytes    int
+	truncate    bool
+	fingerprint string
+}
+
+// GroupsOptions configure a GroupsPolicy.
+type GroupsOptions struct {
+	// Filter keeps the groups it matches anywhere in the name (RE2, as
+	// regexp.MatchString: anchor it with ^ and $); nil: no expression.
+	Filter *regexp.Regexp
+	// Prefixes keeps the groups that start with one of them. With neither
+	// Filter nor Prefixes every group is kept; with both, a group either
+	// keeps stays.
+	Prefixes []string
+	Max      int  // groups kept at most; 0: DefaultMaxGroups
+	MaxBytes int  // the kept groups joined with commas, at most; 0: no bound
+	Truncate bool // beyond the limits keep the first groups that fit, instead of refusing
+}
+
+// NewGroupsPolicy builds the policy.
+func NewGroupsPolicy(o GroupsOptions) *GroupsPolicy {
+	if o.Max <= 0 {
+		o.Max = DefaultMaxGroups
+	}
+	p := &GroupsPolicy{filter: o.Filter, prefixes: o.Prefixes, max: o.Max, maxBytes: o.MaxBytes, truncate: o.Truncate}
+	// What a session sealed under this policy records, so that one sealed
+	// under another (an older release, another filter) is filtered again
+	// when it is opened.
+	h := sha256.New()
+	if o.Filter != nil {
+		h.Write([]byte(o.Filter.String()))
+	}
+	h.Write([]byte{0})
+	h.Write([]byte(strings.Join(o.Prefixes, "\x00")))
+	fmt.Fprintf(h, "\x00%d\x00%d\x00%t", p.max, p.maxBytes, p.truncate)
+	p.fingerprint = hex.EncodeToString(h.Sum(nil)[:6])
+	return p
+}
+
+// Fingerprint names the policy: equal for equal settings.
+func (p *GroupsPolicy) Fingerprint() string { return p.fingerprint }
+
+// Max is the largest number of groups kept.
+func (p *GroupsPolicy) Max() int { return p.max }
+
+// MaxBytes is the longest comma-joined value kept (0: no bound).
+func (p *GroupsPolicy) MaxBytes() int { return p.maxBytes }
+
+// Truncates reports whether groups beyond the limits are cut instead of
+// the identity being refused.
+func (p *GroupsPolicy) Truncates() bool { return p.truncate }
+
+// Filters reports whether GROUPS_FILTER or GROUPS_FILTER_PREFIXES is set.
+func (p *GroupsPolicy) Filters() bool { return p.filter != nil || len(p.prefixes) > 0 }
+
+// Keeps reports whether the filter keeps the group g.
+func (p *GroupsPolicy) Keeps(g string) bool {
+	if p.filter == nil && len(p.prefixes) == 0 {
+		return true
+	}
+	for _, pre := range p.prefixes {
+		if strings.HasPrefix(g, pre) {
+			return true
+		}
+	}
+	return p.filter != nil && p.filter.MatchString(g)
+}
+
+// GroupsReport counts what became of an identity's groups, for the one log
+// line and the metrics (never the names: thousands of them would make a
+// line of hundreds of kilobytes).
+type GroupsReport struct {
+	Received  int    // listed by the source
+	Unsafe    int    // left out: empty, commas, control characters, invalid UTF-8, over MaxGroupName bytes
+	Filtered  int    // left out by GROUPS_FILTER
+	Truncated int    // left out beyond the limits (GROUPS_OVERFLOW=truncate)
+	Kept      int    // forwarded
+	Bytes     int    // the kept groups joined with commas
+	Example   string // the first unsafe name, bounded, to show what was wrong
+}
+
+// Changed reports whether anything was left out for a reason worth a log
+// line: unsafe names or truncation (filtering is what the operator asked
+// for).
+func (r GroupsReport) Changed() bool { return r.Unsafe > 0 || r.Truncated > 0 }
+
+// Apply sanitizes, filters and bounds groups. The result shares no memory
+// with groups. An *OverflowError comes back when the groups exceed the
+// limits and the policy does not truncate.
+func (p *GroupsPolicy) Apply(groups []string) ([]string, GroupsReport, error) {
+	r := GroupsReport{Received: len(groups)}
+	var out []string
+	for _, g := range groups {
+		if checkValue(g, MaxGroupName) != nil || strings.ContainsRune(g, ',') {
+			if r.Unsafe == 0 {
+				r.Example = logtext.Bound(g, 64)
+			}
+			r.Unsafe++
+			continue
+		}
+		if !p.Keeps(g) {
+			r.Filtered++
+			continue
+		}
+		out = append(out, g)
+	}
+	bytes := joinedLen(out)
+	if len(out) > p.max || (p.maxBytes > 0 && bytes > p.maxBytes) {
+		if !p.truncate {
+			return nil, r, &OverflowError{Received: r.Received, Groups: len(out), Bytes: bytes, MaxGroups: p.max, MaxBytes: p.maxBytes}
+		}
+		n, b := 0, 0
+		for _, g := range out {
+			next := b + len(g)
+			if n > 0 {
+				next++
+			}
+			if n == p.max || (p.maxBytes > 0 && next > p.maxBytes) {
+				break
+			}
+			n, b = n+1, next
+		}
+		r.Truncated = len(out) - n
+		out, bytes = out[:n:n], b
+	}
+	r.Kept, r.Bytes = len(out), bytes
+	return out, r, nil
+}
+
+func joinedLen(groups []string) int {
+	n := 0
+	for _, g := range groups {
+		n += len(g)
+	}
+	if len(groups) > 1 {
+		n += len(groups) - 1
+	}
+	return n
+}
