@@ -20,6 +20,23 @@ func ChunkName(name string, i int) string {
 	return name + "_" + strconv.Itoa(i)
 }
 
+// CookieBytes is what one cookie of a session holds of the sealed value.
+const CookieBytes = chunkSize
+
+// MaxCookies is the most cookies a session may take (SESSION_MAX_COOKIES
+// cannot raise it): 8 chunks, about 30 KB.
+const MaxCookies = maxChunks
+
+// Count is the number of cookies a sealed value takes, 0 when it is longer
+// than MaxCookies can hold.
+func Count(value string) int {
+	n := max((len(value)+chunkSize-1)/chunkSize, 1)
+	if n > maxChunks {
+		return 0
+	}
+	return n
+}
+
 // Split cuts a sealed value into cookie values. A value that fits is one
 // cookie, unchanged. It returns nil when the value needs more than the
 // maximum number of chunks.

@@ -34,6 +34,9 @@ type CookieOptions struct {
 	// a sibling subdomain or a plain-http attacker log a browser in as
 	// someone else. Never for login states.
 	AcceptPlain bool
+	// MaxCookies (SESSION_MAX_COOKIES) is the most cookies a session may
+	// take; 0 or more than MaxCookies: MaxCookies.
+	MaxCookies int
 }
 
 // Cookies reads, writes and clears the session cookie (in chunks when it
@@ -56,6 +59,9 @@ type Cookies struct {
 
 // NewCookies configures the cookies.
 func NewCookies(o CookieOptions) *Cookies {
+	if o.MaxCookies <= 0 || o.MaxCookies > MaxCookies {
+		o.MaxCookies = MaxCookies
+	}
 	return &Cookies{o: o, hostName: HostPrefix + o.Name, hostStates: HostPrefix + StatePrefix, ownChunkPrefix: o.Name + "_"}
 }
 
@@ -108,14 +114,25 @@ func (c *Cookies) ReadSession(in http.Header, secure bool) (value string, presen
 	return joinChunks(in, c.o.Name, plain), true
 }
 
+// MaxCookies is the most cookies a session may take (SESSION_MAX_COOKIES).
+func (c *Cookies) MaxCookies() int { return c.o.MaxCookies }
+
+// Fits reports whether a sealed session fits in the cookies a session may
+// take.
+func (c *Cookies) Fits(sealed string) bool {
+	n := Count(sealed)
+	return n > 0 && n <= c.o.MaxCookies
+}
+
 // WriteSession sets the session cookie (in chunks when needed) and deletes
 // chunks of an earlier, longer session that would otherwise linger. It
-// reports false when the value is too long for the cookies.
+// reports false, and writes nothing, when the value does not fit (Fits):
+// callers check before they make a session they could not store.
 func (c *Cookies) WriteSession(out, in http.Header, secure bool, sealed string, maxAge int) bool {
-	chunks := Split(sealed)
-	if chunks == nil {
+	if !c.Fits(sealed) {
 		return false
 	}
+	chunks := Split(sealed)
 	for i, v := range chunks {
 		c.set(out, ChunkName(c.o.Name, i), v, maxAge, secure, c.sessionPrefixed(secure), c.o.SameSite, c.o.HTTPOnly)
 	}
@@ -218,8 +235,8 @@ func cookieString(ck *http.Cookie) string {
 }
 
 // plainToken reports whether s is not empty and only of letters, digits
-// and -_=. (cookie names and base64url values): what http.Cookie writes
-// as it is.
+// and -_=.~ (cookie names, base64url values, compact sessions' marker):
+// what http.Cookie writes as it is.
 func plainToken(s string) bool {
 	if s == "" {
 		return false
@@ -237,7 +254,7 @@ func plainToken(s string) bool {
 // several nanoseconds each.
 var plainByte = func() (t [256]bool) {
 	for c := range 256 {
-		t[c] = c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '=' || c == '.'
+		t[c] = c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '=' || c == '.' || c == '~'
 	}
 	return t
 }()

@@ -167,7 +167,7 @@ func BenchmarkWithoutOwn(b *testing.B) {
 // The Set-Cookie lines written directly are http.Cookie's, byte for byte.
 func TestCookieStringIsNetHTTPs(t *testing.T) {
 	for _, name := range []string{"authservice_state_JbYrR77vQLIIGHGY7IGV5g", "__Host-authservice_session", "a"} {
-		for _, value := range []string{"MTc5NjQ0NTI2OHxkZmZwcFdC-_U0zTj=", "x", "", "a b", "a,b", "\"q\""} {
+		for _, value := range []string{"MTc5NjQ0NTI2OHxkZmZwcFdC-_U0zTj=", "~AAAAAGlXq5Dv-_x", "2.~AAAA", "x", "", "a b", "a,b", "\"q\""} {
 			for _, maxAge := range []int{-1, 0, 1, 600, 86400} {
 				for _, secure := range []bool{false, true} {
 					for _, same := range []http.SameSite{0, http.SameSiteDefaultMode, http.SameSiteLaxMode, http.SameSiteStrictMode, http.SameSiteNoneMode} {

@@ -192,6 +192,8 @@ func (d *sessionDecoder) field(key string, s *Session) bool {
 		str = &s.IDToken
 	case "e":
 		str = &s.Email
+	case "gp":
+		str = &s.GroupsPolicy
 	case "c":
 		num = &s.Created
 	case "x":

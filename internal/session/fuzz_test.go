@@ -14,6 +14,9 @@ func FuzzOpenSession(f *testing.F) {
 	c := NewCodec([][]byte{keyA}, time.Hour, func() time.Time { return now })
 	sealed, _ := c.SealSession("authservice_session", &Session{User: "u", Expires: now.Add(time.Hour).Unix()})
 	f.Add("authservice_session=" + sealed)
+	v1, _ := c.Seal("authservice_session", &Session{User: "u", Expires: now.Add(time.Hour).Unix()}) // sealed by an earlier release
+	f.Add("authservice_session=" + v1)
+	f.Add("authservice_session=~" + sealed[1:30])
 	f.Add("authservice_session=2." + sealed + "; authservice_session_1=" + sealed)
 	f.Add("authservice_session=\"" + sealed[:20] + "\"")
 	f.Add("a=b; authservice_session=; authservice_session_1=x")

@@ -33,6 +33,11 @@ type Session struct {
 	// time; 0 when unknown.
 	IDTokenExpiry int64  `json:"ix,omitempty"`
 	Email         string `json:"e,omitempty"` // the email claim, kept for AUTH_REQUEST_HEADERS only
+	// GroupsPolicy is the fingerprint of the groups policy (GROUPS_FILTER,
+	// GROUPS_MAX, ...) Groups went through; a session sealed under another
+	// one (or before there was one) has its groups filtered again when
+	// opened.
+	GroupsPolicy string `json:"gp,omitempty"`
 }
 
 // IDFromNonce is the id of the session a login with this nonce makes: a
@@ -97,16 +102,30 @@ func (c *Codec) Open(name, value string, dst any) error {
 	return open(c.keys, c.maxAge, name, value, dst)
 }
 
-// SealSession seals s under the session cookie name.
+// SealSession seals s under the session cookie name, in the compact format
+// (compact.go) with the first key.
 func (c *Codec) SealSession(name string, s *Session) (string, error) {
-	return c.Seal(name, s)
+	v, err := c.keys[0].sealSession(name, s)
+	if err != nil {
+		return "", fmt.Errorf("seal %s: %w", name, err)
+	}
+	return v, nil
 }
 
-// OpenSession opens and checks a sealed session: authentic, complete and not
-// expired by the codec's clock.
+// OpenSession opens and checks a sealed session, of either format:
+// authentic, complete and not expired by the codec's clock.
 func (c *Codec) OpenSession(name, value string) (*Session, error) {
 	s := new(Session)
-	if err := c.Open(name, value, s); err != nil {
+	if value == "" || len(value) > MaxValue {
+		return nil, ErrMalformed
+	}
+	var err error
+	if value[0] == v2Marker {
+		err = openSession(c.keys, c.maxAge, name, value, s)
+	} else {
+		err = open(c.keys, c.maxAge, name, value, s)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if s.User == "" || s.Expires == 0 {
