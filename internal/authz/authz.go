@@ -22,7 +22,9 @@ package authz
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -223,4 +225,29 @@ func (s Subjects) allows(q Request) bool {
 		}
 	}
 	return false
+}
+
+// NamedGroups lists every group the allowlist and the rules name, each with
+// where it is named first ("GROUPS_ALLOWLIST", "rule <name>"), so that the
+// composition root can refuse a GROUPS_FILTER that removes one of them.
+func (p *Policy) NamedGroups() [][2]string {
+	var out [][2]string
+	seen := map[string]bool{}
+	add := func(g, where string) {
+		if !seen[g] {
+			seen[g] = true
+			out = append(out, [2]string{g, where})
+		}
+	}
+	if !p.allowAll {
+		for _, g := range slices.Sorted(maps.Keys(p.groups)) {
+			add(g, "GROUPS_ALLOWLIST")
+		}
+	}
+	for _, r := range p.rules {
+		for _, g := range r.Allow.Groups {
+			add(g, "rule "+r.Name)
+		}
+	}
+	return out
 }

@@ -27,6 +27,12 @@ func (h *Handler) authenticate(q *request) (authed, verdict) {
 		if err == nil {
 			return h.renew(q, live, sessionCookie)
 		}
+		if f, ok := overLimit(err, h.retryLink(q)); ok {
+			// A session sealed under other settings whose groups exceed the
+			// limits now: it ends, and the user learns why.
+			f.cookies, f.final = []cookieOp{clearSessionCookie}, true
+			return authed{}, f
+		}
 		reason = err
 	} else if q.cookieSent {
 		reason = session.ErrMalformed // chunks that do not fit together
@@ -34,6 +40,12 @@ func (h *Handler) authenticate(q *request) (authed, verdict) {
 	if q.bearer != "" {
 		if credential.LooksLikeJWT(q.bearer) {
 			tok, err := h.d.Tokens.Verify(q.Context(), q.bearer, q.rid())
+			if f, ok := overLimit(err, ""); ok {
+				// A valid token whose identity cannot be carried: 403 with
+				// the figures, not a 401 that invites another try.
+				f.final = true
+				return authed{}, f
+			}
 			if err != nil {
 				h.quiet.Info("bearer token refused", q.rid(), zap.Error(err))
 				return authed{}, verdict{reason: invalidToken}
@@ -73,6 +85,12 @@ func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (authe
 		v := failure(http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(q))
 		v.decision, v.reason, v.final = deny, providerUnavailable, true
 		return authed{}, v
+	}
+	if f, ok := overLimit(err, h.retryLink(q)); ok {
+		// The renewed session could not be stored: it ended (on every
+		// replica) rather than live on in this one's memory.
+		f.cookies, f.final = []cookieOp{clearSessionCookie}, true
+		return authed{}, f
 	}
 	h.debug(q, "session refused", zap.String("cookie", reasonText(err)))
 	return authed{}, verdict{reason: invalidSession, cookies: []cookieOp{clearSessionCookie}}

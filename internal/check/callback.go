@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
+	"github.com/oidc-authservice/oidc-authservice/internal/credential"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
@@ -28,6 +29,7 @@ const (
 	loginInvalidToken        = "invalid_id_token"     // the ID token failed verification
 	loginClaims              = "unusable_claims"      // no usable user id in the claims
 	loginNotAuthorized       = "not_authorized"       // the policy refused the new identity
+	loginTooLarge            = "identity_too_large"   // groups, session or ID token beyond what the service carries (limits.go)
 	loginInternal            = "internal"             // randomness or sealing failed
 )
 
@@ -91,13 +93,24 @@ func (h *Handler) completeLogin(q *request) (verdict, string) {
 		h.log.Warn("callback rejected: replayed state (its code was accepted twice)", q.rid())
 		return withCookies(failure(http.StatusBadRequest, "Login failed", msgStateInvalid, "/"), v), loginInvalidState
 	}
-	id, dropped, err := h.d.Mapper.FromClaims(login.Claims)
+	id, report, err := h.d.Mapper.FromClaims(login.Claims)
+	if errors.Is(err, identity.ErrTooManyGroups) {
+		h.d.Metrics.IdentityLimit("login", "groups", "refused")
+		h.log.Warn("login refused: more groups than the service forwards (see GROUPS_FILTER, GROUPS_MAX, GROUPS_OVERFLOW)",
+			append(groupsFields(report), q.rid(), zap.String("sub", login.IDToken.Subject), zap.Error(err))...)
+		f, _ := overLimit(err, h.safeTarget(q.Host, ls.URL))
+		return withCookies(f, v), loginTooLarge
+	}
 	if err != nil {
 		h.log.Warn("login refused: unusable claims", q.rid(), zap.String("sub", login.IDToken.Subject), zap.Error(err))
 		return withCookies(failure(http.StatusForbidden, "Login refused", msgClaimsUnusable, ""), v), loginClaims
 	}
-	if len(dropped) > 0 {
-		h.log.Warn("groups left out: unsafe characters or too many", q.rid(), zap.String("user", id.User), zap.Strings("groups", dropped))
+	if report.Changed() {
+		if report.Truncated > 0 {
+			h.d.Metrics.IdentityLimit("login", "groups", "truncated")
+		}
+		h.log.Warn("groups left out: unsafe names, or beyond the limits with GROUPS_OVERFLOW=truncate",
+			append(groupsFields(report), q.rid(), zap.String("user", id.User))...)
 	}
 	tp := targetPath(ls.URL)
 	if ok, why := h.d.Policy.Decide(authz.Request{Host: q.Host, Path: tp.canon, RawPath: tp.raw, Method: http.MethodGet,
@@ -183,25 +196,82 @@ func (h *Handler) takeExchange() bool {
 func (h *Handler) newSession(q *request, login *provider.Login, id identity.Identity, ls *session.LoginState, v verdict) (verdict, string) {
 	s := h.sessionOf(login, id, ls.Nonce)
 	maxAge := int(h.o.SessionMaxAge.Seconds())
-	sealed, err := h.d.Codec.SealSession(h.d.Cookies.Name(), s)
-	if err == nil && session.Split(sealed) == nil {
-		// Too large for the cookies: keep identity and refresh, drop the rest.
-		s.IDToken, s.AccessToken = "", ""
-		sealed, err = h.d.Codec.SealSession(h.d.Cookies.Name(), s)
-		if err == nil && session.Split(sealed) == nil {
-			err = errors.New("session too large for cookies")
+	target := h.safeTarget(q.Host, ls.URL)
+	if h.o.AfterLogin != "" {
+		target = h.o.AfterLogin + sep(h.o.AfterLogin) + "next=" + url.QueryEscape(target)
+	}
+	var fits func(string) error
+	if ls.Forward && h.o.ForwardAnswerMax > 0 {
+		// The proxy of the nginx recipes reads every answer into a buffer
+		// of its own (proxy_buffer_size): beyond it the user would meet
+		// its bare 500 or 502 on every request, not this page.
+		fits = func(sealed string) error {
+			if n := h.forwardAnswerBytes(s, sealed, target); n > h.o.ForwardAnswerMax {
+				return &credential.TooLargeError{Part: PartForwardAnswer, Bytes: n, Limit: h.o.ForwardAnswerMax}
+			}
+			return nil
 		}
+	}
+	sealed, err := h.storeSession(q, s, fits)
+	if errors.Is(err, credential.ErrTooLarge) {
+		var tl *credential.TooLargeError
+		errors.As(err, &tl)
+		h.d.Metrics.IdentityLimit("login", tl.Part, "refused")
+		h.log.Warn("login refused: the session cannot be carried (see SESSION_MAX_COOKIES, UPSTREAM_HEADER_MAX_BYTES, GROUPS_FILTER)", q.rid(),
+			zap.String("user", id.User), zap.String("part", tl.Part), zap.Int("bytes", tl.Bytes), zap.Int("limit", tl.Limit),
+			zap.Int("groups", len(id.Groups)), zap.Int("id_token_bytes", len(s.IDToken)), zap.Int("access_token_bytes", len(s.AccessToken)))
+		f, _ := overLimit(err, h.safeTarget(q.Host, ls.URL))
+		return withCookies(f, v), loginTooLarge
 	}
 	if err != nil {
 		h.log.Error("login failed: cannot store session", q.rid(), zap.String("user", id.User), zap.Error(err))
 		return withCookies(failure(http.StatusForbidden, "Login failed", msgLoginFailed, ""), v), loginInternal
 	}
-	target := h.safeTarget(q.Host, ls.URL)
-	if h.o.AfterLogin != "" {
-		target = h.o.AfterLogin + sep(h.o.AfterLogin) + "next=" + url.QueryEscape(target)
-	}
 	h.log.Info("login", q.rid(), zap.String("user", id.User), zap.String("sub", s.Subject), zap.Int("groups", len(id.Groups)))
 	return redirectTo(target, append(v.cookies, setSessionCookie(sealed, maxAge))...), ""
+}
+
+// storeSession seals a new session for its cookies. Tokens it keeps only
+// for logout go first when it does not fit, each with a log line and a
+// count: the ID token (the logout then reaches the provider's end-session
+// endpoint without id_token_hint), then the access token (the logout
+// revokes the refresh token only, which at most providers ends the grant's
+// access tokens too). What a feature needs (the ID token handed upstream,
+// the access token of strict validation, the refresh token) is never
+// dropped: the login is refused instead (credential.TooLargeError). fits,
+// when not nil, is a further bound on the sealed session.
+func (h *Handler) storeSession(q *request, s *session.Session, fits func(string) error) (string, error) {
+	seal := func() (string, error) {
+		sealed, err := h.d.Sessions.Seal(s)
+		if err == nil && fits != nil {
+			err = fits(sealed)
+		}
+		return sealed, err
+	}
+	sealed, err := seal()
+	for _, t := range []struct {
+		token    *string
+		expiry   *int64
+		needed   bool
+		name, so string
+	}{
+		{&s.IDToken, &s.IDTokenExpiry, h.o.UpstreamToken == "id_token", "id_token", "logout goes to the provider's end-session endpoint without id_token_hint"},
+		{&s.AccessToken, nil, h.o.StrictValidation, "access_token", "logout revokes the refresh token only"},
+	} {
+		var tl *credential.TooLargeError
+		if !errors.As(err, &tl) || (tl.Part != credential.PartSession && tl.Part != PartForwardAnswer) || t.needed || *t.token == "" {
+			continue
+		}
+		h.d.Metrics.IdentityLimit("login", t.name, "dropped")
+		h.log.Info("session too large for its cookies with the "+t.name+": kept without it; "+t.so, q.rid(),
+			zap.String("user", s.User), zap.Int("bytes", tl.Bytes), zap.Int("limit", tl.Limit), zap.Int(t.name+"_bytes", len(*t.token)))
+		*t.token = ""
+		if t.expiry != nil {
+			*t.expiry = 0
+		}
+		sealed, err = seal()
+	}
+	return sealed, err
 }
 
 // sessionOf is the session a login with this nonce makes. Its id is
@@ -220,6 +290,7 @@ func (h *Handler) sessionOf(l *provider.Login, id identity.Identity, nonce strin
 		Active:       now.Unix(),
 		Renewed:      now.Unix(),
 		RefreshToken: l.Token.RefreshToken,
+		GroupsPolicy: h.d.Mapper.Policy().Fingerprint(),
 	}
 	// Every request carries the cookie: keep a token only when a feature
 	// needs it, so sessions stay in one cookie (which the old dashboard's

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,10 +26,16 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
+// tokenEndpoint is what the fake provider's token endpoint did and says.
+type tokenEndpoint struct {
+	calls  atomic.Int64
+	answer atomic.Pointer[string] // nil: the default refresh answer
+}
+
 // discoveryOnly serves a discovery document: enough for the service to
 // build authorization URLs; the code flow itself is tested against real
 // providers in test/integration.
-func discoveryOnly(t testing.TB) string {
+func discoveryOnly(t testing.TB, te *tokenEndpoint) string {
 	t.Helper()
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -41,7 +48,12 @@ func discoveryOnly(t testing.TB) string {
 		case "/keys":
 			w.Write([]byte(`{"keys":[]}`))
 		case "/token": // a refresh: new access and refresh tokens, no ID token
+			te.calls.Add(1)
 			w.Header().Set("Content-Type", "application/json")
+			if a := te.answer.Load(); a != nil {
+				w.Write([]byte(*a))
+				return
+			}
 			w.Write([]byte(`{"access_token":"AT-refreshed","token_type":"Bearer","expires_in":3600,"refresh_token":"RT-refreshed"}`))
 		default:
 			http.NotFound(w, r)
@@ -56,6 +68,8 @@ type fixture struct {
 	s     *config.Settings
 	codec *session.Codec
 	now   time.Time
+	token *tokenEndpoint
+	m     *metrics.Metrics
 }
 
 // newFixture builds a Handler from the settings env (on top of a minimal
@@ -68,7 +82,8 @@ func newFixture(t testing.TB, env map[string]string) *fixture {
 // newFixtureWith is newFixture with a bearer-token authenticator.
 func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authenticator) *fixture {
 	t.Helper()
-	issuer := discoveryOnly(t)
+	te := &tokenEndpoint{}
+	issuer := discoveryOnly(t, te)
 	base := map[string]string{
 		"OIDC_PROVIDER": issuer, "CLIENT_ID": "kubeflow-oidc-authservice", "CLIENT_SECRET": "secret",
 		"SKIP_AUTH_URLS": "/dex", "OIDC_AUTH_URL": "/dex/auth", "SESSION_KEYS": strings.Repeat("k", 32),
@@ -95,7 +110,11 @@ func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authent
 	codec := session.NewCodec(ss.Secrets, ss.MaxAge, clock)
 	m := metrics.New("test")
 	rev := revocation.New(time.Hour, nil, clock, zap.NewNop())
-	mapper := &identity.Mapper{UserClaim: s.Identity.UserClaim, GroupsClaim: s.Identity.GroupsClaim, AllowUnverifiedEmail: s.Identity.AllowUnverifiedEmail}
+	id := s.Identity
+	groups := identity.NewGroupsPolicy(identity.GroupsOptions{Filter: id.GroupsFilter, Prefixes: id.GroupsFilterPrefixes, Max: id.GroupsMax,
+		MaxBytes: id.GroupsHeaderMaxBytes(), Truncate: id.GroupsTruncate})
+	mapper := &identity.Mapper{UserClaim: s.Identity.UserClaim, GroupsClaim: s.Identity.GroupsClaim, AllowUnverifiedEmail: s.Identity.AllowUnverifiedEmail,
+		Groups: groups}
 	ps := s.Paths
 	h := New(Options{
 		CallbackPath: ps.Callback, LogoutPath: ps.Logout, VerifyPath: ps.Verify, StartPath: ps.Start, SitePrefix: ps.Site,
@@ -108,14 +127,16 @@ func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authent
 		ProviderLogout: s.Logout.ProviderLogout, ForwardAuthProxy: s.ForwardAuth.Proxy, TrustedProxies: s.ForwardAuth.TrustedProxies,
 		ForwardAuthRedirect: s.ForwardAuth.Redirect, UpstreamToken: s.Upstream.Mode, KeepBearer: s.Upstream.KeepBearer,
 		AcceptProviderIDTokens: s.Bearer.AcceptProviderIDTokens,
+		ForwardAnswerMax: s.ForwardAuth.AnswerMax,
 	}, Deps{
 		Logger: zap.NewNop(),
 		Cookies: session.NewCookies(session.CookieOptions{Name: ss.CookieName, Domain: ss.Domain, SameSite: ss.SameSite,
-			HTTPOnly: ss.HTTPOnly, HostPrefix: ss.HostPrefix, AcceptPlain: ss.AcceptPlain, Secure: ss.Secure}),
+			HTTPOnly: ss.HTTPOnly, HostPrefix: ss.HostPrefix, AcceptPlain: ss.AcceptPlain, Secure: ss.Secure, MaxCookies: ss.MaxCookies}),
 		Codec: codec, Provider: p, Mapper: mapper, Policy: policy(t, s), Pages: pg,
 		Sessions: credential.NewSessions(credential.SessionOptions{CookieName: ss.CookieName, UserPrefix: s.Identity.UserPrefix, IdleTimeout: ss.IdleTimeout,
 			RefreshBeforeExpiry: ss.RefreshBeforeExpiry, StrictValidation: ss.StrictValidation, StrictInterval: ss.StrictInterval,
-			StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget, UpstreamIDToken: s.Upstream.Mode == "id_token"},
+			StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget, UpstreamIDToken: s.Upstream.Mode == "id_token",
+			Groups: groups, MaxCookies: ss.MaxCookies, UpstreamHeaderMax: id.UpstreamHeaderMaxBytes},
 			codec, p, rev, m, zap.NewNop(), clock),
 		Tokens: credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: time.Second, ProviderIssuer: s.Provider.Issuer},
 			auth, mapper, rev, m, zap.NewNop(), clock),
@@ -123,7 +144,7 @@ func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authent
 		Backchannel: &revocation.Backchannel{List: rev, Verifier: p, MaxAge: time.Minute, Timeout: time.Second, Metrics: m, Log: zap.NewNop()},
 		Metrics:     m, Now: clock, Random: rand.Reader,
 	})
-	return &fixture{h: h, s: s, codec: codec, now: now}
+	return &fixture{h: h, s: s, codec: codec, now: now, token: te, m: m}
 }
 
 func (f *fixture) cookie(t testing.TB, user string, groups []string, expires time.Time) string {

@@ -255,5 +255,5 @@ func (h *Handler) startVerdict(q *request) verdict {
 	} else {
 		orig.RequestURI = target
 	}
-	return h.startLogin(&orig, verdict{})
+	return h.startLogin(&orig, verdict{}, true)
 }

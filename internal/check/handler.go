@@ -51,6 +51,9 @@ type Options struct {
 	ForwardAuthProxy    string
 	TrustedProxies      []netip.Prefix
 	ForwardAuthRedirect bool
+	// ForwardAnswerMax bounds the answers of a session whose login started
+	// at the start endpoint (FORWARD_AUTH_ANSWER_MAX_BYTES); 0: none.
+	ForwardAnswerMax int
 
 	UpstreamToken string // none, id_token or issued
 	// KeepBearer leaves a client's accepted bearer token on the upstream
@@ -199,7 +202,7 @@ func (h *Handler) decide(q *request) verdict {
 	case q.Method == http.MethodOptions && h.o.AllowOptions:
 		return verdict{decision: allow, reason: options, status: http.StatusOK}
 	case v.reason != invalidToken && h.nav(q) && (q.mode == extAuthz || h.o.ForwardAuthRedirect):
-		return h.startLogin(q, v)
+		return h.startLogin(q, v, false)
 	}
 	return v.unauthenticated()
 }

@@ -13,9 +13,13 @@ import (
 // startLogin sends a browser to the provider: a fresh state, nonce and PKCE
 // verifier sealed in a cookie of their own, named after the state, so that
 // logins in several tabs do not disturb each other. v's reason and cookies
-// (a failed session being cleared) are kept.
-func (h *Handler) startLogin(q *request, v verdict) verdict {
+// (a failed session being cleared) are kept. forward marks a login started
+// at the forward-auth start endpoint (FORWARD_AUTH_ANSWER_MAX_BYTES).
+func (h *Handler) startLogin(q *request, v verdict, forward bool) verdict {
 	ls, err := session.NewLoginState(h.d.Random, h.originalURL(q), h.d.Now().Unix())
+	if err == nil {
+		ls.Forward = forward
+	}
 	if err != nil {
 		h.log.Error("no randomness for a login state", zap.Error(err))
 		return h.startFailed(failure(http.StatusUnauthorized, "Login failed", msgLoginFailed, ""))

@@ -116,7 +116,15 @@ func (h *Handler) endSession(q *request, a *authed) (string, bool) {
 	}
 	after := h.o.AfterLogout
 	if h.o.ProviderLogout {
-		if u := h.d.Provider.EndSessionURL(s.IDToken, h.postLogoutURL(q)); u != "" {
+		// Without the ID token (dropped at login: too large for the
+		// cookies) the provider cannot check a post_logout_redirect_uri
+		// (Dex refuses one without id_token_hint): it signs the user out on
+		// its own page instead of coming back.
+		post := ""
+		if s.IDToken != "" {
+			post = h.postLogoutURL(q)
+		}
+		if u := h.d.Provider.EndSessionURL(s.IDToken, post); u != "" {
 			after = u
 		}
 	}

@@ -42,11 +42,12 @@ const (
 	policyRefused                     // the authorization policy refused
 	providerUnavailable               // the provider could not be reached when it had to be
 	malformed                         // a request no check should carry: malformed path, conflicting forwarded headers
+	tooLarge                          // an identity, session or token beyond what the service carries (limits.go)
 	nReasons
 )
 
 var reasonNames = [nReasons]string{"session", "token", "skip_path", "options", "no_credentials",
-	"invalid_session", "invalid_token", "policy", "provider_unavailable", "bad_request"}
+	"invalid_session", "invalid_token", "policy", "provider_unavailable", "bad_request", "identity_too_large"}
 
 func (r reason) String() string { return reasonNames[r] }
 

@@ -239,3 +239,40 @@ func TestMalformedValuesNamed(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupsSettings(t *testing.T) {
+	s, err := Load(FromMap(setenv(t, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.Identity
+	if id.GroupsFilter != nil || id.GroupsMax != 256 || id.GroupsTruncate || id.UpstreamHeaderMaxBytes != 8190 || s.Sessions.MaxCookies != 2 ||
+		s.ForwardAuth.AnswerMax != 4096 {
+		t.Fatalf("defaults: %+v, SESSION_MAX_COOKIES %d, FORWARD_AUTH_ANSWER_MAX_BYTES %d", id, s.Sessions.MaxCookies, s.ForwardAuth.AnswerMax)
+	}
+	// gunicorn's 8,190-byte header line: "kubeflow-groups: " + value + CRLF.
+	if n := id.GroupsHeaderMaxBytes(); n != 8190-len("kubeflow-groups: \r\n") {
+		t.Fatalf("groups header value at most %d bytes", n)
+	}
+	id.AuthRequestHeaders = true
+	if n := id.GroupsHeaderMaxBytes(); n != 8190-len("X-Auth-Request-Groups: \r\n") {
+		t.Fatalf("with X-Auth-Request-Groups: %d bytes", n)
+	}
+	s, err = Load(FromMap(setenv(t, map[string]string{"GROUPS_FILTER": `^acme/ml(/|$)`, "GROUPS_FILTER_PREFIXES": "kubeflow-, acme/data/",
+		"GROUPS_OVERFLOW": "truncate", "GROUPS_MAX": "1000", "SESSION_MAX_COOKIES": "1", "FORWARD_AUTH_ANSWER_MAX_BYTES": "0"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = s.Identity
+	if !id.GroupsFilter.MatchString("acme/ml/x") || strings.Join(id.GroupsFilterPrefixes, "|") != "kubeflow-|acme/data/" || !id.GroupsTruncate ||
+		id.GroupsMax != 1000 || s.Sessions.MaxCookies != 1 || s.ForwardAuth.AnswerMax != 0 {
+		t.Fatalf("parsed %+v", id)
+	}
+	_, err = Load(FromMap(setenv(t, map[string]string{"GROUPS_FILTER": "(", "GROUPS_MAX": "0", "GROUPS_OVERFLOW": "cut",
+		"UPSTREAM_HEADER_MAX_BYTES": "100", "SESSION_MAX_COOKIES": "9", "FORWARD_AUTH_ANSWER_MAX_BYTES": "10"})))
+	for _, name := range []string{"GROUPS_FILTER", "GROUPS_MAX", "GROUPS_OVERFLOW", "UPSTREAM_HEADER_MAX_BYTES", "SESSION_MAX_COOKIES", "FORWARD_AUTH_ANSWER_MAX_BYTES"} {
+		if err == nil || !strings.Contains(err.Error(), name+":") {
+			t.Errorf("%s not reported: %v", name, err)
+		}
+	}
+}

@@ -78,6 +78,26 @@ type Identity struct {
 	AllowedGroups        []string // GROUPS_ALLOWLIST
 	AllowUnverifiedEmail bool
 	AuthRequestHeaders   bool // oauth2-proxy's X-Auth-Request-* on allow
+
+	GroupsFilter         *regexp.Regexp // GROUPS_FILTER; nil: none
+	GroupsFilterPrefixes []string       // GROUPS_FILTER_PREFIXES
+	GroupsMax            int            // GROUPS_MAX
+	GroupsTruncate       bool           // GROUPS_OVERFLOW=truncate
+	// UpstreamHeaderMaxBytes is the longest header line the upstreams
+	// accept (UPSTREAM_HEADER_MAX_BYTES).
+	UpstreamHeaderMaxBytes int
+}
+
+// GroupsHeaderMaxBytes is the longest value of the groups headers the
+// service sets (GROUPS_HEADER, and X-Auth-Request-Groups with
+// AUTH_REQUEST_HEADERS): a header line "<name>: <value>\r\n" within
+// UpstreamHeaderMaxBytes.
+func (i Identity) GroupsHeaderMaxBytes() int {
+	name := len(i.GroupsHeader)
+	if i.AuthRequestHeaders {
+		name = max(name, len("X-Auth-Request-Groups"))
+	}
+	return i.UpstreamHeaderMaxBytes - name - 4
 }
 
 // Transformer rewrites a user id, as USERID_TRANSFORMERS describes.
@@ -119,6 +139,7 @@ type Sessions struct {
 	IdleTimeout      time.Duration
 	RenewRedirect    bool // SESSION_RENEW_REDIRECT
 	CacheSize        int  // SESSION_CACHE_SIZE: verified sessions kept per replica
+	MaxCookies       int  // SESSION_MAX_COOKIES
 
 	RefreshBeforeExpiry time.Duration
 	StrictValidation    bool
@@ -158,6 +179,7 @@ type ForwardAuth struct {
 	Proxy          string // nginx, ingress-nginx, caddy or traefik
 	TrustedProxies []netip.Prefix
 	Redirect       bool
+	AnswerMax      int // FORWARD_AUTH_ANSWER_MAX_BYTES; 0: no bound
 }
 
 // UpstreamToken is the token the upstream gets in Authorization.

@@ -153,7 +153,28 @@ func (c *Config) paths(p *problems) Paths {
 func (c *Config) identity(p *problems) Identity {
 	v := Identity{UserHeader: c.UserIDHeader, UserPrefix: c.UserIDPrefix, UserClaim: c.UserIDClaim,
 		GroupsHeader: c.GroupsHeader, GroupsClaim: c.GroupsClaim, AllowUnverifiedEmail: c.AllowUnverifiedEmail,
-		AuthRequestHeaders: c.AuthRequestHeaders}
+		AuthRequestHeaders: c.AuthRequestHeaders, GroupsMax: c.GroupsMax, GroupsFilterPrefixes: splitList(c.GroupsFilterPrefixes, ","),
+		UpstreamHeaderMaxBytes: c.UpstreamHeaderMaxBytes}
+	if c.GroupsFilter != "" {
+		re, err := regexp.Compile(c.GroupsFilter)
+		if err != nil {
+			p.add("GROUPS_FILTER", "not a regular expression (RE2): %v", err)
+		}
+		v.GroupsFilter = re
+	}
+	if c.GroupsMax < 1 || c.GroupsMax > 100_000 {
+		p.add("GROUPS_MAX", "%d: must be between 1 and 100000", c.GroupsMax)
+	}
+	switch c.GroupsOverflow {
+	case "refuse":
+	case "truncate":
+		v.GroupsTruncate = true
+	default:
+		p.add("GROUPS_OVERFLOW", "%q: want refuse or truncate", c.GroupsOverflow)
+	}
+	if c.UpstreamHeaderMaxBytes < 1024 || c.UpstreamHeaderMaxBytes > 1<<20 {
+		p.add("UPSTREAM_HEADER_MAX_BYTES", "%d: must be between 1024 and 1048576", c.UpstreamHeaderMaxBytes)
+	}
 	for _, g := range splitList(c.GroupsAllowlist, ",") {
 		if g == "*" {
 			v.AllowAllGroups = true
@@ -220,7 +241,7 @@ func (c *Config) sessions(p *problems) Sessions {
 	v := Sessions{MaxAge: time.Duration(c.SessionMaxAge) * time.Second, CookieName: c.SessionCookieName, HTTPOnly: c.SessionHTTPOnly,
 		Secure: c.SessionSecure, HostPrefix: c.SessionHostPrefix, AcceptPlain: c.SessionAcceptPlain, Domain: c.SessionDomain,
 		LoginStateTTL: c.LoginStateTTL, MaxPendingLogins: c.MaxPendingLogins, IdleTimeout: c.SessionIdleTimeout, RenewRedirect: c.SessionRenewRedirect,
-		CacheSize:           c.SessionCacheSize,
+		CacheSize: c.SessionCacheSize, MaxCookies: c.SessionMaxCookies,
 		RefreshBeforeExpiry: c.RefreshBeforeExpiry, StrictValidation: c.StrictValidation, StrictInterval: c.StrictInterval,
 		StrictGrace: c.StrictGrace, CheckProviderBudget: c.CheckProviderBudget}
 	if c.SessionMaxAge <= 0 {
@@ -246,6 +267,9 @@ func (c *Config) sessions(p *problems) Sessions {
 	}
 	if !validCookieName(c.SessionCookieName) {
 		p.add("SESSION_COOKIE_NAME", "%q is not a valid cookie name", c.SessionCookieName)
+	}
+	if c.SessionMaxCookies < 1 || c.SessionMaxCookies > 8 {
+		p.add("SESSION_MAX_COOKIES", "%d: must be between 1 and 8", c.SessionMaxCookies)
 	}
 	if c.LoginStateTTL <= 0 || c.LoginStateTTL > 15*time.Minute {
 		p.add("LOGIN_STATE_TTL", "must be between 1s and 15m")
@@ -327,7 +351,10 @@ func (c *Config) logout(p *problems) Logout {
 }
 
 func (c *Config) forwardAuth(p *problems) ForwardAuth {
-	v := ForwardAuth{Proxy: c.ForwardAuthProxy, Redirect: c.ForwardAuthRedirect}
+	v := ForwardAuth{Proxy: c.ForwardAuthProxy, Redirect: c.ForwardAuthRedirect, AnswerMax: c.ForwardAuthAnswerMax}
+	if c.ForwardAuthAnswerMax != 0 && (c.ForwardAuthAnswerMax < 1024 || c.ForwardAuthAnswerMax > 1<<20) {
+		p.add("FORWARD_AUTH_ANSWER_MAX_BYTES", "%d: must be 0 (no bound) or between 1024 and 1048576", c.ForwardAuthAnswerMax)
+	}
 	switch c.ForwardAuthProxy {
 	case "nginx", "ingress-nginx", "caddy", "traefik":
 	default:

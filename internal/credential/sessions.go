@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
+	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
@@ -55,7 +57,49 @@ type SessionOptions struct {
 	// (UPSTREAM_TOKEN=id_token), where Istio checks it, so it is refreshed
 	// before it expires and a session whose ID token expired ends.
 	UpstreamIDToken bool
+	// Groups is the groups policy: a session sealed under another one (an
+	// earlier release, another GROUPS_FILTER) has its groups filtered and
+	// bounded again when opened. nil: none.
+	Groups *identity.GroupsPolicy
+	// MaxCookies (SESSION_MAX_COOKIES) bounds a sealed session; 0:
+	// session.MaxCookies.
+	MaxCookies int
+	// UpstreamHeaderMax (UPSTREAM_HEADER_MAX_BYTES) bounds the Authorization
+	// line of an ID token handed upstream; 0: no bound.
+	UpstreamHeaderMax int
 }
+
+// ErrTooLarge: a session or a token is larger than what carries it (the
+// cookies, an upstream's header line). Errors of this kind are a
+// *TooLargeError.
+var ErrTooLarge = errors.New("too large to carry")
+
+// TooLargeError says what does not fit, by how much.
+type TooLargeError struct {
+	Part  string // PartSession or PartIDToken
+	Bytes int    // the sealed session's bytes, or the Authorization line's
+	Limit int    // what fits
+	// Refresh: the session's refreshed tokens do not fit (or, decided
+	// before refreshing, would not); the session ended.
+	Refresh bool
+}
+
+// Parts of a session that may not fit.
+const (
+	PartSession = "session"  // the sealed session, in SESSION_MAX_COOKIES cookies
+	PartIDToken = "id_token" // the ID token handed upstream, in UPSTREAM_HEADER_MAX_BYTES
+)
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%v: %s of %d bytes, %d fit", ErrTooLarge, e.Part, e.Bytes, e.Limit)
+}
+
+// Unwrap makes errors.Is(err, ErrTooLarge) hold.
+func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
+
+// authorizationPrefix is what an upstream's header line adds to an ID
+// token: "Authorization: Bearer " and CRLF.
+const authorizationPrefix = len("Authorization: Bearer ") + 2
 
 // Sessions opens sealed sessions and keeps them alive.
 type Sessions struct {
@@ -99,6 +143,9 @@ func (s *Sessions) Open(sealed string) (*Live, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.refilter(sess); err != nil {
+		return nil, err
+	}
 	l = s.newLive(k, sess, max(sess.Created, sess.Renewed))
 	s.verified.Put(k, l)
 	return l, nil
@@ -108,6 +155,63 @@ func (s *Sessions) newLive(k cache.Key, sess *session.Session, validated int64) 
 	l := &Live{Principal: newPrincipal(s.o.UserPrefix, sess.Subject, sess.User, sess.Groups, sess.Expires), Session: sess, key: k}
 	l.validated.Store(validated)
 	return l
+}
+
+// refilter applies the groups policy to a session sealed under another
+// one: sessions sealed before GROUPS_FILTER was set (or changed) forward
+// only the groups it keeps from the moment the new settings run, without a
+// new login. Groups beyond the limits refuse the session (an
+// *identity.OverflowError) unless the policy truncates them.
+func (s *Sessions) refilter(sess *session.Session) error {
+	p := s.o.Groups
+	if p == nil || sess.GroupsPolicy == p.Fingerprint() {
+		return nil
+	}
+	groups, report, err := p.Apply(sess.Groups)
+	if err != nil {
+		s.metrics.IdentityLimit("session", "groups", "refused")
+		s.log.Info("session refused: its groups exceed the limits (sealed under other settings)", zap.String("user", sess.User),
+			zap.Int("groups_received", report.Received), zap.Int("groups_filtered", report.Filtered), zap.Int("groups_unsafe", report.Unsafe),
+			zap.Error(err))
+		return err
+	}
+	if report.Truncated > 0 {
+		s.metrics.IdentityLimit("session", "groups", "truncated")
+		s.log.Info("session's groups truncated (GROUPS_OVERFLOW=truncate)", zap.String("user", sess.User),
+			zap.Int("groups_received", report.Received), zap.Int("groups_filtered", report.Filtered), zap.Int("groups_kept", report.Kept),
+			zap.Int("groups_truncated", report.Truncated))
+	}
+	sess.Groups, sess.GroupsPolicy = groups, p.Fingerprint()
+	return nil
+}
+
+// Seal seals a session for its cookie, or says why it cannot be carried: a
+// *TooLargeError when it needs more than SESSION_MAX_COOKIES cookies, or
+// when the ID token it hands upstream (UPSTREAM_TOKEN=id_token) makes an
+// Authorization line longer than UPSTREAM_HEADER_MAX_BYTES. Nothing is
+// ever kept that could not be stored: a session lives in its cookie, and
+// any replica must be able to open it.
+func (s *Sessions) Seal(sess *session.Session) (string, error) {
+	if n := authorizationPrefix + len(sess.IDToken); s.o.UpstreamIDToken && sess.IDToken != "" && s.o.UpstreamHeaderMax > 0 && n > s.o.UpstreamHeaderMax {
+		return "", &TooLargeError{Part: PartIDToken, Bytes: n, Limit: s.o.UpstreamHeaderMax}
+	}
+	sealed, err := s.codec.SealSession(s.o.CookieName, sess)
+	if err != nil {
+		return "", err
+	}
+	max := s.maxCookies()
+	if n := session.Count(sealed); n == 0 || n > max {
+		return "", &TooLargeError{Part: PartSession, Bytes: len(sealed), Limit: max * session.CookieBytes}
+	}
+	s.metrics.SessionBytes(len(sealed))
+	return sealed, nil
+}
+
+func (s *Sessions) maxCookies() int {
+	if s.o.MaxCookies <= 0 || s.o.MaxCookies > session.MaxCookies {
+		return session.MaxCookies
+	}
+	return s.o.MaxCookies
 }
 
 // Forget drops a sealed value from the cache, so a copy is checked afresh.
@@ -202,6 +306,13 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 		// browser gets the new cookie from that answer.
 		l.retryAt.Store(now + refreshRetry)
 	default:
+		// Decided before refreshing: a session that could not be stored
+		// with the tokens it has now would not be with their successors
+		// either, and redeeming the refresh token would leave the browser
+		// with a cookie whose refresh token the provider rotated away.
+		if _, err := s.Seal(&next); err != nil {
+			return nil, "", s.tooLarge(ctx, l.Session, err, rid)
+		}
 		ok, err := s.refresh(ctx, l, &next, now, rid)
 		if err != nil {
 			return nil, "", err
@@ -228,8 +339,13 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 	if !changed {
 		return l, sealed, nil
 	}
-	newSealed, err := s.codec.SealSession(s.o.CookieName, &next)
-	if err != nil {
+	newSealed, err := s.Seal(&next)
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		// Never a successor only this replica could serve from memory:
+		// the session ends here, cleanly, on every replica.
+		return nil, "", s.tooLarge(ctx, l.Session, err, rid)
+	case err != nil:
 		s.log.Error("cannot seal the renewed session; keeping the old one", zap.Error(err))
 		return l, sealed, nil
 	}
@@ -237,6 +353,21 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 	s.verified.Put(n.key, n)
 	l.successor.Store(&successor{live: n, sealed: newSealed})
 	return n, newSealed, nil
+}
+
+// tooLarge ends a session that can no longer be carried, on every replica
+// (the revocation list), and returns the error the check answers with.
+func (s *Sessions) tooLarge(ctx context.Context, sess *session.Session, err error, rid zap.Field) error {
+	var tl *TooLargeError
+	if !errors.As(err, &tl) {
+		return err
+	}
+	tl.Refresh = true
+	s.metrics.IdentityLimit("refresh", tl.Part, "refused")
+	s.log.Warn("session ended: its renewed form cannot be carried", rid, zap.String("user", sess.User),
+		zap.String("part", tl.Part), zap.Int("bytes", tl.Bytes), zap.Int("limit", tl.Limit))
+	s.revoked.Revoke(ctx, revocation.Session, sess.ID)
+	return tl
 }
 
 func (s *Sessions) refreshDue(l *Live, now int64) bool {

@@ -78,6 +78,7 @@ type Tokens struct {
 	auth     Authenticator // nil: no issuer is configured
 	mapper   *identity.Mapper
 	revoked  *revocation.List // nil: nothing is ever revoked (tests)
+	metrics  *metrics.Metrics
 	lookups  *metrics.CacheCounter
 	log      *zap.Logger
 	now      func() time.Time
@@ -89,7 +90,7 @@ func NewTokens(o TokenOptions, auth Authenticator, mapper *identity.Mapper, revo
 	if o.CacheSize <= 0 {
 		o.CacheSize = 20000
 	}
-	return &Tokens{o: o, auth: auth, mapper: mapper, revoked: revoked, lookups: m.CacheCounter("token"), log: log.Named("token"), now: now,
+	return &Tokens{o: o, auth: auth, mapper: mapper, revoked: revoked, metrics: m, lookups: m.CacheCounter("token"), log: log.Named("token"), now: now,
 		verified: cache.New[*Token](o.CacheSize)}
 }
 
@@ -125,13 +126,25 @@ func (t *Tokens) Verify(ctx context.Context, raw string, rid zap.Field) (*Token,
 	if err != nil {
 		return nil, err
 	}
-	user, groups, dropped, err := identity.Clean(t.mapper.Transform(id.Username), id.Groups)
-	if err != nil {
+	mapped, report, err := t.mapper.Clean(id.Username, id.Groups)
+	switch {
+	case errors.Is(err, identity.ErrTooManyGroups):
+		// Counts only: the names of thousands of groups are no log line.
+		t.metrics.IdentityLimit("bearer", "groups", "refused")
+		t.log.Info("bearer token refused: its groups exceed the limits", rid, zap.String("user", mapped.User), zap.String("issuer", id.Issuer),
+			zap.Int("groups_received", report.Received), zap.Int("groups_filtered", report.Filtered), zap.Int("groups_unsafe", report.Unsafe), zap.Error(err))
+		return nil, fmt.Errorf("%w: %w", authn.ErrInvalidToken, err)
+	case err != nil:
 		return nil, fmt.Errorf("%w: %v", authn.ErrInvalidToken, err)
+	case report.Changed():
+		if report.Truncated > 0 {
+			t.metrics.IdentityLimit("bearer", "groups", "truncated")
+		}
+		t.log.Warn("token groups left out: unsafe names or beyond the limits (GROUPS_OVERFLOW=truncate)", rid, zap.String("user", mapped.User),
+			zap.Int("groups_received", report.Received), zap.Int("groups_unsafe", report.Unsafe), zap.Int("groups_truncated", report.Truncated),
+			zap.Int("groups_kept", report.Kept), zap.String("unsafe_example", report.Example))
 	}
-	if len(dropped) > 0 {
-		t.log.Warn("token groups left out: unsafe characters or too many", rid, zap.String("user", user), zap.Strings("groups", dropped))
-	}
+	user, groups := mapped.User, mapped.Groups
 	sub := id.UID
 	if sub == "" {
 		sub = id.Username

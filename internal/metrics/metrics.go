@@ -40,6 +40,8 @@ type Metrics struct {
 	providerLatency *prometheus.HistogramVec
 	cacheLookups    *prometheus.CounterVec
 	accessLog       prometheus.Counter
+	identityLimits  *prometheus.CounterVec
+	sessionBytes    prometheus.Histogram
 }
 
 // New registers every collector on a registry of its own, with the Go
@@ -80,8 +82,15 @@ func New(version string) *Metrics {
 		Help: "Lookups in the cache of verified credentials, by cache (session, token) and result (hit, miss)."}, []string{"cache", "result"})
 	m.accessLog = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "access_log_lines_total",
 		Help: "Access-log lines written (ACCESS_LOG, after sampling)."})
+	m.identityLimits = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "identity_limits_total",
+		Help: "Identities, sessions and tokens that exceeded what the service carries, by where (login, refresh, session, bearer), " +
+			"what (groups, session, id_token, access_token) and action (refused, truncated, dropped)."}, []string{"source", "limit", "action"})
+	m.sessionBytes = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "session_cookie_bytes",
+		Help:    "Size of the sessions sealed (logins and renewals), all cookies together; one cookie holds 3,800 bytes.",
+		Buckets: []float64{500, 1000, 2000, 3800, 7600, 11400, 15200, 30400}})
 	for _, c := range []prometheus.Collector{m.checks, m.checkDuration, m.loginsStarted, m.loginsCompleted, m.loginsFailed,
-		m.refreshes, m.validations, m.revocations, m.providerCalls, m.providerLatency, m.cacheLookups, m.accessLog} {
+		m.refreshes, m.validations, m.revocations, m.providerCalls, m.providerLatency, m.cacheLookups, m.accessLog,
+		m.identityLimits, m.sessionBytes} {
 		f(c)
 	}
 	return m
@@ -198,6 +207,22 @@ func (c *CacheCounter) Lookup(hit bool) {
 		c.hit.Inc()
 	default:
 		c.miss.Inc()
+	}
+}
+
+// IdentityLimit counts an identity, session or token beyond a limit: where
+// (login, refresh, session, bearer), which limit (groups, session,
+// id_token, access_token) and what was done (refused, truncated, dropped).
+func (m *Metrics) IdentityLimit(source, limit, action string) {
+	if m != nil {
+		m.identityLimits.WithLabelValues(source, limit, action).Inc()
+	}
+}
+
+// SessionBytes records the size of a sealed session.
+func (m *Metrics) SessionBytes(n int) {
+	if m != nil {
+		m.sessionBytes.Observe(float64(n))
 	}
 }
 

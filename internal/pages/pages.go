@@ -29,9 +29,12 @@ var files embed.FS
 
 // Data is what a page shows. Every field is escaped by html/template.
 type Data struct {
-	Title     string
-	Message   string
-	Reason    string
+	Title   string
+	Message string
+	Reason  string
+	// Details are lines listed under the message (what an administrator
+	// can set, for a limit the user met).
+	Details   []string
 	Identity  string
 	Link      string
 	LinkText  string

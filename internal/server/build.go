@@ -99,7 +99,9 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 		p.Warnings = append(p.Warnings, "SESSION_KEYS is not set and the service keeps no key in a Kubernetes Secret (not in a pod, or SESSION_KEYS_SECRET is empty): "+
 			"using a random key. Sessions will NOT survive a restart and will NOT work across processes. Set SESSION_KEYS (openssl rand -base64 32) for anything but a trial.")
 	}
-	p.Check, p.Web = p.handlers(s, secrets, log, now)
+	groups, err := p.groupsPolicy(s)
+	fail("GROUPS_FILTER", err)
+	p.Check, p.Web = p.handlers(s, secrets, groups, log, now)
 	p.Probe = probe(p.Provider, p.Metrics.Handler())
 	return p, errors.Join(errs...)
 }
@@ -148,21 +150,22 @@ func bearerAuthenticator(s *config.Settings, prov *provider.Provider, log *zap.L
 }
 
 // handlers builds the check and web handlers and what they share.
-func (p *Parts) handlers(s *config.Settings, secrets [][]byte, log *zap.Logger, now func() time.Time) (*check.Handler, *web.Handler) {
+func (p *Parts) handlers(s *config.Settings, secrets [][]byte, groups *identity.GroupsPolicy, log *zap.Logger, now func() time.Time) (*check.Handler, *web.Handler) {
 	ss := s.Sessions
 	codec := session.NewCodec(secrets, ss.MaxAge, now)
 	cookies := session.NewCookies(session.CookieOptions{Name: ss.CookieName, Domain: ss.Domain, SameSite: ss.SameSite,
 		HTTPOnly: ss.HTTPOnly, HostPrefix: ss.HostPrefix, AcceptPlain: ss.AcceptPlain, Secure: ss.Secure,
-		SecureRedirect: strings.HasPrefix(strings.ToLower(s.Provider.RedirectURL), "https://")})
+		SecureRedirect: strings.HasPrefix(strings.ToLower(s.Provider.RedirectURL), "https://"), MaxCookies: ss.MaxCookies})
 	mapper := &identity.Mapper{UserClaim: s.Identity.UserClaim, GroupsClaim: s.Identity.GroupsClaim,
-		AllowUnverifiedEmail: s.Identity.AllowUnverifiedEmail}
+		AllowUnverifiedEmail: s.Identity.AllowUnverifiedEmail, Groups: groups}
 	for _, t := range s.Identity.Transformers {
 		mapper.Transformers = append(mapper.Transformers, identity.Transformer{Matches: t.Matches, Replaces: t.Replaces})
 	}
 	sessions := credential.NewSessions(credential.SessionOptions{CookieName: ss.CookieName, UserPrefix: s.Identity.UserPrefix,
 		IdleTimeout: ss.IdleTimeout, RefreshBeforeExpiry: ss.RefreshBeforeExpiry, StrictValidation: ss.StrictValidation,
 		StrictInterval: ss.StrictInterval, StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget,
-		UpstreamIDToken: s.Upstream.Mode == "id_token", CacheSize: ss.CacheSize}, codec, p.Provider, p.Revocations, p.Metrics, log, now)
+		UpstreamIDToken: s.Upstream.Mode == "id_token", CacheSize: ss.CacheSize, Groups: groups, MaxCookies: ss.MaxCookies,
+		UpstreamHeaderMax: s.Identity.UpstreamHeaderMaxBytes}, codec, p.Provider, p.Revocations, p.Metrics, log, now)
 	var auth credential.Authenticator
 	if p.Bearer != nil {
 		auth = p.Bearer
@@ -185,6 +188,45 @@ func (p *Parts) handlers(s *config.Settings, secrets [][]byte, log *zap.Logger, 
 	return h, w
 }
 
+// groupsPolicy is what becomes of every identity's groups. Their joined
+// length is bounded so that the groups headers fit the upstreams' header
+// line (UPSTREAM_HEADER_MAX_BYTES), and with UPSTREAM_TOKEN=issued so that
+// the token, which carries them too, does. A group the allowlist or a rule
+// names that the filter removes is an error: nobody could ever match it.
+func (p *Parts) groupsPolicy(s *config.Settings) (*identity.GroupsPolicy, error) {
+	id := s.Identity
+	maxBytes := id.GroupsHeaderMaxBytes()
+	if p.Upstream != nil {
+		// The token's other claims, for the longest user id, signed: what
+		// the groups' JSON (each name quoted, 3 bytes more than in the
+		// header), base64url-encoded, is added to.
+		base, _, err := p.Upstream.Sign(id.UserPrefix+strings.Repeat("x", identity.MaxUserID-1)+"@", nil)
+		if err != nil {
+			return nil, fmt.Errorf("signing a probe token: %w", err)
+		}
+		room := (id.UpstreamHeaderMaxBytes - len("Authorization: Bearer \r\n") - len(base)) * 3 / 4
+		maxBytes = min(maxBytes, room-2*id.GroupsMax-2)
+		if maxBytes < 64 {
+			return nil, fmt.Errorf("UPSTREAM_HEADER_MAX_BYTES=%d leaves %d bytes for the groups of issued tokens (UPSTREAM_TOKEN=issued, GROUPS_MAX=%d): raise it or lower GROUPS_MAX",
+				id.UpstreamHeaderMaxBytes, max(maxBytes, 0), id.GroupsMax)
+		}
+	}
+	g := identity.NewGroupsPolicy(identity.GroupsOptions{Filter: id.GroupsFilter, Prefixes: id.GroupsFilterPrefixes, Max: id.GroupsMax,
+		MaxBytes: maxBytes, Truncate: id.GroupsTruncate})
+	if p.Policy != nil {
+		var errs []error
+		for _, named := range p.Policy.NamedGroups() {
+			if !g.Keeps(named[0]) {
+				errs = append(errs, fmt.Errorf("group %q of %s is removed by GROUPS_FILTER/GROUPS_FILTER_PREFIXES: nobody could ever be in it here", named[0], named[1]))
+			}
+		}
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+	}
+	return g, nil
+}
+
 // checkOptions are the settings the check reads.
 func checkOptions(s *config.Settings) check.Options {
 	ps, ss := s.Paths, s.Sessions
@@ -200,5 +242,6 @@ func checkOptions(s *config.Settings) check.Options {
 		ForwardAuthProxy: s.ForwardAuth.Proxy, TrustedProxies: s.ForwardAuth.TrustedProxies, ForwardAuthRedirect: s.ForwardAuth.Redirect,
 		UpstreamToken: s.Upstream.Mode, KeepBearer: s.Upstream.KeepBearer, AcceptProviderIDTokens: s.Bearer.AcceptProviderIDTokens,
 		AccessLog: s.Servers.AccessLog, AccessLogRate: s.Servers.AccessLogRate,
+		ForwardAnswerMax: s.ForwardAuth.AnswerMax,
 	}
 }

@@ -15,6 +15,10 @@ type LoginState struct {
 	Nonce    string `json:"n"`
 	URL      string `json:"u"` // the full original URL: scheme, host, path, query
 	Created  int64  `json:"c"` // unix seconds
+	// Forward: the login started at the forward-auth start endpoint (the
+	// nginx recipes), so the session's answers travel through a proxy that
+	// reads them into a small buffer (FORWARD_AUTH_ANSWER_MAX_BYTES).
+	Forward bool `json:"f,omitempty"`
 }
 
 // NewLoginState draws the state, nonce and PKCE verifier from random.
