@@ -56,6 +56,7 @@ func run() error {
 		user         = flag.String("user", "user@example.com", "static user's email")
 		password     = flag.String("password", "12341234", "static user's password")
 		groups       = flag.String("groups", "", "comma-separated groups of the static user")
+		groupsFile   = flag.String("groups-file", "", "file of more groups of the static user, one per line (thousands of them do not fit a command line)")
 		idTTL        = flag.Duration("id-token-ttl", 24*time.Hour, "lifetime of ID and access tokens")
 		backchannel  = flag.String("backchannel-logout-uri", "", "client's back-channel logout URI")
 		publicID     = flag.String("public-client-id", "", "id of a public client (no secret) for command-line tools; empty: none")
@@ -94,6 +95,17 @@ func run() error {
 	}
 	if err := add(*user, *password, *groups); err != nil {
 		return err
+	}
+	if *groupsFile != "" {
+		b, err := os.ReadFile(*groupsFile)
+		if err != nil {
+			return err
+		}
+		for _, g := range strings.Split(string(b), "\n") {
+			if g = strings.TrimSpace(g); g != "" {
+				users[0].Groups = append(users[0].Groups, g)
+			}
+		}
 	}
 	for _, u := range extraUsers {
 		parts := strings.SplitN(u, ":", 3)

@@ -12,6 +12,7 @@
 // every grant and token of S (the user revoking the application);
 // POST /__test/backchannel?sub=S&sid=X sends a back-channel logout token to
 // the client; GET /__test/healthz.
+import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
 const env = (k, d) => process.env[k] ?? d;
@@ -24,9 +25,12 @@ const list = (k) => env(k, '').split(',').map((s) => s.trim()).filter(Boolean);
 const REDIRECT_URIS = list('REDIRECT_URIS');
 const full = PROFILE === 'full';
 
-// Accounts by login name. GitLab's groups: direct memberships in the ID
-// token (groups_direct), direct and inherited in userinfo (groups).
-const accounts = JSON.parse(env('ACCOUNTS_JSON', JSON.stringify({
+// Accounts by login name (ACCOUNTS_JSON or ACCOUNTS_FILE). GitLab's groups:
+// direct memberships in the ID token (groups_direct), direct and inherited
+// in userinfo (groups).
+// ACCOUNTS_FILE holds the same JSON for accounts too large for the
+// environment (thousands of groups).
+const accounts = JSON.parse(process.env.ACCOUNTS_FILE ? readFileSync(process.env.ACCOUNTS_FILE, 'utf8') : env('ACCOUNTS_JSON', JSON.stringify({
   alice: { sub: '4217', email: 'alice@example.com', name: 'Alice Example', groups_direct: ['acme/ml'], groups: ['acme', 'acme/ml'] },
   bob: { sub: '4218', email: 'bob@example.com', name: 'Bob Example', groups_direct: [], groups: [] },
   // Registered (self-service) with a colleague's address, never verified.

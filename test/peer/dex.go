@@ -22,10 +22,12 @@ type DexOptions struct {
 	RedirectURIs           []string // default: the relative /authservice/oidc/callback, as Kubeflow's Dex
 	PostLogoutURIs         []string
 	BackchannelLogoutURI   string
-	User, Password, Groups string   // default user@example.com / 12341234
-	ExtraUsers             []string // email:password[:group;group]
-	IDTokenTTL             time.Duration
-	Port                   int // 0: a free port
+	User, Password, Groups string // default user@example.com / 12341234
+	// GroupList are more groups of User, any number (passed in a file).
+	GroupList  []string
+	ExtraUsers []string // email:password[:group;group]
+	IDTokenTTL time.Duration
+	Port       int // 0: a free port
 	// PublicClientID registers a public client (no secret) for command-line
 	// tools, e.g. kubeflow-cli; its redirect URIs default to the device
 	// grant's <issuer path>/device/callback.
@@ -118,6 +120,13 @@ func (d *Dex) Start() {
 		"-client-id", o.ClientID, "-client-secret", o.ClientSecret, "-user", o.User, "-password", o.Password}
 	if o.Groups != "" {
 		args = append(args, "-groups", o.Groups)
+	}
+	if len(o.GroupList) > 0 {
+		file := filepath.Join(d.t.TempDir(), "groups.txt")
+		if err := os.WriteFile(file, []byte(strings.Join(o.GroupList, "\n")), 0o644); err != nil {
+			d.t.Fatal(err)
+		}
+		args = append(args, "-groups-file", file)
 	}
 	for _, u := range o.RedirectURIs {
 		args = append(args, "-redirect-uri", u)

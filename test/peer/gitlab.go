@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -25,6 +26,18 @@ type GitLabOptions struct {
 	IDTokenTTL             time.Duration // default 120 s, GitLab's
 	AccessTokenTTL         time.Duration
 	Port                   int
+	// Accounts replace the default accounts (alice, bob, mallory), by
+	// login: sub, email, name, groups_direct (ID token), groups (userinfo).
+	Accounts map[string]GitLabAccount
+}
+
+// GitLabAccount is one account of the GitLab-shaped provider.
+type GitLabAccount struct {
+	Sub          string   `json:"sub"`
+	Email        string   `json:"email"`
+	Name         string   `json:"name"`
+	GroupsDirect []string `json:"groups_direct"`
+	Groups       []string `json:"groups"`
 }
 
 // GitLab is a running GitLab-shaped provider.
@@ -92,6 +105,14 @@ func (g *GitLab) Start() {
 	}
 	if o.AccessTokenTTL > 0 {
 		env = append(env, "ACCESS_TOKEN_TTL="+strconv.Itoa(int(o.AccessTokenTTL/time.Second)))
+	}
+	if o.Accounts != nil {
+		b, _ := json.Marshal(o.Accounts)
+		file := filepath.Join(g.t.TempDir(), "accounts.json")
+		if err := os.WriteFile(file, b, 0o644); err != nil {
+			g.t.Fatal(err)
+		}
+		env = append(env, "ACCOUNTS_FILE="+file)
 	}
 	cmd.Env = append(os.Environ(), env...)
 	stdout, _ := cmd.StdoutPipe()

@@ -20,6 +20,9 @@ type ForwardAuthTargets struct {
 	// template's headers, Host set to the service, every client header
 	// passed through; auth-response-headers) instead of the nginx recipe.
 	IngressNginx bool
+	// Port is the proxy's port (0: a free one), for providers that need
+	// the absolute redirect URI before the proxy exists.
+	Port int
 }
 
 // StartCaddy runs Debian's Caddy with docs/forward-auth.md's recipe in
@@ -71,7 +74,10 @@ func StartNginx(t testing.TB, tg ForwardAuthTargets) string {
 		bin, err = exec.LookPath("/usr/sbin/nginx")
 	}
 	Require(t, "nginx (apt-get install nginx-light)", err)
-	port := FreePort(t)
+	port := tg.Port
+	if port == 0 {
+		port = FreePort(t)
+	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777)
 	doc := recipe(t, "nginx")

@@ -1,0 +1,93 @@
+package peer
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// echoWSGI answers every request with what it received, as JSON in the
+// shape of test/upstream's answer (method, path, query, host, headers by
+// lower-case name), so the tests read both alike.
+const echoWSGI = `import json
+
+def application(environ, start_response):
+    headers = {}
+    for k, v in environ.items():
+        if k.startswith('HTTP_'):
+            headers.setdefault(k[5:].lower().replace('_', '-'), []).append(v)
+    for k in ('CONTENT_TYPE', 'CONTENT_LENGTH'):
+        if environ.get(k):
+            headers.setdefault(k.lower().replace('_', '-'), []).append(environ[k])
+    body = json.dumps({'method': environ['REQUEST_METHOD'], 'path': environ.get('PATH_INFO', ''),
+                       'query': environ.get('QUERY_STRING', ''), 'host': environ.get('HTTP_HOST', ''),
+                       'headers': headers}).encode()
+    start_response('200 OK', [('Content-Type', 'application/json'), ('Content-Length', str(len(body)))])
+    return [body]
+`
+
+// StartGunicorn runs Debian's gunicorn, with its default limits (a header
+// line of at most 8,190 bytes, at most 100 header fields: Kubeflow's Python
+// web apps run on it), serving an application that echoes each request as
+// JSON; it returns its URL. gunicorn answers a request over its limits
+// with 400 itself.
+func StartGunicorn(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("gunicorn")
+	if err != nil {
+		bin, err = exec.LookPath("/usr/bin/gunicorn")
+	}
+	Require(t, "gunicorn (apt-get install gunicorn)", err)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "echo.py"), []byte(echoWSGI), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := FreePort(t)
+	cmd := exec.Command(bin, "--bind", fmt.Sprintf("127.0.0.1:%d", port), "--workers", "1", "--chdir", dir,
+		"--error-logfile", "-", "--access-logfile", "-", "echo:application")
+	cmd.Stdout, cmd.Stderr = logFile(t, "gunicorn.log"), logFile(t, "gunicorn.log")
+	Require(t, "gunicorn", cmd.Start())
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	Require(t, "gunicorn", WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", port), 20*time.Second))
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// GroupNames are n group names of about 40 bytes shaped like GitLab group
+// paths (organisation, department, team, project; drawn from a fixed
+// vocabulary with a fixed seed, so every run and every document sees the
+// same), among them KubeflowGroups, the ones the documented GROUPS_FILTER
+// (^acme/kubeflow(/|$)) keeps.
+func GroupNames(n int) []string {
+	words := []string{"platform", "research", "data", "infra", "security", "mobile", "payments", "search", "ads", "growth",
+		"analytics", "devtools", "identity", "storage", "network", "compute", "billing", "support", "design", "legal",
+		"finance", "sales", "marketing", "ops", "vision", "speech", "robotics", "health", "maps", "music"}
+	out := append([]string{}, KubeflowGroups...)
+	x := uint32(2463534242)
+	next := func(k int) int { x ^= x << 13; x ^= x >> 17; x ^= x << 5; return int(x % uint32(k)) }
+	for len(out) < n {
+		out = append(out, fmt.Sprintf("acme/%s-%s/%s-%03d/proj-%02d", words[next(len(words))], words[next(len(words))],
+			words[next(len(words))], next(1000), next(100)))
+	}
+	return out[:n]
+}
+
+// KubeflowGroups are the groups of GroupNames that the documented filter
+// keeps: a profile's owners, a team, the administrators.
+var KubeflowGroups = []string{"acme/kubeflow/admins", "acme/kubeflow/team-ml", "acme/kubeflow/team-data"}
+
+// KubeflowGroupsFilter is the documented GROUPS_FILTER for GroupNames.
+const KubeflowGroupsFilter = `^acme/kubeflow(/|$)`
