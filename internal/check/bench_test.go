@@ -11,6 +11,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/authn"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
+	"github.com/oidc-authservice/oidc-authservice/test/groupnames"
 )
 
 // benchWriter is a ResponseWriter that costs nothing, so the benchmarks
@@ -99,6 +100,44 @@ func BenchmarkCheckXHRUnauthenticated(b *testing.B) {
 func BenchmarkCheckSkipPath(b *testing.B) {
 	f := newFixture(b, nil)
 	benchCheck(b, f, benchRequest("GET", "/dex/auth/local?req=abc", nil), 200)
+}
+
+// The check for a session of 10 groups against one of 1,000 (about 40
+// bytes each; GROUPS_MAX and UPSTREAM_HEADER_MAX_BYTES raised for it,
+// SESSION_MAX_COOKIES=8). cached: a cookie this replica verified before,
+// whose header values were made once, so the cost hardly grows with the
+// groups. uncached: a cookie this replica has not seen (a restart, more
+// users than SESSION_CACHE_SIZE): four cookies joined, HMAC, AES, the
+// identity inflated and decoded, the headers joined.
+func BenchmarkCheckSessionGroups(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		f := newFixture(b, map[string]string{"GROUPS_MAX": "100000", "UPSTREAM_HEADER_MAX_BYTES": "1048576", "SESSION_MAX_COOKIES": "8"})
+		s := &session.Session{ID: "x", Subject: "CiA3NTczNjU3MjQwNjU3ODYxNmQ3MDZjNjUyZTYzNmY2ZBIFbG9jYWw", User: "user@example.com",
+			Groups: groupnames.List(n), Created: f.now.Unix(), Expires: f.now.Add(time.Hour).Unix(), RefreshToken: strings.Repeat("r", 40),
+			GroupsPolicy: f.h.d.Mapper.Policy().Fingerprint()}
+		sealed, err := f.h.d.Sessions.Seal(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var parts []string
+		for i, c := range session.Split(sealed) {
+			parts = append(parts, session.ChunkName("authservice_session", i)+"="+c)
+		}
+		r := benchRequest("GET", "/notebook/ns/nb/lab?x=1", map[string]string{"Cookie": "_ga=GA1.1.123; " + strings.Join(parts, "; ")})
+		b.Run(fmt.Sprintf("groups=%d/cached", n), func(b *testing.B) { benchCheck(b, f, r, 200) })
+		b.Run(fmt.Sprintf("groups=%d/uncached", n), func(b *testing.B) {
+			w := &benchWriter{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				f.h.d.Sessions.Forget(sealed)
+				clear(w.h)
+				f.h.ServeHTTP(w, r)
+				if w.code != 200 {
+					b.Fatalf("status %d", w.code)
+				}
+			}
+		})
+	}
 }
 
 // Opening a cookie this replica has not seen: the cost of a cache miss

@@ -12,20 +12,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// groupNames are n group paths of about 40 bytes, shaped like GitLab's.
-func groupNames(n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf("acme-corp/division-%02d/team-%04d/proj-%03d", i%13, i, (i*7919)%1000)
-	}
-	return out
-}
+	"github.com/oidc-authservice/oidc-authservice/test/groupnames"
+)
 
 func fullSession(now time.Time, groups int) *Session {
 	return &Session{ID: "Q2FzZS1pZC0xMjM0NTY3OA", Subject: "CgR1c2VyEgVsb2NhbA", Issuer: "https://dex.example.com/dex",
-		User: "user@example.com", Groups: groupNames(groups), SID: "sid", Created: now.Unix(), Expires: now.Add(time.Hour).Unix(),
+		User: "user@example.com", Groups: groupnames.List(groups), SID: "sid", Created: now.Unix(), Expires: now.Add(time.Hour).Unix(),
 		Active: now.Unix(), Renewed: now.Unix(), RefreshToken: "ChlyZWZyZXNoLXRva2VuLWdvbGRlbhIZb3BhcXVl",
 		AccessToken: "opaque-access-token-0123456789", TokenExpiry: now.Add(time.Hour).Unix(), Email: "user@example.com", GroupsPolicy: "abcdef012345"}
 }

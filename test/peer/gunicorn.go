@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/oidc-authservice/oidc-authservice/test/groupnames"
 )
 
 // echoWSGI answers every request with what it received, as JSON in the
@@ -66,28 +68,11 @@ func StartGunicorn(t testing.TB) string {
 	return fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 
-// GroupNames are n group names of about 40 bytes shaped like GitLab group
-// paths (organisation, department, team, project; drawn from a fixed
-// vocabulary with a fixed seed, so every run and every document sees the
-// same), among them KubeflowGroups, the ones the documented GROUPS_FILTER
-// (^acme/kubeflow(/|$)) keeps.
-func GroupNames(n int) []string {
-	words := []string{"platform", "research", "data", "infra", "security", "mobile", "payments", "search", "ads", "growth",
-		"analytics", "devtools", "identity", "storage", "network", "compute", "billing", "support", "design", "legal",
-		"finance", "sales", "marketing", "ops", "vision", "speech", "robotics", "health", "maps", "music"}
-	out := append([]string{}, KubeflowGroups...)
-	x := uint32(2463534242)
-	next := func(k int) int { x ^= x << 13; x ^= x >> 17; x ^= x << 5; return int(x % uint32(k)) }
-	for len(out) < n {
-		out = append(out, fmt.Sprintf("acme/%s-%s/%s-%03d/proj-%02d", words[next(len(words))], words[next(len(words))],
-			words[next(len(words))], next(1000), next(100)))
-	}
-	return out[:n]
-}
-
-// KubeflowGroups are the groups of GroupNames that the documented filter
-// keeps: a profile's owners, a team, the administrators.
-var KubeflowGroups = []string{"acme/kubeflow/admins", "acme/kubeflow/team-ml", "acme/kubeflow/team-data"}
+// GroupNames, KubeflowGroups and KubeflowGroupsFilter: see test/groupnames.
+var (
+	GroupNames     = groupnames.List
+	KubeflowGroups = groupnames.Kubeflow
+)
 
 // KubeflowGroupsFilter is the documented GROUPS_FILTER for GroupNames.
-const KubeflowGroupsFilter = `^acme/kubeflow(/|$)`
+const KubeflowGroupsFilter = groupnames.Filter
