@@ -19,7 +19,10 @@
 //	                                           cookie; 400 bad/replayed/expired state or missing
 //	                                           code; 401 provider error, rejected code, invalid ID
 //	                                           token, provider unreachable; 403 unusable claims
-//	                                           (e-mail not verified), or not authorized; 405 method
+//	                                           (e-mail not verified), or not authorized; 403
+//	                                           identity_too_large page: groups, session, ID token
+//	                                           or forward-auth answers past the limits
+//	                                           (limits.go); 405 method
 //	path = <prefix>logout, Sec-Fetch-Site      403 "Sign out?" page or JSON; nothing ended
 //	  not exactly same-origin or none
 //	path = <prefix>logout, GET/HEAD            302 to AFTER_LOGOUT_URL (or the provider's end
@@ -43,12 +46,17 @@
 //	valid session (cookie or its value as      200 with USERID_HEADER and GROUPS_HEADER, Cookie
 //	  bearer): not revoked, not idle,          without the service's cookies, a renewed cookie when
 //	  refreshed or validated when due          refreshed or re-sealed; 403 page or JSON when the
-//	                                           policy refuses (rules see the canonical path)
+//	                                           policy refuses (rules see the canonical path); 403
+//	                                           identity_too_large, cookie cleared, when its groups
+//	                                           (sealed under other settings) or its renewal do
+//	                                           not fit: the session ends
 //	session past STRICT_SESSION_VALIDATION     401 "provider unreachable" page; the cookie is kept
 //	  _GRACE while the provider is down
 //	bearer JWT of a trusted issuer             200 with the identity headers (never a cookie);
-//	                                           403 when the policy refuses; a provider token of a
-//	                                           session that ended (logout, back-channel) is invalid
+//	                                           403 when the policy refuses, or JSON
+//	                                           identity_too_large for groups past the limits; a
+//	                                           provider token of a session that ended (logout,
+//	                                           back-channel) is invalid
 //	OPTIONS and ALLOW_UNAUTHENTICATED_OPTIONS  200, identity headers removed
 //	invalid bearer JWT                         401 JSON with WWW-Authenticate
 //	no valid session, browser navigation       302 to the provider (PKCE, state, nonce) and a

@@ -138,7 +138,7 @@ func Document() string {
 		"`oidc-authservice --help` prints the same list. A variable set to the empty string\n" +
 		"(a `params.env` line `NAME=`) is empty text for a text variable (`USERID_PREFIX=`: no prefix)\n" +
 		"and its default for a number, duration or true/false.\n\n" +
-		Markdown() +
+		Markdown() + groupsDoc +
 		"\n## Variables of the predecessor\n\n" +
 		"Variables that arrikto oidc-authservice read and that are not settings here. When one is set, the\n" +
 		"service names it in a warning at start (`variable of the predecessor ignored`) and `check-config`\n" +
