@@ -290,9 +290,10 @@ func TestServicePagesInBrowser(t *testing.T) {
 
 	t.Run("too many groups", func(t *testing.T) {
 		con.reset(t, tab)
-		// More than eight cookies hold, even compressed: as many groups as
-		// the service keeps (identity.MaxGroups), with long random names.
-		// The session cannot be stored: a 403 "Login failed" page.
+		// 256 groups of 256 random characters: 66 KB of names, far more
+		// than one header line of an upstream carries (and, even
+		// compressed, than eight cookies hold). Nothing is cut: a 403
+		// page that gives the counts and names the settings.
 		groups := make([]string, 256)
 		for i := range groups {
 			b := make([]byte, 128)
@@ -306,8 +307,11 @@ func TestServicePagesInBrowser(t *testing.T) {
 		do(t, tab, "login", chromedp.Navigate(gw+"/notebooks"), loginForm)
 		loginAtDex(t, tab, "user@example.com", "12341234")
 		do(t, tab, "the answer", chromedp.WaitReady(chromedp.ID("title")))
-		if title := get(t, tab, "title", byID("title")); title != "Login failed" {
-			t.Errorf("a user whose session does not fit in cookies sees %q", title)
+		if title := get(t, tab, "title", byID("title")); title != "Too many groups" {
+			t.Errorf("a user whose groups do not fit sees %q", title)
+		}
+		if details := get(t, tab, "details", byID("details")); !strings.Contains(details, "GROUPS_FILTER") {
+			t.Errorf("the page does not say what to set: %q", details)
 		}
 		con.clean(t, tab, "too many groups page")
 		shot(t, tab, "too-many-groups", 720, 400)
