@@ -199,7 +199,7 @@ func openSession(keys []*sealer, maxAge int64, name, value string, s *Session) e
 	id, tok := plain[1+w:1+w+int(n)], plain[1+w+int(n):]
 	if flags&flagCompressed != 0 {
 		// Inflated after everything else in the buffer.
-		if id, err = inflate(raw[len(raw):len(raw)], id); err != nil {
+		if id, err = inflate(raw[len(raw):], id); err != nil {
 			return fmt.Errorf("%w: identity: %v", ErrMalformed, err)
 		}
 	}
