@@ -263,8 +263,9 @@ func (h *Handler) storeSession(q *request, s *session.Session, fits func(string)
 			continue
 		}
 		h.d.Metrics.IdentityLimit("login", t.name, "dropped")
-		h.log.Info("session too large for its cookies with the "+t.name+": kept without it; "+t.so, q.rid(),
-			zap.String("user", s.User), zap.Int("bytes", tl.Bytes), zap.Int("limit", tl.Limit), zap.Int(t.name+"_bytes", len(*t.token)))
+		h.log.Info("session too large with the "+t.name+" it keeps for logout: kept without it; "+t.so, q.rid(),
+			zap.String("user", s.User), zap.String("part", tl.Part), zap.Int("bytes", tl.Bytes), zap.Int("limit", tl.Limit),
+			zap.Int(t.name+"_bytes", len(*t.token)))
 		*t.token = ""
 		if t.expiry != nil {
 			*t.expiry = 0

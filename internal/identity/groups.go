@@ -89,18 +89,8 @@ func NewGroupsPolicy(o GroupsOptions) *GroupsPolicy {
 // Fingerprint names the policy: equal for equal settings.
 func (p *GroupsPolicy) Fingerprint() string { return p.fingerprint }
 
-// Max is the largest number of groups kept.
-func (p *GroupsPolicy) Max() int { return p.max }
-
 // MaxBytes is the longest comma-joined value kept (0: no bound).
 func (p *GroupsPolicy) MaxBytes() int { return p.maxBytes }
-
-// Truncates reports whether groups beyond the limits are cut instead of
-// the identity being refused.
-func (p *GroupsPolicy) Truncates() bool { return p.truncate }
-
-// Filters reports whether GROUPS_FILTER or GROUPS_FILTER_PREFIXES is set.
-func (p *GroupsPolicy) Filters() bool { return p.filter != nil || len(p.prefixes) > 0 }
 
 // Keeps reports whether the filter keeps the group g.
 func (p *GroupsPolicy) Keeps(g string) bool {

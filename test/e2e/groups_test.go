@@ -296,3 +296,37 @@ func TestGroupsWithLimitsRaised(t *testing.T) {
 	os.WriteFile(filepath.Join(peer.RepoRoot(), "test", "artifacts", "groups-budget-raised.md"), []byte(table), 0o644)
 	t.Log("\n" + table)
 }
+
+// A provider that puts hundreds of groups into its ID token (GitLab's
+// groups_direct here): the session keeps it only for logout's
+// id_token_hint, and does not fit its cookies with it, so the login keeps
+// the session without it (a log line, a count) and the logout still ends
+// the provider's session: the end-session endpoint with client_id only (no
+// return address, which the provider could not check without the hint).
+func TestIDTokenKeptOnlyForLogoutDroppedWhenTooLarge(t *testing.T) {
+	port := peer.FreePort(t)
+	gateway := fmt.Sprintf("http://127.0.0.1:%d", port)
+	s := startGitLabSetupAt(t, port, peer.GitLabOptions{Profile: "full", PostLogoutURIs: []string{gateway + "/authservice/site/after_logout"},
+		Accounts: map[string]peer.GitLabAccount{"alice": {Sub: "4217", Email: "alice@example.com", Name: "Alice",
+			GroupsDirect: peer.GroupNames(300), Groups: peer.KubeflowGroups}}}, nil)
+	c := newClient()
+	resp, err := peer.GitLabLogin(c.Client, s.gateway+"/x?format=json", "alice")
+	e := readEcho(t, resp, err)
+	if header(e, "kubeflow-groups") != strings.Join(peer.KubeflowGroups, ",") {
+		t.Fatalf("groups %v", e.Headers["kubeflow-groups"])
+	}
+	sess := peer.OpenSession(t, c.cookie(s.gateway, "authservice_session"))
+	if sess.IDToken != "" || sess.RefreshToken == "" || sess.AccessToken == "" {
+		t.Fatalf("session: ID token %d bytes, refresh %t, access %t", len(sess.IDToken), sess.RefreshToken != "", sess.AccessToken != "")
+	}
+	b, _ := os.ReadFile(filepath.Join(peer.ArtifactsDir(t), "service.log"))
+	if !strings.Contains(string(b), `"part":"session"`) || !strings.Contains(string(b), "kept without it") {
+		t.Fatal("the dropped ID token is not logged")
+	}
+	code, h := status(t, c.noFollow(), s.gateway+"/authservice/logout", nil)
+	loc, _ := url.Parse(h.Get("Location"))
+	if code != 302 || !strings.HasPrefix(h.Get("Location"), s.gl.Issuer+"/session/end?") || loc.Query().Get("client_id") == "" ||
+		loc.Query().Has("id_token_hint") || loc.Query().Has("post_logout_redirect_uri") {
+		t.Fatalf("logout: %d %s", code, h.Get("Location"))
+	}
+}
