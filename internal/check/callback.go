@@ -227,7 +227,9 @@ func (h *Handler) newSession(q *request, login *provider.Login, id identity.Iden
 		h.log.Error("login failed: cannot store session", q.rid(), zap.String("user", id.User), zap.Error(err))
 		return withCookies(failure(http.StatusForbidden, "Login failed", msgLoginFailed, ""), v), loginInternal
 	}
-	h.log.Info("login", q.rid(), zap.String("user", id.User), zap.String("sub", s.Subject), zap.Int("groups", len(id.Groups)))
+	h.d.Metrics.SessionBytes(len(sealed))
+	h.log.Info("login", q.rid(), zap.String("user", id.User), zap.String("sub", s.Subject), zap.Int("groups", len(id.Groups)),
+		zap.Int("session_bytes", len(sealed)))
 	return redirectTo(target, append(v.cookies, setSessionCookie(sealed, maxAge))...), ""
 }
 

@@ -203,7 +203,6 @@ func (s *Sessions) Seal(sess *session.Session) (string, error) {
 	if n := session.Count(sealed); n == 0 || n > max {
 		return "", &TooLargeError{Part: PartSession, Bytes: len(sealed), Limit: max * session.CookieBytes}
 	}
-	s.metrics.SessionBytes(len(sealed))
 	return sealed, nil
 }
 
@@ -349,6 +348,7 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 		s.log.Error("cannot seal the renewed session; keeping the old one", zap.Error(err))
 		return l, sealed, nil
 	}
+	s.metrics.SessionBytes(len(newSealed))
 	n := s.newLive(cache.KeyOf(newSealed), &next, validated)
 	s.verified.Put(n.key, n)
 	l.successor.Store(&successor{live: n, sealed: newSealed})
