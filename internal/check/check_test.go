@@ -127,7 +127,7 @@ func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authent
 		ProviderLogout: s.Logout.ProviderLogout, ForwardAuthProxy: s.ForwardAuth.Proxy, TrustedProxies: s.ForwardAuth.TrustedProxies,
 		ForwardAuthRedirect: s.ForwardAuth.Redirect, UpstreamToken: s.Upstream.Mode, KeepBearer: s.Upstream.KeepBearer,
 		AcceptProviderIDTokens: s.Bearer.AcceptProviderIDTokens,
-		ForwardAnswerMax: s.ForwardAuth.AnswerMax,
+		ForwardAnswerMax:       s.ForwardAuth.AnswerMax,
 	}, Deps{
 		Logger: zap.NewNop(),
 		Cookies: session.NewCookies(session.CookieOptions{Name: ss.CookieName, Domain: ss.Domain, SameSite: ss.SameSite,
