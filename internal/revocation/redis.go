@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 )
 
 // RedisStore shares revocations through Redis: a sorted set of
@@ -20,6 +23,9 @@ type RedisStore struct {
 	key    string
 	chann  string
 	prefix string
+	// Metrics records every operation and the subscription's state (nil:
+	// nothing recorded). Set before the store is used.
+	Metrics *metrics.Redis
 }
 
 // NewRedisStore connects to url (redis://[:password@]host:port/db, or
@@ -50,7 +56,9 @@ func NewRedisStore(url, keyPrefix string) (*RedisStore, error) {
 func (r *RedisStore) Close() error { return r.c.Close() }
 
 // Ping checks the connection.
-func (r *RedisStore) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
+func (r *RedisStore) Ping(ctx context.Context) error {
+	return r.Metrics.Op(metrics.RedisPing, r.c.Ping(ctx).Err())
+}
 
 func member(k Kind, value string) string { return string(k) + ":" + value }
 
@@ -63,11 +71,16 @@ func (r *RedisStore) Publish(ctx context.Context, k Kind, value string, at time.
 	pipe.ZAdd(ctx, r.key, redis.Z{Score: float64(at.Unix()), Member: m})
 	pipe.Publish(ctx, r.chann, strconv.FormatInt(at.Unix(), 10)+" "+m)
 	_, err := pipe.Exec(ctx)
-	return err
+	return r.Metrics.Op(metrics.RedisPublish, err)
 }
 
 // Load implements Store; it also drops entries older than since.
 func (r *RedisStore) Load(ctx context.Context, since time.Time) ([]Entry, error) {
+	out, err := r.load(ctx, since)
+	return out, r.Metrics.Op(metrics.RedisLoad, err)
+}
+
+func (r *RedisStore) load(ctx context.Context, since time.Time) ([]Entry, error) {
 	cut := strconv.FormatInt(since.Unix(), 10)
 	if err := r.c.ZRemRangeByScore(ctx, r.key, "-inf", "("+cut).Err(); err != nil {
 		return nil, err
@@ -85,39 +98,68 @@ func (r *RedisStore) Load(ctx context.Context, since time.Time) ([]Entry, error)
 	return out, nil
 }
 
-// Subscribe implements Store.
+// Subscribe implements Store. It returns when the subscription is lost
+// (the caller subscribes again): go-redis would reconnect on its own, but
+// silently, and what was published meanwhile would be missed without the
+// caller knowing it must resync. A quiet channel is checked with a PING
+// every subscriptionCheck; no answer within another subscriptionCheck
+// counts as lost.
 func (r *RedisStore) Subscribe(ctx context.Context, fn func(Entry)) error {
 	sub := r.c.Subscribe(ctx, r.chann)
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
-		return err
-	}
-	ch := sub.Channel()
-	for {
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return nil
-		case msg, ok := <-ch:
-			if !ok {
-				return fmt.Errorf("redis subscription closed")
+		}
+		return r.Metrics.Op(metrics.RedisSubscribe, err)
+	}
+	r.Metrics.Op(metrics.RedisSubscribe, nil)
+	r.Metrics.Subscribed(true)
+	defer r.Metrics.Subscribed(false)
+	pinged := false
+	for {
+		msg, err := sub.ReceiveTimeout(ctx, subscriptionCheck)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var ne net.Error
+		switch {
+		case err == nil:
+			pinged = false
+		case errors.As(err, &ne) && ne.Timeout() && !pinged:
+			if err := sub.Ping(ctx); err != nil {
+				return r.Metrics.Op(metrics.RedisSubscribe, fmt.Errorf("subscription lost: %w", err))
 			}
-			at, m, found := strings.Cut(msg.Payload, " ")
-			t, err := strconv.ParseInt(at, 10, 64)
-			if !found || err != nil {
-				continue
-			}
-			if e, ok := parseMember(m, t); ok {
-				fn(e)
-			}
+			pinged = true
+			continue
+		default:
+			return r.Metrics.Op(metrics.RedisSubscribe, fmt.Errorf("subscription lost: %w", err))
+		}
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			continue
+		}
+		at, member, found := strings.Cut(m.Payload, " ")
+		t, err := strconv.ParseInt(at, 10, 64)
+		if !found || err != nil {
+			continue
+		}
+		if e, ok := parseMember(member, t); ok {
+			fn(e)
 		}
 	}
 }
+
+// subscriptionCheck is how long a quiet subscription waits before it
+// checks its connection.
+const subscriptionCheck = 5 * time.Second
 
 // Remember implements Store with SET NX EX.
 func (r *RedisStore) Remember(ctx context.Context, key string, ttl time.Duration) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return r.c.SetNX(ctx, r.prefix+":once:"+key, 1, ttl).Result()
+	fresh, err := r.c.SetNX(ctx, r.prefix+":once:"+key, 1, ttl).Result()
+	return fresh, r.Metrics.Op(metrics.RedisRemember, err)
 }
 
 func parseMember(m string, at int64) (Entry, bool) {

@@ -69,6 +69,9 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	if s.Logout.RedisURL != "" {
 		p.Redis, err = revocation.NewRedisStore(s.Logout.RedisURL, s.Logout.RedisKeyPrefix)
 		fail("REDIS_URL", err)
+		if p.Redis != nil {
+			p.Redis.Metrics = p.Metrics.Redis()
+		}
 	}
 	var store revocation.Store
 	if p.Redis != nil {
@@ -80,7 +83,7 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	fail("authorization", err)
 	p.Upstream, err = p.upstreamIssuer(s, now)
 	fail("upstream token", err)
-	p.Reviews, err = tokenReviews(s, log, now)
+	p.Reviews, err = tokenReviews(s, p.Metrics, log, now)
 	fail("TokenReview", err)
 	if p.Provider == nil || p.Pages == nil || p.Policy == nil {
 		if s.Bearer.AuthenticationConfigFile != "" || s.Bearer.AcceptProviderIDTokens {
@@ -102,6 +105,7 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	groups, err := p.groupsPolicy(s)
 	fail("GROUPS_FILTER", err)
 	p.Check, p.Web = p.handlers(s, secrets, groups, log, now)
+	p.Metrics.Readiness(p.Provider.Ready)
 	p.Probe = probe(p.Provider, p.Metrics.Handler())
 	return p, errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/credential"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/tokenreview"
 )
 
@@ -15,13 +16,14 @@ import (
 // KUBERNETES_AUTHN_ENABLED is on (nil otherwise): the in-cluster API server,
 // the service's own token and CA, AUDIENCES. A pod without them fails to
 // start, naming what is missing.
-func tokenReviews(s *config.Settings, log *zap.Logger, now func() time.Time) (credential.Authenticator, error) {
+func tokenReviews(s *config.Settings, m *metrics.Metrics, log *zap.Logger, now func() time.Time) (credential.Authenticator, error) {
 	if !s.Bearer.TokenReview {
 		return nil, nil
 	}
 	o, err := tokenreview.InCluster(s.Bearer.ServiceAccountDir, tokenreview.Options{
 		Audiences: s.Bearer.ReviewAudiences, Timeout: s.Sessions.CheckProviderBudget, Logger: log, Now: now,
 	})
+	o.Metrics = m.TokenReview()
 	if err != nil {
 		return nil, fmt.Errorf("KUBERNETES_AUTHN_ENABLED: %w", err)
 	}

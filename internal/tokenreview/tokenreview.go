@@ -18,6 +18,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/authn"
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/kubeapi"
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 )
 
 // ErrUnavailable marks a refusal because the API server could not give an
@@ -53,8 +54,9 @@ type Options struct {
 	MaxConcurrent int           // reviews in flight at once (8); eight times as many (at least 32) may wait, more are refused at once
 	CacheSize     int           // remembered answers (20,000)
 
-	Logger *zap.Logger
-	Now    func() time.Time
+	Logger  *zap.Logger
+	Now     func() time.Time
+	Metrics *metrics.TokenReview // nil: none
 }
 
 // InCluster fills the API server, CA and token of o from a pod's
@@ -170,10 +172,12 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string) (*authn.Id
 	now := a.opts.Now()
 	if ans, ok := a.answers.Get(k); ok {
 		if now.Before(ans.until) {
+			a.opts.Metrics.Lookup(true)
 			return ans.id, ans.err
 		}
 		a.answers.Delete(k)
 	}
+	a.opts.Metrics.Lookup(false)
 
 	a.mu.Lock()
 	cl, shared := a.inflight[k]
@@ -217,14 +221,19 @@ func (a *Authenticator) review(ctx context.Context, raw string, c claims) answer
 	refuse := func(err error) answer {
 		return answer{err: err, until: a.opts.Now().Add(a.opts.NegativeTTL)}
 	}
+	start := time.Now()
+	result := metrics.ReviewRefused
+	defer func() { a.opts.Metrics.Review(result, time.Since(start)) }()
 	select {
 	case a.slots <- struct{}{}:
 		defer func() { <-a.slots }()
 	case <-ctx.Done():
+		result = metrics.ReviewUnavailable
 		return refuse(a.unavailable(fmt.Errorf("%d reviews already in flight", a.opts.MaxConcurrent)))
 	}
 	st, err := a.post(ctx, raw)
 	if err != nil {
+		result = metrics.ReviewUnavailable
 		return refuse(a.unavailable(err))
 	}
 	if st.Error != "" && !st.Authenticated {
@@ -238,6 +247,7 @@ func (a *Authenticator) review(ctx context.Context, raw string, c claims) answer
 		// status.audiences: its token was not meant for us.
 		return refuse(fmt.Errorf("%w: the API server confirmed none of the audiences %v (it answered %v)", authn.ErrInvalidToken, a.opts.Audiences, st.Audiences))
 	}
+	result = metrics.ReviewAuthenticated
 	now := a.opts.Now()
 	until := now.Add(a.opts.PositiveTTL)
 	if c.HasExp {
