@@ -108,29 +108,35 @@ func kustomizeBuild(t *testing.T, dir string) []*unstructured.Unstructured {
 }
 
 // installIstioCRDs creates Istio's CustomResourceDefinitions (Kubeflow
-// master's common/istio/istio-crds, testdata/istio-crds) and waits until
-// each is established.
+// master's common/istio/istio-crds, testdata/istio-crds) and the Prometheus
+// Operator's PrometheusRule and PodMonitor (vendored for test/manifests,
+// ../manifests/testdata/prometheus-operator) and waits until each is
+// established.
 func installIstioCRDs(t *testing.T, api *APIServer) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "istio-crds", "crd.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	api.Apply(t, string(b))
-	crds, _ := Objects(b)
 	c := api.Client(t)
 	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 	deadline := time.Now().Add(60 * time.Second)
-	for _, crd := range crds {
-		for {
-			got, err := c.dyn.Resource(gvr).Get(context.Background(), crd.GetName(), metav1.GetOptions{})
-			if err == nil && established(got) {
-				break
+	for _, file := range []string{filepath.Join("testdata", "istio-crds", "crd.yaml"),
+		filepath.Join("..", "manifests", "testdata", "prometheus-operator", "monitoring.coreos.com_prometheusrules.yaml"),
+		filepath.Join("..", "manifests", "testdata", "prometheus-operator", "monitoring.coreos.com_podmonitors.yaml")} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		api.Apply(t, string(b))
+		crds, _ := Objects(b)
+		for _, crd := range crds {
+			for {
+				got, err := c.dyn.Resource(gvr).Get(context.Background(), crd.GetName(), metav1.GetOptions{})
+				if err == nil && established(got) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("CRD %s not established: %v", crd.GetName(), err)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("CRD %s not established: %v", crd.GetName(), err)
-			}
-			time.Sleep(100 * time.Millisecond)
 		}
 	}
 }

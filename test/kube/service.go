@@ -56,6 +56,7 @@ func productBinary(t testing.TB, name string) string {
 type Service struct {
 	Gateway  string // http://127.0.0.1:<port>
 	CheckURL string
+	ProbeURL string // /readyz, /metrics
 	LogFile  string
 	probe    string
 	cmd      *exec.Cmd
@@ -94,7 +95,8 @@ func LaunchService(t testing.TB, env map[string]string) *Service {
 		all[k] = v
 	}
 	s := &Service{CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), probe: fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]),
-		done: make(chan struct{})}
+		ProbeURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		done:     make(chan struct{})}
 	// One file per service: a test may run several.
 	log, err := os.CreateTemp(ArtifactsDir(t), "service-*.log")
 	if err != nil {
@@ -153,6 +155,29 @@ func (s *Service) StartGateway(t testing.TB, args ...string) {
 		}
 	}
 	s.Gateway = "http://" + gw
+}
+
+// Metric is the value of one series of the service's /metrics, written as
+// the text format does (oidc_authservice_tokenreviews_total{result="refused"});
+// 0 when the series is absent.
+func (s *Service) Metric(t testing.TB, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(s.ProbeURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // startProgram runs a helper program until the test ends.

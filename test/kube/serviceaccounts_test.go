@@ -182,6 +182,22 @@ func TestServiceAccountTokensAtTheGateway(t *testing.T) {
 		})
 	}
 
+	// The reviews are counted by result, and the answers taken from the
+	// cache too (each case was presented twice).
+	for series, least := range map[string]float64{
+		`oidc_authservice_tokenreviews_total{result="authenticated"}`:            5, // AUDIENCES, both, short, long, another namespace
+		`oidc_authservice_tokenreviews_total{result="refused"}`:                  4, // pipelines only, no audience, deleted, another cluster
+		`oidc_authservice_cache_lookups_total{cache="tokenreview",result="hit"}`: 9, // every second call
+		`oidc_authservice_tokenreview_duration_seconds_count`:                    9,
+	} {
+		if got := review.Metric(t, series); got < least {
+			t.Errorf("%s = %v, want at least %v", series, got, least)
+		}
+	}
+	if got := review.Metric(t, `oidc_authservice_tokenreviews_total{result="unavailable"}`); got != 0 {
+		t.Errorf("unavailable reviews with the API server up: %v", got)
+	}
+
 	// A ServiceAccount deleted after its token was accepted: TokenReview
 	// notices once the positive answer's 10 s have passed.
 	doomed := mint(t, api, "kubeflow/doomed", both, time.Hour)
@@ -218,6 +234,9 @@ func TestTokenReviewWithoutRBACAndWithTheAPIServerDown(t *testing.T) {
 	if !strings.Contains(noRBAC.Log(), "tokenreviews") || !strings.Contains(noRBAC.Log(), "HTTP 403") {
 		t.Fatalf("the log does not say the service may not create tokenreviews:\n%s", tail(noRBAC.Log(), 2000))
 	}
+	if got := noRBAC.Metric(t, `oidc_authservice_tokenreviews_total{result="unavailable"}`); got != 1 {
+		t.Errorf("a review the API server refused to make counted %v times as unavailable, want 1", got)
+	}
 
 	authnFile := filepath.Join(t.TempDir(), "authn.yaml")
 	os.WriteFile(authnFile, []byte(jwksConfig(api)), 0o600)
@@ -236,6 +255,9 @@ func TestTokenReviewWithoutRBACAndWithTheAPIServerDown(t *testing.T) {
 	}
 	if log := review.Log(); !strings.Contains(log, "TokenReview failed") || !strings.Contains(log, "connection refused") {
 		t.Fatalf("the log does not say the API server is unreachable:\n%s", tail(log, 2000))
+	}
+	if got := review.Metric(t, `oidc_authservice_tokenreviews_total{result="unavailable"}`); got != 1 {
+		t.Errorf("reviews with the API server down: %v unavailable, want 1", got)
 	}
 	// The JWKS path verifies signatures with the keys it fetched: tokens of
 	// a known key keep working while the API server is down.

@@ -25,9 +25,15 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// istioCRDFile is Istio's CRD bundle, vendored from the istio.io/api module
-// (see testdata/istio/README.md for the version).
-var istioCRDFile = filepath.Join("testdata", "istio", "customresourcedefinitions.gen.yaml")
+// crdFiles are the vendored CRDs objects of deploy/ are validated against:
+// Istio's bundle, from the istio.io/api module (testdata/istio/README.md),
+// and the Prometheus Operator's PrometheusRule and PodMonitor
+// (testdata/prometheus-operator/README.md).
+var crdFiles = []string{
+	filepath.Join("testdata", "istio", "customresourcedefinitions.gen.yaml"),
+	filepath.Join("testdata", "prometheus-operator", "monitoring.coreos.com_prometheusrules.yaml"),
+	filepath.Join("testdata", "prometheus-operator", "monitoring.coreos.com_podmonitors.yaml"),
+}
 
 // crdVersion is one served version of a CRD: its schema, both as the
 // validator's type and as plain JSON for the walks below.
@@ -46,68 +52,71 @@ var (
 func loadCRDs() (map[string]*crdVersion, error) {
 	crdOnce.Do(func() {
 		crds = map[string]*crdVersion{}
-		f, err := os.Open(istioCRDFile)
-		if err != nil {
-			crdErr = err
-			return
-		}
-		defer f.Close()
-		r := utilyaml.NewYAMLReader(bufio.NewReader(f))
-		for {
-			doc, err := r.Read()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				crdErr = err
+		for _, file := range crdFiles {
+			if crdErr = loadCRDFile(file); crdErr != nil {
 				return
-			}
-			var crd struct {
-				Kind string `json:"kind"`
-				Spec struct {
-					Group string `json:"group"`
-					Names struct {
-						Kind string `json:"kind"`
-					} `json:"names"`
-					Versions []struct {
-						Name   string `json:"name"`
-						Served bool   `json:"served"`
-						Schema struct {
-							OpenAPIV3Schema json.RawMessage `json:"openAPIV3Schema"`
-						} `json:"schema"`
-					} `json:"versions"`
-				} `json:"spec"`
-			}
-			if err := yaml.Unmarshal(doc, &crd); err != nil {
-				crdErr = err
-				return
-			}
-			if crd.Kind != "CustomResourceDefinition" {
-				continue
-			}
-			for _, v := range crd.Spec.Versions {
-				if !v.Served || len(v.Schema.OpenAPIV3Schema) == 0 {
-					continue
-				}
-				cv := &crdVersion{GVK: crd.Spec.Group + "/" + v.Name + "/" + crd.Spec.Names.Kind, Schema: &spec.Schema{}}
-				if err := json.Unmarshal(v.Schema.OpenAPIV3Schema, cv.Schema); err != nil {
-					crdErr = fmt.Errorf("%s: %w", cv.GVK, err)
-					return
-				}
-				if err := json.Unmarshal(v.Schema.OpenAPIV3Schema, &cv.Raw); err != nil {
-					crdErr = err
-					return
-				}
-				crds[cv.GVK] = cv
 			}
 		}
 	})
 	return crds, crdErr
 }
 
-// istioSchema is the schema of an Istio kind and version, nil if Istio's CRDs
-// do not serve it.
-func istioSchema(gvk string) *crdVersion {
+func loadCRDFile(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(f))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var crd struct {
+			Kind string `json:"kind"`
+			Spec struct {
+				Group string `json:"group"`
+				Names struct {
+					Kind string `json:"kind"`
+				} `json:"names"`
+				Versions []struct {
+					Name   string `json:"name"`
+					Served bool   `json:"served"`
+					Schema struct {
+						OpenAPIV3Schema json.RawMessage `json:"openAPIV3Schema"`
+					} `json:"schema"`
+				} `json:"versions"`
+			} `json:"spec"`
+		}
+		if err := yaml.Unmarshal(doc, &crd); err != nil {
+			return err
+		}
+		if crd.Kind != "CustomResourceDefinition" {
+			continue
+		}
+		for _, v := range crd.Spec.Versions {
+			if !v.Served || len(v.Schema.OpenAPIV3Schema) == 0 {
+				continue
+			}
+			cv := &crdVersion{GVK: crd.Spec.Group + "/" + v.Name + "/" + crd.Spec.Names.Kind, Schema: &spec.Schema{}}
+			if err := json.Unmarshal(v.Schema.OpenAPIV3Schema, cv.Schema); err != nil {
+				return fmt.Errorf("%s: %w", cv.GVK, err)
+			}
+			if err := json.Unmarshal(v.Schema.OpenAPIV3Schema, &cv.Raw); err != nil {
+				return err
+			}
+			crds[cv.GVK] = cv
+		}
+	}
+}
+
+// crdSchema is the schema of a custom kind and version (Istio's, the
+// Prometheus Operator's), nil if no vendored CRD serves it.
+func crdSchema(gvk string) *crdVersion {
 	m, err := loadCRDs()
 	if err != nil {
 		panic(err)
@@ -115,11 +124,11 @@ func istioSchema(gvk string) *crdVersion {
 	return m[gvk]
 }
 
-// validateIstio validates an Istio object as the API server would with the
-// CRD installed: the OpenAPI schema, no field the schema does not declare
+// validateCustom validates a custom object (Istio's, the Prometheus
+// Operator's) as the API server would with the CRD installed: the OpenAPI schema, no field the schema does not declare
 // (the API server would prune them silently: a misspelt field is lost), and
 // the schema's CEL rules.
-func validateIstio(o *object, crd *crdVersion) []error {
+func validateCustom(o *object, crd *crdVersion) []error {
 	var errs []error
 	var data any
 	dec := json.NewDecoder(bytes.NewReader(o.JSON))
@@ -192,13 +201,16 @@ func walkSchema(schema map[string]any, data any, path string, report func(string
 		sort.Strings(keys)
 		for _, k := range keys {
 			p := path + "." + k
+			if path == "" && k == "metadata" {
+				continue // ObjectMeta, checked by checkMeta (a CRD may declare it as a bare object)
+			}
 			if ps, ok := props[k].(map[string]any); ok {
 				walkSchema(ps, x[k], p, report)
 			} else if addl != nil {
 				walkSchema(addl, x[k], p, report)
 			} else if props != nil || schema["type"] == "object" {
-				if path == "" && (k == "apiVersion" || k == "kind" || k == "metadata") {
-					continue // implicit in every CRD; ObjectMeta is checked by checkMeta
+				if path == "" && (k == "apiVersion" || k == "kind") {
+					continue // implicit in every CRD
 				}
 				report(pathOr(path), fmt.Errorf("unknown field %q (not in the CRD schema; the API server would drop it)", k))
 			}

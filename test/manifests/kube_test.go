@@ -65,8 +65,8 @@ func validateObject(o *object) []error {
 		if len(errs) == 0 {
 			errs = append(errs, checkTyped(v)...)
 		}
-	} else if crd := istioSchema(gvk); crd != nil {
-		errs = append(errs, validateIstio(o, crd)...)
+	} else if crd := crdSchema(gvk); crd != nil {
+		errs = append(errs, validateCustom(o, crd)...)
 	} else {
 		return []error{fmt.Errorf("%s: no validation for this kind: add it to typedKinds or vendor its CRD", gvk)}
 	}

@@ -69,12 +69,14 @@ var oidcClientObjects = []string{
 
 // wantObjects is exactly what each kustomization renders (kind/name).
 var wantObjects = map[string][]string{
-	"base":                              baseObjects,
-	"components/hpa":                    append(slices.Clone(baseObjects), "HorizontalPodAutoscaler/authservice"),
-	"components/web-route":              append(slices.Clone(baseObjects), "VirtualService/authservice-web"),
-	"components/dex-networkpolicy":      append(slices.Clone(baseObjects), "NetworkPolicy/allow-oidc-authservice"),
-	"components/tokenreview":            append(slices.Clone(baseObjects), "ClusterRole/oidc-authservice-tokenreview", "ClusterRoleBinding/oidc-authservice-tokenreview"),
-	"components/networkpolicy":          append(slices.Clone(baseObjects), "NetworkPolicy/authservice"),
+	"base":                         baseObjects,
+	"components/hpa":               append(slices.Clone(baseObjects), "HorizontalPodAutoscaler/authservice"),
+	"components/web-route":         append(slices.Clone(baseObjects), "VirtualService/authservice-web"),
+	"components/dex-networkpolicy": append(slices.Clone(baseObjects), "NetworkPolicy/allow-oidc-authservice"),
+	"components/tokenreview":       append(slices.Clone(baseObjects), "ClusterRole/oidc-authservice-tokenreview", "ClusterRoleBinding/oidc-authservice-tokenreview"),
+	"components/networkpolicy":     append(slices.Clone(baseObjects), "NetworkPolicy/authservice"),
+	"components/monitoring": append(slices.Clone(baseObjects), "PodMonitor/oidc-authservice", "PrometheusRule/oidc-authservice",
+		"ConfigMap/oidc-authservice-dashboard"),
 	"overlays/istio-envoyfilter":        append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "NetworkPolicy/authservice"),
 	"overlays/istio-extension-provider": append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice", "NetworkPolicy/authservice"),
 	"overlays/dex":                      append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web", "NetworkPolicy/authservice"),
