@@ -3,14 +3,19 @@ package check
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/oidc-authservice/oidc-authservice/internal/authn"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
+	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
 	"github.com/oidc-authservice/oidc-authservice/test/groupnames"
 )
 
@@ -206,3 +211,56 @@ func BenchmarkVerifySessionCookie(b *testing.B) {
 	r.RemoteAddr = "127.0.0.1:5000"
 	benchCheck(b, f, r, 200)
 }
+
+// The session check of BenchmarkCheckSessionCookie with traces: off (no
+// OTLP endpoint: the service's default), sampled (every check a span,
+// exported to a receiver that discards it, or over OTLP/HTTP to a local
+// server: the batch export runs on another goroutine and its CPU shows as
+// the other core's), and sampled out (the gateway's traceparent says not
+// sampled: Istio's default of 1 % sends this on 99 checks in 100, or
+// OTEL_TRACES_SAMPLER=always_off).
+func BenchmarkCheckTracing(b *testing.B) {
+	const sampled, unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer receiver.Close()
+	for _, c := range []struct {
+		name, traceparent string
+		o                 *tracing.Options
+	}{
+		{"off", "", nil},
+		{"off, traceparent sent", sampled, nil},
+		{"sampled, discarded", sampled, &tracing.Options{Exporter: discard{}, Sampler: "parentbased_always_on"}},
+		{"sampled, OTLP-HTTP", sampled, &tracing.Options{Endpoint: receiver.URL + "/v1/traces", Protocol: "http/protobuf", Sampler: "parentbased_always_on"}},
+		{"no traceparent, sampled", "", &tracing.Options{Exporter: discard{}, Sampler: "parentbased_always_on"}},
+		{"sampled out by the gateway", unsampled, &tracing.Options{Exporter: discard{}, Sampler: "parentbased_always_on"}},
+		{"sampled out, always_off", sampled, &tracing.Options{Exporter: discard{}, Sampler: "always_off"}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			f := newFixture(b, nil)
+			if c.o != nil {
+				c.o.ServiceName = "bench"
+				tr, err := tracing.New(*c.o)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer tr.Shutdown(context.Background())
+				f.h.d.Tracer = tr
+			}
+			ck := f.cookie(b, "user@example.com", []string{"team-a", "team-b"}, f.now.Add(time.Hour))
+			hdr := map[string]string{"Cookie": "_ga=GA1.1.123; authservice_session=" + ck + "; theme=dark"}
+			if c.traceparent != "" {
+				hdr["traceparent"] = c.traceparent
+			}
+			benchCheck(b, f, benchRequest("GET", "/notebook/ns/nb/lab?x=1", hdr), 200)
+		})
+	}
+}
+
+// discard is a span exporter that drops what it is given.
+type discard struct{}
+
+func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }

@@ -39,6 +39,9 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	q := h.classify(r, extAuthz)
 	v, failed := h.completeLogin(&q)
 	h.answer(w, &q, &v)
+	if h.d.Tracer != nil {
+		traceLogin(&q, failed)
+	}
 	if failed != "" {
 		h.d.Metrics.LoginFailed(failed)
 	} else {

@@ -19,6 +19,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
+	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
 )
 
 // Options configure the check: the endpoints, the paths it judges by and
@@ -83,6 +84,7 @@ type Deps struct {
 	Revocations *revocation.List
 	Backchannel http.Handler
 	Metrics     *metrics.Metrics
+	Tracer      *tracing.Tracer // nil: no traces
 	Now         func() time.Time
 	Random      io.Reader
 }
@@ -146,6 +148,11 @@ const (
 // ServeHTTP routes the service's own endpoints, and takes the decision of
 // the package comment for every other request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.d.Tracer != nil {
+		var span tracing.Span
+		r, span = h.traceStart(r)
+		defer span.End()
+	}
 	switch p := r.URL.Path; {
 	case p == h.o.CallbackPath:
 		h.callback(w, r)
@@ -179,6 +186,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, m mode, decide f
 	v := decide(&q)
 	h.answer(w, &q, &v)
 	h.counters[v.decision][v.reason].Add(time.Since(h.epoch) - start)
+	if h.d.Tracer != nil {
+		traceCheck(&q, &v)
+	}
 	if h.access != nil {
 		h.access.line(&q, &v)
 	}

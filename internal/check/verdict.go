@@ -100,6 +100,9 @@ const (
 
 // answer writes v: the one writer of every answer of this package.
 func (h *Handler) answer(w http.ResponseWriter, q *request, v *verdict) {
+	if h.d.Tracer != nil {
+		traceStatus(q, v)
+	}
 	hd := w.Header()
 	for _, c := range v.cookies {
 		h.applyCookie(hd, q, c)

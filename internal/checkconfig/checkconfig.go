@@ -84,6 +84,7 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	r.requestSection(s, built["bearer tokens"])
 	r.tokenReviewSection(s, built["TokenReview"])
 	r.sessionSection(ctx, s, p, built["REDIS_URL"])
+	r.tracingSection(s, built["traces"])
 	r.section("Servers")
 	sv := s.Servers
 	r.item("check", fmt.Sprintf("%s:%d", sv.Host, sv.CheckPort))
@@ -91,7 +92,7 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	r.item("web pages", fmt.Sprintf("%s:%d", sv.Host, sv.WebPort))
 	for what, e := range built {
 		switch what {
-		case "provider", "authorization", "upstream token", "bearer tokens", "TokenReview", "REDIS_URL":
+		case "provider", "authorization", "upstream token", "bearer tokens", "TokenReview", "REDIS_URL", "traces":
 		default:
 			r.problem("%v", e)
 		}
@@ -331,6 +332,25 @@ func (r *Report) keys(ctx context.Context, s *config.Settings) {
 		r.problem("%v", err)
 	default:
 		r.warn("could not check that the service's account can create no other Secret: %v", err)
+	}
+}
+
+func (r *Report) tracingSection(s *config.Settings, err error) {
+	t := s.Tracing
+	r.section("Traces")
+	switch {
+	case err != nil:
+		r.problem("%v", err)
+	case t.Endpoint == "":
+		r.item("OpenTelemetry traces", "off (no OTEL_EXPORTER_OTLP_ENDPOINT)")
+	default:
+		r.item("OTLP endpoint", t.Endpoint+" ("+t.Protocol+")")
+		sampler := t.Sampler
+		if strings.HasSuffix(sampler, "traceidratio") {
+			sampler += fmt.Sprintf(" %g", t.SamplerArg)
+		}
+		r.item("sampler", sampler)
+		r.item("service name", t.ServiceName)
 	}
 }
 

@@ -45,6 +45,7 @@ var sectionNames = map[string]string{
 	"ServerVars": "Servers and logs", "SessionVars": "Sessions and cookies", "LifetimeVars": "Session lifetime at the provider",
 	"LogoutVars": "Logout", "BearerVars": "Bearer tokens and authorization", "ForwardAuthVars": "Forward auth",
 	"UpstreamTokenVars": "Identity token for the upstream", "PagesVars": "Pages",
+	"TracingVars": "Traces (OpenTelemetry)",
 }
 
 // Redacted returns the effective configuration as variable → value, with

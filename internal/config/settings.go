@@ -25,6 +25,7 @@ type Settings struct {
 	ForwardAuth ForwardAuth
 	Upstream    UpstreamToken
 	Pages       Pages
+	Tracing     Tracing
 	// Ignored lists the predecessor's variables that are set and are not
 	// settings here (predecessor.go), for the start-up warning.
 	Ignored []Ignored
@@ -201,6 +202,20 @@ type Pages struct {
 	ThemesURL    string
 	TemplatePath string
 	Context      map[string]string // TEMPLATE_CONTEXT_<KEY>
+}
+
+// Tracing is where spans are exported; Endpoint "" is off.
+type Tracing struct {
+	// Endpoint is the URL spans go to: the full traces URL for
+	// http/protobuf, the receiver's scheme://host:port for grpc.
+	Endpoint    string
+	Protocol    string  // "http/protobuf" or "grpc"
+	Sampler     string  // OTEL_TRACES_SAMPLER's value
+	SamplerArg  float64 // the ratio of the traceidratio samplers
+	ServiceName string
+	// Attributes are OTEL_RESOURCE_ATTRIBUTES' key=value pairs, in order,
+	// values decoded.
+	Attributes [][2]string
 }
 
 // ErrInvalid wraps every validation problem.

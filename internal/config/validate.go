@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -49,6 +50,7 @@ func (s *Settings) validate(c *Config) error {
 	s.ForwardAuth = c.forwardAuth(&p)
 	s.Upstream = c.upstreamToken(&p)
 	c.pages(&p, &s.Pages)
+	s.Tracing = c.tracing(&p)
 	return errors.Join(p...)
 }
 
@@ -421,4 +423,86 @@ func validCookieName(n string) bool {
 		}
 	}
 	return true
+}
+
+// samplers are the values of OTEL_TRACES_SAMPLER the service implements
+// (the specification's, without the Jaeger remote and X-Ray ones).
+var samplers = []string{"always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"}
+
+func (c *Config) tracing(p *problems) Tracing {
+	v := Tracing{Protocol: c.OTLPProtocol, Sampler: strings.ToLower(strings.TrimSpace(c.TracesSampler)), SamplerArg: 1,
+		ServiceName: c.ServiceName}
+	if c.OTLPTracesProtocol != "" {
+		v.Protocol = c.OTLPTracesProtocol
+	}
+	protocolVar := "OTEL_EXPORTER_OTLP_PROTOCOL"
+	if c.OTLPTracesProtocol != "" {
+		protocolVar = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	}
+	switch v.Protocol {
+	case "http/protobuf", "grpc":
+	case "http/json":
+		p.add(protocolVar, "http/json is not supported by the OpenTelemetry Go SDK: use http/protobuf or grpc")
+	default:
+		p.add(protocolVar, "%q: must be http/protobuf or grpc", v.Protocol)
+	}
+	if !slices.Contains(samplers, v.Sampler) {
+		p.add("OTEL_TRACES_SAMPLER", "%q: must be one of %s", c.TracesSampler, strings.Join(samplers, ", "))
+	}
+	if a := strings.TrimSpace(c.TracesSamplerArg); a != "" && strings.HasSuffix(v.Sampler, "traceidratio") {
+		f, err := strconv.ParseFloat(a, 64)
+		if err != nil || f < 0 || f > 1 {
+			p.add("OTEL_TRACES_SAMPLER_ARG", "%q: must be a number from 0 to 1", a)
+		} else {
+			v.SamplerArg = f
+		}
+	}
+	for _, kv := range strings.Split(c.ResourceAttributes, ",") {
+		if strings.TrimSpace(kv) == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		dec, err := url.PathUnescape(strings.TrimSpace(val))
+		if !ok || k == "" || err != nil {
+			p.add("OTEL_RESOURCE_ATTRIBUTES", "%q: must be key=value pairs separated by commas, values percent-encoded", kv)
+			continue
+		}
+		v.Attributes = append(v.Attributes, [2]string{k, dec})
+		if k == "service.name" && v.ServiceName == "" {
+			v.ServiceName = dec
+		}
+	}
+	if v.ServiceName == "" {
+		v.ServiceName = "oidc-authservice"
+	}
+	endpoint, name := c.OTLPEndpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"
+	if c.OTLPTracesEndpoint != "" {
+		endpoint, name = c.OTLPTracesEndpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+	}
+	if endpoint == "" || strings.EqualFold(strings.TrimSpace(c.SDKDisabled), "true") {
+		return v
+	}
+	u, err := url.Parse(endpoint)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		p.add(name, "must be an absolute http(s) URL (http://otel-collector:4318)")
+		return v
+	case u.User != nil:
+		p.add(name, "credentials in the URL: put them in OTEL_EXPORTER_OTLP_HEADERS")
+		return v
+	case u.RawQuery != "" || u.Fragment != "":
+		p.add(name, "must have no query or fragment")
+		return v
+	}
+	switch {
+	case v.Protocol == "grpc":
+		u.Path, u.RawPath = "", ""
+	case name == "OTEL_EXPORTER_OTLP_ENDPOINT":
+		// The specification: the base URL with v1/traces appended.
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
+		u.RawPath = ""
+	}
+	v.Endpoint = u.String()
+	return v
 }

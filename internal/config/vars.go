@@ -19,6 +19,7 @@ type Config struct {
 	ForwardAuthVars
 	UpstreamTokenVars
 	PagesVars
+	TracingVars
 }
 
 // ProviderVars are the variables of the provider and the client registered there.
@@ -158,4 +159,21 @@ type PagesVars struct {
 	Theme        string `env:"THEME" default:"kubeflow" desc:"Theme of the pages: kubeflow (embedded) or the name of a folder under THEMES_URL."`
 	ThemesURL    string `env:"THEMES_URL" desc:"Base URL of external themes: pages load <THEMES_URL>/<THEME>/styles.css."`
 	TemplatePath string `env:"TEMPLATE_PATH" desc:"Folder with templates overriding the embedded ones (layout.html, error.html, after_logout.html, homepage.html). TEMPLATE_CONTEXT_<KEY>=value variables appear in them as .Context.<KEY>."`
+}
+
+// TracingVars are OpenTelemetry's standard variables for traces (their names
+// and meanings are the specification's; only traces are exported). The
+// SDK's other OTEL_EXPORTER_OTLP_* variables (HEADERS, CERTIFICATE,
+// COMPRESSION, TIMEOUT and their TRACES_ forms) apply as the SDK defines
+// them.
+type TracingVars struct {
+	OTLPEndpoint       string `env:"OTEL_EXPORTER_OTLP_ENDPOINT" desc:"Base URL of an OTLP receiver (http://otel-collector.observability:4318 for http/protobuf, :4317 for grpc); traces are sent to <base>/v1/traces over HTTP. Unset (and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT unset): no tracing, at no cost on the check path. Credentials go in OTEL_EXPORTER_OTLP_HEADERS, never in the URL. See docs/operations.md#traces."`
+	OTLPTracesEndpoint string `env:"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" desc:"URL traces are sent to, as is (http/protobuf: the full path, e.g. http://jaeger-collector:4318/v1/traces); overrides OTEL_EXPORTER_OTLP_ENDPOINT."`
+	OTLPProtocol       string `env:"OTEL_EXPORTER_OTLP_PROTOCOL" default:"http/protobuf" desc:"http/protobuf or grpc. With grpc the endpoint's scheme says whether TLS is used (http: plain, https: TLS)."`
+	OTLPTracesProtocol string `env:"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" desc:"Overrides OTEL_EXPORTER_OTLP_PROTOCOL for traces."`
+	TracesSampler      string `env:"OTEL_TRACES_SAMPLER" default:"parentbased_always_on" desc:"always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio. The parentbased samplers follow the gateway's decision (the sampled flag of traceparent or B3), so the gateway's sampling percentage applies to the service too."`
+	TracesSamplerArg   string `env:"OTEL_TRACES_SAMPLER_ARG" desc:"The ratio of the traceidratio samplers, 0 to 1. Default 1."`
+	ServiceName        string `env:"OTEL_SERVICE_NAME" desc:"service.name of the spans. Default oidc-authservice (or service.name of OTEL_RESOURCE_ATTRIBUTES)."`
+	ResourceAttributes string `env:"OTEL_RESOURCE_ATTRIBUTES" desc:"Comma-separated key=value resource attributes of the spans (values percent-encoded), e.g. deployment.environment=prod,k8s.namespace.name=istio-system."`
+	SDKDisabled        string `env:"OTEL_SDK_DISABLED" default:"false" desc:"true turns tracing off whatever the endpoint."`
 }

@@ -163,7 +163,7 @@ func (s *Set) refetch(ctx context.Context, seen uint64) bool {
 		}
 		wait := s.interval - time.Since(s.lastFetch)
 		if wait <= 0 {
-			s.startFetchLocked()
+			s.startFetchLocked(ctx)
 			continue
 		}
 		if !s.trailing {
@@ -191,7 +191,7 @@ func (s *Set) trailingFetch() {
 	s.mu.Lock()
 	s.trailing = false
 	if s.inflight == nil && time.Since(s.lastFetch) >= s.interval {
-		s.startFetchLocked()
+		s.startFetchLocked(context.Background())
 		return
 	}
 	s.mu.Unlock()
@@ -199,8 +199,10 @@ func (s *Set) trailingFetch() {
 
 // startFetchLocked starts one fetch in the background and unlocks s.mu;
 // s.inflight is closed when it ends. The fetch has its own timeout, so a
-// caller that gives up does not cancel it for the others.
-func (s *Set) startFetchLocked() {
+// caller that gives up does not cancel it for the others; it keeps the
+// values of from, the context of the request that asked for it (its
+// trace: the fetch's span is a child of that request's).
+func (s *Set) startFetchLocked(from context.Context) {
 	done := make(chan struct{})
 	s.inflight = done
 	s.lastFetch = time.Now()
@@ -208,7 +210,7 @@ func (s *Set) startFetchLocked() {
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
-		keys, err := s.fetch(u)
+		keys, err := s.fetch(from, u)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.inflight = nil
@@ -221,11 +223,11 @@ func (s *Set) startFetchLocked() {
 	}()
 }
 
-func (s *Set) fetch(u string) ([]jose.JSONWebKey, error) {
+func (s *Set) fetch(from context.Context, u string) ([]jose.JSONWebKey, error) {
 	if u == "" {
 		return nil, errors.New("jwks_uri not known yet (discovery has not succeeded)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(from), fetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {

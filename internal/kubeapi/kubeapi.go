@@ -45,6 +45,8 @@ type Options struct {
 	NamespaceFile string
 	Timeout       time.Duration // of one call (5 s)
 	MaxConns      int           // idle connections kept (8)
+	// Wrap, when set, wraps the transport (the tracer's client spans).
+	Wrap func(http.RoundTripper) http.RoundTripper
 }
 
 // InCluster is the pod's API server and credentials: KUBERNETES_SERVICE_HOST
@@ -110,7 +112,11 @@ func New(o Options) (*Client, error) {
 	if _, err := ReadToken(o.TokenFile); err != nil {
 		return nil, err
 	}
-	return &Client{opts: o, client: &http.Client{Transport: tr, Timeout: o.Timeout,
+	var rt http.RoundTripper = tr
+	if o.Wrap != nil {
+		rt = o.Wrap(tr)
+	}
+	return &Client{opts: o, client: &http.Client{Transport: rt, Timeout: o.Timeout,
 		// An answer of the API server is never a redirect to follow with
 		// the service's token.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},

@@ -20,7 +20,9 @@ import (
 // Refresh redeems a refresh token. The new tokens replace the session's; an
 // ID token in the answer is verified (no nonce: refresh answers carry none)
 // and must name the same subject.
-func (p *Provider) Refresh(ctx context.Context, refreshToken, subject string) (*oauth2.Token, error) {
+func (p *Provider) Refresh(ctx context.Context, refreshToken, subject string) (_ *oauth2.Token, err error) {
+	ctx, span := p.span(ctx, "refresh")
+	defer func() { endSpan(span, err) }()
 	d := p.d.Load()
 	if d == nil {
 		return nil, ErrNotReady
@@ -45,7 +47,9 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken, subject string) (*
 // Validate asks userinfo whether an access token is still good: nil when it
 // is, ErrRejected when the provider refuses it (revoked, expired),
 // ErrUnavailable when the provider cannot say.
-func (p *Provider) Validate(ctx context.Context, accessToken string) error {
+func (p *Provider) Validate(ctx context.Context, accessToken string) (err error) {
+	ctx, span := p.span(ctx, "strict validation")
+	defer func() { endSpan(span, err) }()
 	d := p.d.Load()
 	if d == nil {
 		return ErrNotReady
@@ -53,7 +57,7 @@ func (p *Provider) Validate(ctx context.Context, accessToken string) error {
 	if !d.userinfo {
 		return fmt.Errorf("%w: provider has no userinfo endpoint", ErrUnavailable)
 	}
-	_, err := d.oidc.UserInfo(p.ctx(ctx), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: accessToken, TokenType: "Bearer"}))
+	_, err = d.oidc.UserInfo(p.ctx(ctx), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: accessToken, TokenType: "Bearer"}))
 	if err != nil {
 		return classify("userinfo", err)
 	}
@@ -68,7 +72,9 @@ func (p *Provider) HasUserinfo() bool {
 
 // Revoke revokes a token at the provider's RFC 7009 endpoint. It does
 // nothing when the provider has none.
-func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
+func (p *Provider) Revoke(ctx context.Context, token, hint string) (err error) {
+	ctx, span := p.span(ctx, "token revocation")
+	defer func() { endSpan(span, err) }()
 	d := p.d.Load()
 	if d == nil || d.revocation == "" || token == "" {
 		return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/jwks"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/outbound"
+	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 )
@@ -34,6 +35,7 @@ type Options struct {
 	Logger       *zap.Logger
 	Now          func() time.Time
 	Metrics      *metrics.Metrics // optional: provider requests by endpoint
+	Tracer       *tracing.Tracer  // optional: spans of the provider calls
 }
 
 // Errors of the login path, for errors.Is.
@@ -92,7 +94,7 @@ func New(o Options) (*Provider, error) {
 		return nil, err
 	}
 	p := &Provider{opts: o, log: o.Logger, client: client}
-	client.Transport = o.Metrics.Transport(client.Transport, p.endpointOf)
+	client.Transport = o.Tracer.Transport(o.Metrics.Transport(client.Transport, p.endpointOf), p.endpointOf)
 	p.keys = jwks.New("", client, 0, o.Logger)
 	return p, nil
 }
@@ -236,7 +238,9 @@ type Login struct {
 
 // Exchange redeems an authorization code with its PKCE verifier, verifies
 // the ID token and its nonce, and merges userinfo.
-func (p *Provider) Exchange(ctx context.Context, code, verifier, nonce string) (*Login, error) {
+func (p *Provider) Exchange(ctx context.Context, code, verifier, nonce string) (login *Login, err error) {
+	ctx, span := p.span(ctx, "code exchange")
+	defer func() { endSpan(span, err) }()
 	d := p.d.Load()
 	if d == nil {
 		return nil, ErrNotReady

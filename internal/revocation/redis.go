@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 )
@@ -50,6 +52,14 @@ func NewRedisStore(url, keyPrefix string) (*RedisStore, error) {
 		keyPrefix = "oidc-authservice"
 	}
 	return &RedisStore{c: redis.NewClient(opt), key: keyPrefix + ":revoked", chann: keyPrefix + ":revocations", prefix: keyPrefix}, nil
+}
+
+// Trace makes every Redis command a span (its name; never its arguments,
+// which hold session ids and one-time values) under the span of the
+// request that caused it, with tp (tracing.Tracer.Provider).
+func (r *RedisStore) Trace(tp trace.TracerProvider) error {
+	return redisotel.InstrumentTracing(r.c, redisotel.WithTracerProvider(tp), redisotel.WithDBStatement(false),
+		redisotel.WithCallerEnabled(false))
 }
 
 // Close closes the connection pool.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
+	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
 	"github.com/oidc-authservice/oidc-authservice/internal/upstreamtoken"
 	"github.com/oidc-authservice/oidc-authservice/internal/web"
 )
@@ -30,6 +32,7 @@ import (
 // by Build, for the server and for check-config alike.
 type Parts struct {
 	Metrics     *metrics.Metrics
+	Tracer      *tracing.Tracer // nil without an OTLP endpoint
 	Provider    *provider.Provider
 	Pages       *pages.Pages
 	Redis       *revocation.RedisStore // nil without REDIS_URL
@@ -58,10 +61,12 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 		}
 	}
 	var err error
+	p.Tracer, err = newTracer(s.Tracing, version, log)
+	fail("traces", err)
 	p.Provider, err = provider.New(provider.Options{Issuer: s.Provider.Issuer, AuthURL: s.Provider.AuthURL,
 		ClientID: s.Provider.ClientID, ClientSecret: s.Provider.ClientSecret, RedirectURL: s.Provider.RedirectURL,
 		Scopes: s.Provider.Scopes, CABundle: s.Provider.CABundle, Timeout: s.Provider.Timeout,
-		Logger: log.Named("provider"), Now: now, Metrics: p.Metrics})
+		Logger: log.Named("provider"), Now: now, Metrics: p.Metrics, Tracer: p.Tracer})
 	fail("provider", err)
 	p.Pages, err = pages.New(pages.Options{ClientName: s.Pages.ClientName, Theme: s.Pages.Theme, ThemesURL: s.Pages.ThemesURL,
 		TemplatePath: s.Pages.TemplatePath, Context: s.Pages.Context})
@@ -71,6 +76,9 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 		fail("REDIS_URL", err)
 		if p.Redis != nil {
 			p.Redis.Metrics = p.Metrics.Redis()
+			if p.Tracer != nil {
+				fail("REDIS_URL", p.Redis.Trace(p.Tracer.Provider()))
+			}
 		}
 	}
 	var store revocation.Store
@@ -83,7 +91,7 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	fail("authorization", err)
 	p.Upstream, err = p.upstreamIssuer(s, now)
 	fail("upstream token", err)
-	p.Reviews, err = tokenReviews(s, p.Metrics, log, now)
+	p.Reviews, err = tokenReviews(s, p.Metrics, p.Tracer, log, now)
 	fail("TokenReview", err)
 	if p.Provider == nil || p.Pages == nil || p.Policy == nil {
 		if s.Bearer.AuthenticationConfigFile != "" || s.Bearer.AcceptProviderIDTokens {
@@ -110,10 +118,16 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	return p, errors.Join(errs...)
 }
 
-// Close releases what Build opened.
+// Close releases what Build opened; the spans still queued are exported
+// within 5 s.
 func (p *Parts) Close() {
 	if p.Redis != nil {
 		p.Redis.Close()
+	}
+	if p.Tracer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		p.Tracer.Shutdown(ctx)
+		cancel()
 	}
 }
 
@@ -182,7 +196,7 @@ func (p *Parts) handlers(s *config.Settings, secrets [][]byte, groups *identity.
 		Timeout: s.Provider.Timeout, Metrics: p.Metrics, Log: log.Named("backchannel")}
 	deps := check.Deps{Logger: log, Cookies: cookies, Codec: codec, Provider: p.Provider, Mapper: mapper,
 		Policy: p.Policy, Pages: p.Pages, Sessions: sessions, Tokens: tokens, Revocations: p.Revocations,
-		Backchannel: backchannel, Metrics: p.Metrics, Now: now, Random: rand.Reader}
+		Backchannel: backchannel, Metrics: p.Metrics, Tracer: p.Tracer, Now: now, Random: rand.Reader}
 	if p.Upstream != nil {
 		deps.Upstream = p.Upstream
 	}

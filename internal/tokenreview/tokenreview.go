@@ -19,6 +19,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/kubeapi"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
+	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
 )
 
 // ErrUnavailable marks a refusal because the API server could not give an
@@ -57,6 +58,7 @@ type Options struct {
 	Logger  *zap.Logger
 	Now     func() time.Time
 	Metrics *metrics.TokenReview // nil: none
+	Tracer  *tracing.Tracer      // nil: no spans
 }
 
 // InCluster fills the API server, CA and token of o from a pod's
@@ -129,7 +131,9 @@ func New(o Options) (*Authenticator, error) {
 		o.CacheSize = 20000
 	}
 	api, err := kubeapi.New(kubeapi.Options{APIServer: o.APIServer, CAFile: o.CAFile, TokenFile: o.TokenFile,
-		Timeout: o.Timeout, MaxConns: o.MaxConcurrent})
+		Timeout: o.Timeout, MaxConns: o.MaxConcurrent, Wrap: func(next http.RoundTripper) http.RoundTripper {
+			return o.Tracer.Transport(next, func(*http.Request) string { return "tokenreview" })
+		}})
 	if err != nil {
 		return nil, fmt.Errorf("tokenreview: %w", err)
 	}

@@ -91,6 +91,7 @@ func TestCheckConfig(t *testing.T) {
 			"kubeflow-userid: <claim \"email\">",
 			"skip paths (no login): /dex",
 			"session keys: 1",
+			"OpenTelemetry traces: off (no OTEL_EXPORTER_OTLP_ENDPOINT)",
 			"OK.",
 		} {
 			if !strings.Contains(flat, want) {
@@ -113,6 +114,22 @@ func TestCheckConfig(t *testing.T) {
 		}
 		if strings.Contains(out, "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok") {
 			t.Fatal("the secret is printed")
+		}
+	})
+
+	t.Run("traces", func(t *testing.T) {
+		out, code := checkConfig(t, with(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+			"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1", "OTEL_SERVICE_NAME": "authservice-eu"}))
+		flat := strings.Join(strings.Fields(out), " ")
+		for _, want := range []string{"OTLP endpoint: http://127.0.0.1:4318/v1/traces (http/protobuf)",
+			"sampler: parentbased_traceidratio 0.1", "service name: authservice-eu", "OK."} {
+			if code != 0 || !strings.Contains(flat, want) {
+				t.Errorf("exit %d, output lacks %q:\n%s", code, want, out)
+			}
+		}
+		out, code = checkConfig(t, with(map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}))
+		if code != 1 || !strings.Contains(out, "OTEL_EXPORTER_OTLP_PROTOCOL: http/json is not supported") {
+			t.Errorf("exit %d:\n%s", code, out)
 		}
 	})
 

@@ -1,0 +1,104 @@
+package check
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
+)
+
+// traced gives the fixture's handler a tracer that samples everything and
+// keeps the spans in memory.
+func traced(t testing.TB, f *fixture, sampler string) func() tracetest.SpanStubs {
+	t.Helper()
+	exp := tracetest.NewInMemoryExporter()
+	tr, err := tracing.New(tracing.Options{Exporter: exp, Sampler: sampler, SamplerArg: 1, ServiceName: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h.d.Tracer = tr
+	return func() tracetest.SpanStubs {
+		tr.Flush(context.Background())
+		return exp.GetSpans()
+	}
+}
+
+// TestCheckSpans: every request to the check port is a server span in the
+// gateway's trace, named by the endpoint that answered, with the decision
+// and reason of oidc_authservice_checks_total and the status as
+// attributes; no cookie, token, code or query string is an attribute.
+func TestCheckSpans(t *testing.T) {
+	const traceID, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	f := newFixture(t, nil)
+	spans := traced(t, f, "parentbased_always_on")
+	valid := f.cookie(t, "user@example.com", []string{"team-a"}, f.now.Add(time.Hour))
+	tp := "00-" + traceID + "-" + parent + "-01"
+	cases := []struct {
+		method, target string
+		hdr            map[string]string
+		name           string
+		decision       string
+		reason         string
+		status         string
+	}{
+		{"GET", "/notebook/?token=query-secret", map[string]string{"Cookie": "authservice_session=" + valid, "traceparent": tp}, "check", "allow", "session", "200"},
+		{"GET", "/api/x", map[string]string{"Authorization": "Bearer bearer-secret.x.y", "Accept": "application/json",
+			"x-b3-traceid": traceID, "x-b3-spanid": parent, "x-b3-sampled": "1"}, "check", "deny", "invalid_token", "401"},
+		{"GET", "/jupyter/", map[string]string{"b3": traceID + "-" + parent + "-1"}, "check", "redirect", "no_credentials", "302"},
+		{"GET", "/authservice/oidc/callback?code=code-secret&state=" + strings.Repeat("s", 43), map[string]string{"traceparent": tp},
+			"login callback", "", "", "400"},
+		{"GET", "/authservice/logout", map[string]string{"Cookie": "authservice_session=" + valid, "traceparent": tp}, "logout", "", "", "302"},
+	}
+	for _, c := range cases {
+		f.do(c.method, c.target, c.hdr)
+	}
+	got := spans()
+	if len(got) != len(cases) {
+		t.Fatalf("%d spans for %d requests", len(got), len(cases))
+	}
+	for i, c := range cases {
+		s := got[i]
+		attrs := map[string]string{}
+		for _, a := range s.Attributes {
+			attrs[string(a.Key)] = a.Value.Emit()
+			for _, secret := range []string{valid, "query-secret", "bearer-secret", "code-secret"} {
+				if strings.Contains(a.Value.Emit(), secret) {
+					t.Errorf("%s %s: attribute %s carries a credential", c.method, c.target, a.Key)
+				}
+			}
+		}
+		if s.Name != c.name || s.SpanContext.TraceID().String() != traceID || s.Parent.SpanID().String() != parent {
+			t.Errorf("%s: span %q in trace %s under %s", c.target, s.Name, s.SpanContext.TraceID(), s.Parent.SpanID())
+		}
+		if c.name == "login callback" && attrs["oidc_authservice.login"] != "invalid_state" {
+			t.Errorf("callback: login %q", attrs["oidc_authservice.login"])
+		}
+		if c.decision != "" && (attrs["oidc_authservice.decision"] != c.decision || attrs["oidc_authservice.reason"] != c.reason) {
+			t.Errorf("%s: decision %q reason %q", c.target, attrs["oidc_authservice.decision"], attrs["oidc_authservice.reason"])
+		}
+		if attrs["http.response.status_code"] != c.status || attrs["http.request.method"] != c.method ||
+			attrs["server.address"] != "kubeflow.example.com" || strings.Contains(attrs["url.path"], "?") {
+			t.Errorf("%s: attributes %v", c.target, attrs)
+		}
+	}
+}
+
+// TestCheckSpansSampledOut: with the gateway's trace not sampled nothing is
+// exported, and the answer is the same.
+func TestCheckSpansSampledOut(t *testing.T) {
+	f := newFixture(t, nil)
+	spans := traced(t, f, "parentbased_always_on")
+	valid := f.cookie(t, "user@example.com", nil, f.now.Add(time.Hour))
+	w := f.do("GET", "/x", map[string]string{"Cookie": "authservice_session=" + valid,
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"})
+	if w.Code != 200 || w.Header().Get("kubeflow-userid") != "user@example.com" {
+		t.Fatalf("%d %v", w.Code, w.Header())
+	}
+	if got := spans(); len(got) != 0 {
+		t.Fatalf("%d spans exported for an unsampled trace", len(got))
+	}
+}
