@@ -41,6 +41,17 @@ bin/kube-peer: test/kube/go.mod test/kube/go.sum $(wildcard test/kube/cmd/kube-p
 	@start=$$(date +%s); cd test/kube && $(GO) build -p=2 -ldflags "$(KUBE_LDFLAGS)" -o ../../bin/kube-peer ./cmd/kube-peer \
 		&& echo "bin/kube-peer built in $$(( $$(date +%s) - start )) s"
 
+# Jaeger v2 (github.com/jaegertracing/jaeger v1.75.0's cmd/jaeger, an
+# OpenTelemetry Collector distribution with in-memory storage) for the
+# traces test of make e2e; test/jaeger is a module holding only the tool
+# directive, so its dependencies stay out of every other go.mod. Rebuilt
+# only when that module changes.
+JAEGER_VERSION := v1.75.0
+bin/jaeger: test/jaeger/go.mod test/jaeger/go.sum
+	@echo "building bin/jaeger (Jaeger $(JAEGER_VERSION); cold: see docs/development.md)"
+	@start=$$(date +%s); cd test/jaeger && $(GO) build -p=2 -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$(JAEGER_VERSION)" -o ../../bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger \
+		&& echo "bin/jaeger built in $$(( $$(date +%s) - start )) s"
+
 .PHONY: run
 run: build tools ## Start Dex, the service, a demo upstream and an Envoy-faithful proxy; log in at http://127.0.0.1:8000/.
 	./deploy/local/run.sh
@@ -55,8 +66,8 @@ test: bin/dex-runner ## Run vet and the whole test suite (unit and integration a
 # costs a 6-minute, 2.9 GB build the first time (cached afterwards). CI runs
 # make e2e.
 .PHONY: e2e
-e2e: bin/dex-runner kube-check ## Run the end-to-end scenarios (browser, GitLab-shaped provider, replicas, proxies) and kube-check.
-	cd test/e2e && DEX_RUNNER=$(CURDIR)/bin/dex-runner $(GO) test -count=1 -timeout 20m -tags e2e ./...
+e2e: bin/dex-runner bin/jaeger kube-check ## Run the end-to-end scenarios (browser, GitLab-shaped provider, replicas, proxies, traces in Jaeger) and kube-check.
+	cd test/e2e && DEX_RUNNER=$(CURDIR)/bin/dex-runner JAEGER=$(CURDIR)/bin/jaeger $(GO) test -count=1 -timeout 20m -tags e2e ./...
 
 .PHONY: kube-check
 kube-check: bin/kube-peer bin/dex-runner ## Tests against a real kube-apiserver (test/kube): service-account tokens, the differential table, dry-run of deploy/, the session-key Secret.
