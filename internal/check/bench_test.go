@@ -231,12 +231,12 @@ func BenchmarkCheckTracing(b *testing.B) {
 		o                 *tracing.Options
 	}{
 		{"off", "", nil},
-		{"off, traceparent sent", sampled, nil},
-		{"sampled, discarded", sampled, &tracing.Options{Exporter: discard{}, Sampler: "parentbased_always_on"}},
-		{"sampled, OTLP-HTTP", sampled, &tracing.Options{Endpoint: receiver.URL + "/v1/traces", Protocol: "http/protobuf", Sampler: "parentbased_always_on"}},
-		{"no traceparent, sampled", "", &tracing.Options{Exporter: discard{}, Sampler: "parentbased_always_on"}},
-		{"sampled out by the gateway", unsampled, &tracing.Options{Exporter: discard{}, Sampler: "parentbased_always_on"}},
-		{"sampled out, always_off", sampled, &tracing.Options{Exporter: discard{}, Sampler: "always_off"}},
+		{"off-traceparent-sent", sampled, nil},
+		{"sampled-discarded", sampled, &tracing.Options{Exporter: discard{}, Sampler: "parentbased_always_on"}},
+		{"sampled-otlp-http", sampled, &tracing.Options{Endpoint: receiver.URL + "/v1/traces", Protocol: "http/protobuf", Sampler: "parentbased_always_on"}},
+		{"sampled-no-traceparent", "", &tracing.Options{Exporter: discard{}, Sampler: "parentbased_always_on"}},
+		{"sampled-out-by-gateway", unsampled, &tracing.Options{Exporter: discard{}, Sampler: "parentbased_always_on"}},
+		{"sampled-out-always_off", sampled, &tracing.Options{Exporter: discard{}, Sampler: "always_off"}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			f := newFixture(b, nil)
