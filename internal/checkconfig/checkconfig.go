@@ -265,15 +265,24 @@ func (r *Report) sessionSection(ctx context.Context, s *config.Settings, p *serv
 	case redisErr != nil:
 		r.problem("%v", redisErr)
 	case p.Redis != nil:
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if err := p.Redis.Ping(pctx); err != nil {
+		lo := s.Logout
+		switch p.Redis.Mode() {
+		case "sentinel":
+			r.item("Redis mode", fmt.Sprintf("Sentinel: master %q via %s", lo.RedisSentinelMaster, strings.Join(lo.RedisSentinelAddrs, ", ")))
+		case "cluster":
+			r.item("Redis mode", "Cluster: "+strings.Join(lo.RedisClusterAddrs, ", "))
+		default:
+			r.item("Redis mode", "single server (REDIS_URL)")
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if found, err := p.Redis.Check(pctx); err != nil {
 			r.problem("Redis not reachable: %v", err)
 		} else {
-			r.item("revocations shared via", "Redis (ok)")
+			r.item("revocations shared via", "Redis (ok: "+found+")")
 		}
 		cancel()
 	default:
-		r.item("revocations shared via", "nothing (this replica only; set REDIS_URL with several replicas)")
+		r.item("revocations shared via", "nothing (this replica only; set REDIS_URL, or Sentinel or Cluster, with several replicas)")
 	}
 	for _, v := range s.Ignored {
 		r.warn("%s (a variable of the predecessor) is ignored: %s", v.Name, v.Why)

@@ -159,6 +159,24 @@ type Logout struct {
 	BackchannelMaxAge     time.Duration
 	RedisURL              string
 	RedisKeyPrefix        string
+	RedisSentinelMaster   string
+	RedisSentinelAddrs    []string
+	RedisSentinelPassword string
+	RedisClusterAddrs     []string
+}
+
+// RedisMode is how revocations are shared: "" (not at all), "single"
+// (REDIS_URL), "sentinel" or "cluster".
+func (l Logout) RedisMode() string {
+	switch {
+	case l.RedisSentinelMaster != "":
+		return "sentinel"
+	case len(l.RedisClusterAddrs) > 0:
+		return "cluster"
+	case l.RedisURL != "":
+		return "single"
+	}
+	return ""
 }
 
 // Bearer is how bearer tokens are accepted and requests authorized.

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -347,9 +348,54 @@ func (c *Config) logout(p *problems) Logout {
 	if c.BackchannelMaxAge <= 0 {
 		p.add("BACKCHANNEL_LOGOUT_MAX_AGE", "must be positive (every logout token would be refused)")
 	}
-	return Logout{RevokeTokens: c.RevokeOnLogout, ProviderLogout: c.ProviderLogout, PostLogoutRedirectURL: c.PostLogoutRedirectURL,
+	v := Logout{RevokeTokens: c.RevokeOnLogout, ProviderLogout: c.ProviderLogout, PostLogoutRedirectURL: c.PostLogoutRedirectURL,
 		ProviderSignOutURL: c.ProviderSignOutURL, ProviderSignOutMode: c.ProviderSignOutMode, BackchannelMaxAge: c.BackchannelMaxAge,
-		RedisURL: c.RedisURL, RedisKeyPrefix: c.RedisKeyPrefix}
+		RedisURL: c.RedisURL, RedisKeyPrefix: c.RedisKeyPrefix, RedisSentinelMaster: strings.TrimSpace(c.RedisSentinelMaster),
+		RedisSentinelAddrs: splitList(c.RedisSentinelAddrs, ", "), RedisSentinelPassword: c.RedisSentinelPassword,
+		RedisClusterAddrs: splitList(c.RedisClusterAddrs, ", ")}
+	c.redis(p, &v)
+	return v
+}
+
+// redis checks the Redis variables: one mode (a single Redis, Sentinel or
+// Cluster), host:port addresses, and with Sentinel or Cluster a REDIS_URL
+// that names no server. The URL's own syntax is checked where it is parsed
+// (package revocation), with its password kept out of the message.
+func (c *Config) redis(p *problems, v *Logout) {
+	sentinel, cluster := v.RedisSentinelMaster != "", len(v.RedisClusterAddrs) > 0
+	switch {
+	case sentinel && cluster:
+		p.add("REDIS_CLUSTER_ADDRS", "set with REDIS_SENTINEL_MASTER_NAME: use Sentinel or Cluster, not both")
+	case sentinel && len(v.RedisSentinelAddrs) == 0:
+		p.add("REDIS_SENTINEL_ADDRS", "required with REDIS_SENTINEL_MASTER_NAME")
+	case !sentinel && len(v.RedisSentinelAddrs) > 0:
+		p.add("REDIS_SENTINEL_MASTER_NAME", "required with REDIS_SENTINEL_ADDRS")
+	case !sentinel && v.RedisSentinelPassword != "":
+		p.add("REDIS_SENTINEL_PASSWORD", "set without REDIS_SENTINEL_MASTER_NAME")
+	}
+	for _, list := range []struct {
+		name  string
+		addrs []string
+	}{{"REDIS_SENTINEL_ADDRS", v.RedisSentinelAddrs}, {"REDIS_CLUSTER_ADDRS", v.RedisClusterAddrs}} {
+		for _, a := range list.addrs {
+			host, port, err := net.SplitHostPort(a)
+			if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+				p.add(list.name, "%q is not host:port", a)
+			}
+		}
+	}
+	if (!sentinel && !cluster) || v.RedisURL == "" {
+		return
+	}
+	u, err := url.Parse(v.RedisURL)
+	switch {
+	case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss"):
+		p.add("REDIS_URL", "with Sentinel or Cluster, must be redis://:password@ or rediss://user:password@ (no host)")
+	case u.Host != "":
+		p.add("REDIS_URL", "names the server %s: with Sentinel or Cluster the servers come from REDIS_SENTINEL_ADDRS or REDIS_CLUSTER_ADDRS; give only the password, user, database and TLS (redis://:password@/0)", u.Host)
+	case cluster && strings.Trim(u.Path, "/") != "" && strings.Trim(u.Path, "/") != "0":
+		p.add("REDIS_URL", "database %s: a Redis Cluster has only database 0", strings.Trim(u.Path, "/"))
+	}
 }
 
 func (c *Config) forwardAuth(p *problems) ForwardAuth {

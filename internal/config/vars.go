@@ -117,8 +117,12 @@ type LogoutVars struct {
 	ProviderSignOutURL    string        `env:"PROVIDER_SIGN_OUT_URL" desc:"For providers without end_session_endpoint (GitLab: https://gitlab.example.com/users/sign_out): the after-logout page offers to sign out there too."`
 	ProviderSignOutMode   string        `env:"PROVIDER_SIGN_OUT_MODE" default:"button" desc:"button (the after-logout page shows a button that POSTs to PROVIDER_SIGN_OUT_URL) or auto (the page submits it at once)."`
 	BackchannelMaxAge     time.Duration `env:"BACKCHANNEL_LOGOUT_MAX_AGE" default:"5m" desc:"Oldest iat accepted in a back-channel logout token."`
-	RedisURL              string        `env:"REDIS_URL" secret:"true" desc:"redis://[:password@]host:port/db of a Redis shared by the replicas for logout and back-channel logout; unset: each replica knows only its own."`
+	RedisURL              string        `env:"REDIS_URL" secret:"true" desc:"redis://[[user]:password@]host:port/db (rediss:// for TLS) of a Redis shared by the replicas for logout and back-channel logout; unset (and no Sentinel or Cluster): each replica knows only its own. With REDIS_SENTINEL_MASTER_NAME or REDIS_CLUSTER_ADDRS, give it without a host (redis://:password@/0, rediss://user:password@): the password, user, database and TLS of the Redis servers. See docs/operations.md#redis."`
 	RedisKeyPrefix        string        `env:"REDIS_KEY_PREFIX" default:"oidc-authservice" desc:"Prefix of the Redis keys and channel."`
+	RedisSentinelMaster   string        `env:"REDIS_SENTINEL_MASTER_NAME" desc:"Name of the master Redis Sentinel monitors (sentinel monitor <name> ...): the service asks the Sentinels of REDIS_SENTINEL_ADDRS for it and follows failovers."`
+	RedisSentinelAddrs    string        `env:"REDIS_SENTINEL_ADDRS" desc:"Comma-separated host:port of the Sentinels (with REDIS_SENTINEL_MASTER_NAME)."`
+	RedisSentinelPassword string        `env:"REDIS_SENTINEL_PASSWORD" secret:"true" desc:"Password of the Sentinels themselves (their requirepass), when they have one; the Redis servers' password is REDIS_URL's."`
+	RedisClusterAddrs     string        `env:"REDIS_CLUSTER_ADDRS" desc:"Comma-separated host:port of some nodes of a Redis Cluster (the rest are discovered)."`
 }
 
 // BearerVars are the variables of bearer tokens (machine identities) and authorization.

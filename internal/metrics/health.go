@@ -39,6 +39,7 @@ const (
 
 // Redis records the commands of the Redis store shared by the replicas.
 type Redis struct {
+	reg        *prometheus.Registry
 	ops        map[string][2]prometheus.Counter // operation → ok, error
 	subscribed prometheus.Gauge
 }
@@ -55,7 +56,7 @@ func (m *Metrics) Redis() *Redis {
 	sub := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "redis_subscribed",
 		Help: "1 while the subscription to the other replicas' revocations is established, else 0."})
 	m.reg.MustRegister(ops, sub)
-	r := &Redis{ops: map[string][2]prometheus.Counter{}, subscribed: sub}
+	r := &Redis{reg: m.reg, ops: map[string][2]prometheus.Counter{}, subscribed: sub}
 	for _, op := range []string{RedisPublish, RedisLoad, RedisRemember, RedisSubscribe, RedisPing} {
 		r.ops[op] = [2]prometheus.Counter{ops.WithLabelValues(op, "ok"), ops.WithLabelValues(op, "error")}
 	}
@@ -89,6 +90,17 @@ func (r *Redis) Subscribed(up bool) {
 	} else {
 		r.subscribed.Set(0)
 	}
+}
+
+// Unshared registers oidc_authservice_revocations_unshared, read when
+// scraped: this replica's revocations Redis has not taken yet.
+func (r *Redis) Unshared(n func() int) {
+	if r == nil {
+		return
+	}
+	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "revocations_unshared",
+		Help: "Revocations made on this replica that Redis has not taken yet (kept, and published again every 2 s until it does)."},
+		func() float64 { return float64(n()) }))
 }
 
 // TokenReview results, the "result" label of oidc_authservice_tokenreviews_total.

@@ -8,20 +8,27 @@ import (
 	neturl "net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 )
 
 // RedisStore shares revocations through Redis: a sorted set of
 // "<kind>:<value>" scored by revocation time, and a channel announcing new
-// entries. Every command has a short timeout.
+// entries. Every command has a short timeout. The same commands work on a
+// single Redis, on the master Sentinel names (followed across failovers)
+// and on a Redis Cluster: there the sorted set is one key, so one slot on
+// one master (and its replicas); one-time values are keys of their own,
+// spread over the slots; PUBLISH reaches the subscribers of every node.
 type RedisStore struct {
-	c      *redis.Client
+	c      redis.UniversalClient
+	mode   string
 	key    string
 	chann  string
 	prefix string
@@ -30,29 +37,76 @@ type RedisStore struct {
 	Metrics *metrics.Redis
 }
 
-// NewRedisStore connects to url (redis://[:password@]host:port/db, or
-// rediss:// for TLS). keyPrefix namespaces the keys (default
-// "oidc-authservice").
-func NewRedisStore(url, keyPrefix string) (*RedisStore, error) {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		// url.Error quotes the whole URL, password included: keep only
-		// what went wrong.
-		var ue *neturl.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	opt.DialTimeout = 2 * time.Second
-	opt.ReadTimeout = 2 * time.Second
-	opt.WriteTimeout = 2 * time.Second
-	opt.MaxRetries = 1
-	if keyPrefix == "" {
-		keyPrefix = "oidc-authservice"
-	}
-	return &RedisStore{c: redis.NewClient(opt), key: keyPrefix + ":revoked", chann: keyPrefix + ":revocations", prefix: keyPrefix}, nil
+// RedisOptions say which Redis to use: a single server (URL), a master
+// behind Sentinel, or a Cluster.
+type RedisOptions struct {
+	// URL is REDIS_URL: redis://[[user]:password@]host:port/db (rediss://
+	// for TLS). With Sentinel or Cluster it has no host and gives the
+	// servers' user, password, database and TLS.
+	URL string
+	// SentinelMaster and SentinelAddrs: the master's name and the
+	// Sentinels (REDIS_SENTINEL_MASTER_NAME, REDIS_SENTINEL_ADDRS);
+	// SentinelPassword is the Sentinels' own.
+	SentinelMaster   string
+	SentinelAddrs    []string
+	SentinelPassword string
+	// ClusterAddrs are some nodes of a Redis Cluster (REDIS_CLUSTER_ADDRS).
+	ClusterAddrs []string
+	// KeyPrefix namespaces the keys (default "oidc-authservice").
+	KeyPrefix string
 }
+
+// NewRedisStore builds the client of o (go-redis' universal client: a
+// single server, a Sentinel-backed failover client or a cluster client).
+// It does not connect.
+func NewRedisStore(o RedisOptions) (*RedisStore, error) {
+	u := &redis.UniversalOptions{DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1}
+	mode := "single"
+	switch {
+	case o.SentinelMaster != "":
+		mode, u.MasterName, u.Addrs, u.SentinelPassword = "sentinel", o.SentinelMaster, o.SentinelAddrs, o.SentinelPassword
+	case len(o.ClusterAddrs) > 0:
+		mode, u.Addrs, u.IsClusterMode = "cluster", o.ClusterAddrs, true
+	}
+	if o.URL != "" || mode == "single" {
+		raw := o.URL
+		if mode != "single" {
+			// The servers come from Sentinel or the cluster: the URL
+			// brings the credentials, database and TLS only.
+			if i := strings.LastIndex(raw, "@"); i >= 0 {
+				raw = raw[:i+1] + "placeholder" + raw[i+1:]
+			} else if i := strings.Index(raw, "://"); i >= 0 {
+				raw = raw[:i+3] + "placeholder" + raw[i+3:]
+			}
+		}
+		opt, err := redis.ParseURL(raw)
+		if err != nil {
+			// url.Error quotes the whole URL, password included: keep only
+			// what went wrong.
+			var ue *neturl.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		u.Username, u.Password, u.DB, u.TLSConfig = opt.Username, opt.Password, opt.DB, opt.TLSConfig
+		if mode == "single" {
+			u.Addrs = []string{opt.Addr}
+		} else if u.TLSConfig != nil {
+			// Each server's certificate is checked against the name it
+			// is dialled by (tls.DialWithDialer), not the placeholder.
+			u.TLSConfig.ServerName = ""
+		}
+	}
+	prefix := o.KeyPrefix
+	if prefix == "" {
+		prefix = "oidc-authservice"
+	}
+	return &RedisStore{c: redis.NewUniversalClient(u), mode: mode, key: prefix + ":revoked", chann: prefix + ":revocations", prefix: prefix}, nil
+}
+
+// Mode is "single", "sentinel" or "cluster".
+func (r *RedisStore) Mode() string { return r.mode }
 
 // Trace makes every Redis command a span (its name; never its arguments,
 // which hold session ids and one-time values) under the span of the
@@ -114,7 +168,7 @@ func (r *RedisStore) load(ctx context.Context, since time.Time) ([]Entry, error)
 // caller knowing it must resync. A quiet channel is checked with a PING
 // every subscriptionCheck; no answer within another subscriptionCheck
 // counts as lost.
-func (r *RedisStore) Subscribe(ctx context.Context, fn func(Entry)) error {
+func (r *RedisStore) Subscribe(ctx context.Context, ready func(), fn func(Entry)) error {
 	sub := r.c.Subscribe(ctx, r.chann)
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
@@ -126,6 +180,7 @@ func (r *RedisStore) Subscribe(ctx context.Context, fn func(Entry)) error {
 	r.Metrics.Op(metrics.RedisSubscribe, nil)
 	r.Metrics.Subscribed(true)
 	defer r.Metrics.Subscribed(false)
+	ready()
 	pinged := false
 	for {
 		msg, err := sub.ReceiveTimeout(ctx, subscriptionCheck)
@@ -181,4 +236,55 @@ func parseMember(m string, at int64) (Entry, bool) {
 		return Entry{}, false
 	}
 	return Entry{Kind: k, Value: m[2:], At: at}, true
+}
+
+var redisLogOnce sync.Once
+
+// LogRedisTo sends go-redis' own log lines (dial failures of its pool,
+// Sentinel's new masters), which it writes to stderr otherwise, to log at
+// debug level: the service logs what an outage means itself. Once per
+// process (go-redis has one logger).
+func LogRedisTo(log *zap.Logger) {
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{log.Named("redis")}) })
+}
+
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if ce := l.log.Check(zap.DebugLevel, "go-redis"); ce != nil {
+		ce.Write(zap.String("message", fmt.Sprintf(format, v...)))
+	}
+}
+
+// Check reaches the store as the service will and says what it found: the
+// master Sentinel names and where it is, or the cluster's masters. An
+// error says what cannot be reached.
+func (r *RedisStore) Check(ctx context.Context) (string, error) {
+	switch c := r.c.(type) {
+	case *redis.ClusterClient:
+		c.ReloadState(ctx)
+		info, err := c.ClusterInfo(ctx).Result()
+		if err != nil {
+			return "", fmt.Errorf("CLUSTER INFO: %w", err)
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return "", fmt.Errorf("the cluster's state is not ok (CLUSTER INFO: %s)", strings.Fields(info)[0])
+		}
+		masters := 0
+		err = c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			masters++
+			return m.Ping(ctx).Err()
+		})
+		if err != nil {
+			return "", fmt.Errorf("a master does not answer: %w", err)
+		}
+		return fmt.Sprintf("cluster: %d masters answer, state ok", masters), r.Metrics.Op(metrics.RedisPing, nil)
+	}
+	if err := r.Ping(ctx); err != nil {
+		return "", err
+	}
+	if r.mode == "sentinel" {
+		return "sentinel: the master answers", nil
+	}
+	return "single server answers", nil
 }

@@ -13,7 +13,8 @@
 // list lives in memory and is consulted on every check without any I/O. With Redis
 // (REDIS_URL) every replica publishes its revocations and subscribes to the
 // others', with a periodic full resync; Redis being down never fails a
-// check — each replica then knows only its own revocations.
+// check — each replica then knows only its own revocations, and publishes
+// them once Redis answers again (share.go).
 package revocation
 
 import (
@@ -53,8 +54,10 @@ type Store interface {
 	Publish(ctx context.Context, k Kind, value string, at time.Time) error
 	// Load returns every entry younger than since.
 	Load(ctx context.Context, since time.Time) ([]Entry, error)
-	// Subscribe calls fn for entries published by any replica until ctx ends.
-	Subscribe(ctx context.Context, fn func(Entry)) error
+	// Subscribe calls ready once the subscription is established, then fn
+	// for entries published by any replica, until ctx ends (nil) or the
+	// subscription is lost (an error).
+	Subscribe(ctx context.Context, ready func(), fn func(Entry)) error
 	// Remember records a one-time value (a logout token's jti) and reports
 	// whether it was new.
 	Remember(ctx context.Context, key string, ttl time.Duration) (bool, error)
@@ -77,6 +80,8 @@ type List struct {
 	n    atomic.Int64 // entries held; 0 lets Revoked skip the lock
 	mu   sync.RWMutex // guards the maps
 	maps map[Kind]map[string]int64
+
+	out outbox // this replica's revocations until the store has them (share.go)
 
 	onceMu        sync.Mutex // guards once, warnedAt and warnedEvicted
 	once          *once      // the replay memory
@@ -138,14 +143,17 @@ func (l *List) revoke(ctx context.Context, k Kind, value string, at int64) error
 	if value == "" {
 		return nil
 	}
-	l.add(Entry{Kind: k, Value: value, At: at})
+	e := Entry{Kind: k, Value: value, At: at}
+	l.add(e)
 	if l.store == nil {
 		return nil
 	}
 	if err := l.store.Publish(ctx, k, value, time.Unix(at, 0)); err != nil {
-		l.log.Warn("revocation not shared with other replicas: store unavailable", zap.Error(err))
+		l.out.add(e, 0)
+		l.log.Warn("revocation not shared with other replicas yet: store unavailable; kept and published again when it answers", zap.Error(err))
 		return err
 	}
+	l.out.add(e, l.now().Unix())
 	return nil
 }
 
@@ -267,30 +275,36 @@ func (l *List) OnceLen() int {
 }
 
 // Run expires entries and, with a store, keeps the list in step with the
-// other replicas (subscription plus a full resync every interval) until ctx
-// ends. A store outage is retried; checks never wait for it.
+// other replicas until ctx ends: a subscription, a full resync every
+// interval and whenever the subscription is (re)established, and this
+// replica's revocations published again until the store has them (see
+// share.go). A store outage is retried; checks never wait for it.
 func (l *List) Run(ctx context.Context, interval time.Duration) {
+	up := make(chan struct{}, 1)
 	if l.store != nil {
-		go func() {
-			for ctx.Err() == nil {
-				if err := l.store.Subscribe(ctx, l.add); err != nil && ctx.Err() == nil {
-					l.log.Warn("revocation subscription lost; retrying", zap.Error(err))
-					select {
-					case <-ctx.Done():
-					case <-time.After(2 * time.Second):
-					}
-				}
-			}
-		}()
+		go l.subscribe(ctx, up)
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	retry := time.NewTicker(shareRetry)
+	defer retry.Stop()
+	l.sync(ctx)
 	for {
-		l.sync(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			l.sync(ctx)
+		case <-up:
+			// What the others published while this replica was not
+			// listening, then what it could not publish, and what a
+			// failover may have lost of what it did.
+			l.sync(ctx)
+			l.share(ctx, true)
+		case <-retry.C:
+			if l.store != nil && l.Unshared() > 0 {
+				l.share(ctx, false)
+			}
 		}
 	}
 }

@@ -71,10 +71,13 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	p.Pages, err = pages.New(pages.Options{ClientName: s.Pages.ClientName, Theme: s.Pages.Theme, ThemesURL: s.Pages.ThemesURL,
 		TemplatePath: s.Pages.TemplatePath, Context: s.Pages.Context})
 	fail("pages", err)
-	if s.Logout.RedisURL != "" {
-		p.Redis, err = revocation.NewRedisStore(s.Logout.RedisURL, s.Logout.RedisKeyPrefix)
+	if lo := s.Logout; lo.RedisMode() != "" {
+		p.Redis, err = revocation.NewRedisStore(revocation.RedisOptions{URL: lo.RedisURL, SentinelMaster: lo.RedisSentinelMaster,
+			SentinelAddrs: lo.RedisSentinelAddrs, SentinelPassword: lo.RedisSentinelPassword, ClusterAddrs: lo.RedisClusterAddrs,
+			KeyPrefix: lo.RedisKeyPrefix})
 		fail("REDIS_URL", err)
 		if p.Redis != nil {
+			revocation.LogRedisTo(log)
 			p.Redis.Metrics = p.Metrics.Redis()
 			if p.Tracer != nil {
 				fail("REDIS_URL", p.Redis.Trace(p.Tracer.Provider()))
@@ -86,6 +89,9 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 		store = p.Redis
 	}
 	p.Revocations = revocation.New(revocation.Retention(s.Sessions.MaxAge), store, now, log)
+	if p.Redis != nil {
+		p.Redis.Metrics.Unshared(p.Revocations.Unshared)
+	}
 	p.Metrics.Sizes(p.Revocations.Len, p.Revocations.OnceLen)
 	p.Policy, err = authz.New(authz.Options{AllowAll: s.Identity.AllowAllGroups, Groups: s.Identity.AllowedGroups, RulesFile: s.Bearer.RulesFile})
 	fail("authorization", err)

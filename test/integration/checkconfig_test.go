@@ -133,6 +133,43 @@ func TestCheckConfig(t *testing.T) {
 		}
 	})
 
+	// The Redis mode and what answers.
+	t.Run("Redis", func(t *testing.T) {
+		single := peer.StartRedis(t)
+		sentinel := peer.StartSentinel(t)
+		cluster := peer.StartCluster(t, 3)
+		for _, c := range []struct {
+			env  map[string]string
+			want []string
+		}{
+			{map[string]string{"REDIS_URL": single}, []string{"Redis mode: single server (REDIS_URL)", "revocations shared via: Redis (ok: single server answers)"}},
+			{map[string]string{"REDIS_URL": "redis://:" + peer.RedisPassword + "@/0", "REDIS_SENTINEL_MASTER_NAME": sentinel.MasterName,
+				"REDIS_SENTINEL_ADDRS": strings.Join(sentinel.Addrs, ","), "REDIS_SENTINEL_PASSWORD": peer.SentinelPassword},
+				[]string{`Redis mode: Sentinel: master "` + sentinel.MasterName + `" via ` + strings.Join(sentinel.Addrs, ", "),
+					"revocations shared via: Redis (ok: sentinel: the master answers)"}},
+			{map[string]string{"REDIS_URL": "redis://:" + peer.RedisPassword + "@", "REDIS_CLUSTER_ADDRS": cluster[0]},
+				[]string{"Redis mode: Cluster: " + cluster[0], "revocations shared via: Redis (ok: cluster: 3 masters answer, state ok)"}},
+		} {
+			out, code := checkConfig(t, with(c.env))
+			flat := strings.Join(strings.Fields(out), " ")
+			for _, w := range c.want {
+				if code != 0 || !strings.Contains(flat, w) {
+					t.Errorf("exit %d, output lacks %q:\n%s", code, w, out)
+				}
+			}
+			if strings.Contains(out, peer.RedisPassword) || strings.Contains(out, peer.SentinelPassword) {
+				t.Errorf("a Redis password is printed:\n%s", out)
+			}
+		}
+		// The Sentinels answer but refuse a wrong password: a problem.
+		out, code := checkConfig(t, with(map[string]string{"REDIS_URL": "redis://:" + peer.RedisPassword + "@/0",
+			"REDIS_SENTINEL_MASTER_NAME": sentinel.MasterName, "REDIS_SENTINEL_ADDRS": strings.Join(sentinel.Addrs, ","),
+			"REDIS_SENTINEL_PASSWORD": "wrong"}))
+		if code != 1 || !strings.Contains(out, "PROBLEM: Redis not reachable") {
+			t.Errorf("wrong Sentinel password: exit %d\n%s", code, out)
+		}
+	})
+
 	// arrikto's variables that are not settings: named, with what to use
 	// instead, and not a problem; LOG_LEVEL in arrikto's spelling.
 	t.Run("the predecessor's variables", func(t *testing.T) {

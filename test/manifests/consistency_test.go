@@ -169,7 +169,7 @@ func checkConsistency(r *rendering) []error {
 			bad("%s is not a variable of docs/configuration.md", k)
 		}
 	}
-	for _, k := range []string{"CLIENT_SECRET", "SESSION_KEYS", "REDIS_URL"} {
+	for _, k := range []string{"CLIENT_SECRET", "SESSION_KEYS", "REDIS_URL", "REDIS_SENTINEL_PASSWORD"} {
 		if _, ok := cm.Data[k]; ok {
 			bad("%s belongs in the Secret, not the ConfigMap", k)
 		}
