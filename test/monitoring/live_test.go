@@ -243,7 +243,8 @@ func exported(t *testing.T, probeURL string) map[string]map[string]bool {
 //   - Prometheus evaluates every panel query and every variable's selector
 //     with data, and every rule without error;
 //   - the alerts for what the test broke (TokenReview without an API
-//     server, Redis gone) are active, those for what works are not.
+//     server, Redis gone with a logout not shared) are active, those for
+//     what works are not.
 func TestLive(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	peer.Require(t, "prometheus (apt-get install prometheus)", err)
@@ -338,11 +339,12 @@ func TestLive(t *testing.T) {
 			active[a.Labels["alertname"]] = true
 		}
 		if (active["OIDCAuthserviceTokenReviewUnavailable"] && active["OIDCAuthserviceRedisSubscriptionDown"] &&
-			active["OIDCAuthserviceRedisErrors"]) || time.Now().After(deadline) {
+			active["OIDCAuthserviceRedisErrors"] && active["OIDCAuthserviceRevocationsUnshared"]) || time.Now().After(deadline) {
 			break
 		}
 	}
-	for _, a := range []string{"OIDCAuthserviceTokenReviewUnavailable", "OIDCAuthserviceRedisSubscriptionDown", "OIDCAuthserviceRedisErrors"} {
+	for _, a := range []string{"OIDCAuthserviceTokenReviewUnavailable", "OIDCAuthserviceRedisSubscriptionDown", "OIDCAuthserviceRedisErrors",
+		"OIDCAuthserviceRevocationsUnshared"} {
 		if !active[a] {
 			t.Errorf("%s is not pending or firing; active: %v", a, sortedKeys(active))
 		}
