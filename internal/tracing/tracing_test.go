@@ -157,14 +157,14 @@ func TestTransport(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range call.Attributes {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["url.full"] != srv.URL+"/token" || attrs["http.response.status_code"] != "502" || call.Status.Code.String() != "Error" {
 		t.Fatalf("attributes %v, status %v", attrs, call.Status)
 	}
 	for _, s := range spans {
 		for _, a := range s.Attributes {
-			if strings.Contains(a.Value.Emit(), "secret-code") {
+			if strings.Contains(a.Value.String(), "secret-code") {
 				t.Fatalf("span %s carries the code in %s", s.Name, a.Key)
 			}
 		}
