@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
@@ -259,7 +260,7 @@ func uses(expr string) (used, error) {
 		case *parser.VectorSelector:
 			name := x.Name
 			for _, m := range x.LabelMatchers {
-				if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+				if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 					name = m.Value
 				}
 			}
@@ -271,7 +272,7 @@ func uses(expr string) (used, error) {
 				u[name] = map[string]bool{}
 			}
 			for _, m := range x.LabelMatchers {
-				if m.Name != labels.MetricName && !targetLabels[m.Name] {
+				if m.Name != model.MetricNameLabel && !targetLabels[m.Name] {
 					u[name][m.Name] = true
 				}
 			}
