@@ -59,7 +59,7 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 		}
 		cancel()
 	} else {
-		log.Info("no REDIS_URL: logout and back-channel logout end sessions on this replica only; with several replicas set REDIS_URL")
+		log.Info("no Redis: logout and back-channel logout end sessions on this replica only; with several replicas set REDIS_URL (or Redis Sentinel or Cluster)")
 	}
 	sv := s.Servers
 	servers := []*http.Server{
