@@ -47,7 +47,7 @@ bin/kube-peer: test/kube/go.mod test/kube/go.sum $(wildcard test/kube/cmd/kube-p
 # directive, so its dependencies stay out of every other go.mod. Rebuilt
 # only when that module changes.
 JAEGER_VERSION := v1.75.0
-bin/jaeger: test/jaeger/go.mod test/jaeger/go.sum
+bin/jaeger: test/jaeger/go.mod test/jaeger/go.sum ## Build Jaeger v2 for the traces test of make e2e (test/jaeger; cold: about 10 CPU-minutes, 2.2 GB).
 	@echo "building bin/jaeger (Jaeger $(JAEGER_VERSION); cold: see docs/development.md)"
 	@start=$$(date +%s); cd test/jaeger && $(GO) build -p=2 -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$(JAEGER_VERSION)" -o ../../bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger \
 		&& echo "bin/jaeger built in $$(( $$(date +%s) - start )) s"
