@@ -38,7 +38,9 @@ func RunRedisAt(t testing.TB, port int, args ...string) *Redis {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	Require(t, "redis-server (apt-get install redis-server)", err)
-	cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}, args...)...)
+	// Its own folder: a replica's first sync writes an RDB file there.
+	cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir()}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	Require(t, "redis-server", cmd.Start())
 	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
