@@ -68,19 +68,36 @@ func (h *Handler) authenticate(q *request) (authed, verdict) {
 }
 
 // renew applies the session's life (revocation, idle timeout, refresh,
-// strict validation); a renewed session comes back as a new cookie.
+// strict validation); a renewed session comes back as a new cookie, in a
+// form the front carries (h.carry).
 func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (authed, verdict) {
-	next, sealed, err := h.d.Sessions.Renew(q.Context(), live, q.rid())
+	next, sealed, err := h.d.Sessions.Renew(q.Context(), live, q.rid(), h.carry(q))
 	switch {
 	case err == nil:
 		v := verdict{}
 		if sealed != "" {
-			v.cookies = []cookieOp{setSessionCookie(sealed, int(next.Expires-h.d.Now().Unix()))}
-			if r, ok := h.renewRedirect(q, next, cred, v.cookies); ok {
+			maxAge := int(next.Expires - h.d.Now().Unix())
+			if c, ok := h.renewedCookie(q, sealed, maxAge); ok {
+				v.cookies = []cookieOp{c}
+			}
+			if r, ok := h.renewRedirect(q, next, cred, sealed, maxAge); ok {
 				return authed{}, r
 			}
 		}
 		return authed{Principal: &next.Principal, live: next, cred: cred}, v
+	case errors.Is(err, credential.ErrNotCarried):
+		// Due for a renewal this answer cannot carry (forward auth, a
+		// session of several cookies): nothing was renewed. A navigation
+		// behind nginx goes (401, the recipe's error_page) through the
+		// start endpoint, which renews it with every cookie; anything else
+		// goes on with the session's still-valid tokens, or past them gets
+		// the 401.
+		if !(h.nav(q) && nginxFlavour(h.o.ForwardAuthProxy)) && h.d.Sessions.Usable(next) {
+			return authed{Principal: &next.Principal, live: next, cred: cred}, verdict{}
+		}
+		h.d.Sessions.SentElsewhere(next)
+		h.debug(q, "session due for a renewal the forward-auth answer cannot carry: 401 (nginx: renewed at the start endpoint)")
+		return authed{}, verdict{reason: renewal, final: true}.unauthenticated()
 	case errors.Is(err, credential.ErrValidationPending):
 		v := failure(http.StatusUnauthorized, "Sign-in unavailable", msgProviderDown, h.retryLink(q))
 		v.decision, v.reason, v.final = deny, providerUnavailable, true

@@ -28,8 +28,9 @@ import (
 
 // tokenEndpoint is what the fake provider's token endpoint did and says.
 type tokenEndpoint struct {
-	calls  atomic.Int64
-	answer atomic.Pointer[string] // nil: the default refresh answer
+	calls   atomic.Int64
+	answer  atomic.Pointer[string] // nil: the default refresh answer
+	revoked chan string            // what its RFC 7009 revocation endpoint was sent: "<hint>:<token>"
 }
 
 // discoveryOnly serves a discovery document: enough for the service to
@@ -44,7 +45,14 @@ func discoveryOnly(t testing.TB, te *tokenEndpoint) string {
 			json.NewEncoder(w).Encode(map[string]any{
 				"issuer": srv.URL, "authorization_endpoint": srv.URL + "/auth", "token_endpoint": srv.URL + "/token",
 				"jwks_uri": srv.URL + "/keys", "id_token_signing_alg_values_supported": []string{"RS256"},
+				"revocation_endpoint": srv.URL + "/revoke",
 			})
+		case "/revoke":
+			r.ParseForm()
+			select {
+			case te.revoked <- r.PostForm.Get("token_type_hint") + ":" + r.PostForm.Get("token"):
+			default:
+			}
 		case "/keys":
 			w.Write([]byte(`{"keys":[]}`))
 		case "/token": // a refresh: new access and refresh tokens, no ID token
@@ -82,7 +90,7 @@ func newFixture(t testing.TB, env map[string]string) *fixture {
 // newFixtureWith is newFixture with a bearer-token authenticator.
 func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authenticator) *fixture {
 	t.Helper()
-	te := &tokenEndpoint{}
+	te := &tokenEndpoint{revoked: make(chan string, 16)}
 	issuer := discoveryOnly(t, te)
 	base := map[string]string{
 		"OIDC_PROVIDER": issuer, "CLIENT_ID": "kubeflow-oidc-authservice", "CLIENT_SECRET": "secret",

@@ -71,6 +71,17 @@ func overLimit(err error, retry string) (verdict, bool) {
 		}
 		body["limit"], body["bytes"], body["max_bytes"] = "forward_auth_answer", tl.Bytes, tl.Limit
 		body["settings"] = []string{"GROUPS_FILTER", "GROUPS_FILTER_PREFIXES", "FORWARD_AUTH_ANSWER_MAX_BYTES"}
+	case errors.As(err, &tl) && tl.Carry > 0:
+		title = "Session too large for this gateway"
+		msg = fmt.Sprintf("Your session was renewed at your identity provider, but with the new tokens it takes %s bytes of cookies, "+
+			"and the proxy in front of this site (forward auth) passes %s to your browser with a renewed session (one cookie). "+
+			"It has ended; signing in again will work. Please tell your administrator if this repeats.", count(tl.Bytes), count(tl.Limit))
+		todo = []string{
+			"GROUPS_FILTER or GROUPS_FILTER_PREFIXES: keep the session in one cookie.",
+			"Keep fewer provider tokens in the session: UPSTREAM_TOKEN=issued instead of id_token; STRICT_SESSION_VALIDATION=false.",
+		}
+		body["limit"], body["bytes"], body["max_bytes"], body["carry"] = "session", tl.Bytes, tl.Limit, tl.Carry
+		body["settings"] = []string{"GROUPS_FILTER", "GROUPS_FILTER_PREFIXES", "UPSTREAM_TOKEN", "STRICT_SESSION_VALIDATION"}
 	case errors.As(err, &tl):
 		title = "Session too large"
 		msg = fmt.Sprintf("Your session would take %s bytes of cookies, and this installation keeps at most %s (SESSION_MAX_COOKIES=%d), "+

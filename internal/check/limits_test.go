@@ -67,6 +67,25 @@ func TestRefreshNotRedeemedWhenItsResultCannotBeStored(t *testing.T) {
 	if n := limitCount(f, "refresh", "session", "refused"); n != 1 {
 		t.Fatalf("identity_limits_total{refresh,session,refused} = %v", n)
 	}
+	// The session's refresh token, which no cookie holds any longer, is
+	// revoked at the provider.
+	if got := f.revocation(t); got != "refresh_token:RT" {
+		t.Fatalf("revoked %q, want the session's refresh token", got)
+	}
+}
+
+// revocation is what the fake provider's revocation endpoint was sent
+// next ("<hint>:<token>"): the service revokes in the background, so it
+// waits for it (up to 10 s, then fails).
+func (f *fixture) revocation(t *testing.T) string {
+	t.Helper()
+	select {
+	case r := <-f.token.revoked:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing was revoked at the provider")
+		return ""
+	}
 }
 
 // A refresh whose tokens come back larger than the cookies can hold ends
@@ -91,6 +110,11 @@ func TestRefreshedSessionTooLargeEndsTheSession(t *testing.T) {
 	}
 	if f.token.calls.Load() != 1 {
 		t.Fatalf("token endpoint called %d times", f.token.calls.Load())
+	}
+	// The refresh token the refresh returned is stored nowhere: it is
+	// revoked at the provider (RFC 7009), not left valid there.
+	if got := f.revocation(t); got != "refresh_token:RT-2" {
+		t.Fatalf("revoked %q, want the new refresh token", got)
 	}
 	// The old cookie again, on this very replica: no session served from
 	// memory.

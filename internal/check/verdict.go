@@ -43,11 +43,12 @@ const (
 	providerUnavailable               // the provider could not be reached when it had to be
 	malformed                         // a request no check should carry: malformed path, conflicting forwarded headers
 	tooLarge                          // an identity, session or token beyond what the service carries (limits.go)
+	renewal                           // a valid session whose renewal the forward-auth answer cannot carry: renewed at the start endpoint (renew.go)
 	nReasons
 )
 
 var reasonNames = [nReasons]string{"session", "token", "skip_path", "options", "no_credentials",
-	"invalid_session", "invalid_token", "policy", "provider_unavailable", "bad_request", "identity_too_large"}
+	"invalid_session", "invalid_token", "policy", "provider_unavailable", "bad_request", "identity_too_large", "renewal"}
 
 func (r reason) String() string { return reasonNames[r] }
 
@@ -92,7 +93,8 @@ type cookieOp struct {
 type cookieKind uint8
 
 const (
-	setSession cookieKind = iota
+	setSession     cookieKind = iota
+	setSessionOnly            // a session of one cookie in exactly one Set-Cookie: a forward-auth allow (renew.go)
 	clearSession
 	setState
 	clearState
@@ -142,6 +144,8 @@ func (h *Handler) applyCookie(out http.Header, q *request, c cookieOp) {
 		if !h.d.Cookies.WriteSession(out, q.Header, q.secure, c.value, c.maxAge) {
 			h.log.Error("renewed session too large for the cookies: the browser keeps its previous one", q.rid(), zap.Int("bytes", len(c.value)))
 		}
+	case setSessionOnly:
+		h.d.Cookies.WriteSessionCookie(out, q.secure, c.value, c.maxAge)
 	case clearSession:
 		h.credential(q)
 		if q.sealed != "" {

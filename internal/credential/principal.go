@@ -53,6 +53,7 @@ type Live struct {
 	validateAt atomic.Int64              // no validation retry before this, after the provider failed
 	successor  atomic.Pointer[successor] // the refreshed or re-sealed session that replaces this one
 	redirects  atomic.Int32              // renewal redirects answered for this (renewed) session
+	carryHold  atomic.Int64              // no renewal sent elsewhere before this, unix seconds (Sessions.Renew's carry)
 }
 
 // TakeRedirect counts one more answer that delivers this renewed session's

@@ -34,12 +34,22 @@ var (
 	// ErrIDTokenExpired: the ID token handed upstream (UPSTREAM_TOKEN=id_token)
 	// expired and could not be refreshed; the gateway's JWT check would refuse it.
 	ErrIDTokenExpired = errors.New("the ID token handed upstream expired and was not refreshed")
+	// ErrNotCarried does not end the session: it is due for renewal, but
+	// its renewed cookie would take more cookies than the answer can carry
+	// (Renew's carry: a forward-auth proxy passes one Set-Cookie on allow),
+	// so it is not renewed here and nothing is redeemed. Renew returns the
+	// session as it is with this error; Usable says whether its tokens are
+	// still valid (the answer may allow on them).
+	ErrNotCarried = errors.New("the renewed session would take more cookies than this answer carries")
 )
 
 // Provider is what a session's life needs from the provider.
 type Provider interface {
 	Refresh(ctx context.Context, refreshToken, subject string) (*oauth2.Token, error)
 	Validate(ctx context.Context, accessToken string) error
+	// Revoke revokes a token at the provider (RFC 7009); nil, doing
+	// nothing, when the provider has no revocation endpoint.
+	Revoke(ctx context.Context, token, hint string) error
 }
 
 // SessionOptions configure Sessions.
@@ -82,6 +92,9 @@ type TooLargeError struct {
 	// Refresh: the session's refreshed tokens do not fit (or, decided
 	// before refreshing, would not); the session ended.
 	Refresh bool
+	// Carry: the limit was not SESSION_MAX_COOKIES but the cookies the
+	// answer could carry (a forward-auth allow: one).
+	Carry int
 }
 
 // Parts of a session that may not fit.
@@ -112,7 +125,15 @@ type Sessions struct {
 	log      *zap.Logger
 	now      func() time.Time
 	verified *cache.Cache[*Live]
+	// revoking bounds the revocations of dropped refresh tokens in flight
+	// (dropToken): each runs in the background, at most Budget long.
+	revoking chan struct{}
 }
+
+// maxRevoking is how many dropped refresh tokens are revoked at once; one
+// more is not revoked (logged): only sessions that outgrow their cookies
+// drop one, a rare event that no anonymous request can cause.
+const maxRevoking = 8
 
 // NewSessions builds Sessions.
 func NewSessions(o SessionOptions, codec *session.Codec, p Provider, revoked *revocation.List, m *metrics.Metrics, log *zap.Logger, now func() time.Time) *Sessions {
@@ -120,7 +141,7 @@ func NewSessions(o SessionOptions, codec *session.Codec, p Provider, revoked *re
 		o.CacheSize = 20000
 	}
 	return &Sessions{o: o, codec: codec, provider: p, revoked: revoked, metrics: m, lookups: m.CacheCounter("session"),
-		log: log.Named("session"), now: now, verified: cache.New[*Live](o.CacheSize)}
+		log: log.Named("session"), now: now, verified: cache.New[*Live](o.CacheSize), revoking: make(chan struct{}, maxRevoking)}
 }
 
 // Open verifies a sealed session value: from the cache when it verified
@@ -247,8 +268,13 @@ func (s *Sessions) End(ctx context.Context, l *Live, source string) {
 // Renew applies revocation, idle timeout, refresh and strict validation to
 // a session that opened. It returns the session to answer for, a sealed
 // value to send back as the new cookie (or ""), or why the session is not
-// accepted. rid names the request in log lines.
-func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field) (*Live, string, error) {
+// accepted. rid names the request in log lines. carry is how many cookies
+// the answer can deliver a renewed session in (0: all it may take,
+// SESSION_MAX_COOKIES): a renewal that would need more is not made
+// (ErrNotCarried), and one whose refreshed tokens turn out to need more
+// ends the session, so that no renewed session ever lives only in this
+// replica's memory.
+func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field, carry int) (*Live, string, error) {
 	sealed := ""
 	// Follow the whole chain: a cookie the browser never replaced (a gateway
 	// that passes no Set-Cookie on allow) may be several renewals old.
@@ -281,12 +307,12 @@ func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field) (*Live, st
 		}
 		return l, sealed, nil
 	}
-	return s.renewLocked(ctx, l, sealed, now, active, rid)
+	return s.renewLocked(ctx, l, sealed, now, active, rid, carry)
 }
 
 // renewLocked is Renew's slow path: provider calls and re-sealing, one at a
 // time per session.
-func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now, active int64, rid zap.Field) (*Live, string, error) {
+func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now, active int64, rid zap.Field, carry int) (*Live, string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if n := l.successor.Load(); n != nil { // another request did the work meanwhile
@@ -296,28 +322,40 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 	defer cancel()
 
 	next := *l.Session
-	changed, validated := false, l.validated.Load()
+	changed, refreshed, validated := false, false, l.validated.Load()
+	// After a renewal was sent elsewhere (notCarried), an answer that cannot
+	// carry one does not send it again for refreshRetry seconds: one that
+	// failed there comes back here on the tokens the session has.
+	due := s.refreshDue(l, now) && (carry == 0 || now >= l.carryHold.Load())
+	if due {
+		// Decided before refreshing (and before claiming the refresh): a
+		// session that could not be stored with the tokens it has now
+		// would not be with their successors either, and redeeming the
+		// refresh token would leave the browser with a cookie whose
+		// refresh token the provider rotated away. Nor is it refreshed for
+		// an answer that could not carry it (carry).
+		current, err := s.Seal(&next)
+		if err != nil {
+			return nil, "", s.tooLarge(ctx, l.Session, err, l.Session.RefreshToken, rid)
+		}
+		if carry > 0 && session.Count(current) > carry {
+			return s.notCarried(l, sealed)
+		}
+	}
 	switch {
-	case !s.refreshDue(l, now):
+	case !due:
 	case now < s.deadline(l.Session) && !s.claimRefresh(ctx, l.Session, now):
 		// Another replica (or another cookie of the same session here) is
 		// refreshing these very tokens: they are still valid, and the
 		// browser gets the new cookie from that answer.
 		l.retryAt.Store(now + refreshRetry)
 	default:
-		// Decided before refreshing: a session that could not be stored
-		// with the tokens it has now would not be with their successors
-		// either, and redeeming the refresh token would leave the browser
-		// with a cookie whose refresh token the provider rotated away.
-		if _, err := s.Seal(&next); err != nil {
-			return nil, "", s.tooLarge(ctx, l.Session, err, rid)
-		}
 		ok, err := s.refresh(ctx, l, &next, now, rid)
 		if err != nil {
 			return nil, "", err
 		}
 		if ok {
-			changed, validated = true, now
+			changed, refreshed, validated = true, true, now
 		}
 	}
 	if s.o.StrictValidation && next.AccessToken != "" && now-validated >= int64(s.o.StrictInterval/time.Second) && now >= l.validateAt.Load() {
@@ -343,10 +381,20 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 	case errors.Is(err, ErrTooLarge):
 		// Never a successor only this replica could serve from memory:
 		// the session ends here, cleanly, on every replica.
-		return nil, "", s.tooLarge(ctx, l.Session, err, rid)
+		return nil, "", s.tooLarge(ctx, l.Session, err, next.RefreshToken, rid)
 	case err != nil:
 		s.log.Error("cannot seal the renewed session; keeping the old one", zap.Error(err))
 		return l, sealed, nil
+	case carry > 0 && session.Count(newSealed) > carry && !refreshed:
+		// Only the activity stamp changed: put off to an answer that
+		// carries the cookie.
+		return s.notCarried(l, sealed)
+	case carry > 0 && session.Count(newSealed) > carry:
+		// The refreshed tokens made the session outgrow what this answer
+		// carries: the provider has rotated the browser's refresh token
+		// away, so the session ends rather than live on here.
+		return nil, "", s.tooLarge(ctx, l.Session, &TooLargeError{Part: PartSession, Bytes: len(newSealed),
+			Limit: carry * session.CookieBytes, Carry: carry}, next.RefreshToken, rid)
 	}
 	s.metrics.SessionBytes(len(newSealed))
 	n := s.newLive(cache.KeyOf(newSealed), &next, validated)
@@ -355,9 +403,33 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 	return n, newSealed, nil
 }
 
+// notCarried answers for a session whose renewal the answer cannot carry:
+// nothing is renewed here; the session as it is, which Usable says whether
+// to allow on.
+func (s *Sessions) notCarried(l *Live, sealed string) (*Live, string, error) {
+	return l, sealed, ErrNotCarried
+}
+
+// Usable reports whether a session Renew did not renew (ErrNotCarried) may
+// still be answered for: its tokens have not expired.
+func (s *Sessions) Usable(l *Live) bool {
+	now := s.now().Unix()
+	d := s.deadline(l.Session)
+	return (d == 0 || now < d) && !s.idTokenExpired(l.Session, now)
+}
+
+// SentElsewhere records that an answer sent l's renewal to where every
+// cookie can be carried (the forward-auth start endpoint): for
+// refreshRetry seconds no answer that cannot carry it sends it there again,
+// so a renewal that failed there comes back on the tokens the session has
+// instead of bouncing between the two.
+func (s *Sessions) SentElsewhere(l *Live) { l.carryHold.Store(s.now().Unix() + refreshRetry) }
+
 // tooLarge ends a session that can no longer be carried, on every replica
-// (the revocation list), and returns the error the check answers with.
-func (s *Sessions) tooLarge(ctx context.Context, sess *session.Session, err error, rid zap.Field) error {
+// (the revocation list), revokes at the provider the refresh token nobody
+// will hold any longer (refreshToken: the session's, or the one a refresh
+// just returned), and returns the error the check answers with.
+func (s *Sessions) tooLarge(ctx context.Context, sess *session.Session, err error, refreshToken string, rid zap.Field) error {
 	var tl *TooLargeError
 	if !errors.As(err, &tl) {
 		return err
@@ -365,9 +437,42 @@ func (s *Sessions) tooLarge(ctx context.Context, sess *session.Session, err erro
 	tl.Refresh = true
 	s.metrics.IdentityLimit("refresh", tl.Part, "refused")
 	s.log.Warn("session ended: its renewed form cannot be carried", rid, zap.String("user", sess.User),
-		zap.String("part", tl.Part), zap.Int("bytes", tl.Bytes), zap.Int("limit", tl.Limit))
+		zap.String("part", tl.Part), zap.Int("bytes", tl.Bytes), zap.Int("limit", tl.Limit), zap.Int("carry", tl.Carry))
 	s.revoked.Revoke(ctx, revocation.Session, sess.ID)
+	s.dropToken(refreshToken, sess.User, rid)
 	return tl
+}
+
+// dropToken revokes at the provider (RFC 7009, when it has a revocation
+// endpoint) the refresh token of a session that ended because it could not
+// be carried: no cookie holds it any longer, yet the provider would honour
+// it until it expires. The call runs in the background, bounded by
+// CHECK_PROVIDER_BUDGET, never holding up the answer; at most maxRevoking
+// at once.
+func (s *Sessions) dropToken(token, user string, rid zap.Field) {
+	if token == "" {
+		return
+	}
+	select {
+	case s.revoking <- struct{}{}:
+	default:
+		s.log.Warn("the refresh token of an ended session is not revoked: too many revocations in flight", rid, zap.String("user", user))
+		return
+	}
+	budget := s.o.Budget
+	if budget <= 0 {
+		budget = 3 * time.Second
+	}
+	go func() {
+		defer func() { <-s.revoking }()
+		ctx, cancel := context.WithTimeout(context.Background(), budget)
+		defer cancel()
+		if err := s.provider.Revoke(ctx, token, "refresh_token"); err != nil {
+			s.log.Warn("could not revoke the refresh token of a session that ended at renewal", rid, zap.String("user", user), zap.Error(err))
+			return
+		}
+		s.log.Info("refresh token of a session that ended at renewal revoked at the provider", rid, zap.String("user", user))
+	}()
 }
 
 func (s *Sessions) refreshDue(l *Live, now int64) bool {

@@ -1,11 +1,20 @@
 package credential
 
 import (
+	"context"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
+	"github.com/oidc-authservice/oidc-authservice/internal/revocation"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
@@ -76,5 +85,93 @@ func TestRefreshAt(t *testing.T) {
 	sess := &session.Session{Created: t0, TokenExpiry: t0 + 30, RefreshToken: "r"}
 	if got := s.refreshAt(sess, s.deadline(sess)); got != t0+20 {
 		t.Errorf("no Renewed: refresh at +%d s, want +20 s", got-t0)
+	}
+}
+
+// revokeCall is one call of Provider.Revoke.
+type revokeCall struct {
+	token, hint string
+	deadline    time.Time
+}
+
+// growingProvider refreshes into tokens too large for the cookies, and
+// holds every revocation until release is closed (or its context ends).
+type growingProvider struct {
+	revokes chan revokeCall
+	release chan struct{}
+}
+
+func (p *growingProvider) Refresh(context.Context, string, string) (*oauth2.Token, error) {
+	return &oauth2.Token{AccessToken: strings.Repeat("a", 9000), RefreshToken: "RT-new", Expiry: time.Now().Add(time.Hour)}, nil
+}
+
+func (p *growingProvider) Validate(context.Context, string) error { return nil }
+
+func (p *growingProvider) Revoke(ctx context.Context, token, hint string) error {
+	d, _ := ctx.Deadline()
+	p.revokes <- revokeCall{token: token, hint: hint, deadline: d}
+	select {
+	case <-p.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// A refresh whose result is too large for the cookies ends the session and
+// revokes the refresh token it returned, which nothing stores (RFC 7009):
+// in the background, bounded by CHECK_PROVIDER_BUDGET, so the answer never
+// waits for the provider's revocation endpoint.
+func TestDroppedRefreshTokenIsRevoked(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	codec := session.NewCodec([][]byte{[]byte(strings.Repeat("k", 32))}, time.Hour, clock)
+	p := &growingProvider{revokes: make(chan revokeCall, maxRevoking+4), release: make(chan struct{})}
+	defer close(p.release)
+	const budget = 3 * time.Second
+	s := NewSessions(SessionOptions{CookieName: "authservice_session", StrictValidation: true, RefreshBeforeExpiry: time.Minute, Budget: budget, MaxCookies: 2},
+		codec, p, revocation.New(time.Hour, nil, clock, zap.NewNop()), metrics.New("test"), zap.NewNop(), clock)
+	open := func(id string) *Live {
+		sealed, err := codec.SealSession("authservice_session", &session.Session{ID: id, Subject: "s", User: "u", Created: now.Unix() - 3600,
+			Expires: now.Unix() + 3600, Renewed: now.Unix() - 3600, RefreshToken: "RT-" + id, AccessToken: "AT", TokenExpiry: now.Unix() + 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := s.Open(sealed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	_, _, err := s.Renew(context.Background(), open("a"), zap.Skip(), 0)
+	var tl *TooLargeError
+	if !errors.As(err, &tl) || !tl.Refresh {
+		t.Fatalf("Renew: %v, want the session ended as too large", err)
+	}
+	// Renew has returned while the revocation is still held at the
+	// provider: it is not on the answer's path.
+	c := <-p.revokes
+	if c.token != "RT-new" || c.hint != "refresh_token" {
+		t.Fatalf("revoked %q (%s), want the refresh token the refresh returned", c.token, c.hint)
+	}
+	if c.deadline.IsZero() || c.deadline.After(time.Now().Add(budget)) {
+		t.Fatalf("the revocation's deadline %v is not within CHECK_PROVIDER_BUDGET", c.deadline)
+	}
+	// At most maxRevoking at once: the ones past that are not revoked (a
+	// log line), never queued without bound.
+	for i := range maxRevoking + 2 {
+		s.Renew(context.Background(), open(fmt.Sprint("b", i)), zap.Skip(), 0)
+	}
+	for range maxRevoking - 1 {
+		select {
+		case <-p.revokes:
+		case <-time.After(10 * time.Second):
+			t.Fatal("fewer revocations than maxRevoking started")
+		}
+	}
+	// Every slot is held by a revocation blocked at the provider: the
+	// other three were dropped without a goroutine.
+	if n := len(s.revoking); n != maxRevoking {
+		t.Fatalf("%d revocations in flight, want %d", n, maxRevoking)
 	}
 }

@@ -140,6 +140,19 @@ func (c *Cookies) WriteSession(out, in http.Header, secure bool, sealed string, 
 	return true
 }
 
+// WriteSessionCookie sets a session that takes one cookie with exactly one
+// Set-Cookie, leaving any chunk of an earlier, longer session in place (a
+// single cookie says it has no chunks: they are ignored): what a
+// forward-auth proxy can carry. It reports false, and writes nothing, for a
+// value that needs more than one cookie.
+func (c *Cookies) WriteSessionCookie(out http.Header, secure bool, sealed string, maxAge int) bool {
+	if Count(sealed) != 1 {
+		return false
+	}
+	c.set(out, c.o.Name, sealed, maxAge, secure, c.sessionPrefixed(secure), c.o.SameSite, c.o.HTTPOnly)
+	return true
+}
+
 // ClearSession deletes the session cookie and every chunk the request had,
 // in both forms.
 func (c *Cookies) ClearSession(out, in http.Header, secure bool) {
