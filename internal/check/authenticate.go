@@ -21,6 +21,14 @@ import (
 // past the grace period).
 func (h *Handler) authenticate(q *request) (authed, verdict) {
 	h.credential(q)
+	if q.authMany {
+		// Only one credential could be judged; another, a credential of
+		// this gateway included, would reach the upstream (request.go).
+		h.quiet.Info("refused: Authorization holds more than one credential", q.rid(), zap.Int("lines", len(q.Header["Authorization"])))
+		v := badRequest("Authorization holds more than one credential (sent twice, or several in one line): send one")
+		v.final = true
+		return authed{}, v
+	}
 	var reason error
 	if q.sealed != "" {
 		live, err := h.d.Sessions.Open(q.sealed)

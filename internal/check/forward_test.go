@@ -413,3 +413,65 @@ func TestVerifyWarnsOfReplayableUpstreamTokens(t *testing.T) {
 		}
 	}
 }
+
+// A request whose Authorization holds more than one credential — sent twice,
+// or in one line as Envoy merges a repeated header ("Basic x,Bearer y") —
+// is refused with 400, for Envoy and forward auth alike: only one could be
+// judged, and a credential of this gateway in another (a session value, a
+// token the service accepts) would reach the upstream, which could present
+// it here as the user. Before, the first was judged and the rest passed on.
+func TestSeveralCredentialsInAuthorization(t *testing.T) {
+	for _, proxy := range []string{"", "nginx", "caddy"} {
+		t.Run("front="+proxy, func(t *testing.T) {
+			env := map[string]string{}
+			if proxy != "" {
+				env["FORWARD_AUTH_PROXY"] = proxy
+			}
+			f := newFixture(t, env)
+			sess := f.cookie(t, "u@example.com", []string{"g"}, f.now.Add(time.Hour))
+			send := func(auth ...string) *httptest.ResponseRecorder {
+				target, hdr := "/notebook/x", map[string]string{}
+				if proxy != "" {
+					target, hdr = "/authservice/verify", described(proxy, "/notebook/x", nil)
+				}
+				r := httptest.NewRequest("GET", target, nil)
+				r.RemoteAddr, r.Host = "127.0.0.1:5000", "kubeflow.example.com"
+				for k, v := range hdr {
+					r.Header.Set(k, v)
+				}
+				r.Header.Set("Accept", "application/json")
+				r.Header.Set("Cookie", "authservice_session="+sess)
+				for _, a := range auth {
+					r.Header.Add("Authorization", a)
+				}
+				w := httptest.NewRecorder()
+				f.h.ServeHTTP(w, r)
+				return w
+			}
+			for name, auth := range map[string][]string{
+				"the application's Basic, then a session value as a bearer": {"Basic dTpw", "Bearer " + sess},
+				"a session value as a bearer, then the application's Basic": {"Bearer " + sess, "Basic dTpw"},
+				"two Basic credentials":                                     {"Basic dTpw", "Basic eA=="},
+				"Envoy's merged line: Basic, then a session value":          {"Basic dTpw,Bearer " + sess},
+				"Envoy's merged line: a session value, then Basic":          {"Bearer " + sess + ",Basic dTpw"},
+			} {
+				w := send(auth...)
+				if w.Code != 400 || w.Header().Get("Kubeflow-Userid") != "" || strings.Contains(strings.Join(w.Header().Values("Authorization"), ","), sess) {
+					t.Errorf("%s: %d %v, want 400 and nothing handed on", name, w.Code, w.Header())
+				}
+			}
+			// One credential whose auth-params have commas passes on as it is.
+			sig := "AWS4-HMAC-SHA256 Credential=AKIA/20240101/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=fe5f80f7"
+			w := send(sig)
+			if w.Code != 200 || w.Header().Get("Kubeflow-Userid") != "u@example.com" {
+				t.Fatalf("SigV4 Authorization next to the session: %d %s", w.Code, w.Body)
+			}
+			if proxy != "" && w.Header().Get("Authorization") != sig {
+				t.Fatalf("SigV4 Authorization: the upstream gets %q", w.Header().Get("Authorization"))
+			}
+			if proxy == "" && strings.Contains(w.Header().Get("X-Envoy-Auth-Headers-To-Remove"), "authorization") {
+				t.Fatalf("SigV4 Authorization removed: %q", w.Header().Get("X-Envoy-Auth-Headers-To-Remove"))
+			}
+		})
+	}
+}

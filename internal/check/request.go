@@ -37,6 +37,7 @@ type request struct {
 	sealed     string // the session cookie's value (chunks joined), or ""
 	cookieSent bool   // a session cookie was sent, whether or not it could be read
 	bearer     string // the Authorization: Bearer value, or ""
+	authMany   bool   // Authorization holds more than one credential (credentials)
 	requestID  string // x-request-id, bounded
 }
 
@@ -71,7 +72,7 @@ func (h *Handler) credential(q *request) {
 	if q.read&readCredential == 0 {
 		q.read |= readCredential
 		q.sealed, q.cookieSent = h.d.Cookies.ReadSession(q.Header, q.secure)
-		q.bearer, _ = bearer(q.Header)
+		q.bearer, q.authMany = bearer(q.Header)
 	}
 }
 
@@ -187,11 +188,67 @@ func header(h http.Header, canonical string) string {
 	return ""
 }
 
+// bearer is the Authorization: Bearer value ("" when there is none), and
+// whether Authorization holds more than one credential: sent twice, or once
+// with credentials a proxy merged into one line (Envoy joins a repeated
+// header with "," in the check request, and forwards "Basic x,Bearer y" or
+// both lines upstream). Only the first could be judged, and a credential
+// of this gateway in another would reach the upstream: the check refuses
+// such a request (authenticate).
 func bearer(h http.Header) (string, bool) {
-	a := header(h, "Authorization")
-	if len(a) < 7 || !strings.EqualFold(a[:7], "bearer ") {
+	all := h["Authorization"]
+	if len(all) == 0 {
 		return "", false
 	}
-	v := strings.TrimSpace(a[7:])
-	return v, v != ""
+	a := all[0]
+	many := len(all) > 1 || (strings.IndexByte(a, ',') >= 0 && !oneCredential(a))
+	if len(a) < 7 || !strings.EqualFold(a[:7], "bearer ") {
+		return "", many
+	}
+	return strings.TrimSpace(a[7:]), many
+}
+
+// oneCredential reports whether an Authorization value that has a comma is
+// one credential (RFC 9110 §11.4): a scheme with auth-params, "Digest
+// username="u", realm="a, b"" or AWS's "AWS4-HMAC-SHA256 Credential=…,
+// SignedHeaders=…, Signature=…", not a list of credentials. A bearer
+// token (token68) has no comma at all; after any other scheme, an element
+// after a comma outside a quoted string that is a token followed by a
+// space, not by "=", starts another credential.
+func oneCredential(v string) bool {
+	if len(v) >= 7 && strings.EqualFold(v[:7], "bearer ") {
+		return false
+	}
+	quoted := false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted && startsCredential(v[i+1:]):
+			return false
+		}
+	}
+	return true
+}
+
+// startsCredential reports whether s (what follows a comma) begins with an
+// auth-scheme and a space: another credential, not an auth-param.
+func startsCredential(s string) bool {
+	s = strings.TrimLeft(s, " \t")
+	n := 0
+	for n < len(s) && tchar(s[n]) {
+		n++
+	}
+	if n == 0 || n == len(s) || (s[n] != ' ' && s[n] != '\t') {
+		return false
+	}
+	rest := strings.TrimLeft(s[n:], " \t")
+	return rest == "" || rest[0] != '='
+}
+
+// tchar reports whether c may appear in an HTTP token (RFC 9110 §5.6.2).
+func tchar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }

@@ -23,3 +23,30 @@ func TestAcceptsHTML(t *testing.T) {
 		}
 	}
 }
+
+// An Authorization value with a comma is one credential when the comma
+// separates auth-params; two credentials merged into one line (Envoy joins
+// a repeated header with ",") are not.
+func TestOneCredential(t *testing.T) {
+	for v, want := range map[string]bool{
+		`Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", algorithm=SHA-256, nonce="7ypf", nc=00000001, qop=auth`: true,
+		`Digest realm="a, Bearer b", nonce="x"`:      true, // a comma in a quoted string
+		`Digest realm="a \", Bearer b", nonce = "x"`: true,
+		`AWS4-HMAC-SHA256 Credential=AKIA/20240101/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=fe5f80f7`: true,
+		`Basic dTpw,Bearer eyJhbGciOi.e30.sig`:  false,
+		`Basic dTpw, Bearer eyJhbGciOi.e30.sig`: false,
+		`Basic dTpw,	Basic eA==`:                false,
+		`Bearer eyJhbGciOi.e30.sig,Basic dTpw`:  false,
+		`Bearer abc,def`:                        false, // a bearer token has no comma
+		`bearer abc, def`:                       false,
+		`Digest realm="x", Bearer `:             false,
+		`Negotiate YII=,Negotiate YII=`:         false,
+		`Custom a=b,c=d`:                        true,
+		`Custom a=b, c = d`:                     true,
+		`Custom a=b, ,`:                         true,
+	} {
+		if got := oneCredential(v); got != want {
+			t.Errorf("oneCredential(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
