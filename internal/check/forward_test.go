@@ -451,9 +451,9 @@ func TestSeveralCredentialsInAuthorization(t *testing.T) {
 			for name, auth := range map[string][]string{
 				"the application's Basic, then a session value as a bearer": {"Basic dTpw", "Bearer " + sess},
 				"a session value as a bearer, then the application's Basic": {"Bearer " + sess, "Basic dTpw"},
-				"two Basic credentials":                                     {"Basic dTpw", "Basic eA=="},
-				"Envoy's merged line: Basic, then a session value":          {"Basic dTpw,Bearer " + sess},
-				"Envoy's merged line: a session value, then Basic":          {"Bearer " + sess + ",Basic dTpw"},
+				"two Basic credentials":                            {"Basic dTpw", "Basic eA=="},
+				"Envoy's merged line: Basic, then a session value": {"Basic dTpw,Bearer " + sess},
+				"Envoy's merged line: a session value, then Basic": {"Bearer " + sess + ",Basic dTpw"},
 			} {
 				w := send(auth...)
 				if w.Code != 400 || w.Header().Get("Kubeflow-Userid") != "" || strings.Contains(strings.Join(w.Header().Values("Authorization"), ","), sess) {
