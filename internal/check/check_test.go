@@ -383,6 +383,29 @@ func TestLogout(t *testing.T) {
 	}
 }
 
+// A logout whose Authorization holds more than one credential gets 400 and
+// ends nothing, as a check does: which one names the session is not picked.
+// Before, the first was taken and the session it named ended.
+func TestLogoutWithSeveralCredentials(t *testing.T) {
+	f := newFixture(t, map[string]string{"AFTER_LOGOUT_URL": "/"})
+	v := f.cookie(t, "u@x", nil, f.now.Add(time.Hour))
+	for _, auth := range [][]string{{"Bearer " + v, "Bearer " + v}, {"Bearer " + v, "Basic dTpw"}, {"Bearer " + v + ",Basic dTpw"}} {
+		r := httptest.NewRequest("POST", "/authservice/logout", nil)
+		for _, a := range auth {
+			r.Header.Add("Authorization", a)
+		}
+		w := httptest.NewRecorder()
+		f.h.ServeHTTP(w, r)
+		if w.Code != 400 || len(w.Result().Cookies()) != 0 {
+			t.Fatalf("POST logout with Authorization %.30q: %d %s", auth, w.Code, w.Body)
+		}
+	}
+	// The session was not ended: it still logs out.
+	if w := f.do("POST", "/authservice/logout", map[string]string{"Authorization": "Bearer " + v}); w.Code != 201 {
+		t.Fatalf("the session after the refused logouts: %d %s", w.Code, w.Body)
+	}
+}
+
 func TestSafeTarget(t *testing.T) {
 	f := newFixture(t, map[string]string{"ALLOWED_REDIRECT_HOSTS": "*.apps.example.com,other.example.com"})
 	r := httptest.NewRequest("GET", "/authservice/oidc/callback", nil)

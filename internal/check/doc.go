@@ -29,13 +29,15 @@
 //	                                           session), session ended and its cookie cleared
 //	path = <prefix>logout, POST                201 {"afterLogoutURL": ...} with a session (cookie
 //	                                           or Authorization: Bearer <cookie value>), else 401
+//	                                           (either logout: 400 as below for Authorization)
 //	path = VERIFY_AUTH_URL (forward auth)      the rows below for the original request the proxy
 //	                                           describes (FORWARD_AUTH_PROXY), from a trusted
 //	                                           proxy; 400 when its headers are missing or conflict,
 //	                                           or its URL has a raw #, space, control or non-ASCII byte;
 //	                                           401 instead of a login redirect unless
 //	                                           FORWARD_AUTH_REDIRECT; allow answers carry Cookie
-//	                                           and the upstream's Authorization, empty for none
+//	                                           and the upstream's Authorization, empty for none,
+//	                                           and a renewed session in one Set-Cookie (renew.go)
 //	path = <prefix>start?rd=<url>              302 to rd when signed in, else a login redirect to
 //	                                           it; 400 rd not allowed; 405 method
 //	path = back-channel logout, POST + body    the delivery itself: 200 done, 400 invalid
@@ -43,13 +45,18 @@
 //	path under SKIP_AUTH_URLS or <prefix>site/ 200, identity headers removed
 //	  (both readings), or the back-channel
 //	  logout path (Envoy's check of it)
+//	Authorization with more than one           400, never one of them judged and the other
+//	  credential (two lines, or merged)        passed on (request.go)
 //	valid session (cookie or its value as      200 with USERID_HEADER and GROUPS_HEADER, Cookie
 //	  bearer): not revoked, not idle,          without the service's cookies, a renewed cookie when
 //	  refreshed or validated when due          refreshed or re-sealed; 403 page or JSON when the
 //	                                           policy refuses (rules see the canonical path); 403
 //	                                           identity_too_large, cookie cleared, when its groups
 //	                                           (sealed under other settings) or its renewal do
-//	                                           not fit: the session ends
+//	                                           not fit: the session ends; forward auth, a
+//	                                           renewal the answer cannot carry (several
+//	                                           cookies): a navigation's 307 (Caddy, Traefik) or
+//	                                           401 to the start endpoint (nginx), renew.go
 //	session past STRICT_SESSION_VALIDATION     401 "provider unreachable" page; the cookie is kept
 //	  _GRACE while the provider is down
 //	bearer JWT of a trusted issuer             200 with the identity headers (never a cookie);

@@ -47,6 +47,12 @@ func (h *Handler) logoutVerdict(q *request) verdict {
 			page: &pages.Data{Title: "Sign out?", Message: msgConfirmLogout, Link: h.o.LogoutPath, LinkText: "Sign out"},
 			body: map[string]string{"error": "cross_site_logout", "message": msgConfirmLogout}}
 	}
+	if h.credential(q); q.authMany {
+		// Which credential names the session to end? Not one picked at
+		// random: the same 400 as at the check (authenticate).
+		h.quiet.Info("logout refused: Authorization holds more than one credential", q.rid(), zap.Int("lines", len(q.Header["Authorization"])))
+		return badRequest("Authorization holds more than one credential (sent twice, or several in one line): send one")
+	}
 	a, err := h.endable(q)
 	if !get {
 		if a == nil {
