@@ -150,7 +150,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	refresh, err := tokens.NewRefreshTokenPolicy(logger, true, "", *refreshTTL, "")
+	// Refresh tokens rotate, as with Dex's default configuration: each
+	// refresh answers a new one and the used one is refused from then on
+	// (no reuse interval). The second parameter is Dex's DisableRotation
+	// (expiry.refreshTokens.disableRotation), whatever its name says.
+	refresh, err := tokens.NewRefreshTokenPolicy(logger, false, "", *refreshTTL, "")
 	if err != nil {
 		return err
 	}
