@@ -104,11 +104,9 @@ func StartNginx(t testing.TB, tg ForwardAuthTargets) string {
 			proxy_pass_request_headers on;
 			proxy_pass http://%[1]s/authservice/verify;`, tg.Service)
 		app = fmt.Sprintf(`			auth_request /_oidc_verify;
-			auth_request_set $auth_cookie $upstream_http_set_cookie;
-			add_header Set-Cookie $auth_cookie;
-%s			error_page 401 = @oidc_login;
+%s%s			error_page 401 = @oidc_login;
 			proxy_set_header Host $http_host;
-			proxy_pass http://%s;`, ingressNginxAuthLines(ingressNginxResponseHeaders(t)), tg.Upstream)
+			proxy_pass http://%s;`, ingressNginxSetCookie(t), ingressNginxAuthLines(ingressNginxResponseHeaders(t)), tg.Upstream)
 	}
 	user := ""
 	if os.Geteuid() == 0 {

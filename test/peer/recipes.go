@@ -56,14 +56,37 @@ func block(t testing.TB, text, header string) string {
 // docs/forward-auth.md's ingress-nginx recipe.
 func ingressNginxResponseHeaders(t testing.TB) []string {
 	t.Helper()
-	const annotation = "nginx.ingress.kubernetes.io/auth-response-headers:"
+	v, ok := ingressNginxAnnotation(t, "auth-response-headers")
+	if !ok {
+		t.Fatalf("docs/forward-auth.md: no auth-response-headers annotation")
+	}
+	return strings.Split(v, ",")
+}
+
+// ingressNginxAnnotation is the value of the annotation
+// nginx.ingress.kubernetes.io/<name> of docs/forward-auth.md's ingress-nginx
+// recipe, and whether it has one.
+func ingressNginxAnnotation(t testing.TB, name string) (string, bool) {
+	t.Helper()
+	annotation := "nginx.ingress.kubernetes.io/" + name + ":"
 	for _, l := range strings.Split(recipe(t, "yaml"), "\n") {
 		if _, v, ok := strings.Cut(l, annotation); ok {
-			return strings.Split(strings.Trim(strings.TrimSpace(v), `"`), ",")
+			return strings.Trim(strings.TrimSpace(v), `"`), true
 		}
 	}
-	t.Fatalf("docs/forward-auth.md: no %s annotation", annotation)
-	return nil
+	return "", false
+}
+
+// ingressNginxSetCookie is what ingress-nginx's template writes into the
+// application's location for every auth-url
+// (rootfs/etc/nginx/template/nginx.tmpl): the verify answer's Set-Cookie
+// added to the response, on every status with auth-always-set-cookie.
+func ingressNginxSetCookie(t testing.TB) string {
+	always := ""
+	if v, _ := ingressNginxAnnotation(t, "auth-always-set-cookie"); v == "true" {
+		always = " always"
+	}
+	return "\t\t\tauth_request_set $auth_cookie $upstream_http_set_cookie;\n\t\t\tadd_header Set-Cookie $auth_cookie" + always + ";\n"
 }
 
 // ingressNginxAuthLines are the lines ingress-nginx's template writes into
