@@ -1042,7 +1042,6 @@ func TestHostileInputs(t *testing.T) {
 		{"a session value as a lower-case bearer", []string{"Authorization", "bearer " + legit}},
 		{"a session value as a bearer, padded with spaces", []string{"Authorization", "Bearer   " + legit + "  "}},
 		{"a session value as a bearer next to the session cookie", []string{"Cookie", legitCookie, "Authorization", "Bearer " + legit}},
-		{"a session value as a bearer, then a second Authorization", []string{"Authorization", "Bearer " + legit, "Authorization", "Basic dTpw"}},
 		{"a Dex ID token", []string{"Authorization", "Bearer " + idToken}},
 		{"a Dex ID token next to the session cookie", []string{"Cookie", legitCookie, "Authorization", "Bearer " + idToken}},
 		{"a Dex ID token next to the session cookie and a forged identity", []string{"Cookie", legitCookie, "Authorization", "Bearer " + idToken,
@@ -1051,6 +1050,35 @@ func TestHostileInputs(t *testing.T) {
 		rows = append(rows, hostileRow{name: "forward auth: " + c.name + " is not handed upstream", send: verifyAs(c.headers...), want: serviceAllows,
 			check: upstreamAuthorization("")})
 	}
+	// Two credentials in Authorization: only one could be judged, and the
+	// other (a credential of this gateway) would reach the upstream. Never
+	// one picked: 400, at the verify endpoint and through the gateway.
+	for _, c := range []struct {
+		name string
+		auth []string
+	}{
+		{"a session value as a bearer, then a second Authorization", []string{"Bearer " + legit, "Basic dTpw"}},
+		{"the application's Basic, then a session value as a bearer", []string{"Basic dTpw", "Bearer " + legit}},
+		{"the application's Basic, then a Dex ID token", []string{"Basic dTpw", "Bearer " + idToken}},
+		{"two bearer tokens", []string{"Bearer " + idToken, "Bearer " + legit}},
+		{"one line with Basic and a session value, merged with a comma", []string{"Basic dTpw,Bearer " + legit}},
+		{"one line with a Dex ID token and Basic, merged with a comma", []string{"Bearer " + idToken + ", Basic dTpw"}},
+		{"a bearer value with a comma", []string{"Bearer " + legit + ",x"}},
+	} {
+		var hdr []string
+		for _, a := range c.auth {
+			hdr = append(hdr, "Authorization", a)
+		}
+		rows = append(rows,
+			hostileRow{name: "forward auth: " + c.name + " next to the session cookie is refused", send: verifyAs(append([]string{"Cookie", legitCookie}, hdr...)...), want: badRequest},
+			hostileRow{name: "forward auth: " + c.name + " alone is refused", send: verifyAs(hdr...), want: badRequest},
+			hostileRow{name: "gateway: " + c.name + " next to the session cookie is refused", send: func(t *testing.T) *answer {
+				return h.get(t, "/notebook/x", append([]string{"Cookie", legitCookie, "Accept", "application/json"}, hdr...)...)
+			}, want: badRequest})
+	}
+	rows = append(rows, hostileRow{name: "forward auth: one credential whose auth-params have commas (AWS SigV4) stays",
+		send: verifyAs("Cookie", legitCookie, "Authorization", "AWS4-HMAC-SHA256 Credential=AKIA/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=fe5f80f7"),
+		want: serviceAllows, check: upstreamAuthorization("AWS4-HMAC-SHA256 Credential=AKIA/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=fe5f80f7")})
 	rows = append(rows, hostileRow{name: "forward auth: the application's own Authorization next to the session cookie stays",
 		send: verifyAs("Cookie", legitCookie, "Authorization", "Basic dTpw"), want: serviceAllows, check: upstreamAuthorization("Basic dTpw")})
 	rows = append(rows, hostileRow{name: "forward auth: a JWT the service does not accept next to the session cookie stays",
