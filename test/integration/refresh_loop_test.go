@@ -113,7 +113,7 @@ func TestShortLivedIDTokensNoRefreshLoop(t *testing.T) {
 		// Each run ends before the login's own token expires, so the
 		// replay below also covers a token replaced by a refresh.
 		{10 * time.Second, 25 * time.Second},
-		{30 * time.Second, 27 * time.Second},
+		{30 * time.Second, 25 * time.Second},
 		{60 * time.Second, 50 * time.Second},
 		{24 * time.Hour, 8 * time.Second},
 	} {
