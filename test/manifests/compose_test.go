@@ -30,6 +30,10 @@ var kubeflowData = func() string {
 // composition is one release run one way.
 type composition struct {
 	Release string // folder of testdata/kubeflow
+	// Variant names a layout of the release other than its example's
+	// default (e.g. "ambient": Kubeflow's istio-install/overlays/ambient-oauth2-proxy),
+	// reached by the Layout substitutions.
+	Variant string
 	Form    string // the overlay of deploy/overlays that replaces Kubeflow's line
 	// Stock is Kubeflow's line the operator's file has (without the "- ").
 	Stock string
@@ -57,7 +61,38 @@ type composition struct {
 	Scenarios []string
 }
 
-func (c composition) name() string { return c.Release + "/" + c.Form }
+func (c composition) name() string { return c.release() + "/" + c.Form }
+
+// releaseDoc is the release as docs/compatibility.md names it.
+func (c composition) releaseDoc() string {
+	if c.Variant == "" {
+		return c.Release
+	}
+	var lines []string
+	for _, to := range sortedValues(c.Layout) {
+		if to != "" {
+			lines = append(lines, "`"+strings.TrimPrefix(to, "../common/istio/")+"`")
+		}
+	}
+	return c.Release + " (" + c.Variant + ": " + strings.Join(lines, ", ") + ")"
+}
+
+func sortedValues(m map[string]string) []string {
+	var out []string
+	for _, v := range m {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// release is the release and its variant: "v26.03", "v26.03-ambient".
+func (c composition) release() string {
+	if c.Variant == "" {
+		return c.Release
+	}
+	return c.Release + "-" + c.Variant
+}
 
 var oauth2ProxyReplacements = map[string]string{
 	"Deployment oauth2-proxy/oauth2-proxy":     "Deployment oauth2-proxy/authservice",
@@ -113,6 +148,7 @@ const (
 	scRefresh      = "session outlives Dex's ID-token lifetime (refresh)"
 	scForged       = "client-sent identity headers never reach the upstream"
 	scReplay       = "no header an upstream receives lets another client in as the user"
+	scPythonClient = "Kubeflow's DexSessionManager (tests/dex_login_test.py) logs in, alone and eight at once; its cookies reach a page and an API"
 )
 
 var compositions = func() []composition {
@@ -145,11 +181,11 @@ var compositions = func() []composition {
 			istio = "../common/istio-1-22/istio-install"
 		}
 		var dexOnly, kind, eks, headers, jwt []string
-		if rel == "master" {
-			dexOnly = []string{scBrowserLogin, scReload, scStart, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scRefresh, scForged, scReplay}
-			kind = []string{scBrowserLogin, scDexToken, scSAToken, scForged, scReplay}
+		if rel == "master" || rel == "v26.03" {
+			dexOnly = []string{scBrowserLogin, scReload, scStart, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scRefresh, scForged, scReplay, scPythonClient}
+			kind = []string{scBrowserLogin, scDexToken, scSAToken, scForged, scReplay, scPythonClient}
 			eks = []string{scBrowserLogin, scDexToken, scReplay}
-			headers = []string{scBrowserLogin, scReload, scStart, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scForged, scReplay}
+			headers = []string{scBrowserLogin, scReload, scStart, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scForged, scReplay, scPythonClient}
 			jwt = []string{scBrowserLogin, scReload, scLogoutGet, scForged, scReplay}
 		}
 		out = append(out,
@@ -183,6 +219,19 @@ var compositions = func() []composition {
 				}, Scenarios: jwt},
 		)
 	}
+	// Kubeflow 26.03 in ambient mode: the example's Istio line swapped for
+	// the ambient overlay its comment names, then the one-line swap.
+	out = append(out, composition{Release: "v26.03", Variant: "ambient", Form: "kubeflow-oauth2-proxy",
+		Stock: "../common/oauth2-proxy/overlays/m2m-dex-only", Lines: 1, Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex",
+		Layout: map[string]string{"../common/istio/istio-install/overlays/oauth2-proxy": "../common/istio/istio-install/overlays/ambient-oauth2-proxy",
+			// The ambient overlay brings the Namespace istio-system itself
+			// (privileged, for ztunnel and the CNI): kustomize cannot build
+			// the example with both lines, Kubeflow's install scripts apply
+			// them one after the other. Its NetworkPolicies do not touch the
+			// gateway's authentication.
+			"../common/istio/istio-namespace/base": ""},
+		Replacements: oauth2ProxyReplacements,
+		Scenarios:    []string{scBrowserLogin, scReload, scStart, scLogoutGet, scLogoutPost, scDexToken, scSARefused, scRefresh, scForged, scReplay, scPythonClient}})
 	return out
 }()
 
@@ -200,6 +249,9 @@ func exampleLines(t *testing.T, c composition) []string {
 		for i, l := range lines {
 			if p, ok := resourceLine(l); ok && p == from {
 				lines[i] = "- " + to
+				if to == "" { // the operator leaves the line out
+					lines[i] = "# " + l
+				}
 				n++
 			}
 		}

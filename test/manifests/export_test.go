@@ -59,7 +59,7 @@ type exported struct {
 var fileVariables = []string{"AUTHENTICATION_CONFIG_FILE", "AUTHORIZATION_RULES_FILE"}
 
 func exportFile(c composition) string {
-	return filepath.Join(exportDir, c.Release+"_"+c.Form+".json")
+	return filepath.Join(exportDir, c.release()+"_"+c.Form+".json")
 }
 
 func export(t *testing.T, c *composed) []byte {
@@ -68,7 +68,7 @@ func export(t *testing.T, c *composed) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := exported{Release: c.Release, Form: c.Form, Stock: c.Stock, Scenarios: c.Scenarios, Gateway: v.gateway,
+	e := exported{Release: c.release(), Form: c.Form, Stock: c.Stock, Scenarios: c.Scenarios, Gateway: v.gateway,
 		Namespace: v.ns, Env: v.env, Exposed: v.exposure()}
 	for _, o := range c.Objects.all("Service") {
 		svc := typed[corev1.Service](o)
@@ -117,7 +117,7 @@ func export(t *testing.T, c *composed) []byte {
 		case "ConfigMap":
 			keep = (o.Namespace == "istio-system" && o.Name == "istio") || (o.Namespace == "auth" && o.Name == "dex") || cronConfig[o.Namespace+"/"+o.Name]
 		case "Deployment":
-			keep = o.Namespace == "kubeflow" && o.Name == "centraldashboard"
+			keep = o.Namespace == "kubeflow" && slices.Contains(dashboardNames, o.Name)
 		}
 		if keep {
 			objs = append(objs, o)
@@ -226,7 +226,7 @@ swapped for an overlay of this repository. [kubeflow.md](kubeflow.md) says which
 		if len(c.Scenarios) > 0 {
 			integ = strings.Join(c.Scenarios, "; ")
 		}
-		fmt.Fprintf(&b, "| %s | `%s` | %s | %d | %s | %s | %s |\n", c.Release, c.Stock, by, c.Lines, v.upstreamReceives(), status, integ)
+		fmt.Fprintf(&b, "| %s | `%s` | %s | %d | %s | %s | %s |\n", c.releaseDoc(), c.Stock, by, c.Lines, v.upstreamReceives(), status, integ)
 	}
 	b.WriteString(`
 Kubeflow 1.9.0's own example installs oauth2-proxy from ` + "`common/oidc-client/oauth2-proxy`" + `, a design of its own:

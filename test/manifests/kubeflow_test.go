@@ -121,6 +121,21 @@ func loadSettings(t *testing.T, env map[string]string) (*config.Settings, error)
 	return config.Load(config.FromMap(env))
 }
 
+// dashboardNames are the central dashboard's Deployment in the kubeflow
+// namespace: centraldashboard up to Kubeflow 26.03, dashboard for the
+// dashboard v2 of master (applications/dashboard).
+var dashboardNames = []string{"centraldashboard", "dashboard"}
+
+// dashboard is the rendered central dashboard's Deployment.
+func dashboard(r *rendering) *object {
+	for _, n := range dashboardNames {
+		if d := r.findIn("Deployment", "kubeflow", n); d != nil {
+			return d
+		}
+	}
+	return nil
+}
+
 func (r *rendering) findIn(kind, namespace, name string) *object {
 	for _, o := range r.Objects {
 		if o.Kind == kind && o.Namespace == namespace && o.Name == name {
@@ -662,9 +677,9 @@ func normalizeJSON(v any) any {
 func checkRoutes(v *kubeflowView) []error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	d := v.r.findIn("Deployment", "kubeflow", "centraldashboard")
+	d := dashboard(v.r)
 	if d == nil {
-		return []error{fmt.Errorf("no Deployment kubeflow/centraldashboard")}
+		return []error{fmt.Errorf("no dashboard Deployment (kubeflow/%s)", strings.Join(dashboardNames, " or kubeflow/"))}
 	}
 	logout := ""
 	for _, e := range typed[appsv1.Deployment](d).Spec.Template.Spec.Containers[0].Env {
