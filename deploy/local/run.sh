@@ -5,15 +5,18 @@
 #   Dex (our runner of the Dex library)        http://127.0.0.1:5556/dex     DEX_PORT (5556)
 #   demo upstream (shows what it receives)     http://127.0.0.1:8090         UPSTREAM_PORT (8090)
 #   oidc-authservice: check, probes, pages     :8080, :8081, :8082           SERVER_PORT, READINESS_PROBE_PORT, WEB_SERVER_PORT
-#   Envoy-faithful ext_authz gateway           http://127.0.0.1:8000         GATEWAY_PORT (8000)
-#     /dex/ → Dex, /authservice/site/ → the service's pages, everything else → the demo upstream
+#   Envoy-faithful gateway                     http://127.0.0.1:8000         GATEWAY_PORT (8000)
+#     the Envoy configuration Istio generates for deploy/overlays/istio-envoyfilter
+#     (test/istio/testdata/envoy/$LAYOUT.json): /dex/ → Dex, /authservice/ → the
+#     service's pages, everything else → the demo upstream
 #
 # Each part is started only once the one before it answers (Dex first, so the
 # service finds its provider at once) and checked before the next; "running"
 # is printed only when all four answer. A part that fails is named with the
 # last line of its log and the setting that fixes it; the exit status is then 1.
 #
-# Other settings: MODE (the gateway's form, kubeflow-envoyfilter-corrected),
+# Other settings: LAYOUT (the gateway's generated configuration,
+# master_istio-envoyfilter; any of test/istio/testdata/envoy),
 # DEMO_USER / DEMO_PASSWORD / DEMO_GROUPS (Dex's user), LOG_FORMAT (console),
 # LOG_LEVEL (info), RUN_LOGS (the folder for this run's logs; default a new
 # one under $TMPDIR), READY_TIMEOUT (seconds per part, 30), BIN (bin),
@@ -28,7 +31,7 @@ GATEWAY_PORT=${GATEWAY_PORT:-8000}
 SERVER_PORT=${SERVER_PORT:-8080}
 READINESS_PROBE_PORT=${READINESS_PROBE_PORT:-8081}
 WEB_SERVER_PORT=${WEB_SERVER_PORT:-8082}
-MODE=${MODE:-kubeflow-envoyfilter-corrected}
+LAYOUT=${LAYOUT:-master_istio-envoyfilter}
 DEMO_USER=${DEMO_USER:-user@example.com}
 DEMO_PASSWORD=${DEMO_PASSWORD:-12341234}
 DEMO_GROUPS=${DEMO_GROUPS:-ml-engineers,kubeflow-admins}
@@ -185,9 +188,8 @@ ready "the service (oidc-authservice)" "$RUN_LOGS/service.log" "starting" \
   expect "http://127.0.0.1:$READINESS_PROBE_PORT/readyz" "ready"
 
 start "the gateway (extauthz-proxy)" "$RUN_LOGS/gateway.log" "$BIN/extauthz-proxy" -listen "127.0.0.1:$GATEWAY_PORT" \
-  -check "http://127.0.0.1:$SERVER_PORT" -mode "$MODE" \
-  -route "/dex/=http://127.0.0.1:$DEX_PORT" -route "/authservice/site/=http://127.0.0.1:$WEB_SERVER_PORT" \
-  -upstream "http://127.0.0.1:$UPSTREAM_PORT"
+  -layout "$LAYOUT" -check "http://127.0.0.1:$SERVER_PORT" -web "http://127.0.0.1:$WEB_SERVER_PORT" \
+  -dex "http://127.0.0.1:$DEX_PORT" -upstream "http://127.0.0.1:$UPSTREAM_PORT"
 # Through the gateway: Dex's discovery (a route the check lets pass) and a
 # page, which the check sends to Dex's login.
 ready "the gateway (extauthz-proxy)" "$RUN_LOGS/gateway.log" "extauthz-proxy listening" \
@@ -212,7 +214,7 @@ part() { printf '    %-18s %-46s %-22s %s\n' "$@"; }
   part "" "" "READINESS_PROBE_PORT," ""
   part "" "" "WEB_SERVER_PORT" ""
   part "gateway" "$GATEWAY" "GATEWAY_PORT" "gateway.log"
-  part "" "(MODE=$MODE)" "" ""
+  part "" "(LAYOUT=$LAYOUT)" "" ""
   echo
   echo "  The service's log follows (LOG_FORMAT=$LOG_FORMAT, LOG_LEVEL=$LOG_LEVEL). Stop with Ctrl-C."
   echo

@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/AppsFlyer/go-sundheit v0.6.0
 	github.com/dexidp/dex v0.0.0-20260806151424-ab64ed778070
+	github.com/go-jose/go-jose/v4 v4.1.4
 	golang.org/x/crypto v0.54.0
 )
 
@@ -26,7 +27,6 @@ require (
 	github.com/felixge/httpsnoop v1.0.4 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.2 // indirect
 	github.com/go-asn1-ber/asn1-ber v1.5.8 // indirect
-	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
 	github.com/go-ldap/ldap/v3 v3.4.14 // indirect
 	github.com/go-logr/logr v1.4.3 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect

@@ -6,13 +6,23 @@
 // With -public-client-id it also registers a public client for command-line
 // tools (oidc-authservice token): no secret, the device authorization grant
 // and loopback redirects. -trusted-peer lets such a client ask for tokens
-// whose audience is the static client (Dex's cross-client trust). A
+// whose audience is the static client (Dex's cross-client trust). With
+// -signing-key it signs with a fixed key (test/keys: the key istiod inlined
+// into the generated gateway configuration) instead of a random one; with
+// -replicas N it runs N Dex servers on one shared storage behind one port,
+// taking turns, as Kubeflow's Dex Deployment with replicas on Kubernetes
+// storage does. A
 // test-only endpoint, POST /__test/revoke-refresh, deletes every refresh
 // token, as an administrator revoking a user's grants would.
 package main
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +43,7 @@ import (
 	"github.com/dexidp/dex/server/tokens"
 	"github.com/dexidp/dex/storage"
 	"github.com/dexidp/dex/storage/memory"
+	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -66,6 +78,8 @@ func run() error {
 		extraUsers   list
 		publicURIs   list
 		trusted      list
+		signingKey   = flag.String("signing-key", "", "PEM file of a fixed RSA signing key (PKCS #8); its kid is base64url(SHA-256(PKIX public key)[:12])")
+		replicas     = flag.Int("replicas", 1, "Dex servers sharing one storage, taking turns")
 	)
 	flag.Var(&redirects, "redirect-uri", "registered redirect URI, repeatable (default /authservice/oidc/callback; relative URIs are compared literally, as Kubeflow's Dex does)")
 	flag.Var(&postLogout, "post-logout-redirect-uri", "registered post-logout redirect URI, repeatable")
@@ -146,33 +160,48 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	sig, err := (&signer.LocalConfig{KeysRotationPeriod: "6h"}).Open(ctx, store, *idTTL, time.Now, logger)
-	if err != nil {
-		return err
+	if *signingKey != "" {
+		if err := fixKey(ctx, store, *signingKey); err != nil {
+			return err
+		}
 	}
-	// Refresh tokens rotate, as with Dex's default configuration: each
-	// refresh answers a new one and the used one is refused from then on
-	// (no reuse interval). The second parameter is Dex's DisableRotation
-	// (expiry.refreshTokens.disableRotation), whatever its name says.
-	refresh, err := tokens.NewRefreshTokenPolicy(logger, false, "", *refreshTTL, "")
-	if err != nil {
-		return err
+	if *replicas < 1 {
+		return fmt.Errorf("-replicas %d", *replicas)
 	}
-	health := gosundheit.New()
-	srv, err := server.NewServer(ctx, server.Config{
-		Issuer:             *issuer,
-		Storage:            store,
-		SkipApprovalScreen: true,
-		IDTokensValidFor:   *idTTL,
-		RefreshTokenPolicy: refresh,
-		Now:                time.Now,
-		Logger:             logger,
-		Signer:             sig,
-		HealthChecker:      health,
+	var servers []http.Handler
+	for i := 0; i < *replicas; i++ {
+		sig, err := (&signer.LocalConfig{KeysRotationPeriod: "6h"}).Open(ctx, store, *idTTL, time.Now, logger)
+		if err != nil {
+			return err
+		}
+		// Refresh tokens rotate, as with Dex's default configuration: each
+		// refresh answers a new one and the used one is refused from then on
+		// (no reuse interval). The second parameter is Dex's DisableRotation
+		// (expiry.refreshTokens.disableRotation), whatever its name says.
+		refresh, err := tokens.NewRefreshTokenPolicy(logger, false, "", *refreshTTL, "")
+		if err != nil {
+			return err
+		}
+		srv, err := server.NewServer(ctx, server.Config{
+			Issuer:             *issuer,
+			Storage:            store,
+			SkipApprovalScreen: true,
+			IDTokensValidFor:   *idTTL,
+			RefreshTokenPolicy: refresh,
+			Now:                time.Now,
+			Logger:             logger.With("replica", i),
+			Signer:             sig,
+			HealthChecker:      gosundheit.New(),
+		})
+		if err != nil {
+			return err
+		}
+		servers = append(servers, srv)
+	}
+	var turn atomic.Uint64
+	srv := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		servers[(turn.Add(1)-1)%uint64(len(servers))].ServeHTTP(w, r)
 	})
-	if err != nil {
-		return err
-	}
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
@@ -251,4 +280,38 @@ func (s unlockedRefresh) UpdateRefreshToken(ctx context.Context, id string, upda
 			return err
 		}
 	}
+}
+
+// fixKey stores a fixed signing key whose rotation is a century away, so
+// every replica signs with it.
+func fixKey(ctx context.Context, store storage.Storage, file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return fmt.Errorf("%s: no PEM block", file)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	priv, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return fmt.Errorf("%s: not an RSA key", file)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(der)
+	kid := base64.RawURLEncoding.EncodeToString(sum[:12])
+	return store.UpdateKeys(ctx, func(storage.Keys) (storage.Keys, error) {
+		return storage.Keys{
+			SigningKey:    &jose.JSONWebKey{Key: priv, KeyID: kid, Algorithm: "RS256", Use: "sig"},
+			SigningKeyPub: &jose.JSONWebKey{Key: &priv.PublicKey, KeyID: kid, Algorithm: "RS256", Use: "sig"},
+			NextRotation:  time.Now().AddDate(100, 0, 0),
+		}, nil
+	})
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -98,7 +97,7 @@ var loginForm = chromedp.WaitReady(chromedp.CSS(`input[name="login"]`))
 func byID(id string) chromedp.Action[string] { return chromedp.Text(chromedp.ID(id)) }
 
 func TestBrowserLoginReloadTabsAndLogout(t *testing.T) {
-	k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+	k := peer.StartKubeflow(t, peer.EnvoyFilterLayout, nil)
 	tab := newBrowser(t)
 
 	do(t, tab, "open deep link", chromedp.Navigate(k.Gateway+"/notebook/kubeflow-user/nb/lab?file=a%20b.ipynb&x=1"), loginForm)
@@ -134,7 +133,7 @@ func TestBrowserLoginReloadTabsAndLogout(t *testing.T) {
 // here (every action in it hangs), so the second tab is the same tab's
 // history, with the same cookies.
 func TestBrowserSecondLoginDuringLogin(t *testing.T) {
-	k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+	k := peer.StartKubeflow(t, peer.EnvoyFilterLayout, nil)
 	tab := newBrowser(t)
 	do(t, tab, "first login to Dex", chromedp.Navigate(k.Gateway+"/tab-a?q=1"), loginForm)
 	firstLoginPage := get(t, tab, "first login page", chromedp.Location())
@@ -152,7 +151,7 @@ func TestBrowserSecondLoginDuringLogin(t *testing.T) {
 }
 
 func TestBrowserOldDashboardLogout(t *testing.T) {
-	k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{
+	k := peer.StartKubeflow(t, peer.EnvoyFilterLayout, map[string]string{
 		"SESSION_HTTP_ONLY": "false", "AFTER_LOGOUT_URL": "/authservice/site/after_logout",
 	})
 	tab := newBrowser(t)

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -49,10 +48,7 @@ func startGitLabSetupAt(t *testing.T, port int, o peer.GitLabOptions, env map[st
 	}
 	svc := peer.StartService(t, e)
 	svc.WaitReady(t, 30*time.Second)
-	cfg := extauthz.KubeflowEnvoyFilterCorrected(svc.CheckURL)
-	cfg.Upstream = peer.StartUpstream(t)
-	cfg.Routes = []extauthz.Route{{Prefix: "/authservice/site/", Upstream: svc.WebURL}}
-	peer.GatewayAt(t, cfg, port)
+	peer.KubeflowGatewayAt(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, 0, port)
 	return &gitlabSetup{gl: g, svc: svc, gateway: gateway}
 }
 

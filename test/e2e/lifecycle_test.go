@@ -23,7 +23,6 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -218,9 +217,7 @@ func TestBackchannelLogoutAcrossReplicasWithRedis(t *testing.T) {
 	envB["UPSTREAM_TOKEN"] = "id_token"
 	svcB := peer.StartService(t, envB)
 	svcB.WaitReady(t, 30*time.Second)
-	cfgB := extauthz.KubeflowEnvoyFilterCorrected(svcB.CheckURL)
-	cfgB.Upstream = peer.StartUpstream(t)
-	gatewayB := peer.Gateway(t, cfgB)
+	gatewayB := peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svcB.CheckURL, svcB.WebURL, 0)
 
 	alice, bob := newClient(), newClient()
 	upstreamToken := map[*client]string{}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -26,7 +25,7 @@ func startReplica(t *testing.T, dex *peer.Dex, keys string) *replica {
 	env["SESSION_KEYS"] = keys
 	svc := peer.StartService(t, env)
 	svc.WaitReady(t, 30*time.Second)
-	return &replica{svc: svc, gateway: peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)}
+	return &replica{svc: svc, gateway: peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)}
 }
 
 func TestReplicasShareSessionsAndRotateKeys(t *testing.T) {

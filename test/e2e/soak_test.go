@@ -19,7 +19,6 @@ import (
 
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -62,7 +61,7 @@ jwt:
 		env["LOG_LEVEL"] = "info"
 		svc := peer.StartService(t, env)
 		svc.WaitReady(t, 30*time.Second)
-		return &replica{svc: svc, gateway: peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)}
+		return &replica{svc: svc, gateway: peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)}
 	}
 	var replicas atomic.Pointer[[]*replica]
 	a, b := start(oldKey), start(oldKey)

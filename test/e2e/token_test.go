@@ -13,7 +13,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -31,7 +30,7 @@ func TestTokenCommandLoopbackInBrowser(t *testing.T) {
 	env["PROVIDER_ID_TOKEN_AUDIENCES"] = dex.Opts.ClientID + ",kubeflow-cli"
 	svc := peer.StartService(t, env)
 	svc.WaitReady(t, 30*time.Second)
-	gw := peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)
+	gw := peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)
 	tab := newBrowser(t)
 
 	// The "browser" the command opens: a script that writes the URL down.

@@ -32,13 +32,9 @@ import (
 // an ordinary deny; a status of its own makes any of them visible.
 const checkFailed = 555
 
-// sentinelGateway is Kubeflow's corrected EnvoyFilter with checkFailed as
+// sentinelGateway is our EnvoyFilter's layout with checkFailed as
 // status_on_error.
-func sentinelGateway(checkURL string) extauthz.Config {
-	c := extauthz.KubeflowEnvoyFilterCorrected(checkURL)
-	c.StatusOnError = checkFailed
-	return c
-}
+var sentinelGateway = peer.EnvoyFilterLayout.With(extauthz.StatusOnError(checkFailed))
 
 const (
 	callbackPath = "/authservice/oidc/callback"
@@ -863,8 +859,11 @@ func TestHostileInputs(t *testing.T) {
 		{name: "skip path escaped as /public/..;/x", send: func(t *testing.T) *answer {
 			return raw(t, h.gwAddr, rawGet("/public/..;/x", h.gwAddr, "Accept: application/json"))
 		}, want: deny401, check: noUpstream},
-		{name: "skip path escaped as /public//..//x", send: func(t *testing.T) *answer {
-			return raw(t, h.gwAddr, rawGet("/public//..//x", h.gwAddr, "Accept: application/json"))
+		// Envoy normalizes this one to /public//x before any filter, a
+		// public path (TestEnvoyPathNormalization): asked as a gateway
+		// without normalize_path would ask, the service refuses it.
+		{name: "skip path escaped as /public//..//x, straight to the check", send: func(t *testing.T) *answer {
+			return raw(t, h.svcAddr, rawGet("/public//..//x", h.gwAddr, "Accept: application/json"))
 		}, want: deny401, check: noUpstream},
 		{name: "skip path escaped as /dex/..%2F..%2Fx", send: func(t *testing.T) *answer {
 			return raw(t, h.gwAddr, rawGet("/dex/..%2F..%2Fx", h.gwAddr, "Accept: application/json"))
@@ -881,12 +880,26 @@ func TestHostileInputs(t *testing.T) {
 			"X-Forwarded-Method", "GET", accept, jsonType}), want: status(403), check: noUpstream},
 
 		// Cookies an attacker can write: where the __Host- form is in use
-		// (https), a plain-named login state or session is never read.
+		// (https), a plain-named login state or session is never read. The
+		// gateway here is plain HTTP and sets X-Forwarded-Proto from its
+		// connection (use_remote_address), so these are asked as a gateway
+		// terminating TLS asks: X-Forwarded-Proto: https in the check.
 		{name: "attacker's plain-named login state planted for the victim (https)", send: func(t *testing.T) *answer {
 			p := h.pendingLogin(t, "/planted?format=json")
-			return h.callback(t, nil, "state="+p.state+"&code="+p.code, "Cookie", "authservice_state_"+p.state+"="+p.stateCookie, "X-Forwarded-Proto", "https")
+			req, _ := http.NewRequest("GET", "http://"+h.svcAddr+callbackPath+"?state="+p.state+"&code="+p.code, nil)
+			req.Host = h.gwAddr
+			req.Header.Set("Cookie", "authservice_state_"+p.state+"="+p.stateCookie)
+			req.Header.Set("X-Forwarded-Proto", "https")
+			return h.do(t, noFollowWith(nil), req)
 		}, want: badRequest, check: noSession},
-		{name: "plain-named session where __Host- is in use (https)", send: withHeaders("/x", []string{"Cookie", legitCookie, "X-Forwarded-Proto", "https", accept, jsonType}), want: deny401, check: noUpstream},
+		{name: "plain-named session where __Host- is in use (https)", send: func(t *testing.T) *answer {
+			req, _ := http.NewRequest("GET", "http://"+h.svcAddr+"/x", nil)
+			req.Host = h.gwAddr
+			req.Header.Set("Cookie", legitCookie)
+			req.Header.Set("X-Forwarded-Proto", "https")
+			req.Header.Set(accept, jsonType)
+			return h.do(t, noFollowWith(nil), req)
+		}, want: deny401, check: noUpstream},
 
 		// A bearer token is not a session.
 		{name: "bearer token gets no cookie", send: withHeaders("/api/x?format=json", []string{"Authorization", "Bearer " + idToken}), want: allowedAsUser, check: noSession},

@@ -7,15 +7,13 @@ import (
 	"testing"
 
 	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
+	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
-// kubeflowFilterOverHTTP2 is the corrected EnvoyFilter with the check
-// cluster speaking HTTP/2 with prior knowledge (a Service port named http2).
-func kubeflowFilterOverHTTP2(checkURL string) extauthz.Config {
-	c := extauthz.KubeflowEnvoyFilterCorrected(checkURL)
-	c.HTTP2 = true
-	return c
-}
+// kubeflowFilterOverHTTP2 is our EnvoyFilter's layout with the check
+// cluster speaking HTTP/2 with prior knowledge, as Istio configures it for a
+// Service port named http2.
+var kubeflowFilterOverHTTP2 = peer.EnvoyFilterLayout.With(extauthz.CheckOverHTTP2())
 
 // A gateway that speaks HTTP/2 cleartext to the check port gets the same
 // answers as one that speaks HTTP/1.1: the login from a deep link through
@@ -70,7 +68,7 @@ func TestCheckOverCleartextHTTP2(t *testing.T) {
 // HTTP/2 is spoken only to a client that starts with its preface: an
 // HTTP/1.1 request asking to upgrade is answered in HTTP/1.1.
 func TestCheckPortRefusesUpgradeToH2C(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+	s := newSetup(t, peer.EnvoyFilterLayout, nil)
 	u, _ := url.Parse(s.svc.CheckURL)
 	a := raw(t, u.Host, rawGet("/pipeline/apis", "kubeflow.example.com", "Accept: application/json",
 		"Upgrade: h2c", "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA", "Connection: Upgrade, HTTP2-Settings"))

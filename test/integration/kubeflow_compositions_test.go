@@ -2,12 +2,8 @@ package integration
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +11,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -35,9 +32,13 @@ import (
 // Kubeflow's real manifests, composed with the one-line swap and rendered
 // by make manifests-check (test/manifests/export_test.go), which exports here
 // the compositions to run and the scenarios to run on each: the gateway is
-// configured from those rendered objects, the service from its rendered
-// environment, Dex from its rendered client. docs/compatibility.md is
-// generated from the same list.
+// the Envoy configuration Istio's translation generated for the composition
+// (test/istio/testdata/envoy, make istio-config), the service runs with its
+// rendered environment and Dex with its rendered client, all under their
+// cluster names (Dex is http://dex.auth.svc.cluster.local:5556/dex and signs
+// with the key istiod inlined; the process's cluster DNS proxy sends the
+// cluster addresses to the local peers). docs/compatibility.md is generated
+// from the same list.
 
 // kfComposition is one exported composition.
 type kfComposition struct {
@@ -99,6 +100,7 @@ var scenarios = map[string]func(t *testing.T, k *kfRun){
 	"session outlives Dex's ID-token lifetime (refresh)":                   scenarioRefresh,
 	"client-sent identity headers never reach the upstream":                scenarioForged,
 	"no header an upstream receives lets another client in as the user":    scenarioReplay,
+	"Kubeflow's DexSessionManager (tests/dex_login_test.py) logs in, alone and eight at once; its cookies reach a page and an API": scenarioPythonClient,
 }
 
 func TestKubeflowCompositions(t *testing.T) {
@@ -167,15 +169,18 @@ func startComposition(t *testing.T, c *kfComposition) *kfRun {
 		t.Fatalf("Dex's configuration: %v", err)
 	}
 	opts := peer.DexOptions{ClientID: c.Env["CLIENT_ID"], ClientSecret: c.Env["CLIENT_SECRET"],
-		RedirectURIs: dexCfg.StaticClients[0].RedirectURIs, Groups: "team-a,team-b"}
+		RedirectURIs: dexCfg.StaticClients[0].RedirectURIs, Groups: "team-a,team-b",
+		Issuer: "http://" + clusterDex + "/dex", SigningKey: peer.TestKeyFile("dex"), Replicas: c.dexReplicas()}
 	if c.has("session outlives Dex's ID-token lifetime (refresh)") {
 		k.ttl = 8 * time.Second
 		opts.IDTokenTTL = k.ttl
 	}
-	k.dex = peer.StartDex(t, opts)
+	k.dex = peer.NewDex(t, opts)
+	peer.MapClusterHost(t, clusterDex, fmt.Sprintf("http://127.0.0.1:%d", k.dex.Port))
+	k.dex.Start()
 
-	// The service: its rendered environment, with the cluster's Dex address
-	// mapped to the local Dex (as DNS would resolve it) and local ports.
+	// The service: its rendered environment, reaching Dex at its cluster
+	// address (through the cluster DNS proxy), on local ports.
 	env := map[string]string{}
 	for key, v := range c.Env {
 		env[key] = v
@@ -183,14 +188,14 @@ func startComposition(t *testing.T, c *kfComposition) *kfRun {
 	if env["OIDC_PROVIDER"] != "http://"+clusterDex+"/dex" {
 		t.Fatalf("the rendered OIDC_PROVIDER %q is not Kubeflow's Dex", env["OIDC_PROVIDER"])
 	}
-	env["OIDC_PROVIDER"] = k.dex.Issuer
 	if k.ttl > 0 {
 		// Refresh 3 s before the 8 s ID token expires (the default 60 s is
 		// for Dex's 24 h tokens).
 		env["REFRESH_BEFORE_EXPIRY"] = "3s"
 	}
-	// The cluster's service-account issuer: its name, its keys served here.
-	k.issuer = peer.StartIssuerAs(t, saIssuer)
+	// The cluster's service-account issuer: its name, its fixed key (the
+	// one istiod inlined for Kubeflow's m2m issuers), served here.
+	k.issuer = peer.StartClusterIssuer(t, saIssuer)
 	k.saAudience = "istio-ingressgateway.istio-system.svc.cluster.local"
 	if f := env["AUTHENTICATION_CONFIG_FILE"]; f != "" {
 		// The rendered file (Kubeflow 1.9.0's oauth2-proxy place: the
@@ -219,24 +224,21 @@ jwt:
 `, saIssuer, k.saAudience))
 		k.saChecked = true
 	}
-	k.fillJWKS(t)
 	if env["UPSTREAM_TOKEN"] == "issued" {
-		// The issued tokens' signing keys, which the operator puts in a
-		// Secret, and the issuer as istiod reaches it: the web port, here
-		// on 127.0.0.1, chosen before the service starts.
-		env["UPSTREAM_TOKEN_KEYS_FILE"] = upstreamKeys(t)
-		web := peer.FreePort(t)
-		env["WEB_SERVER_PORT"] = strconv.Itoa(web)
+		// The issued tokens' signing key, which the operator puts in a
+		// Secret: the fixed test key whose key set istiod fetched from the
+		// service's web port and inlined (test/keys); the issuer as istiod
+		// and the gateway name it.
+		env["UPSTREAM_TOKEN_KEYS_FILE"] = peer.TestKeyFile("upstream-token")
 		if env["UPSTREAM_TOKEN_ISSUER"] != "http://"+clusterWeb {
 			t.Fatalf("the rendered UPSTREAM_TOKEN_ISSUER %q is not the service's web port %s", env["UPSTREAM_TOKEN_ISSUER"], clusterWeb)
 		}
-		env["UPSTREAM_TOKEN_ISSUER"] = fmt.Sprintf("http://127.0.0.1:%d", web)
 	}
 	k.svc = peer.StartService(t, env)
 	k.svc.WaitReady(t, 30*time.Second)
 
-	// The gateway, from the rendered mesh configuration, policies,
-	// RequestAuthentications, EnvoyFilter and VirtualServices.
+	// The gateway: the Envoy configuration Istio's translation generated
+	// for this composition, its clusters at the local peers.
 	addrs := map[string]string{clusterDex: fmt.Sprintf("http://127.0.0.1:%d", k.dex.Port), clusterJWKS: k.issuer.URL}
 	for _, a := range c.Check {
 		addrs[a] = k.svc.CheckURL
@@ -245,13 +247,12 @@ jwt:
 		addrs[a] = k.svc.WebURL
 	}
 	k.up = startRecorder(t)
-	g, err := extauthz.NewIstio(extauthz.IstioConfig{Objects: c.Objects, Gateway: c.Gateway, Addresses: addrs,
-		Default: k.up.url})
+	g, err := extauthz.NewEnvoy(extauthz.EnvoyOptions{Layout: c.layout(), Addresses: addrs, Default: k.up.url})
 	if err != nil {
-		t.Fatalf("the gateway from the rendered objects: %v", err)
+		t.Fatalf("the gateway of %s: %v", c.layout(), err)
 	}
 	k.gateway = peer.GatewayHandler(t, g)
-	if d := c.object("Deployment", "kubeflow", "centraldashboard"); d != nil {
+	if d := c.dashboard(); d != nil {
 		for _, ctr := range d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any) {
 			for _, e := range ctr.(map[string]any)["env"].([]any) {
 				if em := e.(map[string]any); em["name"] == "LOGOUT_URL" {
@@ -304,45 +305,28 @@ func (k *kfRun) mapAuthenticationFile(t *testing.T, content string) (string, str
 	return file, aud
 }
 
-// fillJWKS does what Kubeflow 1.9.0's CronJob kubeflow-m2m-oidc-configurator
-// does on the cluster, when it is rendered: it copies the cluster issuer's
-// keys into the RequestAuthentication it names (spec.jwtRules[0].jwks),
-// which Istio cannot fetch from the API server's self-signed address.
-func (k *kfRun) fillJWKS(t *testing.T) {
-	t.Helper()
-	cron := k.c.object("CronJob", "istio-system", "kubeflow-m2m-oidc-configurator")
-	if cron == nil {
-		return
-	}
-	env := map[string]string{}
-	pod := dig(cron, "spec", "jobTemplate", "spec", "template", "spec")
-	for _, ctr := range pod["containers"].([]any) {
-		for _, ef := range ctr.(map[string]any)["envFrom"].([]any) {
-			name := dig(ef.(map[string]any), "configMapRef")["name"].(string)
-			cm := k.c.object("ConfigMap", "istio-system", name)
-			if cm == nil {
-				t.Fatalf("the CronJob's ConfigMap %s is not exported", name)
-			}
-			for key, v := range cm["data"].(map[string]any) {
-				env[key] = v.(string)
-			}
+// layout is the composition's generated gateway configuration.
+func (c *kfComposition) layout() string { return c.Release + "_" + c.Form }
+
+// dashboard is the rendered central dashboard (dashboard v2 on master).
+func (c *kfComposition) dashboard() map[string]any {
+	for _, n := range []string{"centraldashboard", "dashboard"} {
+		if d := c.object("Deployment", "kubeflow", n); d != nil {
+			return d
 		}
 	}
-	ra := k.c.object("RequestAuthentication", env["ISTIO_ROOT_NAMESPACE"], env["REQUEST_AUTHENTICATION_NAME"])
-	if ra == nil {
-		t.Fatalf("the CronJob fills RequestAuthentication %s/%s, which is not rendered", env["ISTIO_ROOT_NAMESPACE"], env["REQUEST_AUTHENTICATION_NAME"])
+	return nil
+}
+
+// dexReplicas is the rendered Dex Deployment's replicas (Kubeflow master
+// runs two on shared storage).
+func (c *kfComposition) dexReplicas() int {
+	if d := c.object("Deployment", "auth", "dex"); d != nil {
+		if n, ok := dig(d, "spec")["replicas"].(float64); ok {
+			return int(n)
+		}
 	}
-	rule := dig(ra, "spec")["jwtRules"].([]any)[0].(map[string]any)
-	if rule["issuer"] != k.issuer.Name {
-		t.Fatalf("%s's issuer %v is not the cluster's %s", env["REQUEST_AUTHENTICATION_NAME"], rule["issuer"], k.issuer.Name)
-	}
-	resp, err := http.Get(k.issuer.URL + "/openid/v1/jwks")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	jwks, _ := io.ReadAll(resp.Body)
-	rule["jwks"] = string(jwks)
+	return 1
 }
 
 // dig walks nested maps.
@@ -399,18 +383,12 @@ func (k *kfRun) wantIdentity(t *testing.T, e echo) {
 	}
 	if k.c.Env["AUTH_REQUEST_HEADERS"] == "true" {
 		for h, want := range map[string]string{"x-auth-request-email": "user@example.com", "x-auth-request-user": "user@example.com", "x-auth-request-groups": "team-a,team-b"} {
+			// The service's values: jwt_authn's providers stop at the first
+			// that verifies a token (Dex's, which maps only kubeflow-userid
+			// and kubeflow-groups), so the headers another
+			// RequestAuthentication maps (Kubeflow 1.9.0's m2m-token-issuer:
+			// x-auth-request-user) are neither removed nor rewritten.
 			got := e.Headers[h]
-			if k.claimHeader(h) {
-				// Istio's jwt_authn removes the headers any
-				// RequestAuthentication maps (Kubeflow 1.9.0's
-				// m2m-token-issuer maps x-auth-request-user) and sets
-				// them only from the token that carries the claim: a Dex
-				// session's upstream gets none, as with oauth2-proxy.
-				if len(got) > 0 {
-					t.Errorf("%s %q reached the upstream, which Istio's jwt_authn removes", h, got)
-				}
-				continue
-			}
 			if len(got) != 1 || got[0] != want {
 				t.Errorf("%s %q, want %q", h, got, want)
 			}
@@ -427,29 +405,6 @@ func (k *kfRun) mapsHeader(h string) bool {
 		}
 		for _, r := range dig(o, "spec")["jwtRules"].([]any) {
 			for _, m := range asAnyList(r.(map[string]any)["outputClaimToHeaders"]) {
-				if strings.EqualFold(fmt.Sprint(m.(map[string]any)["header"]), h) {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-// claimHeader reports whether a rendered RequestAuthentication maps a
-// claim to header h (outputClaimToHeaders), except dex-jwt's own mappings,
-// which a Dex ID token fills.
-func (k *kfRun) claimHeader(h string) bool {
-	for _, o := range k.c.Objects {
-		if o["kind"] != "RequestAuthentication" {
-			continue
-		}
-		for _, r := range dig(o, "spec")["jwtRules"].([]any) {
-			rule := r.(map[string]any)
-			if rule["issuer"] == "http://"+clusterDex+"/dex" {
-				continue
-			}
-			for _, m := range asAnyList(rule["outputClaimToHeaders"]) {
 				if strings.EqualFold(fmt.Sprint(m.(map[string]any)["header"]), h) {
 					return true
 				}
@@ -779,25 +734,6 @@ func (rc *recorder) count() int {
 	return len(rc.got)
 }
 
-// upstreamKeys writes a signing key for UPSTREAM_TOKEN=issued, as the
-// operator puts one in the Secret kubeflow-jwt mounts.
-func upstreamKeys(t *testing.T) string {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := filepath.Join(t.TempDir(), "keys.pem")
-	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
 // scenarioReplay (issue 21): a browser logs in and works, machine clients
 // call with their tokens; the upstream records every header it receives.
 // Then a second client, with nothing of its own, replays each recorded
@@ -909,4 +845,58 @@ func scenarioReplay(t *testing.T, k *kfRun) {
 	if exposed && !leaked {
 		t.Errorf("the layout declares that the session cookie reaches the upstream (%v), but no recorded Cookie header let a replay in: correct the exposure (test/manifests) and docs/security.md", k.c.Exposed)
 	}
+}
+
+// scenarioPythonClient runs Kubeflow's own programmatic login client,
+// DexSessionManager of tests/dex_login_test.py (testdata/kubeflow-client,
+// unmodified), against the gateway: once, then eight sessions at once; the
+// cookies each obtained reach a protected page and an API path with the
+// user's identity.
+func scenarioPythonClient(t *testing.T, k *kfRun) {
+	py := pythonWithRequests(t)
+	for _, parallel := range []int{1, 8} {
+		cmd := exec.Command(py, filepath.Join("testdata", "kubeflow-client", "session_manager.py"), k.gateway+"/", strconv.Itoa(parallel))
+		// The gateway is on 127.0.0.1: no proxy (requests would use the
+		// cluster DNS proxy of HTTP_PROXY for it).
+		cmd.Env = append(os.Environ(), "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost", "HTTP_PROXY=", "http_proxy=")
+		out, err := cmd.Output()
+		var res struct {
+			Cookies []string `json:"cookies"`
+			Errors  []string `json:"errors"`
+		}
+		if jerr := json.Unmarshal(out, &res); jerr != nil || err != nil {
+			stderr := ""
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = string(ee.Stderr)
+			}
+			t.Fatalf("%d at once: %v %v %s %s", parallel, err, res.Errors, out, stderr)
+		}
+		if len(res.Cookies) != parallel {
+			t.Fatalf("%d at once: %d cookie strings", parallel, len(res.Cookies))
+		}
+		seen := map[string]bool{}
+		for _, c := range res.Cookies {
+			if seen[c] {
+				t.Errorf("two logins got the same cookies")
+			}
+			seen[c] = true
+			for _, path := range []string{"/jupyter/?format=json", "/pipeline/apis/v2beta1/runs?format=json"} {
+				e := readEcho(t, k.get(t, http.DefaultClient, path, map[string]string{"Cookie": c, "X-Requested-With": "XMLHttpRequest"}))
+				k.wantIdentity(t, e)
+			}
+		}
+	}
+}
+
+// pythonWithRequests is a Python 3 with the requests package (Debian's
+// python3-requests; .ci/run installs it).
+func pythonWithRequests(t *testing.T) string {
+	t.Helper()
+	for _, py := range []string{"/usr/bin/python3", "python3"} {
+		if p, err := exec.LookPath(py); err == nil && exec.Command(p, "-c", "import requests").Run() == nil {
+			return p
+		}
+	}
+	peer.Require(t, "python3 with requests (apt-get install python3-requests)", errors.New("not found"))
+	return ""
 }

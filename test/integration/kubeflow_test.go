@@ -25,14 +25,14 @@ type setup struct {
 
 func kubeflowEnv(dex *peer.Dex) map[string]string { return peer.KubeflowEnv(dex) }
 
-func newSetup(t *testing.T, mode func(string) extauthz.Config, env map[string]string) *setup {
+func newSetup(t *testing.T, gw peer.GatewayLayout, env map[string]string) *setup {
 	t.Helper()
-	k := peer.StartKubeflow(t, mode, env)
+	k := peer.StartKubeflow(t, gw, env)
 	return &setup{dex: k.Dex, svc: k.Svc, gateway: k.Gateway}
 }
 
-func gatewayFor(t *testing.T, mode func(string) extauthz.Config, svc *peer.Service, dex *peer.Dex) string {
-	return peer.KubeflowGateway(t, mode, svc.CheckURL, svc.WebURL, dex.Port)
+func gatewayFor(t *testing.T, gw peer.GatewayLayout, svc *peer.Service, dex *peer.Dex) string {
+	return peer.KubeflowGateway(t, gw, svc.CheckURL, svc.WebURL, dex.Port)
 }
 
 // browser is an HTTP client with a cookie jar that records every URL it
@@ -85,7 +85,7 @@ func (s *setup) login(t *testing.T, b *browser, deepLink string) echo {
 }
 
 func TestLoginThroughDexLandsOnDeepLink(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+	s := newSetup(t, peer.EnvoyFilterLayout, nil)
 	b := newBrowser()
 	e := s.login(t, b, "/notebook/ns/nb/lab?format=json&file=a%20b.ipynb")
 	if e.Path != "/notebook/ns/nb/lab" || e.Query != "format=json&file=a%20b.ipynb" {
@@ -133,7 +133,7 @@ func TestLoginThroughDexLandsOnDeepLink(t *testing.T) {
 }
 
 func TestTwoInterleavedLogins(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+	s := newSetup(t, peer.EnvoyFilterLayout, nil)
 	b := newBrowser()
 	noFollow := *b.Client
 	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -163,7 +163,7 @@ func TestTwoInterleavedLogins(t *testing.T) {
 }
 
 func TestReplayedCallbackAndBadCookies(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+	s := newSetup(t, peer.EnvoyFilterLayout, nil)
 	b := newBrowser()
 	s.login(t, b, "/x?format=json")
 	var callback *url.URL
@@ -216,7 +216,7 @@ func TestReplayedCallbackAndBadCookies(t *testing.T) {
 }
 
 func TestExpiredSessionGetsNoAccess(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"SESSION_MAX_AGE": "2"})
+	s := newSetup(t, peer.EnvoyFilterLayout, map[string]string{"SESSION_MAX_AGE": "2"})
 	b := newBrowser()
 	s.login(t, b, "/x?format=json")
 	time.Sleep(2500 * time.Millisecond)
@@ -233,7 +233,7 @@ func TestExpiredSessionGetsNoAccess(t *testing.T) {
 }
 
 func TestClientIdentityHeadersNeverReachUpstream(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"SKIP_AUTH_URLS": "/dex,/public"})
+	s := newSetup(t, peer.EnvoyFilterLayout, map[string]string{"SKIP_AUTH_URLS": "/dex,/public"})
 	req, _ := http.NewRequest("GET", s.gateway+"/public/page?format=json", nil)
 	req.Header.Set("Kubeflow-Userid", "admin@example.com")
 	req.Header.Set("Kubeflow-Groups", "admins")
@@ -262,7 +262,7 @@ func TestClientIdentityHeadersNeverReachUpstream(t *testing.T) {
 }
 
 func TestBothLogoutContracts(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"SESSION_HTTP_ONLY": "false"})
+	s := newSetup(t, peer.EnvoyFilterLayout, map[string]string{"SESSION_HTTP_ONLY": "false"})
 	noFollow := func(b *browser) *http.Client {
 		c := *b.Client
 		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -373,7 +373,7 @@ func TestProviderUpLateMakesServiceReady(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Fatalf("ready without a provider: %d", resp.StatusCode)
 	}
-	gw := gatewayFor(t, extauthz.KubeflowEnvoyFilterCorrected, svc, dex)
+	gw := gatewayFor(t, peer.EnvoyFilterLayout, svc, dex)
 	// A login attempt now gets a clear 4xx page, not an error.
 	resp, err = http.Get(gw + "/x")
 	if err != nil {
@@ -394,12 +394,13 @@ func TestProviderUpLateMakesServiceReady(t *testing.T) {
 }
 
 func TestKubeflowGatewayConfigurations(t *testing.T) {
-	for name, mode := range map[string]func(string) extauthz.Config{
-		"envoyfilter (Kubeflow ≤1.9.0)": extauthz.KubeflowEnvoyFilter,
-		"istio extension provider":      extauthz.IstioProvider,
+	for name, gw := range map[string]peer.GatewayLayout{
+		"envoyfilter (Kubeflow ≤1.9.0's own, as Istio < 1.19 applied it)":     {Plain: extauthz.KubeflowEnvoyFilter},
+		"envoyfilter (deploy/overlays/istio-envoyfilter)":                     peer.EnvoyFilterLayout,
+		"istio extension provider (deploy/overlays/istio-extension-provider)": peer.ExtensionProviderLayout,
 	} {
 		t.Run(name, func(t *testing.T) {
-			s := newSetup(t, mode, nil)
+			s := newSetup(t, gw, nil)
 			e := s.login(t, newBrowser(), "/deep/link?format=json&a=1")
 			if e.Path != "/deep/link" || e.Headers["kubeflow-userid"][0] != "user@example.com" {
 				t.Fatalf("%s: %+v", name, e)

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -46,7 +45,7 @@ func scrape(t *testing.T, svc *peer.Service) map[string]float64 {
 
 func TestMetricsMoveWithChecksAndLogins(t *testing.T) {
 	os.Remove(filepath.Join(peer.ArtifactsDir(t), "service.log")) // from an earlier run
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"ACCESS_LOG": "true", "ACCESS_LOG_SAMPLE_RATE": "1"})
+	s := newSetup(t, peer.EnvoyFilterLayout, map[string]string{"ACCESS_LOG": "true", "ACCESS_LOG_SAMPLE_RATE": "1"})
 	before := scrape(t, s.svc)
 	if before[`oidc_authservice_build_info{goversion="`+goVersion(before)+`",version="dev"}`] != 1 {
 		t.Fatalf("no build_info: %v", keysWith(before, "build_info"))
@@ -143,7 +142,7 @@ func TestMetricsMoveWithChecksAndLogins(t *testing.T) {
 
 func TestAccessLogSamplingKeepsDenials(t *testing.T) {
 	os.Remove(filepath.Join(peer.ArtifactsDir(t), "service.log"))
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"ACCESS_LOG": "true", "ACCESS_LOG_SAMPLE_RATE": "0"})
+	s := newSetup(t, peer.EnvoyFilterLayout, map[string]string{"ACCESS_LOG": "true", "ACCESS_LOG_SAMPLE_RATE": "0"})
 	b := newBrowser()
 	s.login(t, b, "/sampled?format=json")
 	for range 5 {

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -169,7 +168,7 @@ func TestTokenCommandDeviceFlow(t *testing.T) {
 	env["PROVIDER_ID_TOKEN_AUDIENCES"] = dex.Opts.ClientID + ",kubeflow-cli"
 	svc := peer.StartService(t, env)
 	svc.WaitReady(t, 30*time.Second)
-	gw := peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)
+	gw := peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)
 	cli := newTokenCLI(t, dex)
 	defer cli.checkStderr()
 
@@ -300,7 +299,7 @@ func TestTokenCommandAudience(t *testing.T) {
 	dex := peer.StartDex(t, peer.DexOptions{Groups: "team-a,team-b", PublicClientID: "kubeflow-cli", TrustedPeers: []string{"kubeflow-cli"}})
 	svc := peer.StartService(t, peer.KubeflowEnv(dex)) // audiences: CLIENT_ID only
 	svc.WaitReady(t, 30*time.Second)
-	gw := peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)
+	gw := peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)
 	cli := newTokenCLI(t, dex)
 	defer cli.checkStderr()
 
@@ -382,7 +381,7 @@ func TestTokenCommandLoopback(t *testing.T) {
 	env["PROVIDER_ID_TOKEN_AUDIENCES"] = "kubeflow-cli"
 	svc := peer.StartService(t, env)
 	svc.WaitReady(t, 30*time.Second)
-	gw := peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)
+	gw := peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)
 
 	cmd := peer.StartToken(t, peer.Binary(t), nil, "--issuer", dex.Issuer, "--cache-dir", t.TempDir(), "--no-browser",
 		"--flow", "loopback", "--listen-port", fmt.Sprint(port), "--timeout", "60s")

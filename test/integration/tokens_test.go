@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -64,7 +63,7 @@ default: allow
 	env["AUTHORIZATION_RULES_FILE"] = rulesFile
 	svc := peer.StartService(t, env)
 	svc.WaitReady(t, 30*time.Second)
-	gw := peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)
+	gw := peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)
 
 	ci := gitlab.Sign(t, map[string]any{"aud": "https://kubeflow.example.com", "sub": "project_path:foo/bar:ref_type:branch:ref:main", "project_path": "foo/bar"})
 	user := gitlab.Sign(t, map[string]any{"aud": "gitlab-app", "sub": "4217", "preferred_username": "alice", "groups_direct": []string{"acme", "acme/ml"}})
@@ -130,7 +129,7 @@ default: allow
 // TestProviderIDTokenAsBearer: Dex's own ID token, audience CLIENT_ID, as the
 // predecessor accepted it.
 func TestProviderIDTokenAsBearer(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+	s := newSetup(t, peer.EnvoyFilterLayout, nil)
 	idToken := dexIDToken(t, s.dex)
 	req, _ := http.NewRequest("GET", s.gateway+"/pipeline/apis/v2beta1/runs?format=json", nil)
 	req.Header.Set("Authorization", "Bearer "+idToken)

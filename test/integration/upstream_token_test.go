@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -41,21 +41,32 @@ func verifyLikeIstio(t *testing.T, webURL, iss, token string) map[string]any {
 	return c
 }
 
+// deploy/overlays/kubeflow-jwt on Kubeflow master, as Istio builds the
+// gateway: the service issues the upstream token, the gateway's jwt_authn
+// verifies it with the key set istiod fetched from the service and inlined
+// (test/keys/upstream-token.pem here) and sets kubeflow-userid from it.
 func TestIssuedUpstreamTokenAcrossKeyRotation(t *testing.T) {
 	dir := t.TempDir()
-	keyA, keyB := pemKey(t), pemKey(t)
+	keyA, err := os.ReadFile(peer.TestKeyFile("upstream-token")) // the key istiod inlined
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyB := pemKey(t)
 	keys := filepath.Join(dir, "keys.pem")
 	os.WriteFile(keys, keyA, 0o600)
 	const iss = "http://authservice.istio-system.svc.cluster.local:8082"
+	jwtLayout := peer.GatewayLayout{Layout: "master_kubeflow-jwt"}
 
-	dex := peer.StartDex(t, peer.DexOptions{Groups: "team-a"})
+	dex := peer.StartDex(t, peer.DexOptions{Groups: "team-a", RedirectURIs: []string{"/oauth2/callback"}})
 	env := peer.KubeflowEnv(dex)
 	env["UPSTREAM_TOKEN"] = "issued"
 	env["UPSTREAM_TOKEN_KEYS_FILE"] = keys
 	env["UPSTREAM_TOKEN_ISSUER"] = iss
+	env["REDIRECT_URL"] = "/oauth2/callback"
+	env["LOGOUT_PATH"] = "/oauth2/sign_out"
 	svc := peer.StartService(t, env)
 	svc.WaitReady(t, 30*time.Second)
-	gw := peer.KubeflowGateway(t, extauthz.IstioProvider, svc.CheckURL, svc.WebURL, dex.Port)
+	gw := peer.KubeflowGateway(t, jwtLayout, svc.CheckURL, svc.WebURL, dex.Port)
 
 	s := &setup{dex: dex, svc: svc, gateway: gw}
 	b := newBrowser()
@@ -63,6 +74,9 @@ func TestIssuedUpstreamTokenAcrossKeyRotation(t *testing.T) {
 	auth := e.Headers["authorization"]
 	if len(auth) != 1 || !strings.HasPrefix(auth[0], "Bearer ") {
 		t.Fatalf("upstream Authorization %q", auth)
+	}
+	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "user@example.com" {
+		t.Fatalf("kubeflow-userid %q: the gateway's jwt_authn sets it from the issued token's sub", got)
 	}
 	old := strings.TrimPrefix(auth[0], "Bearer ")
 	c := verifyLikeIstio(t, svc.WebURL, iss, old)
@@ -81,22 +95,40 @@ func TestIssuedUpstreamTokenAcrossKeyRotation(t *testing.T) {
 		t.Fatal("token re-signed on every request")
 	}
 
-	// Rotation: the new key first, the old one kept, across a restart.
-	os.WriteFile(keys, append(keyB, keyA...), 0o600)
-	svc.Stop()
-	env["WEB_SERVER_PORT"] = strings.TrimPrefix(svc.WebURL, "http://127.0.0.1:")
-	svc2 := peer.StartService(t, env)
-	svc2.WaitReady(t, 30*time.Second)
-	verifyLikeIstio(t, svc2.WebURL, iss, old) // a token in flight, signed with the old key
-	gw2 := peer.KubeflowGateway(t, extauthz.IstioProvider, svc2.CheckURL, svc2.WebURL, dex.Port)
-	resp, err = b.Get(gw2 + "/z?format=json")
+	restart := func(pem []byte) (*peer.Service, string) {
+		os.WriteFile(keys, pem, 0o600)
+		svc.Stop()
+		env["WEB_SERVER_PORT"] = strings.TrimPrefix(svc.WebURL, "http://127.0.0.1:")
+		svc = peer.StartService(t, env)
+		svc.WaitReady(t, 30*time.Second)
+		return svc, peer.KubeflowGateway(t, jwtLayout, svc.CheckURL, svc.WebURL, dex.Port)
+	}
+	// Rotation, step 1: the new key published second, the old one still
+	// signing. The gateway keeps the key set istiod inlined until istiod
+	// fetches it again (PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, 20 min), so
+	// requests keep passing.
+	svc2, gw2 := restart(append(append([]byte(nil), keyA...), keyB...))
+	verifyLikeIstio(t, svc2.WebURL, iss, old) // a token in flight
+	e = readEcho(t, getWith(t, b, gw2+"/z?format=json"))
+	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "user@example.com" {
+		t.Fatalf("after publishing the new key: kubeflow-userid %q", got)
+	}
+	// Step 2 comes after istiod refetched the key set; signing with the new
+	// key before that (the new key first at once) is refused at the gateway:
+	// the inlined key set does not have it.
+	_, gw3 := restart(append(append([]byte(nil), keyB...), keyA...))
+	resp = getWith(t, b, gw3+"/w?format=json")
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("signing with a key istiod has not inlined yet: %d, want 401 from jwt_authn", resp.StatusCode)
+	}
+}
+
+func getWith(t *testing.T, b *browser, u string) *http.Response {
+	t.Helper()
+	resp, err := b.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e = readEcho(t, resp)
-	fresh := strings.TrimPrefix(e.Headers["authorization"][0], "Bearer ")
-	verifyLikeIstio(t, svc2.WebURL, iss, fresh)
-	if fresh == old {
-		t.Fatal("no new token after the restart")
-	}
+	return resp
 }

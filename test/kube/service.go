@@ -140,15 +140,18 @@ func (s *Service) WaitExit(t testing.TB, timeout time.Duration) int {
 }
 
 // StartGateway puts the demo upstream behind an Envoy-faithful gateway
-// (Kubeflow's EnvoyFilter, corrected) in front of the service; args are
-// added to the gateway's (e.g. -route /dex/=http://...).
+// (deploy/overlays/kubeflow's EnvoyFilter as Istio builds it) in front of
+// the service; args are added to the gateway's (e.g. -dex http://...).
 func (s *Service) StartGateway(t testing.TB, args ...string) {
 	t.Helper()
 	up := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	startProgram(t, productBinary(t, "demo-upstream"), "-listen", up)
 	gw := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	// The gateway of deploy/overlays/kubeflow on Kubeflow 1.9.0 (our
+	// EnvoyFilter with TokenReview), as Istio's translation builds it
+	// (test/extauthz, test/istio/testdata/envoy).
 	startProgram(t, productBinary(t, "extauthz-proxy"), append([]string{"-listen", gw, "-check", s.CheckURL,
-		"-mode", "kubeflow-envoyfilter-corrected", "-upstream", "http://" + up}, args...)...)
+		"-layout", "v1.9.0_kubeflow", "-upstream", "http://" + up}, args...)...)
 	for _, addr := range []string{up, gw} {
 		if err := waitListening(addr, 10*time.Second); err != nil {
 			t.Fatal(err)

@@ -391,7 +391,7 @@ func TestSessionKeySharedBySimultaneousReplicasAndKeptAcrossRollingRestart(t *te
 	replica := func() *Service { return LaunchService(t, env) }
 	ready := func(s *Service) *Service {
 		s.WaitReady(t)
-		s.StartGateway(t, "-route", fmt.Sprintf("/dex/=http://127.0.0.1:%d", dexPort))
+		s.StartGateway(t, "-dex", fmt.Sprintf("http://127.0.0.1:%d", dexPort))
 		return s
 	}
 

@@ -117,7 +117,7 @@ func export(t *testing.T, c *composed) []byte {
 		case "ConfigMap":
 			keep = (o.Namespace == "istio-system" && o.Name == "istio") || (o.Namespace == "auth" && o.Name == "dex") || cronConfig[o.Namespace+"/"+o.Name]
 		case "Deployment":
-			keep = o.Namespace == "kubeflow" && slices.Contains(dashboardNames, o.Name)
+			keep = o.Namespace == "kubeflow" && slices.Contains(dashboardNames, o.Name) || o.Namespace == "auth" && o.Name == "dex"
 		}
 		if keep {
 			objs = append(objs, o)
@@ -243,16 +243,29 @@ For every row:
 		b.WriteString("- " + c + "\n")
 	}
 	b.WriteString(`
+## The gateway as Istio builds it (make istio-config)
+
+For every row, and for ` + "`deploy/overlays/istio-envoyfilter`" + ` and ` + "`deploy/overlays/istio-extension-provider`" + ` on
+Kubeflow master's Istio, test/istio turns the rendered objects into the ingress gateway's Envoy
+configuration with Istio's own translation code (` + "`istio.io/istio`" + `'s ` + "`pilot/pkg/networking/core`" + `, the version
+test/istio/go.mod pins), as istiod would push it to a gateway of the release's Istio version:
+` + "`test/istio/testdata/envoy/<release>_<overlay>.json`" + `, checked in; CI regenerates it and fails on any
+difference. istiod's fetches of the issuers' key sets are answered with fixed test keys (test/keys),
+which the tests' Dex and service-account issuer sign with.
+
 ## With real Dex through the gateway (make test)
 
-test/integration/kubeflow_compositions_test.go starts a real Dex (test/dex) with the rendered Dex client, the
-service with its rendered environment (addresses mapped to 127.0.0.1), and the Envoy-faithful gateway
-(test/extauthz) configured from the rendered mesh configuration, AuthorizationPolicies (CUSTOM, then
-` + "`jwt_authn`" + ` for the RequestAuthentications, then DENY and ALLOW), EnvoyFilter and VirtualServices, and
-runs the scenarios of the last column against it. Service-account tokens are signed by a local issuer named
-` + "`https://kubernetes.default.svc.cluster.local`" + `, the cluster's, whose discovery the service's rendered
-` + "`AUTHENTICATION_CONFIG_FILE`" + ` is pointed at; where Kubeflow 1.9.0's CronJob ` + "`kubeflow-m2m-oidc-configurator`" + ` is
-rendered, its keys are written into the RequestAuthentication it names, as the CronJob does on a cluster.
+test/integration/kubeflow_compositions_test.go starts a real Dex (test/dex) under Kubeflow's issuer name
+` + "`http://dex.auth.svc.cluster.local:5556/dex`" + ` with the rendered Dex client (as many replicas as the rendered
+Deployment, on one storage), the service with its rendered environment (cluster addresses reached through a
+proxy standing in for cluster DNS), and the Envoy-faithful gateway (test/extauthz) configured from the
+generated Envoy configuration of the row: its HTTP connection manager (path normalization, forwarded
+headers), its ` + "`ext_authz`" + `, ` + "`rbac`" + ` and ` + "`jwt_authn`" + ` filters in Istio's order, and its route table; then it runs
+the scenarios of the last column. Service-account tokens are signed by a local issuer named
+` + "`https://kubernetes.default.svc.cluster.local`" + ` with the fixed key istiod inlined for Kubeflow's m2m issuers; the
+service's rendered ` + "`AUTHENTICATION_CONFIG_FILE`" + ` is pointed at its discovery. Kubeflow's own programmatic login
+client, ` + "`DexSessionManager`" + ` of ` + "`tests/dex_login_test.py`" + ` (kubeflow/community-distribution, copied in
+test/integration/testdata/kubeflow-client), logs in through the gateway alone and eight at once.
 `)
 	return b.String()
 }

@@ -188,6 +188,14 @@ func TestIstioInputs(t *testing.T) {
 		name := c.release() + "_" + c.Form
 		want[name+".json"] = true
 		writeIstioInput(t, name, c.Objects)
+		if c.Form == "kubeflow" {
+			// Kubeflow ≤ 1.9.0's own EnvoyFilter (arrikto's), as shipped:
+			// its patch names envoy.http_connection_manager, which Istio
+			// 1.19 and later match to nothing.
+			stock := c.release() + "_stock-oidc-authservice"
+			want[stock+".json"] = true
+			writeIstioInput(t, stock, c.StockRender)
+		}
 	}
 	for _, o := range ownLayouts {
 		want[o.name()+".json"] = true

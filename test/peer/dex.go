@@ -39,6 +39,12 @@ type DexOptions struct {
 	// e.g. Kubeflow's in-cluster http://dex.auth.svc.cluster.local:5556/dex,
 	// which names the tokens while Dex is reached at URL.
 	Issuer string
+	// SigningKey is a PEM file of a fixed signing key (test/keys/dex.pem:
+	// the key istiod inlined into the generated gateway configuration).
+	SigningKey string
+	// Replicas Dex servers share one storage and take turns (Kubeflow
+	// master runs two).
+	Replicas int
 }
 
 // Dex is a running Dex.
@@ -151,6 +157,12 @@ func (d *Dex) Start() {
 	}
 	for _, p := range o.TrustedPeers {
 		args = append(args, "-trusted-peer", p)
+	}
+	if o.SigningKey != "" {
+		args = append(args, "-signing-key", o.SigningKey)
+	}
+	if o.Replicas > 1 {
+		args = append(args, "-replicas", strconv.Itoa(o.Replicas))
 	}
 	bin, _ := DexBinary()
 	cmd := exec.Command(bin, args...)

@@ -44,8 +44,50 @@ func KubeflowEnv(dex *Dex) map[string]string {
 	}
 }
 
+// GatewayLayout is the gateway a setup runs behind: the Envoy
+// configuration Istio's translation generated for a layout we ship
+// (test/istio/testdata/envoy/<Layout>.json), with the variations a test
+// names (Edits); or, with Plain, Kubeflow ≤ 1.9.0's own EnvoyFilter as the
+// Istio of those releases applied it (ext_authz first, nothing else).
+type GatewayLayout struct {
+	Layout string
+	Edits  []extauthz.Edit
+	Plain  func(checkURL string) extauthz.Config
+}
+
+// EnvoyFilterLayout is deploy/overlays/istio-envoyfilter (with the
+// web-route component) on Kubeflow master's Istio: every request checked,
+// /dex/ routed to Dex, /authservice/ to the pages, the rest to the
+// dashboard.
+var EnvoyFilterLayout = GatewayLayout{Layout: "master_istio-envoyfilter"}
+
+// ExtensionProviderLayout is deploy/overlays/istio-extension-provider with
+// its provider in master's mesh configuration (CUSTOM, all but /dex/*).
+var ExtensionProviderLayout = GatewayLayout{Layout: "master_istio-extension-provider"}
+
+// With returns the layout with more variations.
+func (l GatewayLayout) With(edits ...extauthz.Edit) GatewayLayout {
+	l.Edits = append(append([]extauthz.Edit(nil), l.Edits...), edits...)
+	return l
+}
+
+// ServiceAddresses are the cluster addresses of the service in the
+// layouts we ship (its check port and its pages), of Dex, and of the
+// service where Kubeflow's oauth2-proxy was (the one-line swaps).
+func ServiceAddresses(checkURL, webURL string, dexPort int) map[string]string {
+	m := map[string]string{
+		"authservice.istio-system.svc.cluster.local:8080": checkURL,
+		"authservice.istio-system.svc.cluster.local:8082": webURL,
+		"oauth2-proxy.oauth2-proxy.svc.cluster.local:80":  checkURL,
+	}
+	if dexPort != 0 { // 0: no Dex (another provider)
+		m["dex.auth.svc.cluster.local:5556"] = fmt.Sprintf("http://127.0.0.1:%d", dexPort)
+	}
+	return m
+}
+
 // StartKubeflow starts the whole setup; env overrides KubeflowEnv.
-func StartKubeflow(t testing.TB, mode func(string) extauthz.Config, env map[string]string) *Kubeflow {
+func StartKubeflow(t testing.TB, gw GatewayLayout, env map[string]string) *Kubeflow {
 	t.Helper()
 	dex := StartDex(t, DexOptions{Groups: "team-a,team-b"})
 	e := KubeflowEnv(dex)
@@ -54,18 +96,34 @@ func StartKubeflow(t testing.TB, mode func(string) extauthz.Config, env map[stri
 	}
 	svc := StartService(t, e)
 	svc.WaitReady(t, 30*time.Second)
-	return &Kubeflow{Dex: dex, Svc: svc, Gateway: KubeflowGateway(t, mode, svc.CheckURL, svc.WebURL, dex.Port)}
+	return &Kubeflow{Dex: dex, Svc: svc, Gateway: KubeflowGateway(t, gw, svc.CheckURL, svc.WebURL, dex.Port)}
 }
 
-// KubeflowGateway starts a demo upstream and a gateway in front of it.
-func KubeflowGateway(t testing.TB, mode func(string) extauthz.Config, checkURL, webURL string, dexPort int) string {
-	cfg := mode(checkURL)
-	cfg.Upstream = StartUpstream(t)
-	cfg.Routes = []extauthz.Route{
-		{Prefix: "/dex/", Upstream: fmt.Sprintf("http://127.0.0.1:%d", dexPort)},
-		{Prefix: "/authservice/site/", Upstream: webURL},
+// KubeflowGateway starts a demo upstream and the gateway of a layout in
+// front of it, on a free port.
+func KubeflowGateway(t testing.TB, gw GatewayLayout, checkURL, webURL string, dexPort int) string {
+	return KubeflowGatewayAt(t, gw, checkURL, webURL, dexPort, FreePort(t))
+}
+
+// KubeflowGatewayAt is KubeflowGateway on a given port.
+func KubeflowGatewayAt(t testing.TB, gw GatewayLayout, checkURL, webURL string, dexPort, port int) string {
+	t.Helper()
+	up := StartUpstream(t)
+	if gw.Plain != nil {
+		cfg := gw.Plain(checkURL)
+		cfg.Upstream = up
+		cfg.Routes = []extauthz.Route{
+			{Prefix: "/dex/", Upstream: fmt.Sprintf("http://127.0.0.1:%d", dexPort)},
+			{Prefix: "/authservice/site/", Upstream: webURL},
+		}
+		return GatewayAt(t, cfg, port)
 	}
-	return Gateway(t, cfg)
+	g, err := extauthz.NewEnvoy(extauthz.EnvoyOptions{Layout: gw.Layout, Edits: gw.Edits, Default: up,
+		Addresses: ServiceAddresses(checkURL, webURL, dexPort)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return GatewayHandlerAt(t, g, port)
 }
 
 // StartUpstream runs the demo upstream and returns its URL.

@@ -134,11 +134,14 @@ func OpenSession(t testing.TB, value string) *session.Session {
 	return s
 }
 
-// GatewayHandler serves any gateway (the Istio-mode one of test/extauthz)
-// on a free port and returns its URL.
-func GatewayHandler(t testing.TB, h http.Handler) string {
+// GatewayHandler serves any gateway (test/extauthz's Envoy) on a free
+// port and returns its URL.
+func GatewayHandler(t testing.TB, h http.Handler) string { return GatewayHandlerAt(t, h, 0) }
+
+// GatewayHandlerAt serves a gateway on a given port (0: a free one).
+func GatewayHandlerAt(t testing.TB, h http.Handler, port int) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
