@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -643,5 +644,40 @@ func TestPolicyMatchesHeaderPresence(t *testing.T) {
 	r.Header["Authorization"] = []string{""}
 	if ok, err := PolicyMatches(spec, r, ""); err != nil || ok {
 		t.Errorf("empty header: matched (%v), want not: it is present", err)
+	}
+}
+
+// Every generated layout is read (nothing in it goes unemulated), and in
+// every layout we ship a request without a session that is not for Dex is
+// checked by the service, with the client's Cookie and Authorization
+// (Kubeflow 1.8.1's own EnvoyFilter, on today's Istio, has no check at all:
+// TestEnvoyEnvoyFilterPlacement).
+func TestEveryGeneratedLayout(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(filepath.Dir(mustLayoutFile(t, "master_istio-envoyfilter")), "*.json"))
+	if err != nil || len(files) < 20 {
+		t.Fatalf("generated layouts: %d, %v", len(files), err)
+	}
+	for _, file := range files {
+		layout := strings.TrimSuffix(filepath.Base(file), ".json")
+		t.Run(layout, func(t *testing.T) {
+			f := newEnvoyFixture(t, layout)
+			if strings.Contains(layout, "_stock-") {
+				return
+			}
+			f.reply(func(w http.ResponseWriter, r *http.Request) { w.Header().Set("Location", "/dex/auth"); w.WriteHeader(302) })
+			resp, _ := f.get(t, "/pipeline/?ns=a", "Cookie", "authservice_session=x")
+			c := f.lastCheck.Load()
+			if resp.StatusCode != 302 || c == nil || c.Header.Get("Cookie") != "authservice_session=x" || c.URL.RequestURI() != "/pipeline/?ns=a" {
+				t.Fatalf("no session: %d, check %v", resp.StatusCode, c)
+			}
+			// The service's logout reaches it (checked, or routed to it:
+			// Kubeflow's oauth2-proxy VirtualService of the swaps).
+			n := f.checks.Load()
+			f.get(t, "/oauth2/sign_out")
+			f.get(t, "/authservice/logout")
+			if f.checks.Load() == n {
+				t.Errorf("neither /oauth2/sign_out nor /authservice/logout reached the service")
+			}
+		})
 	}
 }
