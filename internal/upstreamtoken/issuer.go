@@ -1,6 +1,6 @@
 // Package upstreamtoken owns the identity tokens the service issues for upstreams
 // (UPSTREAM_TOKEN=issued): short-lived JWTs with iss, aud, sub, email,
-// groups, iat and exp, signed with keys from a Secret (the first signs,
+// groups (and groups_csv, comma-joined), iat and exp, signed with keys from a Secret (the first signs,
 // all are published, so keys rotate without rejecting tokens in flight),
 // and the discovery document and key set an Istio RequestAuthentication
 // reads to validate them.
@@ -185,6 +185,11 @@ func (i *Issuer) Sign(sub string, groups []string) (string, time.Time, error) {
 		groups = []string{}
 	}
 	claims["groups"] = groups
+	// The groups as one string, for a gateway that copies a claim to a
+	// header: Envoy's jwt_authn writes a list claim as the base64 of its
+	// JSON, not comma-joined (deploy/overlays/kubeflow-jwt maps this one to
+	// kubeflow-groups).
+	claims["groups_csv"] = strings.Join(groups, ",")
 	k := i.keys[0]
 	header, _ := json.Marshal(map[string]string{"alg": k.alg, "kid": k.kid, "typ": "JWT"})
 	payload, err := json.Marshal(claims)

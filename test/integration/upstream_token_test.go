@@ -78,6 +78,11 @@ func TestIssuedUpstreamTokenAcrossKeyRotation(t *testing.T) {
 	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "user@example.com" {
 		t.Fatalf("kubeflow-userid %q: the gateway's jwt_authn sets it from the issued token's sub", got)
 	}
+	// Comma-joined, as Kubeflow reads it: the RequestAuthentication maps
+	// groups_csv (jwt_authn would write the groups list as base64 JSON).
+	if got := e.Headers["kubeflow-groups"]; len(got) != 1 || got[0] != "team-a" {
+		t.Fatalf("kubeflow-groups %q, want team-a", got)
+	}
 	old := strings.TrimPrefix(auth[0], "Bearer ")
 	c := verifyLikeIstio(t, svc.WebURL, iss, old)
 	if c["sub"] != "user@example.com" || c["email"] != "user@example.com" || c["groups"].([]any)[0] != "team-a" {

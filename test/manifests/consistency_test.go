@@ -850,9 +850,11 @@ func checkRequestAuthentication(name string, o *object, svc *corev1.Service, s s
 		m := c.(map[string]any)
 		claims[m["header"].(string)] = m["claim"].(string)
 	}
-	// The issued token's sub is the user id header's value; groups its groups.
-	if claims[s.get("USERID_HEADER")] != "sub" || claims[s.get("GROUPS_HEADER")] != "groups" {
-		bad("outputClaimToHeaders %v, want %s<-sub and %s<-groups", claims, s.get("USERID_HEADER"), s.get("GROUPS_HEADER"))
+	// The issued token's sub is the user id header's value; groups_csv its
+	// groups comma-joined (Envoy's jwt_authn writes the groups list as
+	// base64 JSON: test/extauthz, TestEnvoyClaimToHeadersListClaim).
+	if claims[s.get("USERID_HEADER")] != "sub" || claims[s.get("GROUPS_HEADER")] != "groups_csv" {
+		bad("outputClaimToHeaders %v, want %s<-sub and %s<-groups_csv", claims, s.get("USERID_HEADER"), s.get("GROUPS_HEADER"))
 	}
 	return errs
 }
