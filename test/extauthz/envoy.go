@@ -518,7 +518,6 @@ type clusterConfig struct {
 	Name                          string                     `json:"name"`
 	ConnectTimeout                string                     `json:"connectTimeout,omitempty"`
 	TypedExtensionProtocolOptions map[string]json.RawMessage `json:"typedExtensionProtocolOptions,omitempty"`
-	raw                           map[string]json.RawMessage
 }
 
 func parseCluster(raw json.RawMessage) (*clusterConfig, error) {

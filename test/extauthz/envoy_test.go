@@ -664,7 +664,10 @@ func TestEveryGeneratedLayout(t *testing.T) {
 			if strings.Contains(layout, "_stock-") {
 				return
 			}
-			f.reply(func(w http.ResponseWriter, r *http.Request) { w.Header().Set("Location", "/dex/auth"); w.WriteHeader(302) })
+			f.reply(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Location", "/dex/auth")
+				w.WriteHeader(302)
+			})
 			resp, _ := f.get(t, "/pipeline/?ns=a", "Cookie", "authservice_session=x")
 			c := f.lastCheck.Load()
 			if resp.StatusCode != 302 || c == nil || c.Header.Get("Cookie") != "authservice_session=x" || c.URL.RequestURI() != "/pipeline/?ns=a" {
