@@ -24,7 +24,7 @@
 // service's configuration (ports, paths, headers, issuer).
 //
 // Kubeflow's real manifests (testdata/kubeflow: 1.8.1, 1.9.0, 1.9.1, 1.10.2,
-// 1.11.0, 26.03, master) are composed as an operator's
+// 1.11.0, 26.03 also with its ambient install overlay, master) are composed as an operator's
 // example/kustomization.yaml does, once as shipped and once with the line
 // naming the gateway authenticator swapped for an overlay of deploy/ (and,
 // for the recommended layout and kubeflow-jwt, the Istio line too:
@@ -36,6 +36,9 @@
 // and what stays exposed, NetworkPolicies (upstream_test.go), check-config's
 // offline validation of the rendered environment, and that no object of
 // Kubeflow's line went missing. export_test.go writes the compositions
-// test/integration runs with real Dex, and docs/compatibility.md, from the
-// same table (UPDATE=1 rewrites them; otherwise a difference fails).
+// test/integration runs with real Dex, docs/compatibility.md and test/istio's
+// inputs (istio_export_test.go: every composition and our own istio-*
+// overlays, which make istio-config turns into the gateway's Envoy
+// configuration) from the same table (UPDATE=1 rewrites them; otherwise a
+// difference fails).
 package manifests

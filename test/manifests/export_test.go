@@ -206,7 +206,7 @@ Every row is Kubeflow's real manifests of that release (` + "`test/manifests/tes
 as an operator's ` + "`example/kustomization.yaml`" + ` does, with Kubeflow's line for the gateway authenticator
 swapped for an overlay of this repository. [kubeflow.md](kubeflow.md) says which line to change.
 
-| Kubeflow | Kubeflow's line | replaced by | lines changed | an upstream receives (a session's request) | rendered and checked | with real Dex through the gateway configured from the rendering |
+| Kubeflow | Kubeflow's line | replaced by | lines changed | an upstream receives (a session's request) | rendered and checked | with real Dex through the gateway as Istio builds it (test/istio) |
 |---|---|---|---|---|---|---|
 `)
 	for _, c := range cs {
