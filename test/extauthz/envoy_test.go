@@ -673,6 +673,29 @@ func TestEveryGeneratedLayout(t *testing.T) {
 			if resp.StatusCode != 302 || c == nil || c.Header.Get("Cookie") != "authservice_session=x" || c.URL.RequestURI() != "/pipeline/?ns=a" {
 				t.Fatalf("no session: %d, check %v", resp.StatusCode, c)
 			}
+			// Where the check is ours to configure (our EnvoyFilter, our
+			// provider), it gets what tells a navigation from an API call and
+			// a cross-site request, the scheme Envoy set and the request id.
+			var ea *extAuthzFilter
+			for _, fl := range f.g.filters {
+				if e, ok := fl.(*extAuthzFilter); ok {
+					ea = e
+				}
+			}
+			if hc := ea.client.(*httpCheck); hc.allowed.match("accept") {
+				f.get(t, "/pipeline/", "Accept", "text/html", "X-Requested-With", "XMLHttpRequest", "Sec-Fetch-Mode", "navigate",
+					"Sec-Fetch-Site", "same-origin", "X-Forwarded-Proto", "https")
+				c := f.lastCheck.Load()
+				for h, want := range map[string]string{"Accept": "text/html", "X-Requested-With": "XMLHttpRequest", "Sec-Fetch-Mode": "navigate",
+					"Sec-Fetch-Site": "same-origin", "X-Forwarded-Proto": "http"} {
+					if got := c.Header.Get(h); got != want {
+						t.Errorf("the check got %s %q, want %q", h, got, want)
+					}
+				}
+				if c.Header.Get("X-Request-Id") == "" {
+					t.Error("the check got no X-Request-Id")
+				}
+			}
 			// The service's logout reaches it (checked, or routed to it:
 			// Kubeflow's oauth2-proxy VirtualService of the swaps).
 			n := f.checks.Load()
