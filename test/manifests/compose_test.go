@@ -159,7 +159,7 @@ var compositions = func() []composition {
 	}
 	out = append(out,
 		arrikto("v1.8.1", nil, "deploy/overlays/kubeflow/dex-v1.8",
-			[]string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged, scReplay}),
+			[]string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged, scReplay, scPythonClient}),
 		arrikto("v1.9.0", map[string]string{
 			"../common/istio-1-22/istio-install/overlays/oauth2-proxy":    "../common/istio-1-22/istio-install/base",
 			"../common/oidc-client/oauth2-proxy/overlays/m2m-self-signed": "../common/oidc-client/oidc-authservice/base",
@@ -171,7 +171,11 @@ var compositions = func() []composition {
 		composition{Release: "v1.9.0", Form: "kubeflow-oidc-client-oauth2-proxy-m2m-self-signed",
 			Stock: "../common/oidc-client/oauth2-proxy/overlays/m2m-self-signed", Lines: 1, Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex",
 			Replacements: oidcClientReplacements,
+<<<<<<< HEAD
 			Scenarios:    []string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged, scReplay}},
+=======
+			Scenarios:    []string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged, scPythonClient}},
+>>>>>>> 60982bc (compositions: Kubeflow's DexSessionManager also through the 1.8.1 and 1.9.0 live compositions)
 		composition{Release: "v1.9.0", Form: "kubeflow-oidc-client-oauth2-proxy-m2m",
 			Stock: "../common/oidc-client/oauth2-proxy/overlays/m2m", Lines: 1, Replacements: oidcClientReplacements},
 	)
