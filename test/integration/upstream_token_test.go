@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,9 +72,8 @@ func TestIssuedUpstreamTokenAcrossKeyRotation(t *testing.T) {
 	s := &setup{dex: dex, svc: svc, gateway: gw}
 	b := newBrowser()
 	e := s.login(t, b, "/x?format=json")
-	auth := e.Headers["authorization"]
-	if len(auth) != 1 || !strings.HasPrefix(auth[0], "Bearer ") {
-		t.Fatalf("upstream Authorization %q", auth)
+	if auth := e.Headers["authorization"]; len(auth) != 0 {
+		t.Fatalf("the issued token reached the upstream: the RequestAuthentication removes it (forwardOriginalToken: false)")
 	}
 	if got := e.Headers["kubeflow-userid"]; len(got) != 1 || got[0] != "user@example.com" {
 		t.Fatalf("kubeflow-userid %q: the gateway's jwt_authn sets it from the issued token's sub", got)
@@ -83,20 +83,35 @@ func TestIssuedUpstreamTokenAcrossKeyRotation(t *testing.T) {
 	if got := e.Headers["kubeflow-groups"]; len(got) != 1 || got[0] != "team-a" {
 		t.Fatalf("kubeflow-groups %q, want team-a", got)
 	}
-	old := strings.TrimPrefix(auth[0], "Bearer ")
+	// The token the check hands the gateway.
+	issued := func(checkURL string) string {
+		t.Helper()
+		gwURL, _ := url.Parse(gw)
+		req, _ := http.NewRequest("GET", checkURL+"/y?format=json", nil)
+		for _, c := range b.Jar.Cookies(gwURL) {
+			req.AddCookie(c)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		auth := resp.Header.Get("Authorization")
+		if resp.StatusCode != 200 || !strings.HasPrefix(auth, "Bearer ") {
+			t.Fatalf("the check's allow answer: %d, Authorization %q", resp.StatusCode, auth)
+		}
+		return strings.TrimPrefix(auth, "Bearer ")
+	}
+	old := issued(svc.CheckURL)
 	c := verifyLikeIstio(t, svc.WebURL, iss, old)
-	if c["sub"] != "user@example.com" || c["email"] != "user@example.com" || c["groups"].([]any)[0] != "team-a" {
+	if c["sub"] != "user@example.com" || c["email"] != "user@example.com" || c["groups"].([]any)[0] != "team-a" || c["groups_csv"] != "team-a" {
 		t.Fatalf("claims %v", c)
 	}
 	if exp := int64(c["exp"].(float64)) - int64(c["iat"].(float64)); exp != 300 {
 		t.Fatalf("lifetime %d s, want 300", exp)
 	}
-	// Cached per session: the next request carries the same token.
-	resp, err := b.Get(gw + "/y?format=json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e := readEcho(t, resp); e.Headers["authorization"][0] != auth[0] {
+	// Cached per session: the next check hands the same token.
+	if issued(svc.CheckURL) != old {
 		t.Fatal("token re-signed on every request")
 	}
 
@@ -122,7 +137,7 @@ func TestIssuedUpstreamTokenAcrossKeyRotation(t *testing.T) {
 	// key before that (the new key first at once) is refused at the gateway:
 	// the inlined key set does not have it.
 	_, gw3 := restart(append(append([]byte(nil), keyB...), keyA...))
-	resp = getWith(t, b, gw3+"/w?format=json")
+	resp := getWith(t, b, gw3+"/w?format=json")
 	resp.Body.Close()
 	if resp.StatusCode != 401 {
 		t.Fatalf("signing with a key istiod has not inlined yet: %d, want 401 from jwt_authn", resp.StatusCode)

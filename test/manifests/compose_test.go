@@ -77,15 +77,6 @@ func (c composition) releaseDoc() string {
 	return c.Release + " (" + c.Variant + ": " + strings.Join(lines, ", ") + ")"
 }
 
-func sortedValues(m map[string]string) []string {
-	var out []string
-	for _, v := range m {
-		out = append(out, v)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // release is the release and its variant: "v26.03", "v26.03-ambient".
 func (c composition) release() string {
 	if c.Variant == "" {
@@ -171,11 +162,7 @@ var compositions = func() []composition {
 		composition{Release: "v1.9.0", Form: "kubeflow-oidc-client-oauth2-proxy-m2m-self-signed",
 			Stock: "../common/oidc-client/oauth2-proxy/overlays/m2m-self-signed", Lines: 1, Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex",
 			Replacements: oidcClientReplacements,
-<<<<<<< HEAD
-			Scenarios:    []string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged, scReplay}},
-=======
-			Scenarios:    []string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged, scPythonClient}},
->>>>>>> 60982bc (compositions: Kubeflow's DexSessionManager also through the 1.8.1 and 1.9.0 live compositions)
+			Scenarios:    []string{scBrowserLogin, scReload, scStart, scLogoutPost, scLogoutGet, scDexToken, scSAToken, scForged, scReplay, scPythonClient}},
 		composition{Release: "v1.9.0", Form: "kubeflow-oidc-client-oauth2-proxy-m2m",
 			Stock: "../common/oidc-client/oauth2-proxy/overlays/m2m", Lines: 1, Replacements: oidcClientReplacements},
 	)
