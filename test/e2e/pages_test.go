@@ -22,7 +22,6 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -229,7 +228,7 @@ func TestServicePagesInBrowser(t *testing.T) {
 
 	t.Run("home page", func(t *testing.T) {
 		con.reset(t, tab)
-		k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+		k := peer.StartKubeflow(t, peer.EnvoyFilterLayout, nil)
 		do(t, tab, "home page", chromedp.Navigate(k.Gateway+"/authservice/site/homepage"), chromedp.WaitReady(chromedp.ID("home")))
 		con.clean(t, tab, "home page")
 		shot(t, tab, "homepage", 720, 360)
@@ -244,7 +243,7 @@ func TestServicePagesInBrowser(t *testing.T) {
 
 	t.Run("login failed", func(t *testing.T) {
 		con.reset(t, tab)
-		k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+		k := peer.StartKubeflow(t, peer.EnvoyFilterLayout, nil)
 		do(t, tab, "forged callback", chromedp.Navigate(k.Gateway+"/authservice/oidc/callback?state=forged&code=x"), chromedp.WaitReady(chromedp.ID("title")))
 		if title := get(t, tab, "title", byID("title")); title != "Login failed" {
 			t.Errorf("a forged callback shows %q", title)
@@ -259,7 +258,7 @@ func TestServicePagesInBrowser(t *testing.T) {
 		rules := filepath.Join(t.TempDir(), "rules.yaml")
 		os.WriteFile(rules, []byte("rules:\n- name: admins-only\n  pathPrefix: /admin\n  allow:\n    groups: [admins]\n"+
 			"- name: everyone\n  pathPrefix: /\n  allow:\n    authenticated: true\n"), 0o644)
-		k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"AUTHORIZATION_RULES_FILE": rules})
+		k := peer.StartKubeflow(t, peer.EnvoyFilterLayout, map[string]string{"AUTHORIZATION_RULES_FILE": rules})
 		do(t, tab, "login", chromedp.Navigate(k.Gateway+"/notebooks"), loginForm)
 		loginAtDex(t, tab, "user@example.com", "12341234")
 		do(t, tab, "signed in", chromedp.WaitReady(chromedp.ID("userid")))
@@ -277,7 +276,7 @@ func TestServicePagesInBrowser(t *testing.T) {
 	t.Run("login refused", func(t *testing.T) {
 		con.reset(t, tab)
 		// A user id claim Dex does not send: the identity cannot be used.
-		k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"USERID_CLAIM": "nickname"})
+		k := peer.StartKubeflow(t, peer.EnvoyFilterLayout, map[string]string{"USERID_CLAIM": "nickname"})
 		do(t, tab, "login", chromedp.Navigate(k.Gateway+"/notebooks"), loginForm)
 		loginAtDex(t, tab, "user@example.com", "12341234")
 		do(t, tab, "403 page", chromedp.WaitReady(chromedp.ID("title")))
@@ -303,7 +302,7 @@ func TestServicePagesInBrowser(t *testing.T) {
 		dex := peer.StartDex(t, peer.DexOptions{Groups: strings.Join(groups, ",")})
 		svc := peer.StartService(t, peer.KubeflowEnv(dex))
 		svc.WaitReady(t, 30*time.Second)
-		gw := peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)
+		gw := peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)
 		do(t, tab, "login", chromedp.Navigate(gw+"/notebooks"), loginForm)
 		loginAtDex(t, tab, "user@example.com", "12341234")
 		do(t, tab, "the answer", chromedp.WaitReady(chromedp.ID("title")))
@@ -322,7 +321,7 @@ func TestServicePagesInBrowser(t *testing.T) {
 		// Dex down when the service starts: the login cannot begin.
 		dex := peer.NewDex(t, peer.DexOptions{Groups: "team-a"})
 		svc := peer.StartService(t, peer.KubeflowEnv(dex))
-		gw := peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)
+		gw := peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)
 		do(t, tab, "sign-in unavailable", chromedp.Navigate(gw+"/pipelines"), chromedp.WaitReady(chromedp.ID("action")))
 		if title := get(t, tab, "title", byID("title")); title != "Sign-in unavailable" {
 			t.Errorf("with the provider down: %q", title)
@@ -337,7 +336,7 @@ func TestServicePagesInBrowser(t *testing.T) {
 
 	t.Run("provider unreachable for a session", func(t *testing.T) {
 		con.reset(t, tab)
-		k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"STRICT_SESSION_VALIDATION": "true",
+		k := peer.StartKubeflow(t, peer.EnvoyFilterLayout, map[string]string{"STRICT_SESSION_VALIDATION": "true",
 			"STRICT_SESSION_VALIDATION_INTERVAL": "1s", "STRICT_SESSION_VALIDATION_GRACE": "1s", "CHECK_PROVIDER_BUDGET": "1s"})
 		do(t, tab, "login", chromedp.Navigate(k.Gateway+"/notebooks"), loginForm)
 		loginAtDex(t, tab, "user@example.com", "12341234")
@@ -360,7 +359,7 @@ func TestServicePagesInBrowser(t *testing.T) {
 
 	t.Run("signed out, provider not told", func(t *testing.T) {
 		con.reset(t, tab)
-		k := peer.StartKubeflow(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+		k := peer.StartKubeflow(t, peer.EnvoyFilterLayout, nil)
 		do(t, tab, "after logout", chromedp.Navigate(k.Gateway+"/authservice/site/after_logout?provider_logout=failed"), chromedp.WaitReady(chromedp.ID("notice")))
 		con.clean(t, tab, "after logout page with a notice")
 		shot(t, tab, "signed-out-provider-failed", 720, 460)

@@ -631,6 +631,32 @@ func TestEnvoyRefusesWhatItCannotEmulate(t *testing.T) {
 	}
 }
 
+// The provider overlays as translated: deploy/overlays/gitlab removes the
+// /dex/* exemption of istio-extension-provider's CUSTOM policy (no Dex behind
+// the gateway), so /dex/ is checked too; deploy/overlays/dex keeps
+// istio-envoyfilter's filter, which checks every path.
+func TestEnvoyProviderOverlays(t *testing.T) {
+	for _, c := range []struct {
+		layout string
+		checks int32
+	}{
+		{"master_istio-extension-provider", 0},
+		{"master_gitlab", 1},
+		{"master_dex", 1},
+	} {
+		f := newEnvoyFixture(t, c.layout)
+		f.reply(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(403) })
+		resp, _ := f.get(t, "/dex/auth")
+		want := 200
+		if c.checks > 0 {
+			want = 403
+		}
+		if f.checks.Load() != c.checks || resp.StatusCode != want {
+			t.Errorf("%s: GET /dex/auth: %d checks, HTTP %d; want %d, %d", c.layout, f.checks.Load(), resp.StatusCode, c.checks, want)
+		}
+	}
+}
+
 func mustLayoutFile(t *testing.T, layout string) string {
 	t.Helper()
 	f, err := LayoutFile(layout)

@@ -328,7 +328,7 @@ func TestBothLogoutContracts(t *testing.T) {
 // provider's login in one step (it went through a "Sign in to continue"
 // page first), and the new login lands on /.
 func TestSignInAgainGoesStraightToTheProvider(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, map[string]string{"AFTER_LOGOUT_URL": "/authservice/site/after_logout"})
+	s := newSetup(t, peer.EnvoyFilterLayout, map[string]string{"AFTER_LOGOUT_URL": "/authservice/site/after_logout"})
 	b := newBrowser()
 	s.login(t, b, "/x?format=json")
 	resp, err := b.Get(s.gateway + "/authservice/logout")

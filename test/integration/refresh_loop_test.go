@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -122,7 +121,7 @@ func TestShortLivedIDTokensNoRefreshLoop(t *testing.T) {
 			f := countingDex(t, c.ttl)
 			svc := peer.StartService(t, masterLayout(f.dex))
 			svc.WaitReady(t, 30*time.Second)
-			gw := gatewayFor(t, extauthz.IstioProvider, svc, f.dex)
+			gw := gatewayFor(t, peer.ExtensionProviderLayout, svc, f.dex)
 
 			b := newRedirectCounter()
 			start := time.Now()

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -27,7 +26,7 @@ func startReplicas(t *testing.T, dex *peer.Dex, env map[string]string, n int) *r
 		svc := peer.StartService(t, env)
 		svc.WaitReady(t, 30*time.Second)
 		r.svc = append(r.svc, svc)
-		r.gw = append(r.gw, gatewayFor(t, extauthz.IstioProvider, svc, dex))
+		r.gw = append(r.gw, gatewayFor(t, peer.ExtensionProviderLayout, svc, dex))
 	}
 	return r
 }

@@ -245,7 +245,7 @@ For every row:
 	b.WriteString(`
 ## The gateway as Istio builds it (make istio-config)
 
-For every row, and for ` + "`deploy/overlays/istio-envoyfilter`" + ` and ` + "`deploy/overlays/istio-extension-provider`" + ` on
+For every row, and for ` + ownLayoutList() + ` on
 Kubeflow master's Istio, test/istio turns the rendered objects into the ingress gateway's Envoy
 configuration with Istio's own translation code (` + "`istio.io/istio`" + `'s ` + "`pilot/pkg/networking/core`" + `, the version
 test/istio/go.mod pins), as istiod would push it to a gateway of the release's Istio version:

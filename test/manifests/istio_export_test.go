@@ -37,9 +37,25 @@ type ownLayout struct {
 
 func (o ownLayout) name() string { return o.Release + "_" + o.Overlay }
 
+// ownLayoutList names the overlays of ownLayouts for docs/compatibility.md.
+func ownLayoutList() string {
+	var names []string
+	for _, o := range ownLayouts {
+		names = append(names, "`deploy/overlays/"+o.Overlay+"`")
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
 var ownLayouts = []ownLayout{
 	{Release: "master", Overlay: "istio-envoyfilter", Components: []string{"components/web-route"}},
 	{Release: "master", Overlay: "istio-extension-provider", Components: []string{"components/web-route"},
+		Mesh: "overlays/istio-extension-provider/mesh/istiod-values.yaml"},
+	// The provider overlays build on those two and bring web-route themselves.
+	{Release: "master", Overlay: "dex"},
+	{Release: "master", Overlay: "gitlab",
 		Mesh: "overlays/istio-extension-provider/mesh/istiod-values.yaml"},
 }
 
