@@ -58,7 +58,7 @@ bin/jaeger: test/jaeger/go.mod test/jaeger/go.sum ## Build Jaeger v2 for the tra
 # and 2.1 GB (about 4 min on 2 idle cores with -p 2; 14 min on this loaded
 # machine, 17 with -p 1: test/istio/README.md), a rebuild after an edit 7-20 s.
 ISTIO_CONFIG_SRC := test/istio/go.mod test/istio/go.sum $(wildcard test/istio/cmd/istio-config/*.go)
-bin/istio-config: $(ISTIO_CONFIG_SRC)
+bin/istio-config: $(ISTIO_CONFIG_SRC) ## Build Istio's translation of make istio-config (test/istio; cold: 450 CPU-seconds, 2.1 GB).
 	@echo "building bin/istio-config (istio.io/istio's translation; cold: 450 CPU-seconds, 2.1 GB)"
 	@start=$$(date +%s); cd test/istio && $(GO) build -p=2 -o ../../bin/istio-config ./cmd/istio-config \
 		&& echo "bin/istio-config built in $$(( $$(date +%s) - start )) s"

@@ -334,6 +334,9 @@ func TestNoPublishedKeyWorks(t *testing.T) {
 		if strings.HasSuffix(f, "go.sum") || strings.HasSuffix(f, "package-lock.json") {
 			continue // checksums
 		}
+		if strings.HasPrefix(filepath.ToSlash(f), "test/istio/testdata/envoy/") {
+			continue // Istio's translation of test/istio/testdata/input, scanned itself ("key": a metadata key's name)
+		}
 		data, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil || bytes.IndexByte(data[:min(len(data), 8000)], 0) >= 0 {
 			continue // gone, or binary

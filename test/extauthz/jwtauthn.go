@@ -194,7 +194,7 @@ const (
 	jwtAudienceNotAllowed
 	jwtVerificationFail
 	jwksKidAlgMismatch
-	jwksNoValidKeys
+	jwksNoneValid
 )
 
 var jwtStatusText = map[jwtStatus]string{
@@ -213,7 +213,7 @@ var jwtStatusText = map[jwtStatus]string{
 	jwtAudienceNotAllowed: "Audiences in Jwt are not allowed",
 	jwtVerificationFail:   "Jwt verification fails",
 	jwksKidAlgMismatch:    "Jwks doesn't have key to match kid or alg from Jwt",
-	jwksNoValidKeys:       "Jwks doesn't have any valid public key",
+	jwksNoneValid:         "Jwks doesn't have any valid public key",
 }
 
 // token is a parsed JWT.
@@ -592,7 +592,7 @@ func (f *jwtAuthnFilter) verifyOne(s *stream, loc location, p *jwtProvider) jwtS
 // verifySignature is jwt_verify_lib's verifyJwtWithoutTimeChecking.
 func verifySignature(t *token, set *jose.JSONWebKeySet) jwtStatus {
 	if set == nil || len(set.Keys) == 0 {
-		return jwksNoValidKeys
+		return jwksNoneValid
 	}
 	sig, err := jose.ParseSigned(t.raw, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(t.alg)})
 	if err != nil {
