@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -22,7 +21,7 @@ import (
 // one front end, with or without the documented GROUPS_FILTER.
 type groupsCase struct {
 	provider string // dex (groups in the ID token) or gitlab (groups in userinfo)
-	front    string // envoy (the Envoy-faithful gateway as Kubeflow ≥ 1.9.1's Istio configures it) or nginx (forward auth, default buffers)
+	front    string // envoy (the gateway Istio's translation builds for deploy/overlays/istio-extension-provider on Kubeflow master) or nginx (forward auth, default buffers)
 	n        int
 	filter   bool
 }
@@ -35,7 +34,7 @@ type groupsOutcome struct {
 	groupsBytes  int    // kubeflow-groups' value at the upstream
 	cookies      int    // session cookies the browser holds
 	cookieBytes  int    // their names and values
-	cookieHeader int    // the Cookie header gunicorn received with the application's own cookie (the gateway passes the browser's on; nginx the verify answer's)
+	cookieHeader int    // the Cookie header gunicorn received with the application's own cookie (the gateway passes the check answer's, without the session cookies; nginx the verify answer's)
 	body         string
 }
 
@@ -133,13 +132,11 @@ func loginWithGroupsEnv(t *testing.T, c groupsCase, gunicorn string, extra map[s
 	upstream := strings.TrimPrefix(gunicorn, "http://")
 	switch c.front {
 	case "envoy":
-		cfg := extauthz.IstioProvider(svc.CheckURL)
-		cfg.Upstream = gunicorn
-		cfg.Routes = []extauthz.Route{{Prefix: "/authservice/site/", Upstream: svc.WebURL}}
+		dexPort := 0 // the GitLab-shaped provider: /dex/ routes nowhere
 		if dex != nil {
-			cfg.Routes = append(cfg.Routes, extauthz.Route{Prefix: "/dex/", Upstream: fmt.Sprintf("http://127.0.0.1:%d", dex.Port)})
+			dexPort = dex.Port
 		}
-		peer.GatewayAt(t, cfg, port)
+		peer.LayoutGatewayAt(t, peer.ExtensionProviderLayout, svc.CheckURL, svc.WebURL, dexPort, port, gunicorn)
 	default:
 		tg := peer.ForwardAuthTargets{Service: strings.TrimPrefix(svc.CheckURL, "http://"), Upstream: upstream, Port: port,
 			Dex: strings.TrimPrefix(svc.CheckURL, "http://")}

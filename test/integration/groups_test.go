@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -23,7 +22,7 @@ func groupsSetup(t *testing.T, groups []string, env map[string]string) *setup {
 	}
 	svc := peer.StartService(t, e)
 	svc.WaitReady(t, 30*time.Second)
-	return &setup{dex: dex, svc: svc, gateway: gatewayFor(t, extauthz.KubeflowEnvoyFilterCorrected, svc, dex)}
+	return &setup{dex: dex, svc: svc, gateway: gatewayFor(t, peer.EnvoyFilterLayout, svc, dex)}
 }
 
 // loginPage logs in and returns the final status and body (a page of the

@@ -108,7 +108,14 @@ func KubeflowGateway(t testing.TB, gw GatewayLayout, checkURL, webURL string, de
 // KubeflowGatewayAt is KubeflowGateway on a given port.
 func KubeflowGatewayAt(t testing.TB, gw GatewayLayout, checkURL, webURL string, dexPort, port int) string {
 	t.Helper()
-	up := StartUpstream(t)
+	return LayoutGatewayAt(t, gw, checkURL, webURL, dexPort, port, StartUpstream(t))
+}
+
+// LayoutGatewayAt is the gateway of a layout on a given port in front of a
+// given upstream (the cluster the layout's catch-all route names: Kubeflow's
+// dashboard).
+func LayoutGatewayAt(t testing.TB, gw GatewayLayout, checkURL, webURL string, dexPort, port int, up string) string {
+	t.Helper()
 	if gw.Plain != nil {
 		cfg := gw.Plain(checkURL)
 		cfg.Upstream = up
