@@ -127,7 +127,16 @@ func (v *kubeflowView) upstreamReceives() string {
 		if s.Upstream.Mode == "issued" {
 			token = "the service's issued token"
 		}
-		parts = append(parts, fmt.Sprintf("identity mapped by Istio from %s (%s; list claims are not copied), the token then removed", token, strings.Join(mapped, ", ")))
+		// Envoy's jwt_authn writes a list claim (Dex's groups) as the
+		// base64 of its JSON, a string claim as it is (test/extauthz:
+		// TestEnvoyClaimToHeadersListClaim).
+		note := ""
+		for _, m := range mapped {
+			if strings.HasSuffix(m, "← `groups`") {
+				note = "; the `groups` list as the base64 of its JSON"
+			}
+		}
+		parts = append(parts, fmt.Sprintf("identity mapped by Istio from %s (%s%s), the token then removed", token, strings.Join(mapped, ", "), note))
 	} else {
 		parts = append(parts, fmt.Sprintf("`%s`, `%s` set by the service", user, groups))
 	}
