@@ -222,14 +222,17 @@ func (p *Parts) groupsPolicy(s *config.Settings) (*identity.GroupsPolicy, error)
 	maxBytes := id.GroupsHeaderMaxBytes()
 	if p.Upstream != nil {
 		// The token's other claims, for the longest user id, signed: what
-		// the groups' JSON (each name quoted, 3 bytes more than in the
-		// header), base64url-encoded, is added to.
+		// the groups are added to, base64url-encoded, twice: as a JSON list
+		// (each name quoted: 2 bytes more per group than in the header)
+		// and comma-joined in groups_csv (as in the header), the claim
+		// Istio maps to a header (Envoy's jwt_authn writes a list claim as
+		// the base64 of its JSON).
 		base, _, err := p.Upstream.Sign(id.UserPrefix+strings.Repeat("x", identity.MaxUserID-1)+"@", nil)
 		if err != nil {
 			return nil, fmt.Errorf("signing a probe token: %w", err)
 		}
 		room := (id.UpstreamHeaderMaxBytes - len("Authorization: Bearer \r\n") - len(base)) * 3 / 4
-		maxBytes = min(maxBytes, room-2*id.GroupsMax-2)
+		maxBytes = min(maxBytes, (room-2*id.GroupsMax-2)/2)
 		if maxBytes < 64 {
 			return nil, fmt.Errorf("UPSTREAM_HEADER_MAX_BYTES=%d leaves %d bytes for the groups of issued tokens (UPSTREAM_TOKEN=issued, GROUPS_MAX=%d): raise it or lower GROUPS_MAX",
 				id.UpstreamHeaderMaxBytes, max(maxBytes, 0), id.GroupsMax)
