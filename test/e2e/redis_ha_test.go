@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -25,7 +24,7 @@ func startHAReplica(t *testing.T, dex *peer.Dex, key string, env map[string]stri
 	}
 	svc := peer.StartService(t, e)
 	svc.WaitReady(t, 30*time.Second)
-	return &replica{svc: svc, gateway: peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, svc.CheckURL, svc.WebURL, dex.Port)}
+	return &replica{svc: svc, gateway: peer.KubeflowGateway(t, peer.EnvoyFilterLayout, svc.CheckURL, svc.WebURL, dex.Port)}
 }
 
 // prober sends a request with a live session to every gateway every 20

@@ -28,7 +28,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -70,7 +69,7 @@ func startLive(t *testing.T) *live {
 	t.Setenv("KUBERNETES_SERVICE_PORT", strconv.Itoa(peer.FreePort(t)))
 	l.svc = peer.StartService(t, env)
 	l.svc.WaitReady(t, 30*time.Second)
-	l.gateway = peer.KubeflowGateway(t, extauthz.KubeflowEnvoyFilterCorrected, l.svc.CheckURL, l.svc.WebURL, l.dex.Port)
+	l.gateway = peer.KubeflowGateway(t, peer.EnvoyFilterLayout, l.svc.CheckURL, l.svc.WebURL, l.dex.Port)
 	return l
 }
 
