@@ -100,12 +100,13 @@ func StartKubeflow(t testing.TB, gw GatewayLayout, env map[string]string) *Kubef
 }
 
 // KubeflowGateway starts a demo upstream and the gateway of a layout in
-// front of it, on a free port.
+// front of it, on a port the kernel picks when it listens (a FreePort taken
+// before the upstream starts could be the upstream's too).
 func KubeflowGateway(t testing.TB, gw GatewayLayout, checkURL, webURL string, dexPort int) string {
-	return KubeflowGatewayAt(t, gw, checkURL, webURL, dexPort, FreePort(t))
+	return KubeflowGatewayAt(t, gw, checkURL, webURL, dexPort, 0)
 }
 
-// KubeflowGatewayAt is KubeflowGateway on a given port.
+// KubeflowGatewayAt is KubeflowGateway on a given port (0: any).
 func KubeflowGatewayAt(t testing.TB, gw GatewayLayout, checkURL, webURL string, dexPort, port int) string {
 	t.Helper()
 	return LayoutGatewayAt(t, gw, checkURL, webURL, dexPort, port, StartUpstream(t))
