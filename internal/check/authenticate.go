@@ -79,7 +79,7 @@ func (h *Handler) authenticate(q *request) (authed, verdict) {
 // strict validation); a renewed session comes back as a new cookie, in a
 // form the front carries (h.carry).
 func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (authed, verdict) {
-	next, sealed, err := h.d.Sessions.Renew(q.Context(), live, q.rid(), h.carry(q))
+	next, sealed, err := h.d.Sessions.Renew(q.Context(), live, q.rid(), credential.Carry{Cookies: h.carry(q), Fits: h.answerFits(q)})
 	switch {
 	case err == nil:
 		v := verdict{}
@@ -114,6 +114,17 @@ func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (authe
 	if f, ok := overLimit(err, h.retryLink(q)); ok {
 		// The renewed session could not be stored: it ended (on every
 		// replica) rather than live on in this one's memory.
+		if q.mode == forwardAuth && nginxFlavour(h.o.ForwardAuthProxy) && h.nav(q) {
+			// nginx shows a page of its own for auth_request's 403: the
+			// navigation goes (401, the recipe's error_page) to the start
+			// endpoint, whose answer reaches the browser as it is, and
+			// which shows this page there (on this replica; on another,
+			// the session is gone and a login starts, which the same
+			// limits judge).
+			h.d.Sessions.ShowLater(live, err)
+			h.debug(q, "session ended: its renewal cannot be carried; 401 to the start endpoint, which says why")
+			return authed{}, verdict{reason: tooLarge, final: true}.unauthenticated()
+		}
 		f.cookies, f.final = []cookieOp{clearSessionCookie}, true
 		return authed{}, f
 	}

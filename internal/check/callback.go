@@ -208,12 +208,7 @@ func (h *Handler) newSession(q *request, login *provider.Login, id identity.Iden
 		// The proxy of the nginx recipes reads every answer into a buffer
 		// of its own (proxy_buffer_size): beyond it the user would meet
 		// its bare 500 or 502 on every request, not this page.
-		fits = func(sealed string) error {
-			if n := h.forwardAnswerBytes(s, sealed, target); n > h.o.ForwardAnswerMax {
-				return &credential.TooLargeError{Part: PartForwardAnswer, Bytes: n, Limit: h.o.ForwardAnswerMax}
-			}
-			return nil
-		}
+		fits = func(sealed string) error { return h.fitsForward(s, sealed, target) }
 	}
 	sealed, err := h.storeSession(q, s, fits)
 	if errors.Is(err, credential.ErrTooLarge) {

@@ -3,16 +3,19 @@ package check
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
@@ -31,11 +34,57 @@ type tokenEndpoint struct {
 	calls   atomic.Int64
 	answer  atomic.Pointer[string] // nil: the default refresh answer
 	revoked chan string            // what its RFC 7009 revocation endpoint was sent: "<hint>:<token>"
+	issuer  string
+}
+
+var (
+	idTokenKeyOnce sync.Once
+	idTokenKey     *rsa.PrivateKey
+)
+
+// signingKey is the fake provider's ID token key, published at its
+// jwks_uri: one per test process (2048-bit generation is slow).
+func signingKey() *rsa.PrivateKey {
+	idTokenKeyOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		idTokenKey = k
+	})
+	return idTokenKey
+}
+
+// idToken is an ID token of the fake provider for the fixture's client:
+// subject "s", valid for an hour, with the claims given on top, signed
+// with signingKey (go-oidc verifies it as it would a real provider's).
+func (te *tokenEndpoint) idToken(t testing.TB, claims map[string]any) string {
+	t.Helper()
+	c := map[string]any{"iss": te.issuer, "aud": "kubeflow-oidc-authservice", "sub": "s",
+		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()}
+	for k, v := range claims {
+		c[k] = v
+	}
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: signingKey()}, (&jose.SignerOptions{}).WithHeader("kid", "k1").WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(c)
+	jws, err := sig.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 // discoveryOnly serves a discovery document: enough for the service to
-// build authorization URLs; the code flow itself is tested against real
-// providers in test/integration.
+// build authorization URLs, with a key set that verifies the ID tokens of
+// tokenEndpoint.idToken (refreshes); the code flow itself is tested
+// against real providers in test/integration.
 func discoveryOnly(t testing.TB, te *tokenEndpoint) string {
 	t.Helper()
 	var srv *httptest.Server
@@ -54,7 +103,7 @@ func discoveryOnly(t testing.TB, te *tokenEndpoint) string {
 			default:
 			}
 		case "/keys":
-			w.Write([]byte(`{"keys":[]}`))
+			json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: signingKey().Public(), KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
 		case "/token": // a refresh: new access and refresh tokens, no ID token
 			te.calls.Add(1)
 			w.Header().Set("Content-Type", "application/json")
@@ -68,6 +117,7 @@ func discoveryOnly(t testing.TB, te *tokenEndpoint) string {
 		}
 	}))
 	t.Cleanup(srv.Close)
+	te.issuer = srv.URL
 	return srv.URL
 }
 

@@ -242,6 +242,7 @@ func (h *Handler) startVerdict(q *request) verdict {
 		h.quiet.Info("login start refused: redirect target not allowed", q.rid())
 		return failure(http.StatusBadRequest, "Login failed", "The address to return to after login is not allowed.", "/")
 	}
+	q.start = target
 	switch a, v := h.authenticate(q); {
 	case a.ok():
 		return redirectTo(target, v.cookies...)

@@ -53,7 +53,8 @@ type Options struct {
 	TrustedProxies      []netip.Prefix
 	ForwardAuthRedirect bool
 	// ForwardAnswerMax bounds the answers of a session whose login started
-	// at the start endpoint (FORWARD_AUTH_ANSWER_MAX_BYTES); 0: none.
+	// at the start endpoint, and those that renew a session behind nginx
+	// (FORWARD_AUTH_ANSWER_MAX_BYTES); 0: none.
 	ForwardAnswerMax int
 
 	UpstreamToken string // none, id_token or issued
@@ -119,6 +120,9 @@ type Handler struct {
 	// replayable warns, once per process and kind, that a forward-auth
 	// upstream was handed a token this service accepts (allow.go).
 	replayable [2]sync.Once
+	// fitsVerify bounds a verify answer that renews a session behind
+	// nginx (answerFits), made once: no allocation per check.
+	fitsVerify func(*session.Session, string) error
 }
 
 // New builds the Handler.
@@ -135,6 +139,7 @@ func New(o Options, d Deps) *Handler {
 	if o.AccessLog {
 		h.access = &accessLog{log: d.Logger.Named("access"), rate: o.AccessLogRate, metrics: d.Metrics}
 	}
+	h.fitsVerify = func(s *session.Session, sealed string) error { return h.fitsForward(s, sealed, "") }
 	return h
 }
 

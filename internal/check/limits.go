@@ -69,8 +69,15 @@ func overLimit(err error, retry string) (verdict, bool) {
 			"GROUPS_FILTER or GROUPS_FILTER_PREFIXES: forward only the groups that matter here.",
 			"nginx: proxy_buffer_size 16k in the locations of the verify subrequest and of /authservice/ (ingress-nginx: the proxy-buffer-size annotation), then FORWARD_AUTH_ANSWER_MAX_BYTES=16384.",
 		}
-		body["limit"], body["bytes"], body["max_bytes"] = "forward_auth_answer", tl.Bytes, tl.Limit
-		body["settings"] = []string{"GROUPS_FILTER", "GROUPS_FILTER_PREFIXES", "FORWARD_AUTH_ANSWER_MAX_BYTES"}
+		settings := []string{"GROUPS_FILTER", "GROUPS_FILTER_PREFIXES", "FORWARD_AUTH_ANSWER_MAX_BYTES"}
+		if tl.Refresh {
+			msg = fmt.Sprintf("Your session could not be renewed: with your identity provider's current tokens the sign-in service's answers to the proxy in front of this site "+
+				"(nginx forward auth) would take %s bytes of headers, and it reads at most %s (FORWARD_AUTH_ANSWER_MAX_BYTES: nginx's proxy_buffer_size). "+
+				"Your session has ended; nothing was cut. Signing in again may work; please tell your administrator.", count(tl.Bytes), count(tl.Limit))
+			todo = append(todo, "UPSTREAM_TOKEN=issued instead of id_token, STRICT_SESSION_VALIDATION=false: fewer of the provider's tokens in the session and the answers.")
+			settings = append(settings, "UPSTREAM_TOKEN", "STRICT_SESSION_VALIDATION")
+		}
+		body["limit"], body["bytes"], body["max_bytes"], body["settings"] = "forward_auth_answer", tl.Bytes, tl.Limit, settings
 	case errors.As(err, &tl) && tl.Carry > 0:
 		title = "Session too large for this gateway"
 		msg = fmt.Sprintf("Your session was renewed at your identity provider, but with the new tokens it takes %s bytes of cookies, "+
@@ -131,9 +138,38 @@ func groupsFields(r identity.GroupsReport) []zap.Field {
 }
 
 // PartForwardAnswer: the answers of a session whose login started at the
-// forward-auth start endpoint would not fit the proxy's buffer
-// (FORWARD_AUTH_ANSWER_MAX_BYTES).
+// forward-auth start endpoint, or that renew a session behind nginx, would
+// not fit the proxy's buffer (FORWARD_AUTH_ANSWER_MAX_BYTES).
 const PartForwardAnswer = "forward_auth_answer"
+
+// fitsForward says whether session s, sealed as sealed, leaves the answers
+// of forwardAnswerBytes within FORWARD_AUTH_ANSWER_MAX_BYTES: nil, or a
+// *credential.TooLargeError with the figures.
+func (h *Handler) fitsForward(s *session.Session, sealed, target string) error {
+	if n := h.forwardAnswerBytes(s, sealed, target); n > h.o.ForwardAnswerMax {
+		return &credential.TooLargeError{Part: PartForwardAnswer, Bytes: n, Limit: h.o.ForwardAnswerMax}
+	}
+	return nil
+}
+
+// answerFits is the bound on the answers that would carry q's renewed
+// session (credential.Carry.Fits), the same as at the login: behind nginx
+// and ingress-nginx the verify answer and the start endpoint's are read
+// into the proxy's buffer (FORWARD_AUTH_ANSWER_MAX_BYTES), and a renewal
+// whose new tokens or identity outgrow it would meet nginx's bare 500 on
+// every request. nil for every other answer.
+func (h *Handler) answerFits(q *request) func(*session.Session, string) error {
+	switch {
+	case h.o.ForwardAnswerMax <= 0:
+		return nil
+	case q.mode == forwardAuth && nginxFlavour(h.o.ForwardAuthProxy):
+		return h.fitsVerify
+	case q.start != "":
+		target := q.start
+		return func(s *session.Session, sealed string) error { return h.fitsForward(s, sealed, target) }
+	}
+	return nil
+}
 
 // forwardAnswerBytes is the most header bytes a forward-auth proxy would
 // read from the service for session s (sealed as sealed) whose login

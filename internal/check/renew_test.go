@@ -123,7 +123,9 @@ func described(proxy, uri string, extra map[string]string) map[string]string {
 func TestForwardAuthRenewalOfSeveralCookies(t *testing.T) {
 	big := "eyJ." + strings.Repeat("g", 5000) + ".sig"
 	t.Run("nginx", func(t *testing.T) {
-		f := newFixture(t, map[string]string{"FORWARD_AUTH_PROXY": "nginx"})
+		// Two cookies' Set-Cookie lines (7.6 KB) need nginx's buffer
+		// raised from its 4 KB, and the service told so.
+		f := newFixture(t, map[string]string{"FORWARD_AUTH_PROXY": "nginx", "FORWARD_AUTH_ANSWER_MAX_BYTES": "16384"})
 		sealed := f.dueSession(t, "big", big, false)
 		if session.Count(sealed) != 2 {
 			t.Fatalf("the session takes %d cookies", session.Count(sealed))
@@ -238,4 +240,162 @@ func checkCount(f *fixture, decision, reason string) float64 {
 		}
 	}
 	return 0
+}
+
+// Behind nginx the verify answer that renews a session — the identity
+// headers, the upstream token, the renewed session's Set-Cookie, the
+// application's cookies — is read into proxy_buffer_size
+// (FORWARD_AUTH_ANSWER_MAX_BYTES), and so is the start endpoint's. The
+// bound the login is judged by now judges every renewal too: a provider
+// whose refreshed ID token is much larger than the login's (more groups),
+// handed upstream (UPSTREAM_TOKEN=id_token), makes the answer outgrow the
+// buffer while the session still takes one cookie. The session ends with
+// the page or JSON naming the limit and the settings, counted and logged,
+// and the refresh token the refresh returned is revoked at the provider.
+// Before, the 200 went out with the renewed session, and nginx answered
+// its bare 500 ("upstream sent too big header") on every request.
+func TestForwardAuthRenewalBeyondTheProxyBuffer(t *testing.T) {
+	env := func(proxy string, more ...string) map[string]string {
+		e := map[string]string{"FORWARD_AUTH_PROXY": proxy, "UPSTREAM_TOKEN": "id_token", "ACCEPT_PROVIDER_ID_TOKENS": "false"}
+		for i := 0; i+1 < len(more); i += 2 {
+			e[more[i]] = more[i+1]
+		}
+		return e
+	}
+	// grow makes the provider answer a refresh with an ID token of 35
+	// groups (about 2 KB) and a new refresh token, and returns a session
+	// whose refresh is due, with the login's ID token of one group.
+	grow := func(t *testing.T, f *fixture, id string) string {
+		t.Helper()
+		var groups []string
+		for i := range 35 {
+			groups = append(groups, fmt.Sprintf("team-with-a-rather-long-name-%02d", i))
+		}
+		b, _ := json.Marshal(map[string]any{"access_token": "AT-2", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "RT-2",
+			"id_token": f.token.idToken(t, map[string]any{"groups": groups})})
+		answer := string(b)
+		f.token.answer.Store(&answer)
+		return f.seal(t, &session.Session{ID: id, Subject: "s", User: "u@example.com", Groups: []string{"team-a"},
+			Created: f.now.Add(-time.Hour).Unix(), Expires: f.now.Add(time.Hour).Unix(), Renewed: f.now.Add(-time.Hour).Unix(),
+			RefreshToken: "RT-1", TokenExpiry: f.now.Add(10 * time.Second).Unix(),
+			IDToken: f.token.idToken(t, map[string]any{"groups": []string{"team-a"}}), IDTokenExpiry: f.now.Add(10 * time.Second).Unix()})
+	}
+	tooLarge := func(t *testing.T, w *httptest.ResponseRecorder) map[string]any {
+		t.Helper()
+		var body map[string]any
+		json.Unmarshal(w.Body.Bytes(), &body)
+		if w.Code != 403 || body["error"] != "identity_too_large" || body["limit"] != "forward_auth_answer" ||
+			body["max_bytes"] != 4096.0 || body["bytes"].(float64) <= 4096 || !strings.Contains(fmt.Sprint(body["settings"]), "FORWARD_AUTH_ANSWER_MAX_BYTES") {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+		if !strings.Contains(strings.Join(w.Header()["Set-Cookie"], "\n"), "authservice_session=;") || sessionFrom(setCookies(w)) != "" {
+			t.Fatalf("Set-Cookie %q, want the session cleared and none set", w.Header()["Set-Cookie"])
+		}
+		t.Logf("the answer would take %v bytes, %v fit", body["bytes"], body["max_bytes"])
+		return body
+	}
+
+	for _, proxy := range []string{"nginx", "ingress-nginx"} {
+		t.Run(proxy+" API call", func(t *testing.T) {
+			f := newFixture(t, env(proxy))
+			hdr := described(proxy, "/api/x", map[string]string{"Accept": "application/json", "Cookie": cookieHeader(grow(t, f, "api"), "theme=dark")})
+			body := tooLarge(t, verifyRequest(f, "127.0.0.1:5000", hdr))
+			if !strings.Contains(fmt.Sprint(body["message"]), "could not be renewed") {
+				t.Fatalf("message %q", body["message"])
+			}
+			if n := f.token.calls.Load(); n != 1 {
+				t.Fatalf("%d refreshes", n)
+			}
+			if got := f.revocation(t); got != "refresh_token:RT-2" {
+				t.Fatalf("revoked %q, want the refresh token the refresh returned", got)
+			}
+			if n := limitCount(f, "refresh", "forward_auth_answer", "refused"); n != 1 {
+				t.Fatalf("identity_limits_total{refresh,forward_auth_answer,refused} = %v", n)
+			}
+			// Ended on every replica: the old cookie again is no session,
+			// and nothing is redeemed again.
+			if w := verifyRequest(f, "127.0.0.1:5000", hdr); w.Code != 401 || f.token.calls.Load() != 1 {
+				t.Fatalf("the old cookie again: %d after %d refreshes", w.Code, f.token.calls.Load())
+			}
+		})
+	}
+
+	t.Run("nginx navigation", func(t *testing.T) {
+		// nginx shows a page of its own for auth_request's 403: a
+		// navigation gets the 401 that the recipe's error_page sends to the
+		// start endpoint, whose answer reaches the browser as it is: the
+		// page, the cookie cleared.
+		f := newFixture(t, env("nginx"))
+		cookie := cookieHeader(grow(t, f, "nav"))
+		w := verifyRequest(f, "127.0.0.1:5000", described("nginx", "/notebook/x?a=1", map[string]string{"Accept": "text/html", "Cookie": cookie}))
+		if w.Code != 401 || len(w.Header().Values("Set-Cookie")) != 0 {
+			t.Fatalf("navigation: %d with %d Set-Cookie, want the 401 of the recipe's error_page", w.Code, len(w.Header().Values("Set-Cookie")))
+		}
+		if got := f.revocation(t); got != "refresh_token:RT-2" {
+			t.Fatalf("revoked %q", got)
+		}
+		w = f.do("GET", "/authservice/start?rd=/notebook/x?a=1", map[string]string{"Accept": "text/html", "Cookie": cookie})
+		if w.Code != 403 || !strings.Contains(w.Body.String(), "Identity too large for this gateway") ||
+			!strings.Contains(w.Body.String(), "FORWARD_AUTH_ANSWER_MAX_BYTES") || !strings.Contains(w.Body.String(), "could not be renewed") {
+			t.Fatalf("start: %d %.800s", w.Code, w.Body)
+		}
+		if !strings.Contains(strings.Join(w.Header()["Set-Cookie"], "\n"), "authservice_session=;") {
+			t.Fatalf("start: the cookie is not cleared: %q", w.Header()["Set-Cookie"])
+		}
+		// Said once: the ended session is no session, and the start
+		// endpoint starts a login, which the same bound judges.
+		w = f.do("GET", "/authservice/start?rd=/notebook/x?a=1", map[string]string{"Accept": "text/html", "Cookie": cookie})
+		if w.Code != 302 || !strings.HasPrefix(w.Header().Get("Location"), "/dex/auth?") {
+			t.Fatalf("start again: %d to %q", w.Code, w.Header().Get("Location"))
+		}
+		if n := f.token.calls.Load(); n != 1 {
+			t.Fatalf("%d refreshes", n)
+		}
+		if n := limitCount(f, "refresh", "forward_auth_answer", "refused"); n != 1 {
+			t.Fatalf("identity_limits_total{refresh,forward_auth_answer,refused} = %v", n)
+		}
+	})
+
+	t.Run("start endpoint", func(t *testing.T) {
+		// A session due when the browser comes through the start endpoint
+		// (a renewal sent there): its answer is bounded as the callback's.
+		f := newFixture(t, env("nginx"))
+		w := f.do("GET", "/authservice/start?rd=/notebook/x", map[string]string{"Accept": "application/json", "Cookie": cookieHeader(grow(t, f, "start"))})
+		tooLarge(t, w)
+		if got := f.revocation(t); got != "refresh_token:RT-2" {
+			t.Fatalf("revoked %q", got)
+		}
+	})
+
+	t.Run("decided before refreshing", func(t *testing.T) {
+		// With a buffer the session's answer does not fit even with the
+		// tokens it has, the refresh token is not redeemed (the provider
+		// would rotate it away from the browser's cookie): the session
+		// ends, and its own refresh token is revoked.
+		f := newFixture(t, env("nginx", "FORWARD_AUTH_ANSWER_MAX_BYTES", "1024"))
+		w := verifyRequest(f, "127.0.0.1:5000", described("nginx", "/api/x", map[string]string{"Accept": "application/json", "Cookie": cookieHeader(grow(t, f, "before"))}))
+		var body map[string]any
+		json.Unmarshal(w.Body.Bytes(), &body)
+		if w.Code != 403 || body["limit"] != "forward_auth_answer" || body["max_bytes"] != 1024.0 {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+		if n := f.token.calls.Load(); n != 0 {
+			t.Fatalf("the refresh token was redeemed %d times", n)
+		}
+		if got := f.revocation(t); got != "refresh_token:RT-1" {
+			t.Fatalf("revoked %q, want the session's refresh token", got)
+		}
+	})
+
+	t.Run("within the buffer", func(t *testing.T) {
+		// The same refresh with nginx's buffer raised (and said so) is
+		// renewed in one Set-Cookie; Caddy reads answers of any size.
+		for _, e := range []map[string]string{env("nginx", "FORWARD_AUTH_ANSWER_MAX_BYTES", "16384"), env("caddy")} {
+			f := newFixture(t, e)
+			w := verifyRequest(f, "127.0.0.1:5000", described(e["FORWARD_AUTH_PROXY"], "/api/x", map[string]string{"Accept": "application/json", "Cookie": cookieHeader(grow(t, f, "fits"))}))
+			if w.Code != 200 || len(w.Header().Values("Set-Cookie")) != 1 || len(w.Header().Get("Authorization")) < 2000 {
+				t.Fatalf("%s: %d %q", e["FORWARD_AUTH_PROXY"], w.Code, w.Header().Values("Set-Cookie"))
+			}
+		}
+	})
 }

@@ -28,17 +28,23 @@ const (
 type request struct {
 	*http.Request
 	mode   mode
-	secure bool        // https: Secure (and __Host-) cookies, the scheme of URLs built for it
 	path   requestPath // both readings of the path
+	secure bool        // https: Secure (and __Host-) cookies, the scheme of URLs built for it
 	pathOK bool        // false: a path no request should carry (control character once decoded)
 
+	// The flags next to each other: a request is allocated per check.
 	read       lazy   // which of the fields below have been read
 	navigates  bool   // a top-level browser navigation: a login redirect rather than 401
-	sealed     string // the session cookie's value (chunks joined), or ""
 	cookieSent bool   // a session cookie was sent, whether or not it could be read
-	bearer     string // the Authorization: Bearer value, or ""
 	authMany   bool   // Authorization holds more than one credential (credentials)
+	sealed     string // the session cookie's value (chunks joined), or ""
+	bearer     string // the Authorization: Bearer value, or ""
 	requestID  string // x-request-id, bounded
+
+	// start is the target of the forward-auth start endpoint, whose
+	// answers a proxy reads into its buffer (FORWARD_AUTH_ANSWER_MAX_BYTES);
+	// "" for every other request.
+	start string
 }
 
 // lazy marks the fields of request read so far.

@@ -47,13 +47,14 @@ type Live struct {
 	Session *session.Session
 	key     cache.Key
 
-	mu         sync.Mutex                // serializes refresh and validation: concurrent requests collapse into one provider call
-	validated  atomic.Int64              // last successful strict validation, unix seconds
-	retryAt    atomic.Int64              // no refresh before this, after the provider failed
-	validateAt atomic.Int64              // no validation retry before this, after the provider failed
-	successor  atomic.Pointer[successor] // the refreshed or re-sealed session that replaces this one
-	redirects  atomic.Int32              // renewal redirects answered for this (renewed) session
-	carryHold  atomic.Int64              // no renewal sent elsewhere before this, unix seconds (Sessions.Renew's carry)
+	mu         sync.Mutex                    // serializes refresh and validation: concurrent requests collapse into one provider call
+	validated  atomic.Int64                  // last successful strict validation, unix seconds
+	retryAt    atomic.Int64                  // no refresh before this, after the provider failed
+	validateAt atomic.Int64                  // no validation retry before this, after the provider failed
+	successor  atomic.Pointer[successor]     // the refreshed or re-sealed session that replaces this one
+	redirects  atomic.Int32                  // renewal redirects answered for this (renewed) session
+	carryHold  atomic.Int64                  // no renewal sent elsewhere before this, unix seconds (Sessions.Renew's carry)
+	ended      atomic.Pointer[TooLargeError] // why the session ended, for the answer that shows it (Sessions.ShowLater)
 }
 
 // TakeRedirect counts one more answer that delivers this renewed session's

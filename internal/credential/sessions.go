@@ -86,8 +86,8 @@ var ErrTooLarge = errors.New("too large to carry")
 
 // TooLargeError says what does not fit, by how much.
 type TooLargeError struct {
-	Part  string // PartSession or PartIDToken
-	Bytes int    // the sealed session's bytes, or the Authorization line's
+	Part  string // PartSession, PartIDToken, or a part of the caller's (Carry.Fits)
+	Bytes int    // the sealed session's bytes, the Authorization line's, or the answer's
 	Limit int    // what fits
 	// Refresh: the session's refreshed tokens do not fit (or, decided
 	// before refreshing, would not); the session ended.
@@ -265,16 +265,27 @@ func (s *Sessions) End(ctx context.Context, l *Live, source string) {
 	s.metrics.Revocation(source)
 }
 
+// Carry is what the answer to a request can deliver a renewed session in.
+type Carry struct {
+	// Cookies is how many cookies (0: all it may take, SESSION_MAX_COOKIES).
+	Cookies int
+	// Fits, when not nil, bounds the whole answer that would carry the
+	// renewed session (the session and its sealed value): a
+	// *TooLargeError when it would not fit, for instance a forward-auth
+	// proxy's buffer for the service's answers.
+	Fits func(sess *session.Session, sealed string) error
+}
+
 // Renew applies revocation, idle timeout, refresh and strict validation to
 // a session that opened. It returns the session to answer for, a sealed
 // value to send back as the new cookie (or ""), or why the session is not
-// accepted. rid names the request in log lines. carry is how many cookies
-// the answer can deliver a renewed session in (0: all it may take,
-// SESSION_MAX_COOKIES): a renewal that would need more is not made
-// (ErrNotCarried), and one whose refreshed tokens turn out to need more
-// ends the session, so that no renewed session ever lives only in this
-// replica's memory.
-func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field, carry int) (*Live, string, error) {
+// accepted. rid names the request in log lines. c is what the answer can
+// carry: a renewal that would need more cookies than c.Cookies is not made
+// (ErrNotCarried); a session that does not fit c.Fits with the tokens it
+// has is not refreshed but ended; and one whose refreshed tokens turn out
+// to need more cookies, or not to fit c.Fits, ends the session, so that no
+// renewed session ever lives only in this replica's memory.
+func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field, c Carry) (*Live, string, error) {
 	sealed := ""
 	// Follow the whole chain: a cookie the browser never replaced (a gateway
 	// that passes no Set-Cookie on allow) may be several renewals old.
@@ -284,6 +295,9 @@ func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field, carry int)
 	sess := l.Session
 	now := s.now().Unix()
 	if s.revoked.Revoked(sess.ID, sess.SID, sess.Subject, sess.Created) {
+		if e := l.ended.Swap(nil); e != nil {
+			return nil, "", e
+		}
 		return nil, "", ErrRevoked
 	}
 	active := sess.Active
@@ -307,12 +321,12 @@ func (s *Sessions) Renew(ctx context.Context, l *Live, rid zap.Field, carry int)
 		}
 		return l, sealed, nil
 	}
-	return s.renewLocked(ctx, l, sealed, now, active, rid, carry)
+	return s.renewLocked(ctx, l, sealed, now, active, rid, c)
 }
 
 // renewLocked is Renew's slow path: provider calls and re-sealing, one at a
 // time per session.
-func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now, active int64, rid zap.Field, carry int) (*Live, string, error) {
+func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now, active int64, rid zap.Field, c Carry) (*Live, string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if n := l.successor.Load(); n != nil { // another request did the work meanwhile
@@ -326,20 +340,27 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 	// After a renewal was sent elsewhere (notCarried), an answer that cannot
 	// carry one does not send it again for refreshRetry seconds: one that
 	// failed there comes back here on the tokens the session has.
+	carry := c.Cookies
 	due := s.refreshDue(l, now) && (carry == 0 || now >= l.carryHold.Load())
 	if due {
 		// Decided before refreshing (and before claiming the refresh): a
-		// session that could not be stored with the tokens it has now
-		// would not be with their successors either, and redeeming the
-		// refresh token would leave the browser with a cookie whose
-		// refresh token the provider rotated away. Nor is it refreshed for
-		// an answer that could not carry it (carry).
+		// session that could not be stored, or whose answer would not fit
+		// (c.Fits), with the tokens it has now would not be with their
+		// successors either, and redeeming the refresh token would leave
+		// the browser with a cookie whose refresh token the provider
+		// rotated away. Nor is it refreshed for an answer that could not
+		// carry it (carry).
 		current, err := s.Seal(&next)
 		if err != nil {
-			return nil, "", s.tooLarge(ctx, l.Session, err, l.Session.RefreshToken, rid)
+			return nil, "", s.tooLarge(ctx, l, &next, err, l.Session.RefreshToken, rid)
 		}
 		if carry > 0 && session.Count(current) > carry {
 			return s.notCarried(l, sealed)
+		}
+		if c.Fits != nil {
+			if err := c.Fits(&next, current); err != nil {
+				return nil, "", s.tooLarge(ctx, l, &next, err, l.Session.RefreshToken, rid)
+			}
 		}
 	}
 	switch {
@@ -381,7 +402,7 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 	case errors.Is(err, ErrTooLarge):
 		// Never a successor only this replica could serve from memory:
 		// the session ends here, cleanly, on every replica.
-		return nil, "", s.tooLarge(ctx, l.Session, err, next.RefreshToken, rid)
+		return nil, "", s.tooLarge(ctx, l, &next, err, next.RefreshToken, rid)
 	case err != nil:
 		s.log.Error("cannot seal the renewed session; keeping the old one", zap.Error(err))
 		return l, sealed, nil
@@ -393,8 +414,16 @@ func (s *Sessions) renewLocked(ctx context.Context, l *Live, sealed string, now,
 		// The refreshed tokens made the session outgrow what this answer
 		// carries: the provider has rotated the browser's refresh token
 		// away, so the session ends rather than live on here.
-		return nil, "", s.tooLarge(ctx, l.Session, &TooLargeError{Part: PartSession, Bytes: len(newSealed),
+		return nil, "", s.tooLarge(ctx, l, &next, &TooLargeError{Part: PartSession, Bytes: len(newSealed),
 			Limit: carry * session.CookieBytes, Carry: carry}, next.RefreshToken, rid)
+	}
+	if c.Fits != nil {
+		if err := c.Fits(&next, newSealed); err != nil {
+			// The answer that would carry the renewed session (its
+			// identity, tokens and cookie) does not fit where it goes:
+			// never sent, never kept; the session ends on every replica.
+			return nil, "", s.tooLarge(ctx, l, &next, err, next.RefreshToken, rid)
+		}
 	}
 	s.metrics.SessionBytes(len(newSealed))
 	n := s.newLive(cache.KeyOf(newSealed), &next, validated)
@@ -418,6 +447,18 @@ func (s *Sessions) Usable(l *Live) bool {
 	return (d == 0 || now < d) && !s.idTokenExpired(l.Session, now)
 }
 
+// ShowLater keeps why l's session just ended (err, from Renew) for the
+// next Renew of it on this replica, which returns err once instead of
+// ErrRevoked: for an answer that could not show why (nginx shows a page of
+// its own for auth_request's 403) and sends the browser to one that can
+// (the forward-auth start endpoint).
+func (s *Sessions) ShowLater(l *Live, err error) {
+	var tl *TooLargeError
+	if errors.As(err, &tl) {
+		l.Current().ended.Store(tl)
+	}
+}
+
 // SentElsewhere records that an answer sent l's renewal to where every
 // cookie can be carried (the forward-auth start endpoint): for
 // refreshRetry seconds no answer that cannot carry it sends it there again,
@@ -428,16 +469,20 @@ func (s *Sessions) SentElsewhere(l *Live) { l.carryHold.Store(s.now().Unix() + r
 // tooLarge ends a session that can no longer be carried, on every replica
 // (the revocation list), revokes at the provider the refresh token nobody
 // will hold any longer (refreshToken: the session's, or the one a refresh
-// just returned), and returns the error the check answers with.
-func (s *Sessions) tooLarge(ctx context.Context, sess *session.Session, err error, refreshToken string, rid zap.Field) error {
+// just returned), and returns the error the check answers with. tried is
+// the session that did not fit, whose counts the one log line gives.
+func (s *Sessions) tooLarge(ctx context.Context, l *Live, tried *session.Session, err error, refreshToken string, rid zap.Field) error {
 	var tl *TooLargeError
 	if !errors.As(err, &tl) {
 		return err
 	}
+	sess := l.Session
 	tl.Refresh = true
 	s.metrics.IdentityLimit("refresh", tl.Part, "refused")
 	s.log.Warn("session ended: its renewed form cannot be carried", rid, zap.String("user", sess.User),
-		zap.String("part", tl.Part), zap.Int("bytes", tl.Bytes), zap.Int("limit", tl.Limit), zap.Int("carry", tl.Carry))
+		zap.String("part", tl.Part), zap.Int("bytes", tl.Bytes), zap.Int("limit", tl.Limit), zap.Int("carry", tl.Carry),
+		zap.Int("groups", len(tried.Groups)), zap.Int("id_token_bytes", len(tried.IDToken)), zap.Int("access_token_bytes", len(tried.AccessToken)),
+		zap.Bool("refreshed", tried.Renewed != sess.Renewed))
 	s.revoked.Revoke(ctx, revocation.Session, sess.ID)
 	s.dropToken(refreshToken, sess.User, rid)
 	return tl

@@ -143,7 +143,7 @@ func TestDroppedRefreshTokenIsRevoked(t *testing.T) {
 		}
 		return l
 	}
-	_, _, err := s.Renew(context.Background(), open("a"), zap.Skip(), 0)
+	_, _, err := s.Renew(context.Background(), open("a"), zap.Skip(), Carry{})
 	var tl *TooLargeError
 	if !errors.As(err, &tl) || !tl.Refresh {
 		t.Fatalf("Renew: %v, want the session ended as too large", err)
@@ -160,7 +160,7 @@ func TestDroppedRefreshTokenIsRevoked(t *testing.T) {
 	// At most maxRevoking at once: the ones past that are not revoked (a
 	// log line), never queued without bound.
 	for i := range maxRevoking + 2 {
-		s.Renew(context.Background(), open(fmt.Sprint("b", i)), zap.Skip(), 0)
+		s.Renew(context.Background(), open(fmt.Sprint("b", i)), zap.Skip(), Carry{})
 	}
 	for range maxRevoking - 1 {
 		select {
