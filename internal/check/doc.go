@@ -53,10 +53,14 @@
 //	                                           policy refuses (rules see the canonical path); 403
 //	                                           identity_too_large, cookie cleared, when its groups
 //	                                           (sealed under other settings) or its renewal do
-//	                                           not fit: the session ends; forward auth, a
-//	                                           renewal the answer cannot carry (several
-//	                                           cookies): a navigation's 307 (Caddy, Traefik) or
-//	                                           401 to the start endpoint (nginx), renew.go
+//	                                           not fit (cookies; behind nginx, the verify and
+//	                                           start answers within FORWARD_AUTH_ANSWER_MAX_BYTES):
+//	                                           the session ends (behind nginx a navigation gets
+//	                                           401, and the start endpoint shows the page);
+//	                                           forward auth, a renewal the answer cannot carry
+//	                                           (several cookies): a navigation's 307 (Caddy,
+//	                                           Traefik) or 401 to the start endpoint (nginx),
+//	                                           renew.go
 //	session past STRICT_SESSION_VALIDATION     401 "provider unreachable" page; the cookie is kept
 //	  _GRACE while the provider is down
 //	bearer JWT of a trusted issuer             200 with the identity headers (never a cookie);

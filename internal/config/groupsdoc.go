@@ -60,7 +60,7 @@ by ` + "`make e2e`" + `; [operations.md](operations.md) has the full table):
 | gunicorn upstream (Kubeflow's web apps) | 8,190 bytes per header line | about 200 groups: ` + "`kubeflow-groups`" + ` of 8,171 bytes (` + "`UPSTREAM_HEADER_MAX_BYTES=8190`" + `) | the service's page |
 | nginx as the upstream | ` + "`large_client_header_buffers 4 8k`" + `: 8 KB per line | the same | the service's page |
 | Envoy / Istio ingress gateway | 60 KiB of request headers | the same; the session in 1 cookie (3.3 KB at 200 groups), at most ` + "`SESSION_MAX_COOKIES=2`" + ` | the service's page |
-| nginx forward auth (` + "`auth_request`" + `) | ` + "`proxy_buffer_size`" + `, 4 KB, for the verify and callback answers | about 45 groups (` + "`FORWARD_AUTH_ANSWER_MAX_BYTES=4096`" + `) | the service's page at the login |
+| nginx forward auth (` + "`auth_request`" + `) | ` + "`proxy_buffer_size`" + `, 4 KB, for the verify, start and callback answers | about 45 groups (` + "`FORWARD_AUTH_ANSWER_MAX_BYTES=4096`" + `) | the service's page at the login, or when a renewal outgrows it |
 | browsers | 4,096 bytes per cookie | 3,800 bytes of session per cookie | — |
 
 With the documented filter a user in 5,000 groups works through all of them.
