@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -173,4 +176,93 @@ func (w *statusWriter) WriteHeader(int) {
 func (w *statusWriter) Write(b []byte) (int, error) {
 	w.WriteHeader(0)
 	return w.ResponseWriter.Write(b)
+}
+
+// TestForwardAuthRenewalBeyondNginxBuffer: behind real nginx with its
+// default buffers and docs/forward-auth.md's recipe, a user whose groups
+// grew at the provider after the login (the GitLab-shaped provider puts
+// groups_direct into the ID token, which UPSTREAM_TOKEN=id_token hands
+// upstream) reaches the refresh: the verify answer that would carry the
+// renewed session no longer fits nginx's 4 KB buffer, so the session ends
+// and the browser's navigation lands on the service's page naming
+// FORWARD_AUTH_ANSWER_MAX_BYTES (through the recipe's error_page and the
+// start endpoint), its cookie cleared. Before, the verify answer went out
+// and nginx answered its bare 500 ("upstream sent too big header") on
+// every request.
+func TestForwardAuthRenewalBeyondNginxBuffer(t *testing.T) {
+	const ttl = 9 * time.Second // the refresh is due a third before the ID token expires
+	up := statusUpstream(t)
+	port := peer.FreePort(t)
+	front := fmt.Sprintf("http://127.0.0.1:%d", port)
+	gl := peer.StartGitLab(t, peer.GitLabOptions{RedirectURIs: []string{front + "/authservice/oidc/callback"}, IDTokenTTL: ttl})
+	env := gitlabEnv(gl, front)
+	env["FORWARD_AUTH_PROXY"] = "nginx"
+	env["UPSTREAM_TOKEN"] = "id_token"
+	env["ACCEPT_PROVIDER_ID_TOKENS"] = "false"
+	svc := peer.StartService(t, env)
+	svc.WaitReady(t, 30*time.Second)
+	peer.StartNginx(t, peer.ForwardAuthTargets{Service: strings.TrimPrefix(svc.CheckURL, "http://"), Upstream: strings.TrimPrefix(up, "http://"),
+		Dex: strings.TrimPrefix(svc.CheckURL, "http://"), Port: port})
+
+	c := newClient()
+	resp, err := peer.GitLabLogin(c.Client, front+"/notebook/x?format=json", "alice")
+	e := readEcho(t, resp, err)
+	login := time.Now()
+	if n := len(header(e, "authorization")); n < 100 || n > 1500 {
+		t.Fatalf("the upstream's Authorization at the login: %d bytes", n)
+	}
+	// The provider's own cookies (another port of 127.0.0.1, which a
+	// cookie jar does not tell apart) stay with the provider.
+	frontURL, _ := url.Parse(front)
+	for _, ck := range c.Jar.Cookies(frontURL) {
+		if !strings.Contains(ck.Name, "authservice") {
+			c.Jar.SetCookies(frontURL, []*http.Cookie{{Name: ck.Name, Path: "/", MaxAge: -1}})
+		}
+	}
+	if c.cookie(front, "authservice_session") == "" {
+		t.Fatal("no session cookie after the login")
+	}
+
+	// An administrator adds the user to 25 groups at the provider.
+	var groups []string
+	for i := range 25 {
+		groups = append(groups, fmt.Sprintf("acme/team-with-a-rather-long-name-%02d", i))
+	}
+	if err := gl.SetGroupsDirect("alice", groups); err != nil {
+		t.Fatal(err)
+	}
+
+	// The refresh is due: a navigation.
+	time.Sleep(time.Until(login.Add(ttl*2/3 + 700*time.Millisecond)))
+	req, _ := http.NewRequest("GET", front+"/notebook/y", nil)
+	req.Header.Set("Accept", "text/html,application/xhtml+xml")
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || !strings.Contains(string(body), "Identity too large for this gateway") ||
+		!strings.Contains(string(body), "FORWARD_AUTH_ANSWER_MAX_BYTES") || resp.Request.URL.Path != "/authservice/start" {
+		t.Fatalf("navigation when the refresh was due: %d at %s: %.600s", resp.StatusCode, resp.Request.URL, body)
+	}
+	if v := c.cookie(front, "authservice_session"); v != "" {
+		t.Fatalf("the session cookie is still there: %.40s…", v)
+	}
+	log, _ := os.ReadFile(filepath.Join(peer.ArtifactsDir(t), "service.log"))
+	if !strings.Contains(string(log), "session ended: its renewed form cannot be carried") || !strings.Contains(string(log), `"part":"forward_auth_answer"`) {
+		t.Fatalf("no log line of the ended session in service.log")
+	}
+	// Signing in again is judged by the same bound: the provider's ID
+	// token now carries the 25 groups, so the login gets the page too.
+	resp, err = peer.GitLabLogin(c.Client, front+"/notebook/x", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || !strings.Contains(string(body), "Identity too large for this gateway") {
+		t.Fatalf("signing in again: %d at %s: %.400s", resp.StatusCode, resp.Request.URL, body)
+	}
 }

@@ -11,7 +11,9 @@
 // Test-only endpoints (127.0.0.1 only): POST /__test/revoke?sub=S revokes
 // every grant and token of S (the user revoking the application);
 // POST /__test/backchannel?sub=S&sid=X sends a back-channel logout token to
-// the client; GET /__test/healthz.
+// the client; POST /__test/groups?login=L with a JSON array sets L's direct
+// groups (an administrator added them): the ID tokens issued from then on,
+// refreshed ones too, carry them; GET /__test/healthz.
 import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
@@ -200,6 +202,18 @@ provider.use(async (ctx, next) => {
     if (ctx.path === '/__test/healthz') { ctx.body = 'ok'; return; }
     if (ctx.method === 'POST' && ctx.path === '/__test/revoke') {
       ctx.body = { revoked: revokeAccount(ctx.query.sub) };
+      return;
+    }
+    if (ctx.method === 'POST' && ctx.path === '/__test/groups') {
+      const chunks = [];
+      for await (const c of ctx.req) chunks.push(c);
+      const groups = JSON.parse(Buffer.concat(chunks).toString() || '[]');
+      if (!ctx.query.login || !Array.isArray(groups)) {
+        ctx.status = 400;
+        return;
+      }
+      account(ctx.query.login).groups_direct = groups;
+      ctx.body = { groups_direct: groups.length };
       return;
     }
     if (ctx.method === 'POST' && ctx.path === '/__test/backchannel') {

@@ -158,8 +158,18 @@ func (g *GitLab) Backchannel(sub, sid string) error {
 	return g.admin("/__test/backchannel?sub=" + url.QueryEscape(sub) + "&sid=" + url.QueryEscape(sid))
 }
 
-func (g *GitLab) admin(path string) error {
-	resp, err := http.Post(g.Issuer+path, "", nil)
+// SetGroupsDirect sets the direct groups of the account login, as an
+// administrator adding the user to groups: the ID tokens issued from then
+// on, refreshed ones too, carry them (groups_direct).
+func (g *GitLab) SetGroupsDirect(login string, groups []string) error {
+	b, _ := json.Marshal(groups)
+	return g.adminWith("/__test/groups?login="+url.QueryEscape(login), string(b))
+}
+
+func (g *GitLab) admin(path string) error { return g.adminWith(path, "") }
+
+func (g *GitLab) adminWith(path, body string) error {
+	resp, err := http.Post(g.Issuer+path, "application/json", strings.NewReader(body))
 	if err != nil {
 		return err
 	}
