@@ -5,6 +5,7 @@
 #   Dex (our runner of the Dex library)        http://127.0.0.1:5556/dex     DEX_PORT (5556)
 #   demo upstream (shows what it receives)     http://127.0.0.1:8090         UPSTREAM_PORT (8090)
 #   oidc-authservice: check, probes, pages     :8080, :8081, :8082           SERVER_PORT, READINESS_PROBE_PORT, WEB_SERVER_PORT
+#     and the gRPC check                       :9000                         GRPC_PORT
 #   Envoy-faithful gateway                     http://127.0.0.1:8000         GATEWAY_PORT (8000)
 #     the Envoy configuration Istio generates for deploy/overlays/istio-envoyfilter
 #     (test/istio/testdata/envoy/$LAYOUT.json): /dex/ → Dex, /authservice/ → the
@@ -31,6 +32,7 @@ GATEWAY_PORT=${GATEWAY_PORT:-8000}
 SERVER_PORT=${SERVER_PORT:-8080}
 READINESS_PROBE_PORT=${READINESS_PROBE_PORT:-8081}
 WEB_SERVER_PORT=${WEB_SERVER_PORT:-8082}
+GRPC_PORT=${GRPC_PORT:-9000}
 LAYOUT=${LAYOUT:-master_istio-envoyfilter}
 DEMO_USER=${DEMO_USER:-user@example.com}
 DEMO_PASSWORD=${DEMO_PASSWORD:-12341234}
@@ -68,6 +70,7 @@ setting_of() {
     "$SERVER_PORT") echo SERVER_PORT ;;
     "$READINESS_PROBE_PORT") echo READINESS_PROBE_PORT ;;
     "$WEB_SERVER_PORT") echo WEB_SERVER_PORT ;;
+    "$GRPC_PORT") echo GRPC_PORT ;;
   esac
 }
 
@@ -175,7 +178,7 @@ export OIDC_SCOPES="profile email groups"
 export AUTHSERVICE_URL_PREFIX=/authservice/
 export SKIP_AUTH_URLS=/dex
 export SERVER_HOSTNAME=127.0.0.1
-export SERVER_PORT READINESS_PROBE_PORT WEB_SERVER_PORT
+export SERVER_PORT READINESS_PROBE_PORT WEB_SERVER_PORT GRPC_PORT
 export SESSION_KEYS=${SESSION_KEYS:-$(cat "$KEY_FILE")}
 export LOG_FORMAT=${LOG_FORMAT:-console}
 export LOG_LEVEL=${LOG_LEVEL:-info}
@@ -211,8 +214,9 @@ part() { printf '    %-18s %-46s %-22s %s\n' "$@"; }
   part "Dex" "$ISSUER" "DEX_PORT" "dex.log"
   part "demo upstream" "http://127.0.0.1:$UPSTREAM_PORT" "UPSTREAM_PORT" "upstream.log"
   part "oidc-authservice" "check :$SERVER_PORT probes :$READINESS_PROBE_PORT pages :$WEB_SERVER_PORT" "SERVER_PORT," "service.log (and below)"
-  part "" "" "READINESS_PROBE_PORT," ""
-  part "" "" "WEB_SERVER_PORT" ""
+  part "" "gRPC check :$GRPC_PORT" "READINESS_PROBE_PORT," ""
+  part "" "" "WEB_SERVER_PORT," ""
+  part "" "" "GRPC_PORT" ""
   part "gateway" "$GATEWAY" "GATEWAY_PORT" "gateway.log"
   part "" "(LAYOUT=$LAYOUT)" "" ""
   echo

@@ -26,7 +26,7 @@ func (a *accessLog) line(q *request, v *verdict) {
 	if v.who.ok() {
 		user = v.who.UserHeader[0]
 	}
-	a.log.Info("access", zap.String("decision", v.decision.String()), zap.String("reason", v.reason.String()),
+	a.log.Info("access", zap.String("protocol", q.front.String()), zap.String("decision", v.decision.String()), zap.String("reason", v.reason.String()),
 		zap.String("user", user), zap.String("method", q.Method), zap.String("host", q.Host),
 		zap.String("path", q.URL.Path), q.rid())
 	a.metrics.AccessLogLine()

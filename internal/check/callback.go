@@ -35,8 +35,8 @@ const (
 
 // callback completes a login: state, code exchange with the PKCE verifier,
 // ID token verification, claims, policy, then the session cookie.
-func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
-	q := h.classify(r, extAuthz)
+func (h *Handler) callback(w http.ResponseWriter, r *http.Request, f front) {
+	q := h.classify(r, extAuthz, f)
 	v, failed := h.completeLogin(&q)
 	h.answer(w, &q, &v)
 	if h.d.Tracer != nil {

@@ -29,23 +29,23 @@ import (
 // sent twice with values that disagree, is answered 400.
 // Answers: 200 with the identity headers; 401, or with FORWARD_AUTH_REDIRECT
 // a 302 to the provider for a browser navigation; 403 when not authorized.
-func (h *Handler) verify(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) verify(w http.ResponseWriter, r *http.Request, f front) {
 	if !h.trustedProxy(r.RemoteAddr) {
 		if hasForwardedHeaders(r) {
 			h.quiet.Warn("forward-auth headers from an untrusted address ignored", zap.String("remote", r.RemoteAddr))
 		}
-		h.check(w, withoutForwarded(r), forwardAuth)
+		h.check(w, withoutForwarded(r), forwardAuth, f)
 		return
 	}
 	orig, err := h.forwarded(r)
 	if err != nil {
-		h.serve(w, r, forwardAuth, func(q *request) verdict {
+		h.serve(w, r, forwardAuth, f, func(q *request) verdict {
 			h.quiet.Info("forward-auth request refused", q.rid(), zap.String("proxy", h.o.ForwardAuthProxy), zap.Error(err))
 			return badRequest("the forward-auth request does not describe the original request: " + err.Error())
 		})
 		return
 	}
-	h.check(w, orig, forwardAuth)
+	h.check(w, orig, forwardAuth, f)
 }
 
 // forwardHeaders are every header a forward-auth proxy may describe the
@@ -215,8 +215,8 @@ func validHost(h string) bool {
 // nginx cannot escape it, everything after "rd=" is taken as the target, so
 // the original query string survives unescaped. A signed-in user goes
 // straight to rd.
-func (h *Handler) start(w http.ResponseWriter, r *http.Request) {
-	q := h.classify(r, extAuthz)
+func (h *Handler) start(w http.ResponseWriter, r *http.Request, f front) {
+	q := h.classify(r, extAuthz, f)
 	v := h.startVerdict(&q)
 	h.answer(w, &q, &v)
 }

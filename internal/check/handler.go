@@ -112,7 +112,7 @@ type Handler struct {
 
 	userHeader, groupsHeader string // canonical forms
 	remove                   removals
-	counters                 [nDecisions][nReasons]*metrics.CheckCounter
+	counters                 [nFronts][nDecisions][nReasons]*metrics.CheckCounter
 	access                   *accessLog // nil when ACCESS_LOG is off
 	// epoch starts the monotonic clock that times checks: time.Since(epoch)
 	// reads only the monotonic clock, half the cost of time.Now.
@@ -131,9 +131,11 @@ func New(o Options, d Deps) *Handler {
 	h := &Handler{o: o, d: d, log: log, quiet: logtext.Limited(log, quietBurst, quietReport), exchanges: make(chan struct{}, maxExchanges),
 		userHeader: http.CanonicalHeaderKey(o.UserHeader), groupsHeader: http.CanonicalHeaderKey(o.GroupsHeader),
 		remove: newRemovals(o.UserHeader, o.GroupsHeader, o.AuthRequestHeaders), epoch: time.Now()}
-	for dc := range nDecisions {
-		for rs := range nReasons {
-			h.counters[dc][rs] = d.Metrics.CheckCounter(dc.String(), rs.String())
+	for f := range nFronts {
+		for dc := range nDecisions {
+			for rs := range nReasons {
+				h.counters[f][dc][rs] = d.Metrics.CheckCounter(f.String(), dc.String(), rs.String())
+			}
 		}
 	}
 	if o.AccessLog {
@@ -150,9 +152,17 @@ const (
 	quietReport = 10 * time.Second
 )
 
-// ServeHTTP routes the service's own endpoints, and takes the decision of
-// the package comment for every other request.
+// ServeHTTP answers a request of the HTTP check port (SERVER_PORT): the
+// service's own endpoints, and the decision of the package comment for
+// every other request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.route(w, r, frontHTTP)
+}
+
+// route is where every check starts, whatever its front (front.go): the
+// server span (TRACING), then the service's own endpoints, else the
+// decision.
+func (h *Handler) route(w http.ResponseWriter, r *http.Request, f front) {
 	if h.d.Tracer != nil {
 		var span tracing.Span
 		r, span = h.traceStart(r)
@@ -160,37 +170,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch p := r.URL.Path; {
 	case p == h.o.CallbackPath:
-		h.callback(w, r)
+		h.callback(w, r, f)
+		endpoint(w, "callback")
 	case p == h.o.LogoutPath:
-		h.logout(w, r)
+		h.logout(w, r, f)
+		endpoint(w, "logout")
 	case p == h.o.VerifyPath:
-		h.verify(w, r)
+		h.verify(w, r, f)
 	case p == h.o.StartPath:
-		h.start(w, r)
+		h.start(w, r, f)
+		endpoint(w, "start")
 	case p == h.o.BackchannelPath && r.Method == http.MethodPost && r.ContentLength != 0:
 		// The delivery itself, not Envoy's check of it (a check carries no
 		// body): forward-auth recipes route <prefix>* to this port.
 		h.d.Backchannel.ServeHTTP(w, r)
 	default:
-		h.check(w, r, extAuthz)
+		h.check(w, r, extAuthz, f)
 	}
 }
 
 // check answers for r, read top to bottom: classify the request once,
 // authenticate its credential, authorize the principal, write the answer.
-func (h *Handler) check(w http.ResponseWriter, r *http.Request, m mode) {
-	h.serve(w, r, m, h.decide)
+func (h *Handler) check(w http.ResponseWriter, r *http.Request, m mode, f front) {
+	h.serve(w, r, m, f, h.decide)
 }
 
 // serve classifies, decides with decide, answers, and records the check
-// (counter, latency, access log): every answer of the check port goes
-// through it.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, m mode, decide func(*request) verdict) {
+// (counter, latency, access log): every answer of a check goes through it.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, m mode, f front, decide func(*request) verdict) {
 	start := time.Since(h.epoch)
-	q := h.classify(r, m)
+	q := h.classify(r, m, f)
 	v := decide(&q)
 	h.answer(w, &q, &v)
-	h.counters[v.decision][v.reason].Add(time.Since(h.epoch) - start)
+	h.counters[f][v.decision][v.reason].Add(time.Since(h.epoch) - start)
 	if h.d.Tracer != nil {
 		traceCheck(&q, &v)
 	}

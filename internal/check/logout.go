@@ -25,8 +25,8 @@ import (
 // endpoint when it has one, else to AFTER_LOGOUT_URL. A logout the browser
 // does not mark as the site's own (Sec-Fetch-Site other than same-origin or
 // none: another site, a sibling subdomain) ends nothing.
-func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
-	q := h.classify(r, extAuthz)
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request, f front) {
+	q := h.classify(r, extAuthz, f)
 	v := h.logoutVerdict(&q)
 	h.answer(w, &q, &v)
 }

@@ -79,15 +79,16 @@ func (h *Handler) renewedCookie(q *request, sealed string, maxAge int) (cookieOp
 // renewal on allow: Envoy with SESSION_RENEW_REDIRECT (gateways that pass
 // no Set-Cookie on allow, as Kubeflow's mesh configuration, do pass it on a
 // deny, and the browser stores the cookie before following the redirect),
-// and Caddy or Traefik for a session of several cookies. It reports whether
-// it answers so.
+// and Caddy or Traefik for a session of several cookies. A gRPC check never
+// needs it: its allow answer carries the cookie in response_headers_to_add,
+// which Envoy always passes. It reports whether it answers so.
 func (h *Handler) renewRedirect(q *request, next *credential.Live, cred credKind, sealed string, maxAge int) (verdict, bool) {
 	if cred != sessionCookie || (q.Method != http.MethodGet && q.Method != http.MethodHead) {
 		return verdict{}, false
 	}
 	switch q.mode {
 	case extAuthz:
-		if !h.o.RenewRedirect {
+		if !h.o.RenewRedirect || q.front != frontHTTP {
 			return verdict{}, false
 		}
 	case forwardAuth:

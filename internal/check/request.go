@@ -28,6 +28,7 @@ const (
 type request struct {
 	*http.Request
 	mode   mode
+	front  front       // the protocol the check arrived in
 	path   requestPath // both readings of the path
 	secure bool        // https: Secure (and __Host-) cookies, the scheme of URLs built for it
 	pathOK bool        // false: a path no request should carry (control character once decoded)
@@ -57,8 +58,8 @@ const (
 )
 
 // classify reads what every decision needs.
-func (h *Handler) classify(r *http.Request, m mode) request {
-	q := request{Request: r, mode: m, secure: h.d.Cookies.Secure(r)}
+func (h *Handler) classify(r *http.Request, m mode, f front) request {
+	q := request{Request: r, mode: m, front: f, secure: h.d.Cookies.Secure(r)}
 	q.path, q.pathOK = readPath(r.URL)
 	return q
 }

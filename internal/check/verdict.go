@@ -136,6 +136,9 @@ func (h *Handler) answer(w http.ResponseWriter, q *request, v *verdict) {
 	default:
 		w.WriteHeader(v.status)
 	}
+	if q.front != frontHTTP {
+		w.(*Answer).decided(v)
+	}
 }
 
 func (h *Handler) applyCookie(out http.Header, q *request, c cookieOp) {

@@ -107,12 +107,13 @@ type Transformer struct {
 	Replaces string
 }
 
-// Servers are the three listeners and what they log.
+// Servers are the listeners and what they log.
 type Servers struct {
 	Host          string
 	CheckPort     int
 	ProbePort     int
 	WebPort       int
+	GRPCPort      int    // 0: no gRPC check server
 	LogLevel      string // a level zap parses
 	LogFormat     string // json or console
 	AccessLog     bool

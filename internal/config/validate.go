@@ -213,7 +213,7 @@ func (c *Config) identity(p *problems) Identity {
 }
 
 func (c *Config) servers(p *problems) Servers {
-	v := Servers{Host: c.Hostname, CheckPort: c.Port, ProbePort: c.ReadinessPort, WebPort: c.WebServerPort,
+	v := Servers{Host: c.Hostname, CheckPort: c.Port, ProbePort: c.ReadinessPort, WebPort: c.WebServerPort, GRPCPort: c.GRPCPort,
 		AccessLog: c.AccessLog, AccessLogRate: c.AccessLogRate}
 	for _, port := range []struct {
 		env string
@@ -222,6 +222,12 @@ func (c *Config) servers(p *problems) Servers {
 		if port.n < 1 || port.n > 65535 {
 			p.add(port.env, "%d is not a port (1 to 65535)", port.n)
 		}
+	}
+	switch g := c.GRPCPort; {
+	case g < 0 || g > 65535:
+		p.add("GRPC_PORT", "%d is not a port (1 to 65535, or 0 for no gRPC check)", g)
+	case g != 0 && (g == c.Port || g == c.ReadinessPort || g == c.WebServerPort):
+		p.add("GRPC_PORT", "%d is already SERVER_PORT, READINESS_PROBE_PORT or WEB_SERVER_PORT: the gRPC check needs a port of its own", g)
 	}
 	if c.AccessLogRate < 0 || c.AccessLogRate > 1 || c.AccessLogRate != c.AccessLogRate {
 		p.add("ACCESS_LOG_SAMPLE_RATE", "%v: want a fraction between 0 and 1", c.AccessLogRate)

@@ -73,6 +73,7 @@ type ServerVars struct {
 	Port          int     `env:"SERVER_PORT" default:"8080" desc:"Port of the ext_authz check server."`
 	ReadinessPort int     `env:"READINESS_PROBE_PORT" default:"8081" desc:"Port of /healthz (alive), /readyz (ready once provider discovery succeeded; every other path answers as /readyz) and /metrics (Prometheus)."`
 	WebServerPort int     `env:"WEB_SERVER_PORT" default:"8082" desc:"Port of the web pages (after-logout, homepage, themes)."`
+	GRPCPort      int     `env:"GRPC_PORT" default:"9000" desc:"Port of the gRPC check: Envoy's envoy.service.auth.v3.Authorization/Check over plaintext HTTP/2 (Istio's envoyExtAuthzGrpc), the same decision as SERVER_PORT, and the standard gRPC health service (grpc.health.v1: SERVING once provider discovery succeeded). 0 turns it off."`
 	LogFormat     string  `env:"LOG_FORMAT" default:"json" desc:"json: one JSON object per line, for log collectors (containers). console: tab-separated lines for a terminal, with the start-up line listing only the settings that differ from their defaults (make run sets it)."`
 	LogLevel      string  `env:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error, any case (the predecessor's FATAL, TRACE, WARNING and PANIC are accepted too). At debug every decision is logged."`
 	AccessLog     bool    `env:"ACCESS_LOG" default:"false" desc:"Write an audit line at info for checks: decision, reason, user, method, host and path (never the query string or credentials)."`

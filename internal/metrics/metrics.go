@@ -28,7 +28,7 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	checks        *prometheus.CounterVec
-	checkDuration prometheus.Histogram
+	checkDuration *prometheus.HistogramVec
 
 	loginsStarted   prometheus.Counter
 	loginsCompleted prometheus.Counter
@@ -58,10 +58,11 @@ func New(version string) *Metrics {
 	f(build)
 
 	m.checks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "checks_total",
-		Help: "Checks answered, by decision (allow, redirect, deny, forbidden, error) and reason."}, []string{"decision", "reason"})
-	m.checkDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "check_duration_seconds",
-		Help:    "Time to answer a check (ext_authz or forward-auth verify), from request to answer written.",
-		Buckets: []float64{0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3}})
+		Help: "Checks answered, by protocol (http: SERVER_PORT, grpc: GRPC_PORT), decision (allow, redirect, deny, forbidden, error) and reason."},
+		[]string{"protocol", "decision", "reason"})
+	m.checkDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "check_duration_seconds",
+		Help:    "Time to answer a check (ext_authz over HTTP or gRPC, or forward-auth verify), from request to answer written, by protocol.",
+		Buckets: []float64{0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3}}, []string{"protocol"})
 	m.loginsStarted = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "logins_started_total",
 		Help: "Redirects to the provider's login page."})
 	m.loginsCompleted = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "logins_completed_total",
@@ -120,21 +121,22 @@ func (m *Metrics) Sizes(revocations, replay func() int) {
 			func() float64 { return float64(replay()) }))
 }
 
-// CheckCounter counts checks of one decision and reason. Callers resolve
-// one per label pair they use, once, so the hot path pays one atomic add.
+// CheckCounter counts checks of one protocol, decision and reason. Callers
+// resolve one per label set they use, once, so the hot path pays one atomic
+// add.
 type CheckCounter struct {
 	c        prometheus.Counter
-	duration prometheus.Histogram
+	duration prometheus.Observer
 }
 
-// CheckCounter returns the counter of checks answered with decision for
-// reason (the labels of oidc_authservice_checks_total, whose vocabulary
-// belongs to the caller).
-func (m *Metrics) CheckCounter(decision, reason string) *CheckCounter {
+// CheckCounter returns the counter of checks that arrived in protocol and
+// were answered with decision for reason (the labels of
+// oidc_authservice_checks_total, whose vocabulary belongs to the caller).
+func (m *Metrics) CheckCounter(protocol, decision, reason string) *CheckCounter {
 	if m == nil {
 		return nil
 	}
-	return &CheckCounter{c: m.checks.WithLabelValues(decision, reason), duration: m.checkDuration}
+	return &CheckCounter{c: m.checks.WithLabelValues(protocol, decision, reason), duration: m.checkDuration.WithLabelValues(protocol)}
 }
 
 // Add records one check and how long it took.

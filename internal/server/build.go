@@ -16,6 +16,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/check"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/credential"
+	"github.com/oidc-authservice/oidc-authservice/internal/grpccheck"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/jwks"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
@@ -42,6 +43,7 @@ type Parts struct {
 	Reviews     credential.Authenticator // Kubernetes TokenReview; nil unless KUBERNETES_AUTHN_ENABLED
 	Upstream    *upstreamtoken.Issuer    // nil unless UPSTREAM_TOKEN=issued
 	Check       *check.Handler           // SERVER_PORT
+	GRPC        *grpccheck.Service       // GRPC_PORT: the gRPC front of Check
 	Web         *web.Handler             // WEB_SERVER_PORT
 	Probe       http.Handler             // READINESS_PROBE_PORT
 	Warnings    []string                 // said at start-up
@@ -120,6 +122,9 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	fail("GROUPS_FILTER", err)
 	p.Check, p.Web = p.handlers(s, secrets, groups, log, now)
 	p.Metrics.Readiness(p.Provider.Ready)
+	// net/http reads MaxHeaderBytes and 4 KiB of slack: the same header is
+	// accepted on both check ports.
+	p.GRPC = grpccheck.New(p.Check, grpccheck.Options{MaxHeaderBytes: maxHeaderBytes + 4<<10, MaxHeaderFields: maxHeaderFields, Logger: log})
 	p.Probe = probe(p.Provider, p.Metrics.Handler())
 	return p, errors.Join(errs...)
 }

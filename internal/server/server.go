@@ -1,9 +1,11 @@
 // Package server owns the process: it builds every part once from the
-// settings (Build), runs the three HTTP servers, provider discovery and the
-// revocation list's resync, and shuts down gracefully when its context
-// ends.
+// settings (Build), runs the three HTTP servers and the gRPC server,
+// provider discovery and the revocation list's resync, and shuts down
+// gracefully when its context ends.
 //
 //	SERVER_PORT           (8080)  the ext_authz check            package check
+//	GRPC_PORT             (9000)  the same check over gRPC       package grpccheck (grpc.go:
+//	                              (Envoy's Authorization/Check)  limits), and grpc.health.v1
 //	READINESS_PROBE_PORT  (8081)  /healthz alive; /metrics Prometheus; /readyz and every
 //	                              other path: ready once provider discovery succeeded
 //	WEB_SERVER_PORT       (8082)  pages, back-channel logout,    package web
@@ -23,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -78,8 +81,20 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 		}
 		listeners[i] = l
 	}
+	var grpcListener net.Listener
+	if sv.GRPCPort != 0 {
+		if grpcListener, err = net.Listen("tcp", grpcAddr(sv.Host, sv.GRPCPort)); err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return fmt.Errorf("listen %s: %w", grpcAddr(sv.Host, sv.GRPCPort), err)
+		}
+	}
 	addrs := []zap.Field{zap.String("check", listeners[0].Addr().String()),
 		zap.String("probe", listeners[1].Addr().String()), zap.String("web", listeners[2].Addr().String())}
+	if grpcListener != nil {
+		addrs = append(addrs, zap.String("grpc", grpcListener.Addr().String()))
+	}
 	if sv.LogFormat == "console" {
 		// A terminal: the settings one per line, and only those that are
 		// not defaults (check-config prints them all).
@@ -94,13 +109,24 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 	go p.Provider.Run(discoveryCtx)
 	go p.Revocations.Run(discoveryCtx, 30*time.Second)
 
-	errc := make(chan error, len(servers))
+	errc := make(chan error, len(servers)+1)
 	for i, srv := range servers {
 		go func() {
 			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("server %s: %w", srv.Addr, err)
 			}
 		}()
+	}
+	var stopGRPCServer func(context.Context)
+	if grpcListener != nil {
+		g, hs := newGRPCServer(p.GRPC, checkBudget(s.Provider.Timeout))
+		go serveHealth(discoveryCtx, hs, p.Provider)
+		go func() {
+			if err := g.Serve(grpcListener); err != nil {
+				errc <- fmt.Errorf("gRPC server %s: %w", grpcListener.Addr(), err)
+			}
+		}()
+		stopGRPCServer = func(ctx context.Context) { stopGRPC(ctx, g, hs, log) }
 	}
 	select {
 	case <-ctx.Done():
@@ -109,9 +135,14 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	var grpcStopped sync.WaitGroup
+	if stopGRPCServer != nil { // beside the HTTP servers', within the same 10 s
+		grpcStopped.Go(func() { stopGRPCServer(shutdownCtx) })
+	}
 	for _, srv := range servers {
 		srv.Shutdown(shutdownCtx)
 	}
+	grpcStopped.Wait()
 	return err
 }
 
@@ -133,16 +164,21 @@ func settingsBlock(m map[string]string) string {
 	return b.String()
 }
 
+// checkBudget is the longest a check may take to be answered: a callback
+// waits for the token endpoint and userinfo.
+func checkBudget(providerTimeout time.Duration) time.Duration {
+	return 2*providerTimeout + 10*time.Second
+}
+
 func newServer(host string, port int, h http.Handler, providerTimeout time.Duration) *http.Server {
 	return &http.Server{
 		Addr:              net.JoinHostPort(host, strconv.Itoa(port)),
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		// A callback waits for the token endpoint and userinfo.
-		WriteTimeout:   2*providerTimeout + 10*time.Second,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
+		WriteTimeout:      checkBudget(providerTimeout),
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
 	}
 }
 

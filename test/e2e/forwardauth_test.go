@@ -252,7 +252,7 @@ func badRequests(t *testing.T, svc *peer.Service) int {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, `oidc_authservice_checks_total{decision="deny",reason="bad_request"} `) {
+		if strings.HasPrefix(line, `oidc_authservice_checks_total{decision="deny",protocol="http",reason="bad_request"} `) {
 			n, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 			return int(n)
 		}

@@ -80,15 +80,15 @@ func TestMetricsMoveWithChecksAndLogins(t *testing.T) {
 	after := scrape(t, s.svc)
 	delta := func(k string) float64 { return after[k] - before[k] }
 	for k, want := range map[string]float64{
-		`oidc_authservice_checks_total{decision="deny",reason="no_credentials"}`:     1,
-		`oidc_authservice_checks_total{decision="redirect",reason="no_credentials"}`: 1,
-		`oidc_authservice_checks_total{decision="allow",reason="session"}`:           2,
-		`oidc_authservice_checks_total{decision="deny",reason="invalid_session"}`:    1,
-		`oidc_authservice_logins_started_total`:                                      1,
-		`oidc_authservice_logins_completed_total`:                                    1,
-		`oidc_authservice_cache_lookups_total{cache="session",result="hit"}`:         1,
-		`oidc_authservice_cache_lookups_total{cache="session",result="miss"}`:        2, // the first allow, the forged cookie
-		`oidc_authservice_provider_requests_total{endpoint="token",result="2xx"}`:    1,
+		`oidc_authservice_checks_total{decision="deny",protocol="http",reason="no_credentials"}`:     1,
+		`oidc_authservice_checks_total{decision="redirect",protocol="http",reason="no_credentials"}`: 1,
+		`oidc_authservice_checks_total{decision="allow",protocol="http",reason="session"}`:           2,
+		`oidc_authservice_checks_total{decision="deny",protocol="http",reason="invalid_session"}`:    1,
+		`oidc_authservice_logins_started_total`:                                                      1,
+		`oidc_authservice_logins_completed_total`:                                                    1,
+		`oidc_authservice_cache_lookups_total{cache="session",result="hit"}`:                         1,
+		`oidc_authservice_cache_lookups_total{cache="session",result="miss"}`:                        2, // the first allow, the forged cookie
+		`oidc_authservice_provider_requests_total{endpoint="token",result="2xx"}`:                    1,
 	} {
 		if got := delta(k); got != want {
 			t.Errorf("%s moved by %v, want %v", k, got, want)
@@ -100,11 +100,11 @@ func TestMetricsMoveWithChecksAndLogins(t *testing.T) {
 			checks += delta(k)
 		}
 	}
-	if got := delta("oidc_authservice_check_duration_seconds_count"); got != checks || checks < 5 {
+	if got := delta(`oidc_authservice_check_duration_seconds_count{protocol="http"}`); got != checks || checks < 5 {
 		t.Errorf("check latency observed %v times for %v checks", got, checks)
 	}
 	// Dex's /dex/* is a skip path: the login form went through the gateway.
-	if delta(`oidc_authservice_checks_total{decision="allow",reason="skip_path"}`) < 1 {
+	if delta(`oidc_authservice_checks_total{decision="allow",protocol="http",reason="skip_path"}`) < 1 {
 		t.Error("skip-path allows not counted")
 	}
 	if after[`oidc_authservice_provider_requests_total{endpoint="discovery",result="2xx"}`] < 1 ||

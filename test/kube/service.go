@@ -80,13 +80,13 @@ func StartService(t testing.TB, env map[string]string) *Service {
 func LaunchService(t testing.TB, env map[string]string) *Service {
 	t.Helper()
 	bin := productBinary(t, "oidc-authservice")
-	ports := []int{FreePort(t), FreePort(t), FreePort(t)}
+	ports := []int{FreePort(t), FreePort(t), FreePort(t), FreePort(t)}
 	all := map[string]string{
 		"CLIENT_ID": "kubeflow-oidc-authservice", "CLIENT_SECRET": "secret",
 		"SESSION_KEYS": randomKey(), "ACCEPT_PROVIDER_ID_TOKENS": "false",
 		"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
 		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]),
-		"LOG_LEVEL": "debug", "PATH": os.Getenv("PATH"),
+		"GRPC_PORT": strconv.Itoa(ports[3]), "LOG_LEVEL": "debug", "PATH": os.Getenv("PATH"),
 	}
 	if _, ok := env["OIDC_PROVIDER"]; !ok {
 		all["OIDC_PROVIDER"] = stubProvider(t)

@@ -214,7 +214,7 @@ func tokenSubject(i int) string {
 // serviceServer runs the service as Kubeflow's manifests configure it
 // (deploy/base/params.env), against the Dex here.
 func (e *environment) serviceServer(name, bin, authnFile string) *server {
-	port, probe, web := freePort(), freePort(), freePort()
+	port, probe, web, grpcPort := freePort(), freePort(), freePort(), freePort()
 	env := []string{
 		"OIDC_PROVIDER=" + e.dexURL + "/dex", "OIDC_AUTH_URL=/dex/auth", "OIDC_SCOPES=profile email groups",
 		"AUTHSERVICE_URL_PREFIX=/authservice/", "SKIP_AUTH_URLS=/dex", "AFTER_LOGOUT_URL=/",
@@ -223,7 +223,7 @@ func (e *environment) serviceServer(name, bin, authnFile string) *server {
 		"CLIENT_ID=" + clientID, "CLIENT_SECRET=" + clientSecret, "SESSION_KEYS=" + sessionKey,
 		"AUTHENTICATION_CONFIG_FILE=" + authnFile,
 		"SERVER_HOSTNAME=127.0.0.1", "SERVER_PORT=" + strconv.Itoa(port),
-		"READINESS_PROBE_PORT=" + strconv.Itoa(probe), "WEB_SERVER_PORT=" + strconv.Itoa(web),
+		"READINESS_PROBE_PORT=" + strconv.Itoa(probe), "WEB_SERVER_PORT=" + strconv.Itoa(web), "GRPC_PORT=" + strconv.Itoa(grpcPort),
 		// deploy/base/deployment.yaml: GOMEMLIMIT from the container's limit.
 		"GOMEMLIMIT=268435456",
 	}

@@ -17,7 +17,7 @@ import (
 
 // MakeRunPorts are the port settings of deploy/local/run.sh, the script of
 // `make run`.
-var MakeRunPorts = []string{"DEX_PORT", "UPSTREAM_PORT", "SERVER_PORT", "READINESS_PROBE_PORT", "WEB_SERVER_PORT", "GATEWAY_PORT"}
+var MakeRunPorts = []string{"DEX_PORT", "UPSTREAM_PORT", "SERVER_PORT", "READINESS_PROBE_PORT", "WEB_SERVER_PORT", "GRPC_PORT", "GATEWAY_PORT"}
 
 var (
 	makeRunOnce sync.Once

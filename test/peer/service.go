@@ -25,6 +25,7 @@ import (
 // Service is an oidc-authservice running in the test process.
 type Service struct {
 	CheckURL, ProbeURL, WebURL string
+	GRPCAddr                   string // host:port of the gRPC check ("" with GRPC_PORT=0)
 	Settings                   *config.Settings
 	stop                       context.CancelFunc
 	done                       chan error
@@ -35,9 +36,10 @@ type Service struct {
 // readiness: use WaitReady.
 func StartService(t testing.TB, env map[string]string) *Service {
 	t.Helper()
-	ports := [3]int{FreePort(t), FreePort(t), FreePort(t)}
+	ports := [4]int{FreePort(t), FreePort(t), FreePort(t), FreePort(t)}
 	all := map[string]string{"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
-		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]), "LOG_LEVEL": "debug"}
+		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]),
+		"GRPC_PORT": strconv.Itoa(ports[3]), "LOG_LEVEL": "debug"}
 	for k, v := range env {
 		all[k] = v
 	}
@@ -52,6 +54,9 @@ func StartService(t testing.TB, env map[string]string) *Service {
 		ProbeURL: fmt.Sprintf("http://127.0.0.1:%d", s.Servers.ProbePort),
 		WebURL:   fmt.Sprintf("http://127.0.0.1:%d", s.Servers.WebPort),
 		Settings: s, stop: cancel, done: make(chan error, 1),
+	}
+	if s.Servers.GRPCPort != 0 {
+		svc.GRPCAddr = fmt.Sprintf("127.0.0.1:%d", s.Servers.GRPCPort)
 	}
 	go func() { svc.done <- server.Run(ctx, s, "dev", log) }()
 	t.Cleanup(svc.Stop)

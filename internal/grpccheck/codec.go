@@ -1,0 +1,34 @@
+package grpccheck
+
+import (
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the proto codec this one falls back to
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+)
+
+// Codec is the codec the gRPC server of the check must be built with
+// (grpc.ForceServerCodecV2): a CheckRequest is read straight into the
+// front's input (decode.go); every other message (the health service's,
+// the answers) goes through grpc-go's proto codec, under its name.
+func Codec() encoding.CodecV2 { return codec{encoding.GetCodecV2("proto")} }
+
+type codec struct{ proto encoding.CodecV2 }
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	in, ok := v.(*input)
+	if !ok {
+		return c.proto.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	if err := in.decode(buf.ReadOnlyData()); err != nil {
+		return status.Errorf(codes.InvalidArgument, "CheckRequest: %v", err)
+	}
+	return nil
+}
+
+func (codec) Name() string { return "proto" }

@@ -1,0 +1,133 @@
+package server
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/tap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/grpccheck"
+	"github.com/oidc-authservice/oidc-authservice/internal/provider"
+)
+
+// The limits of the gRPC check server (GRPC_PORT), the HTTP ports' in
+// gRPC's terms.
+const (
+	// maxHeaderBytes is every check port's header limit (the HTTP
+	// servers' MaxHeaderBytes); the gRPC front refuses more with 431.
+	maxHeaderBytes = 64 << 10
+	// maxHeaderFields bounds the header fields of a gRPC check (431
+	// beyond); Envoy passes at most 100 by default.
+	maxHeaderFields = 1000
+	// grpcMaxMessage bounds a CheckRequest: room for maxHeaderBytes of
+	// header twice over (the attributes repeat a few) and whatever else
+	// Envoy attaches; a larger message is refused before it is read
+	// (RESOURCE_EXHAUSTED: Envoy answers status_on_error).
+	grpcMaxMessage = 256 << 10
+	// grpcMaxHeaderList bounds the HTTP/2 header block of a gRPC call
+	// itself (Envoy's are a few hundred bytes).
+	grpcMaxHeaderList = 16 << 10
+	// grpcMaxStreams is the concurrent streams of one connection, the
+	// HTTP/2 server's default on SERVER_PORT.
+	grpcMaxStreams = 250
+	// grpcHandshake bounds the HTTP/2 handshake of a new connection, as
+	// ReadHeaderTimeout bounds a request's header.
+	grpcHandshake = 5 * time.Second
+	// grpcIdle closes a connection without streams, as IdleTimeout does.
+	grpcIdle = 120 * time.Second
+)
+
+// newGRPCServer is the gRPC check server: the Authorization service of
+// the check, and the standard health service (grpc.health.v1), NOT_SERVING
+// until provider discovery succeeded (readiness, as /readyz) and again
+// while the server shuts down.
+//
+// A stream has the HTTP port's whole budget (checkBudget) to arrive and be
+// answered, or less when the client's own grpc-timeout says so (Envoy sends
+// its ext_authz timeout): a client that opens streams and never finishes
+// them holds each for that long at most, and at most grpcMaxStreams per
+// connection. Keepalive pings closer than 10 s apart end the connection
+// (GOAWAY), so pings cannot keep the server busy; a connection whose peer
+// stopped answering pings is closed after a minute and 20 s.
+func newGRPCServer(svc *grpccheck.Service, checkBudget time.Duration) (*grpc.Server, *health.Server) {
+	g := grpc.NewServer(
+		grpc.ForceServerCodecV2(grpccheck.Codec()),
+		grpc.MaxRecvMsgSize(grpcMaxMessage),
+		grpc.MaxHeaderListSize(grpcMaxHeaderList),
+		grpc.MaxConcurrentStreams(grpcMaxStreams),
+		grpc.ConnectionTimeout(grpcHandshake),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: grpcIdle, Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.InTapHandle(streamDeadline(checkBudget)),
+	)
+	svc.Register(g)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(authorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	return g, hs
+}
+
+// authorizationService is the Authorization service's name, for health
+// checks that name it.
+const authorizationService = "envoy.service.auth.v3.Authorization"
+
+// streamDeadline gives a stream at most budget, unless its own deadline is
+// sooner. (grpc-go calls it with the connection's lock held: it must stay
+// cheap.)
+func streamDeadline(budget time.Duration) tap.ServerInHandle {
+	return func(ctx context.Context, _ *tap.Info) (context.Context, error) {
+		if d, ok := ctx.Deadline(); ok && time.Until(d) <= budget {
+			return ctx, nil
+		}
+		ctx, cancel := context.WithTimeout(ctx, budget)
+		// Nothing to call: grpc-go cancels the stream's context when the
+		// stream ends, which cancels this one and stops its timer.
+		_ = cancel
+		return ctx, nil
+	}
+}
+
+// serveHealth marks the services SERVING once provider discovery
+// succeeded, as /readyz turns 200.
+func serveHealth(ctx context.Context, hs *health.Server, p *provider.Provider) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for !p.Ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(authorizationService, healthpb.HealthCheckResponse_SERVING)
+}
+
+// stopGRPC ends the gRPC server gracefully: health NOT_SERVING, no new
+// streams, the streams in flight answered; when ctx ends first, the rest
+// are cut.
+func stopGRPC(ctx context.Context, g *grpc.Server, hs *health.Server, log *zap.Logger) {
+	hs.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		g.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		log.Warn("gRPC checks still in flight at the end of the shutdown period: cut")
+		g.Stop()
+		<-done
+	}
+}
+
+func grpcAddr(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
