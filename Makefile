@@ -99,7 +99,8 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/session:FuzzOpenSession internal/session:FuzzLoginState internal/check:FuzzSafeTarget \
 	internal/check:FuzzCallbackQuery internal/check:FuzzForwardedHeaders internal/check:FuzzForwardedURL internal/check:FuzzBackchannelLogoutToken \
 	internal/authn:FuzzBearerToken internal/urlpath:FuzzCanonical internal/tokenreview:FuzzAdmissible \
-	internal/session:FuzzWithoutOwn internal/session:FuzzDecodeSession internal/session:FuzzOpenAsSecurecookie
+	internal/session:FuzzWithoutOwn internal/session:FuzzDecodeSession internal/session:FuzzOpenAsSecurecookie \
+	internal/grpccheck:FuzzDecodeCheckRequest
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed corpus.

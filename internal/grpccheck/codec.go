@@ -1,11 +1,11 @@
 package grpccheck
 
 import (
-	"google.golang.org/grpc/codes"
+	"net/http"
+
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the proto codec this one falls back to
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/status"
 )
 
 // Codec is the codec the gRPC server of the check must be built with
@@ -26,7 +26,10 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
 	if err := in.decode(buf.ReadOnlyData()); err != nil {
-		return status.Errorf(codes.InvalidArgument, "CheckRequest: %v", err)
+		// Not protobuf: refused like any request the front cannot
+		// translate (a definite 400, logged), not a gRPC error.
+		in.refuse(http400, "the message is not a CheckRequest: %v", err)
+		in.header = http.Header{}
 	}
 	return nil
 }

@@ -81,9 +81,9 @@ func (in *input) refuse(status int, format string, args ...any) {
 	}
 }
 
-// decode reads a CheckRequest message, then translates it. Only a message
-// that is not protobuf at all is an error; whatever it says that cannot be
-// translated is recorded for a definite refusal.
+// decode reads a CheckRequest message, then translates it. Whatever it
+// says that cannot be translated is recorded for a definite refusal; a
+// message that is not protobuf at all is an error.
 func (in *input) decode(b []byte) error {
 	var method, path, host, scheme []byte
 	seen := false
