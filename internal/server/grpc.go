@@ -17,8 +17,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 )
 
-// The limits of the gRPC check server (GRPC_PORT), the HTTP ports' in
-// gRPC's terms.
+// The limits of every check port.
 const (
 	// maxHeaderBytes is every check port's header limit (the HTTP
 	// servers' MaxHeaderBytes); the gRPC front refuses more with 431.
@@ -26,46 +25,61 @@ const (
 	// maxHeaderFields bounds the header fields of a gRPC check (431
 	// beyond); Envoy passes at most 100 by default.
 	maxHeaderFields = 1000
-	// grpcMaxMessage bounds a CheckRequest: room for maxHeaderBytes of
-	// header twice over (the attributes repeat a few) and whatever else
-	// Envoy attaches; a larger message is refused before it is read
-	// (RESOURCE_EXHAUSTED: Envoy answers status_on_error).
-	grpcMaxMessage = 256 << 10
-	// grpcMaxHeaderList bounds the HTTP/2 header block of a gRPC call
-	// itself (Envoy's are a few hundred bytes).
-	grpcMaxHeaderList = 16 << 10
-	// grpcMaxStreams is the concurrent streams of one connection, the
-	// HTTP/2 server's default on SERVER_PORT.
-	grpcMaxStreams = 250
-	// grpcHandshake bounds the HTTP/2 handshake of a new connection, as
-	// ReadHeaderTimeout bounds a request's header.
-	grpcHandshake = 5 * time.Second
-	// grpcIdle closes a connection without streams, as IdleTimeout does.
-	grpcIdle = 120 * time.Second
 )
+
+// grpcLimits are the gRPC check server's limits: the HTTP ports' in gRPC's
+// terms.
+type grpcLimits struct {
+	// maxMessage bounds a CheckRequest: room for maxHeaderBytes of header
+	// twice over (the attributes repeat a few) and whatever else Envoy
+	// attaches; a larger message is refused before it is read
+	// (RESOURCE_EXHAUSTED: Envoy answers status_on_error).
+	maxMessage int
+	// maxHeaderList bounds the HTTP/2 header block of a gRPC call itself
+	// (Envoy's are a few hundred bytes).
+	maxHeaderList uint32
+	// maxStreams is the concurrent streams of one connection, the HTTP/2
+	// server's default on SERVER_PORT.
+	maxStreams uint32
+	// stream is what a stream has to arrive and be answered: the HTTP
+	// port's whole budget (checkBudget), or less when the client's own
+	// grpc-timeout says so (Envoy sends its ext_authz timeout).
+	stream time.Duration
+	// handshake bounds the HTTP/2 handshake of a new connection, as
+	// ReadHeaderTimeout bounds a request's header.
+	handshake time.Duration
+	// idle closes a connection without streams, as IdleTimeout does.
+	idle time.Duration
+	// minPing is the closest keepalive pings may come (closer: GOAWAY,
+	// too_many_pings); ping and pingTimeout close a connection whose
+	// peer stopped answering.
+	minPing, ping, pingTimeout time.Duration
+}
+
+func defaultGRPCLimits(checkBudget time.Duration) grpcLimits {
+	return grpcLimits{maxMessage: 256 << 10, maxHeaderList: 16 << 10, maxStreams: 250, stream: checkBudget,
+		handshake: 5 * time.Second, idle: 120 * time.Second, minPing: 10 * time.Second, ping: time.Minute, pingTimeout: 20 * time.Second}
+}
 
 // newGRPCServer is the gRPC check server: the Authorization service of
 // the check, and the standard health service (grpc.health.v1), NOT_SERVING
 // until provider discovery succeeded (readiness, as /readyz) and again
 // while the server shuts down.
 //
-// A stream has the HTTP port's whole budget (checkBudget) to arrive and be
-// answered, or less when the client's own grpc-timeout says so (Envoy sends
-// its ext_authz timeout): a client that opens streams and never finishes
-// them holds each for that long at most, and at most grpcMaxStreams per
-// connection. Keepalive pings closer than 10 s apart end the connection
-// (GOAWAY), so pings cannot keep the server busy; a connection whose peer
-// stopped answering pings is closed after a minute and 20 s.
-func newGRPCServer(svc *grpccheck.Service, checkBudget time.Duration) (*grpc.Server, *health.Server) {
+// A client that opens streams and never finishes them holds each for
+// l.stream at most, and at most l.maxStreams per connection; keepalive
+// pings closer than l.minPing end the connection, so pings cannot keep
+// the server busy.
+func newGRPCServer(svc *grpccheck.Service, l grpcLimits) (*grpc.Server, *health.Server) {
 	g := grpc.NewServer(
 		grpc.ForceServerCodecV2(grpccheck.Codec()),
-		grpc.MaxRecvMsgSize(grpcMaxMessage),
-		grpc.MaxHeaderListSize(grpcMaxHeaderList),
-		grpc.MaxConcurrentStreams(grpcMaxStreams),
-		grpc.ConnectionTimeout(grpcHandshake),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: grpcIdle, Time: time.Minute, Timeout: 20 * time.Second}),
-		grpc.InTapHandle(streamDeadline(checkBudget)),
+		grpc.MaxRecvMsgSize(l.maxMessage),
+		grpc.MaxHeaderListSize(l.maxHeaderList),
+		grpc.MaxConcurrentStreams(l.maxStreams),
+		grpc.ConnectionTimeout(l.handshake),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.minPing, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: l.idle, Time: l.ping, Timeout: l.pingTimeout}),
+		grpc.InTapHandle(streamDeadline(l.stream)),
 	)
 	svc.Register(g)
 	hs := health.NewServer()

@@ -119,7 +119,7 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 	}
 	var stopGRPCServer func(context.Context)
 	if grpcListener != nil {
-		g, hs := newGRPCServer(p.GRPC, checkBudget(s.Provider.Timeout))
+		g, hs := newGRPCServer(p.GRPC, defaultGRPCLimits(checkBudget(s.Provider.Timeout)))
 		go serveHealth(discoveryCtx, hs, p.Provider)
 		go func() {
 			if err := g.Serve(grpcListener); err != nil {
