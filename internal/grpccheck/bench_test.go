@@ -18,7 +18,9 @@ import (
 
 // bare is the cheapest Authorization server: OK with the two identity
 // headers, whatever the request (the reference of make bench's gRPC path).
-type bare struct{ authv3.UnimplementedAuthorizationServer }
+type bare struct {
+	authv3.UnimplementedAuthorizationServer
+}
 
 func (bare) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	return &authv3.CheckResponse{Status: &rpcstatus.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
