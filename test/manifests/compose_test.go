@@ -32,7 +32,8 @@ type composition struct {
 	Release string // folder of testdata/kubeflow
 	// Variant names a layout of the release other than its example's
 	// default (e.g. "ambient": Kubeflow's istio-install/overlays/ambient-oauth2-proxy),
-	// reached by the Layout substitutions.
+	// reached by the Layout substitutions, or ("grpc") by the other line
+	// (Also: the gRPC layout's Istio line).
 	Variant string
 	Form    string // the overlay of deploy/overlays that replaces Kubeflow's line
 	// Stock is Kubeflow's line the operator's file has (without the "- ").
@@ -73,6 +74,9 @@ func (c composition) releaseDoc() string {
 		if to != "" {
 			lines = append(lines, "`"+strings.TrimPrefix(to, "../common/istio/")+"`")
 		}
+	}
+	if len(lines) == 0 { // a variant by its other line (grpc): the "by" column says it
+		return c.Release
 	}
 	return c.Release + " (" + c.Variant + ": " + strings.Join(lines, ", ") + ")"
 }
@@ -191,6 +195,11 @@ var compositions = func() []composition {
 			composition{Release: rel, Form: "kubeflow-oauth2-proxy-headers", Stock: "../common/oauth2-proxy/overlays/m2m-dex-only",
 				Lines: 2, Also: map[string]string{istio + "/overlays/oauth2-proxy": "kubeflow-istio-install"},
 				Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex", Replacements: headersReplacements, Scenarios: headers},
+			// The gRPC layout: the same authenticator line, the mesh's
+			// provider oauth2-proxy as gRPC to the service.
+			composition{Release: rel, Form: "kubeflow-oauth2-proxy-headers", Variant: "grpc", Stock: "../common/oauth2-proxy/overlays/m2m-dex-only",
+				Lines: 2, Also: map[string]string{istio + "/overlays/oauth2-proxy": "kubeflow-istio-install-grpc"},
+				Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex", Replacements: headersReplacements},
 			composition{Release: rel, Form: "kubeflow-jwt", Stock: "../common/oauth2-proxy/overlays/m2m-dex-only", Lines: 2,
 				Also: map[string]string{istio + "/overlays/oauth2-proxy": "kubeflow-jwt-istio"},
 				Replacements: map[string]string{
@@ -385,8 +394,8 @@ func compose(t *testing.T, c composition) *composed {
 	out.Operator = operatorFile(t, c)
 	also := map[string]string{}
 	for from, to := range c.Also {
-		if to == "kubeflow-istio-install" {
-			dir, err := istioInstallLine(t, c.Release, exampleDir, from)
+		if to == "kubeflow-istio-install" || to == "kubeflow-istio-install-grpc" {
+			dir, err := istioInstallLine(t, to, c.Release, exampleDir, from)
 			if err != nil {
 				out.Err = err
 				return out

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -25,14 +27,16 @@ import (
 )
 
 const (
-	workloadName  = "authservice"
-	paramsName    = "oidc-authservice-parameters"
-	secretName    = "oidc-authservice-client"
-	namespace     = "istio-system"
-	serviceDNS    = "authservice.istio-system.svc.cluster.local"
-	providerName  = "oidc-authservice"
-	gatewayLabelK = "istio"
-	gatewayLabelV = "ingressgateway"
+	workloadName = "authservice"
+	paramsName   = "oidc-authservice-parameters"
+	secretName   = "oidc-authservice-client"
+	namespace    = "istio-system"
+	serviceDNS   = "authservice.istio-system.svc.cluster.local"
+	providerName = "oidc-authservice"
+	// grpcProviderName is the gRPC overlay's extension provider.
+	grpcProviderName = "oidc-authservice-grpc"
+	gatewayLabelK    = "istio"
+	gatewayLabelV    = "ingressgateway"
 )
 
 // oauth2ProxyNS is where the service runs in oauth2-proxy's place.
@@ -410,11 +414,13 @@ func checkDeployment(name string, d *appsv1.Deployment, s settings) []error {
 		}
 	}
 	// Ports: the names the Service and probes use, the numbers the service
-	// listens on (SERVER_PORT, READINESS_PROBE_PORT, WEB_SERVER_PORT).
+	// listens on (SERVER_PORT, READINESS_PROBE_PORT, WEB_SERVER_PORT,
+	// GRPC_PORT).
 	want := map[string]int32{
 		"http-api":       s.port("SERVER_PORT"),
 		"http-readiness": s.port("READINESS_PROBE_PORT"),
 		"http-web":       s.port("WEB_SERVER_PORT"),
+		"grpc":           s.port("GRPC_PORT"),
 	}
 	got := map[string]int32{}
 	for _, p := range c.Ports {
@@ -538,11 +544,15 @@ func checkService(name string, svc *corev1.Service, d *appsv1.Deployment, s sett
 		name   string
 		port   int32
 		target string
-	}{{"http-authservice", 8080, "http-api"}, {"http-web", 8082, "http-web"}}
+	}{{"http-authservice", 8080, "http-api"}, {"http-web", 8082, "http-web"}, {"grpc", 9000, "grpc"}}
 	if svc.Name == "oauth2-proxy" {
-		// Where Kubeflow's mesh configuration expects oauth2-proxy: port 80.
-		want = want[:1]
-		want[0].name, want[0].port = "http", 80
+		// Where Kubeflow's mesh configuration expects oauth2-proxy: port 80;
+		// and the gRPC check for a mesh whose provider is gRPC.
+		want = []struct {
+			name   string
+			port   int32
+			target string
+		}{{"http", 80, "http-api"}, {"grpc", 9000, "grpc"}}
 	}
 	if len(svc.Spec.Ports) != len(want) {
 		bad("%d ports, want %d", len(svc.Spec.Ports), len(want))
@@ -555,10 +565,17 @@ func checkService(name string, svc *corev1.Service, d *appsv1.Deployment, s sett
 				if p.Port != w.port || p.TargetPort.StrVal != w.target {
 					bad("port %s: %d -> %s, want %d -> %s", w.name, p.Port, p.TargetPort.String(), w.port, w.target)
 				}
-				// HTTP/1.1 to the check (Istio reads the protocol from the
-				// name, or appProtocol): it costs less CPU per check than
-				// HTTP/2 (docs/performance.md).
-				if p.AppProtocol != nil && *p.AppProtocol != "http" {
+				switch {
+				case w.target == "grpc":
+					// gRPC: Istio must speak HTTP/2 to it (it reads the
+					// protocol from appProtocol, or the name's prefix).
+					if p.AppProtocol == nil || *p.AppProtocol != "grpc" {
+						bad("port %s: appProtocol %v, want grpc", w.name, p.AppProtocol)
+					}
+				case p.AppProtocol != nil && *p.AppProtocol != "http":
+					// HTTP/1.1 to the check (Istio reads the protocol from
+					// the name, or appProtocol): it costs less CPU per check
+					// than HTTP/2 (docs/performance.md).
 					bad("port %s: appProtocol %s, want http (HTTP/1.1) or none", w.name, *p.AppProtocol)
 				}
 			}
@@ -628,13 +645,16 @@ func checkEnvoyFilter(name string, o *object, svc *corev1.Service, s settings) [
 	if ea == nil {
 		return errs
 	}
-	hs := ea.GetHttpService()
-	if hs == nil {
-		bad("http_service is required (the service speaks ext_authz over HTTP)")
-		return errs
-	}
 	if ea.GetFailureModeAllow() {
 		bad("failure_mode_allow must be false")
+	}
+	if gs := ea.GetGrpcService(); gs != nil {
+		return append(errs, checkGRPCService(name+": "+o.id(), ea, svc)...)
+	}
+	hs := ea.GetHttpService()
+	if hs == nil {
+		bad("http_service or grpc_service is required")
+		return errs
 	}
 	if hs.GetPathPrefix() != "" {
 		bad("path_prefix must be empty: the service matches the original path")
@@ -660,6 +680,37 @@ func checkEnvoyFilter(name string, o *object, svc *corev1.Service, s settings) [
 		bad("%v", e)
 	}
 	errs = append(errs, checkHeaderSets(name+": "+o.id(), s, req, up, ok, deny)...)
+	return errs
+}
+
+// checkGRPCService: an ext_authz filter that calls the gRPC check: Istio's
+// cluster of the Service's port grpc, the v3 API, a timeout a callback fits
+// in, no request body (the check never reads one).
+func checkGRPCService(where string, ea *extauthzv3.ExtAuthz, svc *corev1.Service) []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(where+": "+format, a...)) }
+	gs := ea.GetGrpcService()
+	eg := gs.GetEnvoyGrpc()
+	if eg == nil {
+		bad("grpc_service must be envoy_grpc (Envoy's own client, to a cluster Istio builds)")
+		return errs
+	}
+	port := servicePortFor(svc, "grpc")
+	if want := fmt.Sprintf("outbound|%d||%s", port, serviceDNS); port == 0 || eg.GetClusterName() != want {
+		bad("cluster %q, want %q (the Service's port grpc)", eg.GetClusterName(), want)
+	}
+	if a := eg.GetAuthority(); a != "" && a != serviceDNS {
+		bad("authority %q, want %s", a, serviceDNS)
+	}
+	if t := gs.GetTimeout().AsDuration(); t < 5*time.Second {
+		bad("timeout %s: a callback waits for the provider; use 10s", t)
+	}
+	if ea.GetTransportApiVersion() != corev3.ApiVersion_V3 {
+		bad("transport_api_version %v, want V3", ea.GetTransportApiVersion())
+	}
+	if ea.GetWithRequestBody() != nil {
+		bad("with_request_body: the check never reads a body")
+	}
 	return errs
 }
 
@@ -738,11 +789,25 @@ func checkCustomPolicy(name string, o *object, svc *corev1.Service, s settings) 
 	if l := dig(spec, "selector", "matchLabels"); !selectsGateway(l) {
 		bad("selector must select %s: %s", gatewayLabelK, gatewayLabelV)
 	}
-	if p := dig(spec, "provider")["name"]; p != providerName {
-		bad("provider %v, want %s", p, providerName)
+	pname := dig(spec, "provider")["name"]
+	if pname != providerName && pname != grpcProviderName {
+		bad("provider %v, want %s (or %s over gRPC)", pname, providerName, grpcProviderName)
+	}
+	if pname == grpcProviderName {
+		gp, err := declaredGRPCProvider()
+		switch {
+		case err != nil:
+			bad("%v", err)
+		case gp.GetService() != serviceDNS || int32(gp.GetPort()) != servicePortFor(svc, "grpc"):
+			bad("the mesh provider calls %s:%d, not the gRPC check port", gp.GetService(), gp.GetPort())
+		case gp.GetFailOpen():
+			bad("the mesh provider fails open")
+		}
 	}
 	prov, err := declaredProvider()
-	if err != nil {
+	if pname == grpcProviderName {
+		// no header lists over gRPC
+	} else if err != nil {
 		bad("%v", err)
 	} else {
 		if prov.Service != serviceDNS || int32(prov.Port) != servicePortFor(svc, "http-api") {

@@ -179,15 +179,15 @@ func writeOrCompare(t *testing.T, file string, content []byte) {
 // staticChecks are what TestKubeflowCompositions verifies on every
 // composition, as docs/compatibility.md lists them.
 var staticChecks = []string{
-	"exactly the one line of `example/kustomization.yaml` that names the gateway authenticator changes (two where the Istio line is replaced too: `kubeflow-jwt`, and `kubeflow-oauth2-proxy-headers` with `kubeflow-istio-install`, whose pinned Kubeflow base is checked to be that release's and rendered from the vendored copy)",
-	"every CUSTOM policy names a provider the rendered mesh configuration declares, one provider per gateway, `failOpen` off",
-	"each provider's `service:port` (or the EnvoyFilter's `server_uri`) is a rendered Service that selects the service's pods on the port it checks on (`SERVER_PORT`)",
+	"exactly the one line of `example/kustomization.yaml` that names the gateway authenticator changes (two where the Istio line is replaced too: `kubeflow-jwt`, and `kubeflow-oauth2-proxy-headers` with `kubeflow-istio-install` or `kubeflow-istio-install-grpc`, whose pinned Kubeflow base is checked to be that release's and rendered from the vendored copy)",
+	"every CUSTOM policy names a provider the rendered mesh configuration declares, one provider per gateway, `failOpen` off; a gRPC provider with a timeout a callback fits in and no request body",
+	"each provider's `service:port` (or the EnvoyFilter's `server_uri` or gRPC cluster) is a rendered Service that selects the service's pods on the port it checks on (`SERVER_PORT`, or `GRPC_PORT` over gRPC)",
 	"Dex's static client has the service's `CLIENT_ID` and `CLIENT_SECRET` and registers its `REDIRECT_URL` exactly",
 	"the dashboard's `LOGOUT_URL` is the service's logout path, and it, the callback and the login start reach the service (routed to it, or checked by it) and are not denied by the DENY policy; Dex's pages are not denied, and where the gateway checks them the service lets them through (`SKIP_AUTH_URLS`)",
 	"every header the gateway lets through on allow is one the service produces (`path` excepted: no authenticator sets it, nothing reads it); `set-cookie` on deny; renewed cookies reach the browser (`set-cookie` on allow, or `SESSION_RENEW_REDIRECT`)",
 	"where Istio turns the forwarded token into `kubeflow-userid` (`UPSTREAM_TOKEN=id_token`), a RequestAuthentication of the gateway verifies the provider's issuer from `Authorization: Bearer` and maps the service's `USERID_CLAIM`; the DENY policy lets such requests through",
 	"where the gateway checks requests that carry a bearer token (Kubeflow ≤ 1.9.0, the recommended layout), the service accepts the tokens of every issuer the gateway's RequestAuthentications verify, and the issuer and audience pairs of oauth2-proxy's `EXTRA_JWT_ISSUERS` (ConfigMap `oauth2-proxy-parameters`)",
-	"NetworkPolicies that isolate Dex admit the service; those of the service's namespace admit the ingress gateway to the check port, no notebook server or Kubeflow application to the check or web port, and anyone to the probe port",
+	"NetworkPolicies that isolate Dex admit the service; those of the service's namespace admit the ingress gateway to the check port (and the gRPC port where the gateway uses it), no notebook server or Kubeflow application to the check or web port, and anyone to the probe port",
 	"no token the gateway accepts reaches an upstream: every RequestAuthentication of the gateway removes the token it verified (`forwardOriginalToken: false`), the token the service hands upstream (`UPSTREAM_TOKEN`) is one of them, and a client's bearer token the service keeps (`UPSTREAM_BEARER=keep`) too; what remains exposed (the session cookie where Kubeflow's mesh does not let the service rewrite the Cookie header) is the column above and what test/integration's replay expects",
 	"the service's rendered environment passes `check-config`'s offline validation and sets no variable the service ignores",
 	"every object of Kubeflow's replaced line is kept or has a declared, rendered replacement; no policy, RequestAuthentication or route is dropped",
@@ -215,8 +215,13 @@ swapped for an overlay of this repository. [kubeflow.md](kubeflow.md) says which
 			t.Fatalf("%s: %v", c.name(), err)
 		}
 		by := "`deploy/overlays/" + c.Form + "`"
-		if c.Also != nil && slices.Contains(sortedValues(c.Also), "kubeflow-istio-install") {
-			by += " and `deploy/overlays/kubeflow-istio-install` for the Istio line"
+		for _, o := range istioInstallOverlays {
+			if c.Also != nil && slices.Contains(sortedValues(c.Also), o) {
+				by += " and `deploy/overlays/" + o + "` for the Istio line"
+			}
+		}
+		if c.Variant == "grpc" {
+			by += " (the check over gRPC)"
 		}
 		status := "all checks below"
 		if c.Dex != "" {

@@ -28,11 +28,15 @@ var kubeflowTags = map[string]string{"v1.9.1": "v1.9.1", "v1.10.2": "v1.10.2", "
 // have a folder of their own.
 const newestKubeflow = "v26.03"
 
-// istioInstallDir is the kustomization of kubeflow-istio-install for a
+// istioInstallOverlays are the Istio lines: the recommended layout's and
+// the gRPC layout's.
+var istioInstallOverlays = []string{"kubeflow-istio-install", "kubeflow-istio-install-grpc"}
+
+// istioInstallDir is the kustomization of an Istio line overlay for a
 // release, or "" when there is none (master: docs/kubeflow.md gives the
 // local form, Kubeflow's base plus the mesh component).
-func istioInstallDir(rel string) string {
-	d := deployDir("overlays", "kubeflow-istio-install")
+func istioInstallDir(overlay, rel string) string {
+	d := deployDir("overlays", overlay)
 	if rel != newestKubeflow {
 		d = filepath.Join(d, rel)
 	}
@@ -47,12 +51,12 @@ func istioInstallDir(rel string) string {
 // kustomization with its pinned base replaced by the vendored copy (after
 // checking the pin), or the local form. stock is Kubeflow's line it
 // replaces (<istio folder>/istio-install/overlays/oauth2-proxy).
-func istioInstallLine(t *testing.T, rel, exampleDir, stock string) (string, error) {
+func istioInstallLine(t *testing.T, overlay, rel, exampleDir, stock string) (string, error) {
 	t.Helper()
 	folder := strings.TrimSuffix(strings.TrimPrefix(stock, "../"), "/overlays/oauth2-proxy")
 	base := filepath.Join(exampleDir, "..", folder, "base")
-	mesh := deployDir("overlays", "kubeflow-istio-install", "mesh")
-	if d := istioInstallDir(rel); d != "" {
+	mesh := deployDir("overlays", overlay, "mesh")
+	if d := istioInstallDir(overlay, rel); d != "" {
 		b, err := os.ReadFile(filepath.Join(d, "kustomization.yaml"))
 		if err != nil {
 			return "", err
@@ -72,7 +76,7 @@ func istioInstallLine(t *testing.T, rel, exampleDir, stock string) (string, erro
 			return "", fmt.Errorf("%s: components %v, want only the mesh component", d, k.Components)
 		}
 	}
-	dir := filepath.Join(t.TempDir(), "kubeflow-istio-install-"+rel)
+	dir := filepath.Join(t.TempDir(), overlay+"-"+rel)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -86,7 +90,13 @@ func istioInstallLine(t *testing.T, rel, exampleDir, stock string) (string, erro
 // pins a vendored release (and so is composed and checked with it), and
 // every vendored release with oauth2-proxy's mesh but master has one.
 func TestKubeflowIstioInstallPins(t *testing.T) {
-	root := deployDir("overlays", "kubeflow-istio-install")
+	for _, overlay := range istioInstallOverlays {
+		t.Run(overlay, func(t *testing.T) { istioInstallPins(t, overlay) })
+	}
+}
+
+func istioInstallPins(t *testing.T, overlay string) {
+	root := deployDir("overlays", overlay)
 	var dirs []string
 	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && d.Name() == "kustomization.yaml" && filepath.Base(filepath.Dir(p)) != "mesh" {
@@ -117,10 +127,10 @@ func TestKubeflowIstioInstallPins(t *testing.T) {
 		}
 		found := false
 		for _, c := range compositions {
-			found = found || (c.Release == rel && c.Also != nil && slices.Contains(sortedValues(c.Also), "kubeflow-istio-install"))
+			found = found || (c.Release == rel && c.Also != nil && slices.Contains(sortedValues(c.Also), overlay))
 		}
 		if !found {
-			t.Errorf("Kubeflow %s: no composition renders its kubeflow-istio-install", rel)
+			t.Errorf("Kubeflow %s: no composition renders its %s", rel, overlay)
 		}
 	}
 }

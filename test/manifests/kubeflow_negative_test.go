@@ -8,21 +8,24 @@ import (
 // The composition checks must fail when a composition is broken: each case
 // breaks one thing of a passing composition and expects the error naming it.
 func TestKubeflowChecksCatchBreakage(t *testing.T) {
-	var master, headers, v181, v190 *composed
+	var master, headers, grpcLayout, v181, v190 *composed
 	for _, c := range composeAll(t) {
 		switch c.name() {
 		case "master/kubeflow-oauth2-proxy":
 			master = c
 		case "master/kubeflow-oauth2-proxy-headers":
 			headers = c
+		case "master/kubeflow-oauth2-proxy-headers-grpc":
+			grpcLayout = c
 		case "v1.8.1/kubeflow":
 			v181 = c
 		case "v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed":
 			v190 = c
 		}
 	}
-	if master == nil || headers == nil || v181 == nil || v190 == nil || master.Err != nil || headers.Err != nil || v181.Err != nil || v190.Err != nil {
-		t.Fatal("the compositions master/kubeflow-oauth2-proxy, master/kubeflow-oauth2-proxy-headers, v1.8.1/kubeflow and v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed must render")
+	if master == nil || headers == nil || grpcLayout == nil || v181 == nil || v190 == nil || master.Err != nil || headers.Err != nil ||
+		grpcLayout.Err != nil || v181.Err != nil || v190.Err != nil {
+		t.Fatal("the compositions master/kubeflow-oauth2-proxy, master/kubeflow-oauth2-proxy-headers(-grpc), v1.8.1/kubeflow and v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed must render")
 	}
 	// generated is the rendered name of a generated ConfigMap (hash suffix).
 	generated := func(c *composed, name string) string {
@@ -133,6 +136,18 @@ func TestKubeflowChecksCatchBreakage(t *testing.T) {
 			hs := at(m, "spec", "configPatches", 0, "patch", "value", "typed_config", "http_service")
 			at(hs, "authorization_response", "allowed_upstream_headers")["patterns"] = []any{map[string]any{"exact": "kubeflow-groups"}}
 		}, "does not let kubeflow-userid through on allow", false},
+		{"gRPC provider on the HTTP port", grpcLayout, "ConfigMap", "istio", params(func(d map[string]any) {
+			d["mesh"] = strings.Replace(d["mesh"].(string), "port: 9000", "port: 80", 1)
+		}), "goes to container port 8080, not GRPC_PORT 9000", false},
+		{"gRPC provider failing open", grpcLayout, "ConfigMap", "istio", params(func(d map[string]any) {
+			d["mesh"] = strings.Replace(d["mesh"].(string), "failOpen: false", "failOpen: true", 1)
+		}), "failOpen lets requests through", false},
+		{"gRPC port without its Service port", grpcLayout, "Service", "oauth2-proxy", func(m map[string]any) {
+			at(m, "spec")["ports"] = asList(at(m, "spec")["ports"])[:1]
+		}, "has no port 9000", false},
+		{"notebooks reach the gRPC port", grpcLayout, "NetworkPolicy", "authservice", func(m map[string]any) {
+			delete(at(m, "spec", "ingress", 0), "from")
+		}, "may connect to the service's port 9000", false},
 		{"EnvoyFilter elsewhere", v181, "EnvoyFilter", "authn-filter", func(m map[string]any) {
 			hs := at(m, "spec", "configPatches", 0, "patch", "value", "typed_config", "http_service")
 			at(hs, "server_uri")["cluster"] = "outbound|8080||authservice.kubeflow.svc.cluster.local"

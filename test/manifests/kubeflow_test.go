@@ -10,7 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -174,9 +176,18 @@ func (v *kubeflowView) policies(action string) []*object {
 	return out
 }
 
-// checkPort resolves host:port (a Service's cluster DNS name) to a rendered
-// Service and reports whether it reaches the service's check port.
+// reachesCheck resolves host:port (a Service's cluster DNS name) to a
+// rendered Service and reports whether it reaches the service's check port.
 func (v *kubeflowView) reachesCheck(host string, port int32) error {
+	return v.reachesPort(host, port, int32(v.settings.Servers.CheckPort), "SERVER_PORT")
+}
+
+// reachesGRPC is reachesCheck for the gRPC check port (GRPC_PORT).
+func (v *kubeflowView) reachesGRPC(host string, port int32) error {
+	return v.reachesPort(host, port, int32(v.settings.Servers.GRPCPort), "GRPC_PORT")
+}
+
+func (v *kubeflowView) reachesPort(host string, port, want int32, setting string) error {
 	parts := strings.Split(host, ".")
 	if len(parts) < 2 {
 		return fmt.Errorf("%s is not <service>.<namespace>[.svc.cluster.local]", host)
@@ -189,13 +200,12 @@ func (v *kubeflowView) reachesCheck(host string, port int32) error {
 	if !selectsMap(svc.Spec.Selector, v.deploy.Spec.Template.Labels) {
 		return fmt.Errorf("Service %s/%s selects %v, not the service's pods", parts[1], parts[0], svc.Spec.Selector)
 	}
-	want := int32(v.settings.Servers.CheckPort)
 	for _, p := range svc.Spec.Ports {
 		if p.Port != port {
 			continue
 		}
-		if got := v.containerPort(p.TargetPort); got != want {
-			return fmt.Errorf("Service %s/%s port %d goes to container port %d, not SERVER_PORT %d", parts[1], parts[0], port, got, want)
+		if got := v.containerPort(p.TargetPort); got != want || want == 0 {
+			return fmt.Errorf("Service %s/%s port %d goes to container port %d, not %s %d", parts[1], parts[0], port, got, setting, want)
 		}
 		return nil
 	}
@@ -237,6 +247,30 @@ func (v *kubeflowView) provider(name string) *meshv1alpha1.MeshConfig_ExtensionP
 	return nil
 }
 
+// grpcProvider is the gRPC extension provider a CUSTOM policy names, or
+// nil.
+func (v *kubeflowView) grpcProvider(name string) *meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider {
+	for _, p := range v.mesh.GetExtensionProviders() {
+		if p.GetName() == name {
+			return p.GetEnvoyExtAuthzGrpc()
+		}
+	}
+	return nil
+}
+
+// grpcCluster is the Service address (host, port) of an ext_authz
+// filter's gRPC cluster (outbound|<port>||<host>, Istio's name), or an
+// error.
+func grpcCluster(ea *extauthzv3.ExtAuthz) (string, int32, error) {
+	c := ea.GetGrpcService().GetEnvoyGrpc().GetClusterName()
+	parts := strings.Split(c, "|")
+	if len(parts) != 4 || parts[0] != "outbound" {
+		return "", 0, fmt.Errorf("grpc_service cluster %q is not one Istio builds (outbound|<port>||<host>)", c)
+	}
+	n, err := strconv.Atoi(parts[1])
+	return parts[3], int32(n), err
+}
+
 // routedToCheck reports whether a VirtualService routes path to the
 // service's check port.
 func (v *kubeflowView) routedToCheck(path string) bool {
@@ -275,8 +309,10 @@ func (v *kubeflowView) checked(r request) (bool, error) {
 		return true, nil
 	}
 	for _, o := range v.policies("CUSTOM") {
-		p := v.provider(fmt.Sprint(dig(o.Map, "spec", "provider")["name"]))
-		if p == nil || v.reachesCheck(p.GetService(), int32(p.GetPort())) != nil {
+		name := fmt.Sprint(dig(o.Map, "spec", "provider")["name"])
+		p, gp := v.provider(name), v.grpcProvider(name)
+		if (p == nil || v.reachesCheck(p.GetService(), int32(p.GetPort())) != nil) &&
+			(gp == nil || v.reachesGRPC(gp.GetService(), int32(gp.GetPort())) != nil) {
 			continue
 		}
 		ok, err := policyApplies(o.Map["spec"].(map[string]any), r)
@@ -431,6 +467,14 @@ func checkGatewayAuth(v *kubeflowView) []error {
 	for _, o := range custom {
 		name := fmt.Sprint(dig(o.Map, "spec", "provider")["name"])
 		providers[name] = true
+		if gp := v.grpcProvider(name); gp != nil {
+			if err := v.reachesGRPC(gp.GetService(), int32(gp.GetPort())); err != nil {
+				bad("%s: gRPC provider %s at %s:%d: %v", o.id(), name, gp.GetService(), gp.GetPort(), err)
+				continue
+			}
+			ours++
+			continue
+		}
 		p := v.provider(name)
 		if p == nil {
 			bad("%s names provider %q, which the mesh configuration does not declare", o.id(), name)
@@ -446,6 +490,21 @@ func checkGatewayAuth(v *kubeflowView) []error {
 		bad("several CUSTOM providers on the gateway %v: Istio refuses that", sortedKeys(providers))
 	}
 	for name := range providers {
+		if gp := v.grpcProvider(name); gp != nil {
+			// Over gRPC there are no lists: every request header goes to
+			// the check, every header of its answer is applied, a renewed
+			// cookie reaches the browser on allow.
+			if gp.GetFailOpen() {
+				bad("provider %s: failOpen lets requests through when the service is down", name)
+			}
+			if t := gp.GetTimeout(); t == nil || t.AsDuration() < 5*time.Second {
+				bad("provider %s: timeout %v; a callback waits for the provider, use 10s", name, t.AsDuration())
+			}
+			if gp.GetIncludeRequestBodyInCheck() != nil {
+				bad("provider %s sends the request body, which the check never reads", name)
+			}
+			continue
+		}
 		p := v.provider(name)
 		if p == nil {
 			continue
@@ -481,6 +540,18 @@ func checkGatewayAuth(v *kubeflowView) []error {
 		if ea == nil {
 			continue
 		}
+		if ea.GetGrpcService() != nil {
+			host, port, err := grpcCluster(ea)
+			if err == nil {
+				err = v.reachesGRPC(host, port)
+			}
+			if err != nil {
+				bad("%s: %v", o.id(), err)
+				continue
+			}
+			ours++
+			continue
+		}
 		u, err := url.Parse(ea.GetHttpService().GetServerUri().GetUri())
 		if err != nil {
 			bad("%s: %v", o.id(), err)
@@ -514,6 +585,24 @@ func checkGatewayAuth(v *kubeflowView) []error {
 		bad("the gateway asks the service %d times per request", ours)
 	}
 	return errs
+}
+
+// usesGRPC reports whether the gateway asks the service over gRPC (a
+// CUSTOM policy for a gRPC provider, or an ext_authz filter with
+// grpc_service).
+func (v *kubeflowView) usesGRPC() bool {
+	for _, o := range v.policies("CUSTOM") {
+		if v.grpcProvider(fmt.Sprint(dig(o.Map, "spec", "provider")["name"])) != nil {
+			return true
+		}
+	}
+	for _, o := range v.extAuthzFilters() {
+		value := dig(asList(dig(o.Map, "spec")["configPatches"])[0].(map[string]any), "patch", "value")
+		if ea, _ := decodeExtAuthz(value); ea.GetGrpcService() != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func lower(l []string) []string {
@@ -967,6 +1056,11 @@ func checkNetworkPolicies(v *kubeflowView) []error {
 	}
 	if iso, ok := admitted(v.ns, v.deploy.Spec.Template.Labels, "istio-system", v.gateway, int32(v.settings.Servers.CheckPort)); iso && !ok {
 		errs = append(errs, fmt.Errorf("the service's namespace %s is isolated by NetworkPolicies that do not admit the ingress gateway", v.ns))
+	}
+	if v.usesGRPC() {
+		if iso, ok := admitted(v.ns, v.deploy.Spec.Template.Labels, "istio-system", v.gateway, int32(v.settings.Servers.GRPCPort)); iso && !ok {
+			errs = append(errs, fmt.Errorf("the service's namespace %s is isolated by NetworkPolicies that do not admit the ingress gateway to the gRPC port", v.ns))
+		}
 	}
 	return errs
 }

@@ -75,6 +75,8 @@ var (
 	meshOnce    sync.Once
 	meshSources []meshSource
 	meshIstiod  *object
+	// grpcMeshSources: the gRPC overlay's (istio-extension-provider-grpc).
+	grpcMeshSources []meshSource
 )
 
 func loadMeshSources() []meshSource {
@@ -85,6 +87,13 @@ func loadMeshSources() []meshSource {
 				ms.Mesh, ms.Err = decodeMesh(y)
 			}
 			meshSources = append(meshSources, ms)
+		}
+		addGRPC := func(name string, y []byte, err error) {
+			ms := meshSource{Name: name, Err: err}
+			if err == nil {
+				ms.Mesh, ms.Err = decodeMesh(y)
+			}
+			grpcMeshSources = append(grpcMeshSources, ms)
 		}
 		sub := func(file string, keys ...string) ([]byte, error) {
 			b, err := os.ReadFile(file)
@@ -109,6 +118,11 @@ func loadMeshSources() []meshSource {
 		add("istio-extension-provider/mesh/istiod-values.yaml", y, err)
 		y, err = sub(filepath.Join(dir, "istio-operator.yaml"), "spec", "meshConfig")
 		add("istio-extension-provider/mesh/istio-operator.yaml", y, err)
+		dir = deployDir("overlays", "istio-extension-provider-grpc", "mesh")
+		y, err = sub(filepath.Join(dir, "istiod-values.yaml"), "meshConfig")
+		addGRPC("istio-extension-provider-grpc/mesh/istiod-values.yaml", y, err)
+		y, err = sub(filepath.Join(dir, "istio-operator.yaml"), "spec", "meshConfig")
+		addGRPC("istio-extension-provider-grpc/mesh/istio-operator.yaml", y, err)
 
 		// The kubeflow-jwt/mesh component, applied to a stand-in for Istio.
 		y, err = func() ([]byte, error) {
@@ -162,6 +176,55 @@ func declaredProvider() (*meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyExterna
 		}
 	}
 	return nil, fmt.Errorf("no mesh snippet declares the extension provider %s", providerName)
+}
+
+// declaredGRPCProvider is the extension provider "oidc-authservice-grpc"
+// as the gRPC overlay's mesh snippets declare it (TestGRPCMeshConfig checks
+// they agree).
+func declaredGRPCProvider() (*meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider, error) {
+	loadMeshSources()
+	for _, ms := range grpcMeshSources {
+		if ms.Err != nil {
+			return nil, fmt.Errorf("%s: %w", ms.Name, ms.Err)
+		}
+		for _, p := range ms.Mesh.GetExtensionProviders() {
+			if p.GetName() == grpcProviderName && p.GetEnvoyExtAuthzGrpc() != nil {
+				return p.GetEnvoyExtAuthzGrpc(), nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("no mesh snippet declares the extension provider %s", grpcProviderName)
+}
+
+// TestGRPCMeshConfig: the gRPC overlay's mesh snippets decode strictly and
+// declare the same gRPC provider: closed, 10 s, no request body.
+func TestGRPCMeshConfig(t *testing.T) {
+	loadMeshSources()
+	if len(grpcMeshSources) != 2 {
+		t.Fatalf("%d gRPC mesh snippets, want 2", len(grpcMeshSources))
+	}
+	var first *meshv1alpha1.MeshConfig_ExtensionProvider
+	for _, ms := range grpcMeshSources {
+		if ms.Err != nil {
+			t.Errorf("%s: %v", ms.Name, ms.Err)
+			continue
+		}
+		ps := ms.Mesh.GetExtensionProviders()
+		if len(ps) != 1 || ps[0].GetName() != grpcProviderName || ps[0].GetEnvoyExtAuthzGrpc() == nil {
+			t.Errorf("%s: want one envoyExtAuthzGrpc provider %s", ms.Name, grpcProviderName)
+			continue
+		}
+		p := ps[0].GetEnvoyExtAuthzGrpc()
+		if p.GetFailOpen() || p.GetTimeout().AsDuration().Seconds() != 10 || p.GetIncludeRequestBodyInCheck() != nil || p.GetPort() != 9000 ||
+			p.GetService() != serviceDNS {
+			t.Errorf("%s: %v, want %s:9000, closed, 10 s, no body", ms.Name, p, serviceDNS)
+		}
+		if first == nil {
+			first = ps[0]
+		} else if !proto.Equal(first, ps[0]) {
+			t.Errorf("%s: the provider differs from %s's", ms.Name, grpcMeshSources[0].Name)
+		}
+	}
 }
 
 // TestMeshConfig: every mesh snippet decodes strictly into Istio's MeshConfig

@@ -79,8 +79,11 @@ var wantObjects = map[string][]string{
 		"ConfigMap/oidc-authservice-dashboard"),
 	"overlays/istio-envoyfilter":        append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "NetworkPolicy/authservice"),
 	"overlays/istio-extension-provider": append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice", "NetworkPolicy/authservice"),
-	"overlays/dex":                      append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web", "NetworkPolicy/authservice"),
-	"overlays/gitlab":                   append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice", "VirtualService/authservice-web", "NetworkPolicy/authservice"),
+	"overlays/istio-envoyfilter-grpc":   append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "NetworkPolicy/authservice"),
+	"overlays/istio-extension-provider-grpc": append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice",
+		"NetworkPolicy/authservice"),
+	"overlays/dex":    append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web", "NetworkPolicy/authservice"),
+	"overlays/gitlab": append(slices.Clone(baseObjects), "AuthorizationPolicy/istio-ingressgateway-oidc-authservice", "VirtualService/authservice-web", "NetworkPolicy/authservice"),
 	// Kubeflow's common/oidc-client/oidc-authservice/base names, the
 	// StatefulSet and its PVC replaced by the Deployment.
 	"overlays/kubeflow":                              append(slices.Clone(baseObjects), "EnvoyFilter/authn-filter", "VirtualService/authservice-web", "ClusterRole/oidc-authservice-tokenreview", "ClusterRoleBinding/oidc-authservice-tokenreview", "NetworkPolicy/authservice"),

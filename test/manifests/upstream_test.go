@@ -80,13 +80,21 @@ func (v *kubeflowView) exposure() []string {
 		if ok, err := policyApplies(o.Map["spec"].(map[string]any), request{path: "/jupyter/"}); err != nil || !ok {
 			continue
 		}
-		if p := v.provider(fmt.Sprint(dig(o.Map, "spec", "provider")["name"])); p != nil {
+		name := fmt.Sprint(dig(o.Map, "spec", "provider")["name"])
+		if p := v.provider(name); p != nil {
 			up = append(up, lower(p.GetHeadersToUpstreamOnAllow()))
+		}
+		if v.grpcProvider(name) != nil {
+			up = append(up, []string{"cookie"}) // over gRPC every header of the answer is applied
 		}
 	}
 	for _, o := range v.extAuthzFilters() {
 		value := dig(asList(dig(o.Map, "spec")["configPatches"])[0].(map[string]any), "patch", "value")
 		if ea, _ := decodeExtAuthz(value); ea != nil {
+			if ea.GetGrpcService() != nil {
+				up = append(up, []string{"cookie"})
+				continue
+			}
 			h, _ := exactHeaders("", ea.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders())
 			up = append(up, h)
 		}
@@ -259,15 +267,21 @@ func isolation(objs []*object, d *appsv1.Deployment, ns string, gateway netPeer,
 		return 0
 	}
 	pod := d.Spec.Template.Labels
-	checkPort, webPort, probePort := port("http-api"), port("http-web"), port("http-readiness")
+	checkPort, webPort, probePort, grpcPort := port("http-api"), port("http-web"), port("http-readiness"), port("grpc")
 	if isolated, ok := admitted(objs, ns, pod, c.Ports, gateway, checkPort); !isolated {
 		errs = append(errs, fmt.Errorf("no NetworkPolicy selects the service's pods: any pod (a notebook server) can send the check port requests the gateway would never send"))
 		return errs
 	} else if !ok {
 		errs = append(errs, fmt.Errorf("the NetworkPolicies do not admit the ingress gateway (%s %v) to the check port %d", gateway.ns, gateway.labels, checkPort))
 	}
+	if _, ok := admitted(objs, ns, pod, c.Ports, gateway, grpcPort); grpcPort != 0 && !ok {
+		errs = append(errs, fmt.Errorf("the NetworkPolicies do not admit the ingress gateway (%s %v) to the gRPC check port %d", gateway.ns, gateway.labels, grpcPort))
+	}
 	for _, h := range hostile {
-		for _, p := range []int32{checkPort, webPort} {
+		for _, p := range []int32{checkPort, webPort, grpcPort} {
+			if p == 0 {
+				continue
+			}
 			if _, ok := admitted(objs, ns, pod, c.Ports, h, p); ok {
 				errs = append(errs, fmt.Errorf("%s (%s %v) may connect to the service's port %d", h.what, h.ns, h.labels, p))
 			}
