@@ -115,7 +115,7 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed cor
 BENCH_OUT ?= docs/bench
 BENCH_ROUNDS ?= 5
 BENCH_DURATION ?= 5s
-BENCH_PATHS ?= session,login,api,sessions,tokens,tokens-first,h2c
+BENCH_PATHS ?= session,login,api,sessions,tokens,tokens-first,h2c,grpc
 LOADBENCH = $(GO) run ./test/loadbench -dex bin/dex-runner -rounds $(BENCH_ROUNDS) -d $(BENCH_DURATION)
 DOCGEN = $(GO) run ./test/loadbench/docgen -bench $(BENCH_OUT)/bench.json -compare $(BENCH_OUT)/compare.json \
 	-go $(BENCH_OUT)/go-bench.txt -out docs/performance.md

@@ -54,23 +54,27 @@ const (
 
 // server is a process the environment starts and restarts.
 type server struct {
-	name  string
-	kind  kind
-	addr  string
-	start func() (*proc, error)
-	p     *proc
+	name     string
+	kind     kind
+	addr     string
+	grpcAddr string // the gRPC check (the service's GRPC_PORT, the bare gRPC server)
+	start    func() (*proc, error)
+	p        *proc
 }
 
 // system is what a path measures: a server spoken to in one protocol.
 type system struct {
 	*server
-	proto string // "" (HTTP/1.1, the Go generator), "h1" or "h2c" (h2load)
+	proto string // "" (HTTP/1.1, the Go generator), "h1" or "h2c" (h2load), "grpc" (the gRPC generator)
 }
 
 func (s *system) label(p *path) string {
 	name := s.name
+	if s.kind == kindBare && s.proto == "grpc" {
+		return "bare grpc-go"
+	}
 	if s.proto != "" {
-		name += " " + map[string]string{"h1": "HTTP/1.1", "h2c": "h2c"}[s.proto]
+		name += " " + map[string]string{"h1": "HTTP/1.1", "h2c": "h2c", "grpc": "gRPC"}[s.proto]
 	}
 	return name
 }
@@ -132,9 +136,9 @@ jwt:
 	if o.baseline != "" {
 		e.baseline = e.serviceServer("oidc-authservice (baseline)", o.baseline, authnFile)
 	}
-	barePort := freePort()
-	e.bare = &server{name: "bare net/http", kind: kindBare, addr: hostPort(barePort), start: func() (*proc, error) {
-		args, env, pprof := []string{"-bare", hostPort(barePort), "-bare-h2c"}, []string(nil), ""
+	barePort, bareGRPC := freePort(), freePort()
+	e.bare = &server{name: "bare net/http", kind: kindBare, addr: hostPort(barePort), grpcAddr: hostPort(bareGRPC), start: func() (*proc, error) {
+		args, env, pprof := []string{"-bare", hostPort(barePort), "-bare-h2c", "-bare-grpc", hostPort(bareGRPC)}, []string(nil), ""
 		if o.profile != "" {
 			pprof = hostPort(freePort())
 			args, env = append(args, "-bare-pprof", pprof), []string{"GODEBUG=gctrace=1"}
@@ -228,7 +232,7 @@ func (e *environment) serviceServer(name, bin, authnFile string) *server {
 		"GOMEMLIMIT=268435456",
 	}
 	env = append(env, e.o.svcEnv...)
-	s := &server{name: name, kind: kindService, addr: hostPort(port)}
+	s := &server{name: name, kind: kindService, addr: hostPort(port), grpcAddr: hostPort(grpcPort)}
 	s.start = func() (*proc, error) {
 		env, pprof := env, ""
 		if e.o.profile != "" {
@@ -353,10 +357,14 @@ func tokenIssuer() (string, func(sub string) string, error) {
 }
 
 // serveBare is the bare server: a net/http server (with a header timeout)
-// whose handler answers 200 with the two identity headers.
-func serveBare(addr string, h2c bool, pprof string) {
+// whose handler answers 200 with the two identity headers, and with
+// grpcAddr the bare gRPC Authorization server beside it.
+func serveBare(addr string, h2c bool, pprof, grpcAddr string) {
 	if pprof != "" {
 		go http.ListenAndServe(pprof, nil) // net/http/pprof's handlers
+	}
+	if grpcAddr != "" {
+		go serveBareGRPC(grpcAddr)
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Kubeflow-Userid"] = []string{dexUser}

@@ -42,13 +42,14 @@ func main() {
 	bareAddr := flag.String("bare", "", "internal: serve the bare server on this address")
 	bareH2C := flag.Bool("bare-h2c", false, "internal: the bare server also speaks HTTP/2 cleartext (prior knowledge)")
 	barePprof := flag.String("bare-pprof", "", "internal: the bare server serves its profiles on this address")
+	bareGRPC := flag.String("bare-grpc", "", "internal: the bare gRPC Authorization server's address")
 	var o options
 	flag.StringVar(&o.bin, "bin", "bin/oidc-authservice", "service binary")
 	flag.StringVar(&o.dex, "dex", "bin/dex-runner", "Dex runner (test/dex)")
 	flag.StringVar(&o.baseline, "baseline", "", "another build of the service (before a change): measure it in the same rounds")
 	flag.StringVar(&o.compare, "compare", "", "oauth2-proxy binary: measure it in the same rounds (bench-compare)")
 	flag.StringVar(&o.kubeflow, "kubeflow", "test/manifests/testdata/kubeflow/master/common/oauth2-proxy/base", "Kubeflow's oauth2-proxy base (its oauth2_proxy.cfg and kustomization.yaml)")
-	flag.StringVar(&o.paths, "paths", "session,login,api,sessions,tokens,tokens-first,h2c", "paths to measure, comma-separated")
+	flag.StringVar(&o.paths, "paths", "session,login,api,sessions,tokens,tokens-first,h2c,grpc", "paths to measure, comma-separated")
 	flag.IntVar(&o.conns, "c", 32, "concurrent connections")
 	flag.DurationVar(&o.dur, "d", 5*time.Second, "duration of each run")
 	flag.IntVar(&o.rounds, "rounds", 5, "alternating rounds per path")
@@ -63,7 +64,7 @@ func main() {
 	})
 	flag.Parse()
 	if *bareAddr != "" {
-		serveBare(*bareAddr, *bareH2C, *barePprof)
+		serveBare(*bareAddr, *bareH2C, *barePprof, *bareGRPC)
 		return
 	}
 	if err := o.run(); err != nil {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/oidc-authservice/oidc-authservice/test/loadbench/results"
 )
 
@@ -23,6 +25,10 @@ type path struct {
 	prepare    func() error
 	targets    func(*results.PathResult) []results.Target
 	ref        []int // results.PathResult.Ref
+	// grpcMsg and grpcWant are the CheckRequest of the path's gRPC systems
+	// and how their answers are checked.
+	grpcMsg  func() []byte
+	grpcWant func(s *system) func(*authv3.CheckResponse) error
 }
 
 // The headers Envoy's ext_authz filter passes to the check of a browser's
@@ -206,8 +212,27 @@ func (e *environment) paths() map[string]*path {
 	h2c.systems = []*system{{server: e.svc, proto: "h1"}, {server: e.bare, proto: "h1"}, {server: e.svc, proto: "h2c"}, {server: e.bare, proto: "h2c"}}
 	h2c.ref = []int{1, -1, 3, 1}
 	h2c.targets = func(r *results.PathResult) []results.Target { return nil }
+	grpcSession := &path{key: "grpc", title: "Authenticated check over gRPC: Envoy's Authorization/Check",
+		note: fmt.Sprintf("The session path as Envoy's ext_authz filter asks it over gRPC (envoyExtAuthzGrpc): the CheckRequest of the navigation, every request header in it "+
+			"(the pseudo-headers and those the gateway adds), %d calls in flight on %d HTTP/2 connections, each with Envoy's grpc-timeout. The service answers OK with "+
+			"kubeflow-userid, kubeflow-groups, the upstream's Cookie header and headers_to_remove, and dynamic metadata; the bare server is a grpc-go "+
+			"Authorization server answering OK with the two identity headers.", e.o.conns, grpcConns),
+		method: "GET", target: "/notebook/kubeflow-user-example-com/nb/lab"}
+	grpcSession.systems = []*system{{server: e.svc, proto: "grpc"}, {server: e.bare, proto: "grpc"}}
+	grpcSession.grpcMsg = sync.OnceValue(func() []byte {
+		return envoyCheckRequest("GET", grpcSession.target, "kubeflow.example.com", navigation, map[string]string{"cookie": foreignCookie + "; " + e.cookie})
+	})
+	grpcSession.grpcWant = func(s *system) func(*authv3.CheckResponse) error {
+		if s.kind == kindService {
+			return okWith(map[string]string{"kubeflow-userid": dexUser, "kubeflow-groups": dexGroups, "cookie": foreignCookie})
+		}
+		return okWith(map[string]string{"kubeflow-userid": dexUser})
+	}
+	grpcSession.targets = func(r *results.PathResult) []results.Target {
+		return []results.Target{r.RatioTarget("throughput ≥ 0.9× bare", 0.9), r.CPUTarget("CPU per check ≤ bare + 3 µs", 3)}
+	}
 	m := map[string]*path{}
-	for _, p := range []*path{session, login, api, sessions, tokens, first, h2c} {
+	for _, p := range []*path{session, login, api, sessions, tokens, first, h2c, grpcSession} {
 		m[p.key] = p
 	}
 	return m
@@ -215,6 +240,9 @@ func (e *environment) paths() map[string]*path {
 
 // drive measures one run of p against s.
 func (p *path) drive(s *system, conns int, d time.Duration) results.Run {
+	if s.proto == "grpc" {
+		return p.grpcDrive(s, conns, d)
+	}
 	if s.proto != "" {
 		return p.h2load(s, conns, d)
 	}

@@ -164,6 +164,15 @@ func funcs(d *data) template.FuncMap {
 			return fmt.Sprintf("| %s | %d | %s |", duration(g.NsPerOp), g.AllocsPerOp, thousands(float64(g.BytesPerOp)))
 		},
 		"goNs": func(name string) float64 { return d.Go[name].NsPerOp },
+		// gobenchtime is one in-process benchmark's time and allocations,
+		// for the prose.
+		"gobenchtime": func(name string) string {
+			g, ok := d.Go[name]
+			if !ok {
+				return "(not run)"
+			}
+			return fmt.Sprintf("%s and %d allocations", duration(g.NsPerOp), g.AllocsPerOp)
+		},
 		// gotarget judges an in-process benchmark against a time (and,
 		// when maxAllocs >= 0, an allocation) limit.
 		"gotarget": func(label, name string, maxNs float64, maxAllocs int) string {
