@@ -68,7 +68,7 @@ func fromGRPC(t *testing.T, r *authv3.CheckResponse) outcome {
 			if k != strings.ToLower(k) {
 				t.Errorf("header %q not lowercase", k)
 			}
-			if h.Append != nil {
+			if hasAppend(h) {
 				t.Errorf("header %s: the deprecated append is set", k)
 			}
 			switch h.AppendAction {
@@ -91,7 +91,7 @@ func fromGRPC(t *testing.T, r *authv3.CheckResponse) outcome {
 		o.Status = 200
 		add(o.Set, ok.Headers, false)
 		for _, h := range ok.ResponseHeadersToAdd {
-			if h.AppendAction != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD || h.Append != nil {
+			if h.AppendAction != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD || hasAppend(h) {
 				t.Errorf("response header %s must be added (APPEND_IF_EXISTS_OR_ADD), not %v", h.Header.Key, h.AppendAction)
 			}
 			o.Client[h.Header.Key] = append(o.Client[h.Header.Key], h.Header.Value)
@@ -108,6 +108,13 @@ func fromGRPC(t *testing.T, r *authv3.CheckResponse) outcome {
 	add(o.Client, d.Headers, true)
 	o.Body = d.Body
 	return o
+}
+
+// hasAppend reports whether the deprecated field append is set: Envoy then
+// ignores append_action.
+func hasAppend(h *corev3.HeaderValueOption) bool {
+	m := h.ProtoReflect()
+	return m.Has(m.Descriptor().Fields().ByName("append"))
 }
 
 // random masks what differs between two answers to the same request by
