@@ -22,6 +22,7 @@
 //	any other status (302, 401, 403, ...)    status UNAUTHENTICATED (401), INVALID_ARGUMENT (400, 405,
 //	                                         431) or PERMISSION_DENIED, denied_response: the status,
 //	                                         every header (each Set-Cookie), the body
+//	5xx, or none                             a gRPC error (UNAVAILABLE, INTERNAL): status_on_error
 //	every answer                             dynamic_metadata (filter namespace
 //	                                         envoy.filters.http.ext_authz): decision, reason, and for a
 //	                                         principal user_id (USERID_HEADER's value) and groups
@@ -32,8 +33,10 @@
 // bytes and they are accepted as an HTTP server accepts them), a malformed
 // header name or value, more header than the HTTP port reads — gets a
 // definite denied answer (400, or 431 for too much header) through the
-// same writer, with a log line. A failure of the service itself is a gRPC
-// error (INTERNAL), never OK: Envoy then answers status_on_error.
+// same writer, with a log line. A failure of the service itself (a panic,
+// no answer written) is a gRPC error (INTERNAL), and a 5xx answer one too
+// (UNAVAILABLE), as Envoy's HTTP client takes a 5xx for an error: never OK,
+// never the page; Envoy then answers status_on_error on both protocols.
 //
 // The request is read straight from the message's bytes (protowire), not
 // through the generated CheckRequest: the generated decoder refuses a whole

@@ -154,6 +154,11 @@ func (s *Service) response(a *check.Answer) (*authv3.CheckResponse, error) {
 		// Nothing was answered: never OK.
 		s.log.Error("gRPC check: the check wrote no answer; answered INTERNAL", zap.Int("status", a.Status))
 		return nil, status.Error(codes.Internal, "internal error")
+	case a.Status >= 500:
+		// Envoy's HTTP ext_authz client takes a 5xx for a failure of the
+		// authorizer (status_on_error, never the page): the same here.
+		s.log.Error("gRPC check: the check answered a server error; answered UNAVAILABLE", zap.Int("status", a.Status))
+		return nil, status.Error(codes.Unavailable, "internal error")
 	}
 	d := &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode(a.Status)}, Body: string(a.Body)}
 	hd := a.Header()
