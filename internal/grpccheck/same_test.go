@@ -9,10 +9,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
 // outcome is what a gateway does with a check's answer, whichever the
@@ -259,3 +262,54 @@ func TestDynamicMetadata(t *testing.T) {
 // The HTTP answer's headers, recorded, as the reference for the rows above:
 // a check of the recorder itself.
 var _ http.ResponseWriter = httptest.NewRecorder()
+
+// A renewed session (here: idle timeout) reaches the browser on the allow
+// answer itself, in response_headers_to_add, even with
+// SESSION_RENEW_REDIRECT, whose 307 only the HTTP check port answers.
+func TestRenewalWithoutRedirect(t *testing.T) {
+	e := newEnv(t, map[string]string{"SESSION_IDLE_TIMEOUT": "10m", "SESSION_RENEW_REDIRECT": "true"})
+	now := time.Now()
+	// Two sessions due for renewal: the redirect is taken once per renewal.
+	due := func(id string) req {
+		sealed, err := e.codec.SealSession("authservice_session", &session.Session{ID: id, Subject: "s", User: "alice@example.com",
+			Groups: []string{"team-a"}, Created: now.Add(-time.Hour).Unix(), Expires: now.Add(time.Hour).Unix(), Active: now.Add(-2 * time.Minute).Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req{method: "GET", path: "/jupyter/?ns=a", host: "kubeflow.example.com", scheme: "http",
+			headers: map[string]string{"cookie": "authservice_session=" + sealed, "accept": "text/html"}}
+	}
+	if w := e.httpCheck(due("over-http")); w.Code != http.StatusTemporaryRedirect {
+		t.Fatalf("HTTP: %d, want SESSION_RENEW_REDIRECT's 307 (the row this test compares with)", w.Code)
+	}
+	r := due("over-grpc")
+	resp := e.grpcCheck(t, r.checkRequest())
+	ok := resp.GetOkResponse()
+	if codes.Code(resp.GetStatus().GetCode()) != codes.OK || ok == nil {
+		t.Fatalf("gRPC: %v, want OK (no redirect)", resp)
+	}
+	var user string
+	for _, h := range ok.Headers {
+		if h.Header.Key == "kubeflow-userid" {
+			user = h.Header.Value
+		}
+	}
+	if user != "alice@example.com" {
+		t.Errorf("gRPC: upstream kubeflow-userid %q, want alice@example.com", user)
+	}
+	var renewed string
+	for _, h := range ok.ResponseHeadersToAdd {
+		if c, err := http.ParseSetCookie(h.Header.Value); h.Header.Key == "set-cookie" && err == nil && c.Name == "authservice_session" {
+			renewed = c.Value
+		}
+	}
+	s, err := e.codec.OpenSession("authservice_session", renewed)
+	if err != nil || s.Active <= now.Add(-time.Minute).Unix() {
+		t.Fatalf("gRPC: response_headers_to_add %v carries no renewed session (%+v, %v)", ok.ResponseHeadersToAdd, s, err)
+	}
+	// The renewed cookie is allowed with no cookie to add.
+	r.headers["cookie"] = "authservice_session=" + renewed
+	if resp := e.grpcCheck(t, r.checkRequest()); resp.GetOkResponse() == nil || len(resp.GetOkResponse().ResponseHeadersToAdd) != 0 {
+		t.Errorf("gRPC with the renewed cookie: %v, want OK with nothing to add", resp)
+	}
+}
