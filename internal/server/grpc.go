@@ -109,17 +109,14 @@ func streamDeadline(budget time.Duration) tap.ServerInHandle {
 	}
 }
 
-// serveHealth marks the services SERVING once provider discovery
-// succeeded, as /readyz turns 200.
-func serveHealth(ctx context.Context, hs *health.Server, p *provider.Provider) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for !p.Ready() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// discover runs provider discovery (retrying until it succeeds or ctx
+// ends) and, with a gRPC server, marks its services SERVING the moment it
+// succeeds, as /readyz turns 200: a client that saw /readyz ready finds
+// the health service SERVING too.
+func discover(ctx context.Context, p *provider.Provider, hs *health.Server) {
+	p.Run(ctx)
+	if hs == nil || !p.Ready() {
+		return
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(authorizationService, healthpb.HealthCheckResponse_SERVING)

@@ -352,8 +352,7 @@ func TestGRPCHealthAndGracefulStop(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go f.parts.Provider.Run(ctx)
-	go serveHealth(ctx, f.hs, f.parts.Provider)
+	go discover(ctx, f.parts.Provider, f.hs)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		r, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
@@ -104,9 +106,16 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 		log.Info("starting", append(addrs, zap.Any("config", s.Redacted()))...)
 	}
 
+	var (
+		g  *grpc.Server
+		hs *health.Server // nil without GRPC_PORT
+	)
+	if grpcListener != nil {
+		g, hs = newGRPCServer(p.GRPC, defaultGRPCLimits(checkBudget(s.Provider.Timeout)))
+	}
 	discoveryCtx, stopDiscovery := context.WithCancel(ctx)
 	defer stopDiscovery()
-	go p.Provider.Run(discoveryCtx)
+	go discover(discoveryCtx, p.Provider, hs)
 	go p.Revocations.Run(discoveryCtx, 30*time.Second)
 
 	errc := make(chan error, len(servers)+1)
@@ -119,8 +128,6 @@ func Run(ctx context.Context, s *config.Settings, version string, log *zap.Logge
 	}
 	var stopGRPCServer func(context.Context)
 	if grpcListener != nil {
-		g, hs := newGRPCServer(p.GRPC, defaultGRPCLimits(checkBudget(s.Provider.Timeout)))
-		go serveHealth(discoveryCtx, hs, p.Provider)
 		go func() {
 			if err := g.Serve(grpcListener); err != nil {
 				errc <- fmt.Errorf("gRPC server %s: %w", grpcListener.Addr(), err)
