@@ -3,7 +3,10 @@ package check
 import (
 	"net/http"
 
+	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
+
+	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
 )
 
 // front is the protocol a check arrived in. A front translates; it never
@@ -106,8 +109,10 @@ func endpoint(w http.ResponseWriter, name string) {
 // the stream's context; no body), into a: routed and decided exactly as
 // ServeHTTP would, except that a renewed session cookie never needs
 // SESSION_RENEW_REDIRECT's redirect (the gRPC answer delivers it on allow).
-func (h *Handler) ServeGRPC(a *Answer, r *http.Request) {
-	h.route(a, r, frontGRPC)
+// trace is the trace context the front received (TRACING): the check's
+// span continues it as the HTTP check's continues its request's header.
+func (h *Handler) ServeGRPC(a *Answer, r *http.Request, trace propagation.TextMapCarrier) {
+	h.route(a, r, frontGRPC, trace)
 }
 
 // RefuseGRPC answers a gRPC check the front could not translate — a
@@ -115,9 +120,15 @@ func (h *Handler) ServeGRPC(a *Answer, r *http.Request) {
 // than the HTTP check port reads — with status (400, or 431 for too much
 // header) and a JSON body naming why, through the one writer: counted
 // (decision deny, reason bad_request), logged (a few lines a second) and
-// access-logged like any other check. r carries what could be read (at
-// least a URL; the header for the request id).
-func (h *Handler) RefuseGRPC(a *Answer, r *http.Request, status int, why string) {
+// access-logged like any other check, and traced like ServeGRPC. r
+// carries what could be read (at least a URL; the header for the request
+// id).
+func (h *Handler) RefuseGRPC(a *Answer, r *http.Request, trace propagation.TextMapCarrier, status int, why string) {
+	if h.d.Tracer != nil {
+		var span tracing.Span
+		r, span = h.traceStart(r, trace, frontGRPC)
+		defer span.End()
+	}
 	h.serve(a, r, extAuthz, frontGRPC, func(q *request) verdict {
 		h.quiet.Info("refused: gRPC check request malformed", q.rid(), zap.Int("status", status), zap.String("why", why))
 		v := badRequest(why)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
@@ -156,16 +157,16 @@ const (
 // service's own endpoints, and the decision of the package comment for
 // every other request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.route(w, r, frontHTTP)
+	h.route(w, r, frontHTTP, nil)
 }
 
 // route is where every check starts, whatever its front (front.go): the
-// server span (TRACING), then the service's own endpoints, else the
-// decision.
-func (h *Handler) route(w http.ResponseWriter, r *http.Request, f front) {
+// server span (TRACING) continuing the trace context of carrier (nil: the
+// request's header), then the service's own endpoints, else the decision.
+func (h *Handler) route(w http.ResponseWriter, r *http.Request, f front, carrier propagation.TextMapCarrier) {
 	if h.d.Tracer != nil {
 		var span tracing.Span
-		r, span = h.traceStart(r)
+		r, span = h.traceStart(r, carrier, f)
 		defer span.End()
 	}
 	switch p := r.URL.Path; {

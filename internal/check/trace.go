@@ -4,16 +4,19 @@ import (
 	"net/http"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
 )
 
-// traceStart starts the server span of a request to the check port
-// (TRACING: only when Deps.Tracer is set), continuing the trace context the
-// gateway sent with it. Its name says which endpoint answered; its
-// attributes are the method, host and path (never the query, a cookie or a
-// token). answer adds the decision.
-func (h *Handler) traceStart(r *http.Request) (*http.Request, tracing.Span) {
+// traceStart starts the server span of a check (TRACING: only when
+// Deps.Tracer is set), continuing the trace context the gateway sent with
+// it: carrier is the request's header on the HTTP port, what the gRPC
+// front gives (ServeGRPC) over gRPC. Its name says which endpoint
+// answered; its attributes are the method, host and path (never the query,
+// a cookie or a token), and rpc.system=grpc over gRPC. answer adds the
+// decision.
+func (h *Handler) traceStart(r *http.Request, carrier propagation.TextMapCarrier, f front) (*http.Request, tracing.Span) {
 	name := "check"
 	switch p := r.URL.Path; {
 	case p == h.o.CallbackPath:
@@ -27,12 +30,18 @@ func (h *Handler) traceStart(r *http.Request) (*http.Request, tracing.Span) {
 	case p == h.o.BackchannelPath && r.Method == http.MethodPost && r.ContentLength != 0:
 		name = "back-channel logout"
 	}
-	ctx, span := h.d.Tracer.StartCheck(r.Context(), tracing.HeaderCarrier(r.Header), name)
+	if carrier == nil {
+		carrier = tracing.HeaderCarrier(r.Header)
+	}
+	ctx, span := h.d.Tracer.StartCheck(r.Context(), carrier, name)
 	if !span.Recording() {
 		return r, span // not sampled: nothing to annotate, no context to carry
 	}
 	span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("server.address", r.Host),
 		attribute.String("url.path", r.URL.EscapedPath()))
+	if f == frontGRPC {
+		span.SetAttributes(attribute.String("rpc.system", "grpc"))
+	}
 	return r.WithContext(ctx), span
 }
 

@@ -2,10 +2,12 @@ package check
 
 import (
 	"context"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
@@ -100,5 +102,46 @@ func TestCheckSpansSampledOut(t *testing.T) {
 	}
 	if got := spans(); len(got) != 0 {
 		t.Fatalf("%d spans exported for an unsampled trace", len(got))
+	}
+}
+
+// TestGRPCCheckSpans: a check that arrived over gRPC is a server span that
+// continues the trace context its front gives (not the header's), with the
+// same attributes as over HTTP and rpc.system=grpc; a check the front
+// refused is traced too.
+func TestGRPCCheckSpans(t *testing.T) {
+	const traceID, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	f := newFixture(t, nil)
+	spans := traced(t, f, "parentbased_always_on")
+	valid := f.cookie(t, "user@example.com", []string{"team-a"}, f.now.Add(time.Hour))
+	carrier := propagation.MapCarrier{"traceparent": "00-" + traceID + "-" + parent + "-01"}
+	r := httptest.NewRequest("GET", "/notebook/", nil)
+	r.Host = "kubeflow.example.com"
+	r.Header.Set("Cookie", "authservice_session="+valid)
+	r.Header.Set("Traceparent", "00-11111111111111111111111111111111-2222222222222222-01")
+	var a Answer
+	f.h.ServeGRPC(&a, r, carrier)
+	if a.Status != 200 {
+		t.Fatalf("answer %d", a.Status)
+	}
+	a.Reset()
+	f.h.RefuseGRPC(&a, httptest.NewRequest("GET", "/", nil), carrier, 400, "attributes.request.http.method missing")
+	got := spans()
+	if len(got) != 2 {
+		t.Fatalf("%d spans for 2 gRPC checks", len(got))
+	}
+	for i, want := range []struct{ decision, reason, status string }{{"allow", "session", "200"}, {"deny", "bad_request", "400"}} {
+		s := got[i]
+		attrs := map[string]string{}
+		for _, kv := range s.Attributes {
+			attrs[string(kv.Key)] = kv.Value.String()
+		}
+		if s.Name != "check" || s.SpanContext.TraceID().String() != traceID || s.Parent.SpanID().String() != parent {
+			t.Errorf("span %d: %q in trace %s under %s, want check in the front's trace", i, s.Name, s.SpanContext.TraceID(), s.Parent.SpanID())
+		}
+		if attrs["rpc.system"] != "grpc" || attrs["oidc_authservice.decision"] != want.decision ||
+			attrs["oidc_authservice.reason"] != want.reason || attrs["http.response.status_code"] != want.status {
+			t.Errorf("span %d: attributes %v", i, attrs)
+		}
 	}
 }

@@ -55,6 +55,8 @@ type input struct {
 
 	fromMap, fromRaw []field // header fields as read, pointing into the message
 	limits           limits
+
+	trace traceCarrier // the check's trace context (service.go)
 }
 
 // field is one header field as the message carries it.

@@ -111,10 +111,11 @@ func (s *Service) check(ctx context.Context, in *input) (resp *authv3.CheckRespo
 	a.Reset()
 	defer s.answers.Put(a)
 	r := in.request(ctx)
+	in.trace = traceCarrier{ctx: ctx, header: r.Header}
 	if in.status != 0 {
-		s.h.RefuseGRPC(a, r, in.status, in.why)
+		s.h.RefuseGRPC(a, r, &in.trace, in.status, in.why)
 	} else {
-		s.h.ServeGRPC(a, r)
+		s.h.ServeGRPC(a, r, &in.trace)
 	}
 	return s.response(a)
 }

@@ -12,8 +12,9 @@
 // context and is not started without one, so background work (discovery
 // retries, the revocation resync, key-set refreshes ahead of time) makes no
 // traces of its own. A front other than HTTP (the gRPC ext_authz check)
-// starts its span with StartCheck too, giving the carrier of the headers it
-// received (propagation.MapCarrier of the CheckRequest's header map).
+// starts its span with StartCheck too, giving the carrier of what it
+// received (package grpccheck: the call's metadata, where Envoy's gRPC
+// client puts its span's context, else the CheckRequest's headers).
 //
 // No token, cookie, code or query string is ever an attribute: spans carry
 // methods, paths, hosts, endpoint names, statuses and the check's decision
