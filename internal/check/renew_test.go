@@ -223,7 +223,9 @@ func TestForwardAuthRenewalThatOutgrowsOneCookie(t *testing.T) {
 	}
 }
 
+// checkCount is checks_total{decision, reason}, summed over the protocols.
 func checkCount(f *fixture, decision, reason string) float64 {
+	var n float64
 	m, _ := f.m.Registry().Gather()
 	for _, mf := range m {
 		if mf.GetName() != "oidc_authservice_checks_total" {
@@ -235,11 +237,11 @@ func checkCount(f *fixture, decision, reason string) float64 {
 				labels[l.GetName()] = l.GetValue()
 			}
 			if labels["decision"] == decision && labels["reason"] == reason {
-				return x.GetCounter().GetValue()
+				n += x.GetCounter().GetValue()
 			}
 		}
 	}
-	return 0
+	return n
 }
 
 // Behind nginx the verify answer that renews a session — the identity
