@@ -20,7 +20,6 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -55,7 +54,7 @@ func envoyCheck(method, path string, headers map[string]string) *authv3.CheckReq
 // through Dex made (via the HTTP gateway) with the same identity, counts it
 // under protocol="grpc", and says SERVING on its health service.
 func TestGRPCPortAnswersARealSession(t *testing.T) {
-	s := newSetup(t, extauthz.KubeflowEnvoyFilterCorrected, nil)
+	s := newSetup(t, peer.EnvoyFilterLayout, nil)
 	b := newBrowser()
 	s.login(t, b, "/notebook/ns?format=json")
 	gw, _ := url.Parse(s.gateway)
