@@ -201,6 +201,12 @@ func TestIstioInputs(t *testing.T) {
 		if c.Err != nil {
 			t.Fatalf("%s: %v", c.name(), c.Err)
 		}
+		if c.Variant == "grpc" {
+			// The gRPC layouts' configurations wait for test/extauthz's
+			// gRPC mode (grpc_service is not emulated yet), which adds
+			// them.
+			continue
+		}
 		name := c.release() + "_" + c.Form
 		want[name+".json"] = true
 		writeIstioInput(t, name, c.Objects)

@@ -15,7 +15,7 @@ func TestKubeflowChecksCatchBreakage(t *testing.T) {
 			master = c
 		case "master/kubeflow-oauth2-proxy-headers":
 			headers = c
-		case "master/kubeflow-oauth2-proxy-headers-grpc":
+		case "master-grpc/kubeflow-oauth2-proxy-headers":
 			grpcLayout = c
 		case "v1.8.1/kubeflow":
 			v181 = c
@@ -25,7 +25,7 @@ func TestKubeflowChecksCatchBreakage(t *testing.T) {
 	}
 	if master == nil || headers == nil || grpcLayout == nil || v181 == nil || v190 == nil || master.Err != nil || headers.Err != nil ||
 		grpcLayout.Err != nil || v181.Err != nil || v190.Err != nil {
-		t.Fatal("the compositions master/kubeflow-oauth2-proxy, master/kubeflow-oauth2-proxy-headers(-grpc), v1.8.1/kubeflow and v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed must render")
+		t.Fatal("the compositions master/kubeflow-oauth2-proxy, master/kubeflow-oauth2-proxy-headers (and master-grpc/), v1.8.1/kubeflow and v1.9.0/kubeflow-oidc-client-oauth2-proxy-m2m-self-signed must render")
 	}
 	// generated is the rendered name of a generated ConfigMap (hash suffix).
 	generated := func(c *composed, name string) string {
