@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // Envoy is the ingress gateway as Envoy runs the configuration istiod
@@ -47,6 +49,7 @@ type Envoy struct {
 	listener  int // the listener's port, for RBAC's destination_port
 	mu        sync.Mutex
 	upstreams map[string]*httputil.ReverseProxy
+	grpcConns map[string]*grpc.ClientConn
 }
 
 // EnvoyOptions configure an Envoy gateway.
@@ -196,7 +199,8 @@ func NewEnvoy(o EnvoyOptions) (*Envoy, error) {
 	if err := json.Unmarshal(b, &gen); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	g := &Envoy{opts: o, clusters: map[string]*clusterConfig{}, upstreams: map[string]*httputil.ReverseProxy{}}
+	g := &Envoy{opts: o, clusters: map[string]*clusterConfig{}, upstreams: map[string]*httputil.ReverseProxy{},
+		grpcConns: map[string]*grpc.ClientConn{}}
 	for _, raw := range gen.Clusters {
 		c, err := parseCluster(raw)
 		if err != nil {

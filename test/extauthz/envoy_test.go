@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,8 +21,11 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 )
 
 // The gateway built from the Envoy configuration Istio's translation
@@ -77,6 +82,38 @@ type envoyFixture struct {
 	upstream   atomic.Pointer[seen]
 	dexKey     *rsa.PrivateKey
 	dexKid     string
+	// The gRPC check server (port 9000 of the service): its answer, the
+	// CheckRequests it got and their deadlines.
+	grpcReply    atomic.Pointer[func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error)]
+	lastGRPC     atomic.Pointer[authv3.CheckRequest]
+	lastDeadline atomic.Pointer[time.Duration]
+	grpcChecks   atomic.Int32
+	// upstreamHeader is a header the upstream answers with.
+	upstreamHeader atomic.Pointer[[2]string]
+}
+
+func (f *envoyFixture) setUpstreamHeader(name, value string) {
+	f.upstreamHeader.Store(&[2]string{name, value})
+}
+
+// authz is the fixture's gRPC Authorization server.
+type authz struct {
+	authv3.UnimplementedAuthorizationServer
+	f *envoyFixture
+}
+
+func (a authz) Check(ctx context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	a.f.grpcChecks.Add(1)
+	a.f.lastGRPC.Store(r)
+	if d, ok := ctx.Deadline(); ok {
+		left := time.Until(d)
+		a.f.lastDeadline.Store(&left)
+	}
+	return (*a.f.grpcReply.Load())(ctx, r)
+}
+
+func (f *envoyFixture) replyGRPC(fn func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error)) {
+	f.grpcReply.Store(&fn)
 }
 
 func newEnvoyFixture(t *testing.T, layout string, edits ...Edit) *envoyFixture {
@@ -96,17 +133,35 @@ func newEnvoyFixture(t *testing.T, layout string, edits ...Edit) *envoyFixture {
 	t.Cleanup(dex.Close)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.upstream.Store(&seen{Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Headers: r.Header.Clone()})
+		if h := f.upstreamHeader.Load(); h != nil {
+			w.Header().Set(h[0], h[1])
+		}
 		w.Write([]byte("upstream"))
 	}))
 	t.Cleanup(up.Close)
+	f.replyGRPC(func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		return &authv3.CheckResponse{Status: &rpcstatus.Status{}}, nil
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, authz{f: f})
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	grpcURL := "http://" + lis.Addr().String()
 	g, err := NewEnvoy(EnvoyOptions{Layout: layout, Default: up.URL, Edits: edits, Addresses: map[string]string{
-		"oauth2-proxy.oauth2-proxy.svc.cluster.local:80":  check.URL,
-		"authservice.istio-system.svc.cluster.local:8080": check.URL,
-		"dex.auth.svc.cluster.local:5556":                 dex.URL,
+		"oauth2-proxy.oauth2-proxy.svc.cluster.local:80":   check.URL,
+		"authservice.istio-system.svc.cluster.local:8080":  check.URL,
+		"oauth2-proxy.oauth2-proxy.svc.cluster.local:9000": grpcURL,
+		"authservice.istio-system.svc.cluster.local:9000":  grpcURL,
+		"dex.auth.svc.cluster.local:5556":                  dex.URL,
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(g.Close)
 	f.g = g
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
@@ -697,6 +752,16 @@ func TestEveryGeneratedLayout(t *testing.T) {
 			if strings.Contains(layout, "_stock-") {
 				return
 			}
+			var ea *extAuthzFilter
+			for _, fl := range f.g.filters {
+				if e, ok := fl.(*extAuthzFilter); ok {
+					ea = e
+				}
+			}
+			if _, ok := ea.client.(*grpcCheck); ok {
+				everyGRPCLayout(t, f)
+				return
+			}
 			f.reply(func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Location", "/dex/auth")
 				w.WriteHeader(302)
@@ -709,12 +774,6 @@ func TestEveryGeneratedLayout(t *testing.T) {
 			// Where the check is ours to configure (our EnvoyFilter, our
 			// provider), it gets what tells a navigation from an API call and
 			// a cross-site request, the scheme Envoy set and the request id.
-			var ea *extAuthzFilter
-			for _, fl := range f.g.filters {
-				if e, ok := fl.(*extAuthzFilter); ok {
-					ea = e
-				}
-			}
 			if hc := ea.client.(*httpCheck); hc.allowed.match("accept") {
 				f.get(t, "/pipeline/", "Accept", "text/html", "X-Requested-With", "XMLHttpRequest", "Sec-Fetch-Mode", "navigate",
 					"Sec-Fetch-Site", "same-origin", "X-Forwarded-Proto", "https")

@@ -36,9 +36,9 @@ import (
 //     default) with an empty body, or the request goes on with
 //     failure_mode_allow.
 //
-// The check is a checkClient so that a gRPC service (grpc_service) can
-// stand beside the HTTP one: the filter's decision does not depend on the
-// transport.
+// The check is a checkClient: the HTTP service here, the gRPC service
+// (grpc_service) in grpc.go; the filter's handling of the result does not
+// depend on the transport.
 
 // extAuthzConfig is the filter's configuration as protojson spells it.
 type extAuthzConfig struct {
@@ -84,6 +84,12 @@ type checkResult struct {
 	upstreamAdd   http.Header
 	upstreamDel   []string
 	clientOnAllow http.Header
+	// The gRPC answer's (grpc.go): request and response header mutations
+	// in order, query parameter changes, dynamic metadata.
+	reqMut, respMut []headerMutation
+	querySet        []queryParam
+	queryRemove     []string
+	metadata        map[string]any
 }
 
 type checkKind int
@@ -129,7 +135,11 @@ func newExtAuthzFilter(raw json.RawMessage, g *Envoy) (*extAuthzFilter, error) {
 		}
 		f.client = c
 	case f.cfg.GrpcService != nil:
-		return nil, fmt.Errorf("ext_authz: grpc_service is not emulated yet")
+		c, err := newGRPCCheck(f, g)
+		if err != nil {
+			return nil, err
+		}
+		f.client = c
 	default:
 		return nil, fmt.Errorf("ext_authz: neither http_service nor grpc_service")
 	}
@@ -143,13 +153,19 @@ func (f *extAuthzFilter) decodeHeaders(s *stream) bool {
 		return true
 	}
 	res := f.client.check(s)
+	if len(res.metadata) > 0 {
+		s.setMetadata("envoy.filters.http.ext_authz", res.metadata)
+	}
 	switch res.kind {
 	case checkError:
 		if f.failureModeAllow {
 			return true
 		}
-		s.localReply(f.statusOnError, "", nil)
-		return false
+		if res.status == 0 {
+			s.localReply(f.statusOnError, "", nil)
+			return false
+		}
+		fallthrough // a gRPC error_response with its status
 	case checkDenied:
 		for k, vs := range res.headers {
 			s.w.Header()[k] = vs
@@ -170,9 +186,16 @@ func (f *extAuthzFilter) decodeHeaders(s *stream) bool {
 	for _, h := range res.upstreamDel {
 		s.r.Header.Del(h)
 	}
+	applyMutations(s.r.Header, res.reqMut)
 	for k, vs := range res.clientOnAllow {
 		s.responseHeaders[k] = append(s.responseHeaders[k], vs...)
 	}
+	if len(res.respMut) > 0 {
+		// The filter's encodeHeaders: on whatever answer the client gets
+		// after it (the upstream's, or a later filter's local reply).
+		s.w = &mutatingWriter{ResponseWriter: s.w, muts: res.respMut}
+	}
+	s.path = rewriteQuery(s.path, res.querySet, res.queryRemove)
 	return true
 }
 

@@ -22,6 +22,7 @@ require (
 	go.uber.org/multierr v1.10.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
+	google.golang.org/grpc v1.85.0 // indirect
 )
 
 require (
