@@ -86,6 +86,34 @@ func ServiceAddresses(checkURL, webURL string, dexPort int) map[string]string {
 	return m
 }
 
+// GRPCAddresses are the cluster addresses of the service's gRPC check port
+// (GRPC_PORT, the Service's port grpc 9000) in the gRPC layouts: our
+// overlays, and the oauth2-proxy Service of kubeflow-istio-install-grpc.
+func GRPCAddresses(grpcAddr string) map[string]string {
+	return map[string]string{
+		"authservice.istio-system.svc.cluster.local:9000":  "http://" + grpcAddr,
+		"oauth2-proxy.oauth2-proxy.svc.cluster.local:9000": "http://" + grpcAddr,
+	}
+}
+
+// ServiceGateway is the gateway of a layout in front of upstream up,
+// checking with svc over HTTP or gRPC as the layout says.
+func ServiceGateway(t testing.TB, gw GatewayLayout, svc *Service, dexPort int, up string) string {
+	t.Helper()
+	addrs := ServiceAddresses(svc.CheckURL, svc.WebURL, dexPort)
+	if svc.GRPCAddr != "" {
+		for k, v := range GRPCAddresses(svc.GRPCAddr) {
+			addrs[k] = v
+		}
+	}
+	g, err := extauthz.NewEnvoy(extauthz.EnvoyOptions{Layout: gw.Layout, Edits: gw.Edits, Default: up, Addresses: addrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return GatewayHandlerAt(t, g, 0)
+}
+
 // StartKubeflow starts the whole setup; env overrides KubeflowEnv.
 func StartKubeflow(t testing.TB, gw GatewayLayout, env map[string]string) *Kubeflow {
 	t.Helper()
