@@ -195,7 +195,8 @@ func (c *grpcCheck) check(s *stream) checkResult {
 		return checkResult{kind: checkError}
 	}
 	out := checkResult{metadata: resp.GetDynamicMetadata().AsMap()}
-	if md := resp.GetOkResponse().GetDynamicMetadata(); md != nil { // deprecated, and then it wins
+	//lint:ignore SA1019 Envoy still reads the deprecated field, and it wins over the outer one
+	if md := resp.GetOkResponse().GetDynamicMetadata(); md != nil {
 		out.metadata = md.AsMap()
 	}
 	switch {
@@ -247,6 +248,7 @@ func mutations(opts []*corev3.HeaderValueOption) []headerMutation {
 	var out []headerMutation
 	for _, o := range opts {
 		m := headerMutation{name: o.GetHeader().GetKey(), value: o.GetHeader().GetValue(), action: o.GetAppendAction()}
+		//lint:ignore SA1019 Envoy still reads the deprecated append, which takes precedence over append_action
 		if a := o.GetAppend(); a != nil {
 			m.deprecated = true
 			m.action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD

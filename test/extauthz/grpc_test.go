@@ -33,6 +33,7 @@ func hvo(name, value string, action corev3.HeaderValueOption_HeaderAppendAction)
 }
 
 func hvoAppend(name, value string, appendBool bool) *corev3.HeaderValueOption {
+	//lint:ignore SA1019 the deprecated field is what this tests
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: name, Value: value}, Append: wrapperspb.Bool(appendBool)}
 }
 
