@@ -51,6 +51,7 @@ type kfComposition struct {
 	Env       map[string]string `json:"env"`
 	Check     []string          `json:"check"`
 	Web       []string          `json:"web"`
+	GRPC      []string          `json:"grpc"`
 	Files     map[string]string `json:"files"`
 	// Exposed is what of the user's credentials still reaches every
 	// upstream in this layout ("cookie": the compatible layouts, where
@@ -245,6 +246,9 @@ jwt:
 	}
 	for _, a := range c.Web {
 		addrs[a] = k.svc.WebURL
+	}
+	for _, a := range c.GRPC {
+		addrs[a] = "http://" + k.svc.GRPCAddr
 	}
 	k.up = startRecorder(t)
 	g, err := extauthz.NewEnvoy(extauthz.EnvoyOptions{Layout: c.layout(), Addresses: addrs, Default: k.up.url})
@@ -638,6 +642,8 @@ func scenarioRefresh(t *testing.T, k *kfRun) {
 	k.wantIdentity(t, e)
 	time.Sleep(k.ttl + 2*time.Second)
 	b.visited = nil
+	gw, _ := url.Parse(k.gateway)
+	before := cookieHeader(b, gw)
 	e = readEcho(t, k.get(t, b.Client, "/later?format=json", nil))
 	k.wantIdentity(t, e)
 	for _, u := range b.visited {
@@ -645,8 +651,15 @@ func scenarioRefresh(t *testing.T, k *kfRun) {
 			t.Fatalf("the browser was sent to Dex (%s): the session did not outlive the ID token", u)
 		}
 	}
-	if len(b.visited) == 0 {
+	if cookieHeader(b, gw) == before {
+		t.Fatal("the renewed cookie did not reach the browser")
+	}
+	switch {
+	case k.c.Env["SESSION_RENEW_REDIRECT"] == "true" && len(b.visited) == 0:
 		t.Fatal("no redirect carried the renewed cookie")
+	case k.c.Env["SESSION_RENEW_REDIRECT"] != "true" && len(b.visited) != 0:
+		// The gRPC layout: the allow itself carries it.
+		t.Fatalf("redirected (%v): the allow should have carried the renewed cookie", b.visited)
 	}
 	// The browser now holds the renewed cookie: no further redirect.
 	b.visited = nil

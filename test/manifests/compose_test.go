@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -199,7 +200,7 @@ var compositions = func() []composition {
 			// provider oauth2-proxy as gRPC to the service.
 			composition{Release: rel, Form: "kubeflow-oauth2-proxy-headers", Variant: "grpc", Stock: "../common/oauth2-proxy/overlays/m2m-dex-only",
 				Lines: 2, Also: map[string]string{istio + "/overlays/oauth2-proxy": "kubeflow-istio-install-grpc"},
-				Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex", Replacements: headersReplacements},
+				Dex: "deploy/overlays/kubeflow-oauth2-proxy/dex", Replacements: headersReplacements, Scenarios: grpcScenarios(headers)},
 			composition{Release: rel, Form: "kubeflow-jwt", Stock: "../common/oauth2-proxy/overlays/m2m-dex-only", Lines: 2,
 				Also: map[string]string{istio + "/overlays/oauth2-proxy": "kubeflow-jwt-istio"},
 				Replacements: map[string]string{
@@ -481,4 +482,14 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// grpcScenarios are the gRPC layout's: the recommended layout's, and the
+// refresh, whose renewed cookie goes back on the allow itself
+// (response_headers_to_add), with no redirect.
+func grpcScenarios(headers []string) []string {
+	if len(headers) == 0 {
+		return nil
+	}
+	return append(slices.Clone(headers), scRefresh)
 }

@@ -40,6 +40,8 @@ type exported struct {
 	Check []string `json:"check"`
 	// Web lists those that reach its web port (pages, JWKS).
 	Web []string `json:"web,omitempty"`
+	// GRPC lists those that reach its gRPC check port (GRPC_PORT).
+	GRPC []string `json:"grpc,omitempty"`
 	// Files are the rendered contents of the files the service's file
 	// variables name (AUTHENTICATION_CONFIG_FILE, ...), by path.
 	Files map[string]string `json:"files,omitempty"`
@@ -76,6 +78,9 @@ func export(t *testing.T, c *composed) []byte {
 			host := o.Name + "." + o.Namespace + ".svc.cluster.local"
 			if v.reachesCheck(host, p.Port) == nil {
 				e.Check = append(e.Check, fmt.Sprintf("%s:%d", host, p.Port))
+			}
+			if v.settings.Servers.GRPCPort != 0 && v.reachesGRPC(host, p.Port) == nil {
+				e.GRPC = append(e.GRPC, fmt.Sprintf("%s:%d", host, p.Port))
 			}
 			if selectsMap(svc.Spec.Selector, v.deploy.Spec.Template.Labels) && v.containerPort(p.TargetPort) == int32(v.settings.Servers.WebPort) {
 				e.Web = append(e.Web, fmt.Sprintf("%s:%d", host, p.Port))
