@@ -42,6 +42,9 @@ type Metrics struct {
 	accessLog       prometheus.Counter
 	identityLimits  *prometheus.CounterVec
 	sessionBytes    prometheus.Histogram
+	authzCalls      *prometheus.CounterVec
+	authzLatency    prometheus.Histogram
+	accessTokens    *prometheus.CounterVec
 }
 
 // New registers every collector on a registry of its own, with the Go
@@ -89,9 +92,16 @@ func New(version string) *Metrics {
 	m.sessionBytes = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "session_cookie_bytes",
 		Help:    "Size of the sessions sealed (logins and renewals), all cookies together; one cookie holds 3,800 bytes.",
 		Buckets: []float64{500, 1000, 2000, 3800, 7600, 11400, 15200, 30400}})
+	m.authzCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "authorizer_decisions_total",
+		Help: "Decisions of the external authorizer (EXTERNAL_AUTHZ_URL), by result: allow, deny, error, timeout, saturated (refused at once: too many calls in flight), cached (a fresh decision reused)."}, []string{"result"})
+	m.authzLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "authorizer_request_duration_seconds",
+		Help:    "Latency of calls to the external authorizer (cached decisions and refusals at once not included).",
+		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}})
+	m.accessTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "access_token_verifications_total",
+		Help: "Verifications of the provider's access tokens presented as bearer tokens (ACCESS_TOKEN_AUTHN), by kind (jwt, opaque) and result: ok, rejected, unavailable (the provider could not say), limited (refused at once: rate or concurrency bound of userinfo lookups). Cached answers are in cache_lookups_total{cache=\"access_token\"}."}, []string{"kind", "result"})
 	for _, c := range []prometheus.Collector{m.checks, m.checkDuration, m.loginsStarted, m.loginsCompleted, m.loginsFailed,
 		m.refreshes, m.validations, m.revocations, m.providerCalls, m.providerLatency, m.cacheLookups, m.accessLog,
-		m.identityLimits, m.sessionBytes} {
+		m.identityLimits, m.sessionBytes, m.authzCalls, m.authzLatency, m.accessTokens} {
 		f(c)
 	}
 	return m
@@ -232,6 +242,65 @@ func (m *Metrics) SessionBytes(n int) {
 func (m *Metrics) AccessLogLine() {
 	if m != nil {
 		m.accessLog.Inc()
+	}
+}
+
+// AuthorizerStats records the external authorizer's decisions.
+type AuthorizerStats struct {
+	results map[string]prometheus.Counter
+	latency prometheus.Histogram
+}
+
+// AuthorizerStats returns the authorizer's counters, resolved once.
+func (m *Metrics) AuthorizerStats() *AuthorizerStats {
+	if m == nil {
+		return nil
+	}
+	s := &AuthorizerStats{results: map[string]prometheus.Counter{}, latency: m.authzLatency}
+	for _, r := range []string{"allow", "deny", "error", "timeout", "saturated", "cached"} {
+		s.results[r] = m.authzCalls.WithLabelValues(r)
+	}
+	return s
+}
+
+// Call records one decision by result (allow, deny, error, timeout,
+// saturated); took is the call's duration (0: no call was made).
+func (s *AuthorizerStats) Call(result string, took time.Duration) {
+	if s == nil {
+		return
+	}
+	s.results[result].Inc()
+	if took > 0 {
+		s.latency.Observe(took.Seconds())
+	}
+}
+
+// Cached records a decision reused from the cache.
+func (s *AuthorizerStats) Cached() {
+	if s != nil {
+		s.results["cached"].Inc()
+	}
+}
+
+// AccessTokenStats records verifications of one kind of access token.
+type AccessTokenStats struct{ results map[string]prometheus.Counter }
+
+// AccessTokenStats returns the counters of kind ("jwt" or "opaque").
+func (m *Metrics) AccessTokenStats(kind string) *AccessTokenStats {
+	if m == nil {
+		return nil
+	}
+	s := &AccessTokenStats{results: map[string]prometheus.Counter{}}
+	for _, r := range []string{"ok", "rejected", "unavailable", "limited"} {
+		s.results[r] = m.accessTokens.WithLabelValues(kind, r)
+	}
+	return s
+}
+
+// Result records one verification: ok, rejected, unavailable or limited.
+func (s *AccessTokenStats) Result(result string) {
+	if s != nil {
+		s.results[result].Inc()
 	}
 }
 
