@@ -43,7 +43,7 @@ func Fields() []Field {
 var sectionNames = map[string]string{
 	"ProviderVars": "Provider and client", "URLVars": "URLs and paths", "IdentityVars": "Identity",
 	"ServerVars": "Servers and logs", "SessionVars": "Sessions and cookies", "LifetimeVars": "Session lifetime at the provider",
-	"LogoutVars": "Logout", "BearerVars": "Bearer tokens and authorization", "ForwardAuthVars": "Forward auth",
+	"LogoutVars": "Logout", "BearerVars": "Bearer tokens and authorization", "ExternalAuthzVars": "External authorizer", "ForwardAuthVars": "Forward auth",
 	"UpstreamTokenVars": "Identity token for the upstream", "PagesVars": "Pages",
 	"TracingVars": "Traces (OpenTelemetry)",
 }

@@ -55,15 +55,13 @@ var predecessorVariables = []predecessorVariable{
 
 	// Authenticators.
 	{Name: "IDTOKEN_AUTHN_ENABLED", Alias: "ACCEPT_PROVIDER_ID_TOKENS", Why: "honoured as ACCEPT_PROVIDER_ID_TOKENS (which wins when both are set)"},
-	{Name: "ACCESS_TOKEN_AUTHN_ENABLED", Why: "provider access tokens are not accepted as bearer tokens; send the ID token, or a JWT of an issuer of AUTHENTICATION_CONFIG_FILE"},
-	{Name: "ACCESS_TOKEN_AUTHN", Why: "provider access tokens are not accepted as bearer tokens; send the ID token, or a JWT of an issuer of AUTHENTICATION_CONFIG_FILE"},
 	{Name: "JWT_AUTHN_ENABLED", Why: "bearer JWTs are accepted from the issuers of AUTHENTICATION_CONFIG_FILE"},
-	{Name: "ENABLED_AUTHENTICATORS", Why: "the session cookie is always accepted; bearer JWTs per ACCEPT_PROVIDER_ID_TOKENS and AUTHENTICATION_CONFIG_FILE"},
+	{Name: "ENABLED_AUTHENTICATORS", Why: "the session cookie is always accepted; bearer tokens per ACCEPT_PROVIDER_ID_TOKENS, ACCESS_TOKEN_AUTHN_ENABLED, AUTHENTICATION_CONFIG_FILE and KUBERNETES_AUTHN_ENABLED"},
 	{Name: "CACHE_ENABLED", Why: "verified sessions and bearer tokens are always cached (bounded, per replica) until they expire"},
 	{Name: "CACHE_EXPIRATION_MINUTES", Why: "verified bearer tokens are cached until they expire, sessions until they change"},
 
-	// Authorization: ignoring these would allow what the predecessor refused.
-	{Name: "EXTERNAL_AUTHZ_URL", Refuse: true, Why: "an external authorization service is not supported, and ignoring it would let through requests it refuses: express its rules in AUTHORIZATION_RULES_FILE (docs/authorization.md) and unset it"},
+	// Authorization: ignoring it would allow what the predecessor refused
+	// (its EXTERNAL_AUTHZ_URL is a setting).
 	{Name: "AUTHZ_CONFIG_PATH", Refuse: true, Why: "the predecessor's authorization file is not read, and ignoring it would let through requests it refuses: express its rules in AUTHORIZATION_RULES_FILE (docs/authorization.md) and unset it"},
 
 	// Renamed.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 )
@@ -73,7 +74,7 @@ func TestPredecessorVariablesAccountedFor(t *testing.T) {
 func TestPredecessorVariablesNamed(t *testing.T) {
 	env := setenv(t, map[string]string{
 		"AUTH_HEADER": "X-Auth-Token", "CACHE_ENABLED": "true", "SESSION_STORE_REDIS_ADDR": "redis:6379",
-		"ACCESS_TOKEN_AUTHN": "jwt", "AUTH_METHOD_HEADER": "Auth-Method",
+		"ACCESS_TOKEN_AUTHN": "opaque", "AUTH_METHOD_HEADER": "Auth-Method",
 		"USERID_TOKEN_HEADER": "kubeflow-userid-token", "ID_TOKEN_HEADER": "Authorization",
 	})
 	s, err := Load(FromMap(env))
@@ -87,7 +88,7 @@ func TestPredecessorVariablesNamed(t *testing.T) {
 			t.Errorf("%s without a reason", v.Name)
 		}
 	}
-	want := []string{"ACCESS_TOKEN_AUTHN", "AUTH_HEADER", "AUTH_METHOD_HEADER", "CACHE_ENABLED", "ID_TOKEN_HEADER",
+	want := []string{"AUTH_HEADER", "AUTH_METHOD_HEADER", "CACHE_ENABLED", "ID_TOKEN_HEADER",
 		"SESSION_STORE_REDIS_ADDR", "USERID_TOKEN_HEADER"}
 	if !slices.Equal(got, want) {
 		t.Errorf("ignored %v, want %v", got, want)
@@ -95,12 +96,81 @@ func TestPredecessorVariablesNamed(t *testing.T) {
 }
 
 func TestPredecessorAuthorizationRefused(t *testing.T) {
-	for _, name := range []string{"EXTERNAL_AUTHZ_URL", "AUTHZ_CONFIG_PATH"} {
-		env := setenv(t, map[string]string{name: "http://authorizer/auth"})
-		_, err := Load(FromMap(env))
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "AUTHORIZATION_RULES_FILE") {
-			t.Errorf("%s set: %v", name, err)
+	env := setenv(t, map[string]string{"AUTHZ_CONFIG_PATH": "/etc/authz.yaml"})
+	_, err := Load(FromMap(env))
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "AUTHZ_CONFIG_PATH") || !strings.Contains(err.Error(), "AUTHORIZATION_RULES_FILE") {
+		t.Errorf("AUTHZ_CONFIG_PATH set: %v", err)
+	}
+}
+
+// TestPredecessorAccessTokensAndAuthorizer: the predecessor's last
+// features are settings, honoured with its spelling and defaults.
+func TestPredecessorAccessTokensAndAuthorizer(t *testing.T) {
+	s, err := Load(FromMap(setenv(t, map[string]string{"EXTERNAL_AUTHZ_URL": "http://authorizer/auth"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Authorizer; a.URL != "http://authorizer/auth" || a.Format != "arrikto" || a.Timeout != 2*time.Second {
+		t.Errorf("authorizer %+v", a)
+	}
+	if b := s.Bearer; b.AccessTokens != "jwt" || !slices.Equal(b.AccessAudiences, []string{"istio-ingressgateway.istio-system.svc.cluster.local"}) {
+		t.Errorf("the predecessor's defaults: access tokens %q for %v", b.AccessTokens, b.AccessAudiences)
+	}
+	for _, c := range []struct {
+		env  map[string]string
+		mode string
+		aud  []string
+	}{
+		{map[string]string{"ACCESS_TOKEN_AUTHN_ENABLED": "false"}, "", []string{"istio-ingressgateway.istio-system.svc.cluster.local"}},
+		{map[string]string{"ACCESS_TOKEN_AUTHN": "opaque"}, "opaque", []string{"istio-ingressgateway.istio-system.svc.cluster.local"}},
+		{map[string]string{"ACCESS_TOKEN_AUTHN": "JWT", "AUDIENCES": "a,b"}, "jwt", []string{"a", "b"}},
+		{map[string]string{"AUDIENCES": "a", "ACCESS_TOKEN_AUDIENCES": "api://kubeflow"}, "jwt", []string{"api://kubeflow"}},
+		{map[string]string{"AUDIENCES": ""}, "jwt", nil},
+	} {
+		env := setenv(t, nil)
+		for k, v := range c.env {
+			env[k] = v // AUDIENCES= (set, empty) included
 		}
+		s, err := Load(FromMap(env))
+		if err != nil {
+			t.Fatalf("%v: %v", c.env, err)
+		}
+		if s.Bearer.AccessTokens != c.mode || !slices.Equal(s.Bearer.AccessAudiences, c.aud) {
+			t.Errorf("%v: %q %v, want %q %v", c.env, s.Bearer.AccessTokens, s.Bearer.AccessAudiences, c.mode, c.aud)
+		}
+	}
+}
+
+func TestAccessTokenAndAuthorizerValidation(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		name string
+	}{
+		{map[string]string{"ACCESS_TOKEN_AUTHN": "introspection"}, "ACCESS_TOKEN_AUTHN"},
+		{map[string]string{"ACCESS_TOKEN_CACHE_TTL": "0s"}, "ACCESS_TOKEN_CACHE_TTL"},
+		{map[string]string{"ACCESS_TOKEN_CACHE_TTL": "1h"}, "ACCESS_TOKEN_CACHE_TTL"},
+		{map[string]string{"ACCESS_TOKEN_LOOKUPS_PER_SECOND": "0"}, "ACCESS_TOKEN_LOOKUPS_PER_SECOND"},
+		{map[string]string{"ACCESS_TOKEN_LOOKUP_CONCURRENCY": "0"}, "ACCESS_TOKEN_LOOKUP_CONCURRENCY"},
+		{map[string]string{"EXTERNAL_AUTHZ_URL": "authorizer/auth"}, "EXTERNAL_AUTHZ_URL"},
+		{map[string]string{"EXTERNAL_AUTHZ_URL": "http://u:p@authorizer/auth"}, "EXTERNAL_AUTHZ_URL"},
+		{map[string]string{"EXTERNAL_AUTHZ_URL": "http://opa:8181/", "EXTERNAL_AUTHZ_FORMAT": "opa"}, "EXTERNAL_AUTHZ_URL"},
+		{map[string]string{"EXTERNAL_AUTHZ_FORMAT": "xacml"}, "EXTERNAL_AUTHZ_FORMAT"},
+		{map[string]string{"EXTERNAL_AUTHZ_TIMEOUT": "0s"}, "EXTERNAL_AUTHZ_TIMEOUT"},
+		{map[string]string{"EXTERNAL_AUTHZ_TIMEOUT": "5m"}, "EXTERNAL_AUTHZ_TIMEOUT"},
+		{map[string]string{"EXTERNAL_AUTHZ_MAX_CONCURRENT": "0"}, "EXTERNAL_AUTHZ_MAX_CONCURRENT"},
+		{map[string]string{"EXTERNAL_AUTHZ_CACHE_TTL": "1h"}, "EXTERNAL_AUTHZ_CACHE_TTL"},
+		{map[string]string{"EXTERNAL_AUTHZ_CACHE_SIZE": "1"}, "EXTERNAL_AUTHZ_CACHE_SIZE"},
+		{map[string]string{"EXTERNAL_AUTHZ_CA_BUNDLE": "/nonexistent.pem"}, "EXTERNAL_AUTHZ_CA_BUNDLE"},
+	} {
+		_, err := Load(FromMap(setenv(t, c.env)))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.name) {
+			t.Errorf("%v: %v", c.env, err)
+		}
+	}
+	s, err := Load(FromMap(setenv(t, map[string]string{"EXTERNAL_AUTHZ_URL": "http://opa:8181/v1/data/kubeflow/authz", "EXTERNAL_AUTHZ_FORMAT": "OPA",
+		"EXTERNAL_AUTHZ_CACHE_TTL": "0s"})))
+	if err != nil || s.Authorizer.Format != "opa" || s.Authorizer.CacheTTL != 0 {
+		t.Errorf("an OPA authorizer without a cache: %v %+v", err, s)
 	}
 }
 

@@ -22,6 +22,7 @@ type Settings struct {
 	Sessions    Sessions
 	Logout      Logout
 	Bearer      Bearer
+	Authorizer  Authorizer
 	ForwardAuth ForwardAuth
 	Upstream    UpstreamToken
 	Pages       Pages
@@ -192,6 +193,25 @@ type Bearer struct {
 	TokenReview       bool
 	ReviewAudiences   []string // AUDIENCES
 	ServiceAccountDir string   // KUBERNETES_SERVICE_ACCOUNT_DIR
+
+	// AccessTokens: "" (off), "jwt" or "opaque" (ACCESS_TOKEN_AUTHN_ENABLED
+	// and ACCESS_TOKEN_AUTHN).
+	AccessTokens        string
+	AccessAudiences     []string      // ACCESS_TOKEN_AUDIENCES, default AUDIENCES
+	AccessCacheTTL      time.Duration // ACCESS_TOKEN_CACHE_TTL
+	AccessLookupRate    int           // ACCESS_TOKEN_LOOKUPS_PER_SECOND
+	AccessLookupConcurr int           // ACCESS_TOKEN_LOOKUP_CONCURRENCY
+}
+
+// Authorizer is the external authorizer (EXTERNAL_AUTHZ_URL); URL "" is none.
+type Authorizer struct {
+	URL           string
+	Format        string // arrikto or opa
+	Timeout       time.Duration
+	MaxConcurrent int
+	CacheTTL      time.Duration
+	CacheSize     int
+	CABundle      string
 }
 
 // ForwardAuth is the verify endpoint's trust in the proxy in front.

@@ -48,6 +48,8 @@ func (s *Settings) validate(c *Config) error {
 	if len(s.Bearer.ProviderTokenAudiences) == 0 {
 		s.Bearer.ProviderTokenAudiences = []string{c.ClientID}
 	}
+	c.accessTokens(&p, &s.Bearer)
+	s.Authorizer = c.authorizer(&p)
 	s.ForwardAuth = c.forwardAuth(&p)
 	s.Upstream = c.upstreamToken(&p)
 	c.pages(&p, &s.Pages)
@@ -556,5 +558,74 @@ func (c *Config) tracing(p *problems) Tracing {
 		u.RawPath = ""
 	}
 	v.Endpoint = u.String()
+	return v
+}
+
+// accessTokens reads ACCESS_TOKEN_*: which of the provider's access tokens
+// are accepted as bearer tokens, and the bounds of opaque-token lookups.
+func (c *Config) accessTokens(p *problems, b *Bearer) {
+	mode := strings.ToLower(strings.TrimSpace(c.AccessTokenAuthn))
+	switch mode {
+	case "jwt", "opaque":
+	default:
+		p.add("ACCESS_TOKEN_AUTHN", "%q: want jwt or opaque", c.AccessTokenAuthn)
+	}
+	if c.AccessTokenAuthnEnabled {
+		b.AccessTokens = mode
+	}
+	b.AccessAudiences = splitList(c.AccessTokenAudiences, ",")
+	if c.AccessTokenAudiences == "" {
+		b.AccessAudiences = splitList(c.Audiences, ",")
+	}
+	b.AccessCacheTTL, b.AccessLookupRate, b.AccessLookupConcurr = c.AccessTokenCacheTTL, c.AccessTokenLookupRate, c.AccessTokenLookupConc
+	if c.AccessTokenCacheTTL < time.Second || c.AccessTokenCacheTTL > 10*time.Minute {
+		p.add("ACCESS_TOKEN_CACHE_TTL", "%v: must be between 1s and 10m", c.AccessTokenCacheTTL)
+	}
+	if c.AccessTokenLookupRate < 1 || c.AccessTokenLookupRate > 10000 {
+		p.add("ACCESS_TOKEN_LOOKUPS_PER_SECOND", "%d: must be between 1 and 10000", c.AccessTokenLookupRate)
+	}
+	if c.AccessTokenLookupConc < 1 || c.AccessTokenLookupConc > 1000 {
+		p.add("ACCESS_TOKEN_LOOKUP_CONCURRENCY", "%d: must be between 1 and 1000", c.AccessTokenLookupConc)
+	}
+}
+
+// authorizer reads EXTERNAL_AUTHZ_*.
+func (c *Config) authorizer(p *problems) Authorizer {
+	v := Authorizer{URL: strings.TrimSpace(c.ExternalAuthzURL), Format: strings.ToLower(strings.TrimSpace(c.ExternalAuthzFormat)),
+		Timeout: c.ExternalAuthzTimeout, MaxConcurrent: c.ExternalAuthzMaxCalls, CacheTTL: c.ExternalAuthzCacheTTL,
+		CacheSize: c.ExternalAuthzCacheMax, CABundle: c.ExternalAuthzCA}
+	switch v.Format {
+	case "arrikto", "opa":
+	default:
+		p.add("EXTERNAL_AUTHZ_FORMAT", "%q: want arrikto or opa", c.ExternalAuthzFormat)
+	}
+	if v.URL != "" {
+		u, err := url.Parse(v.URL)
+		switch {
+		case err != nil || !httpURL(v.URL):
+			p.add("EXTERNAL_AUTHZ_URL", "must be an absolute http(s) URL")
+		case u.User != nil || u.Fragment != "":
+			p.add("EXTERNAL_AUTHZ_URL", "must have no user info and no fragment")
+		case v.Format == "opa" && !strings.HasPrefix(u.Path, "/v1/data/"):
+			p.add("EXTERNAL_AUTHZ_URL", "with EXTERNAL_AUTHZ_FORMAT=opa, OPA's Data API URL of the policy: http(s)://<opa>/v1/data/<policy path>")
+		}
+	}
+	if v.Timeout < 10*time.Millisecond || v.Timeout > 30*time.Second {
+		p.add("EXTERNAL_AUTHZ_TIMEOUT", "%v: must be between 10ms and 30s", v.Timeout)
+	}
+	if v.MaxConcurrent < 1 || v.MaxConcurrent > 10000 {
+		p.add("EXTERNAL_AUTHZ_MAX_CONCURRENT", "%d: must be between 1 and 10000", v.MaxConcurrent)
+	}
+	if v.CacheTTL < 0 || v.CacheTTL > 5*time.Minute {
+		p.add("EXTERNAL_AUTHZ_CACHE_TTL", "%v: must be between 0 and 5m", v.CacheTTL)
+	}
+	if v.CacheSize < 100 || v.CacheSize > 10_000_000 {
+		p.add("EXTERNAL_AUTHZ_CACHE_SIZE", "%d: must be between 100 and 10000000", v.CacheSize)
+	}
+	if v.CABundle != "" {
+		if _, err := os.Stat(v.CABundle); err != nil {
+			p.add("EXTERNAL_AUTHZ_CA_BUNDLE", "cannot read: %v", err)
+		}
+	}
 	return v
 }

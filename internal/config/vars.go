@@ -16,6 +16,7 @@ type Config struct {
 	LifetimeVars
 	LogoutVars
 	BearerVars
+	ExternalAuthzVars
 	ForwardAuthVars
 	UpstreamTokenVars
 	PagesVars
@@ -134,9 +135,27 @@ type BearerVars struct {
 	AuthorizationRulesFile   string `env:"AUTHORIZATION_RULES_FILE" desc:"YAML rules: host, path prefix and methods → allowed users, groups, email domains or any authenticated; first match wins. See docs/authorization.md."`
 	// Kubernetes service-account tokens by TokenReview (arrikto's path).
 	KubernetesAuthn      bool   `env:"KUBERNETES_AUTHN_ENABLED" default:"false" desc:"Authenticate Authorization: Bearer tokens of the cluster's service-account issuer by TokenReview at the API server (arrikto's default was on; here off, so the service runs outside a cluster; Kubeflow overlays set it). Needs the RBAC of deploy/components/tokenreview. Issuers of AUTHENTICATION_CONFIG_FILE are tried first. See docs/machine-identities.md."`
-	Audiences            string `env:"AUDIENCES" default:"istio-ingressgateway.istio-system.svc.cluster.local" desc:"Comma-separated audiences a service-account token must be meant for (TokenReview spec.audiences; KUBERNETES_AUTHN_ENABLED). Empty: the API server's own audiences."`
+	Audiences            string `env:"AUDIENCES" default:"istio-ingressgateway.istio-system.svc.cluster.local" desc:"Comma-separated audiences a service-account token must be meant for (TokenReview spec.audiences; KUBERNETES_AUTHN_ENABLED). Empty: the API server's own audiences. Also the default of ACCESS_TOKEN_AUDIENCES, as the predecessor used it for both."`
 	TokenCacheSize       int    `env:"TOKEN_CACHE_SIZE" default:"20000" desc:"Verified bearer tokens each replica keeps until they expire (as SESSION_CACHE_SIZE). A token beyond it is verified again (signature, claims, mappings: about 60 µs) when next seen. 1,000 to 10,000,000."`
 	KubernetesServiceDir string `env:"KUBERNETES_SERVICE_ACCOUNT_DIR" default:"/var/run/secrets/kubernetes.io/serviceaccount" desc:"Where the service's own token (token, re-read as it rotates), the cluster's CA (ca.crt) and the pod's namespace (namespace) are read for TokenReview and the session-key Secret (SESSION_KEYS_SECRET); the API server is https://KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT. Change only to run outside a pod."`
+	// The provider's access tokens as bearer tokens (arrikto's access-token authenticators).
+	AccessTokenAuthnEnabled bool          `env:"ACCESS_TOKEN_AUTHN_ENABLED" default:"true" desc:"Accept the login provider's access tokens as Authorization: Bearer tokens (the predecessor's default), where they can be verified: with ACCESS_TOKEN_AUTHN=jwt, tokens signed with the provider's keys for an audience of ACCESS_TOKEN_AUDIENCES; with opaque, tokens the provider's userinfo endpoint accepts (a provider without one accepts none). See docs/machine-identities.md#the-providers-access-tokens."`
+	AccessTokenAuthn        string        `env:"ACCESS_TOKEN_AUTHN" default:"jwt" desc:"jwt (the predecessor's default): access tokens are JWTs verified with the provider's key set, issuer OIDC_PROVIDER, an audience of ACCESS_TOKEN_AUDIENCES, user id and groups from USERID_CLAIM and GROUPS_CLAIM; a token typed at+jwt (RFC 9068) is never taken for an ID token, nor one for an ID-token audience (PROVIDER_ID_TOKEN_AUDIENCES) without that type for an access token. opaque (GitLab's OAuth tokens): a bearer value that is neither a JWT nor a session is sent to the provider's userinfo endpoint once, and the answer cached for ACCESS_TOKEN_CACHE_TTL."`
+	AccessTokenAudiences    string        `env:"ACCESS_TOKEN_AUDIENCES" desc:"Comma-separated audiences (aud) of the provider's JWT access tokens that are accepted (ACCESS_TOKEN_AUTHN=jwt). Default: AUDIENCES, as the predecessor. Empty (AUDIENCES empty too): no JWT access token is accepted."`
+	AccessTokenCacheTTL     time.Duration `env:"ACCESS_TOKEN_CACHE_TTL" default:"60s" desc:"How long the provider's answer about an opaque access token is reused (accepted or refused; 5 s at most when the provider could not be asked): a token revoked at the provider stops working within this time. 1s to 10m."`
+	AccessTokenLookupRate   int           `env:"ACCESS_TOKEN_LOOKUPS_PER_SECOND" default:"10" desc:"Userinfo lookups of opaque access tokens not seen before, per second and replica, all tokens together (bursts up to the same number). A new token beyond it, or beyond ACCESS_TOKEN_LOOKUP_CONCURRENCY, is answered 401 at once: a flood of invented tokens never becomes a flood of calls to the provider. 1 to 10000."`
+	AccessTokenLookupConc   int           `env:"ACCESS_TOKEN_LOOKUP_CONCURRENCY" default:"4" desc:"Userinfo lookups of opaque access tokens in flight at once per replica. 1 to 1000."`
+}
+
+// ExternalAuthzVars are the variables of the external authorizer (arrikto's EXTERNAL_AUTHZ_URL, or Open Policy Agent).
+type ExternalAuthzVars struct {
+	ExternalAuthzURL      string        `env:"EXTERNAL_AUTHZ_URL" desc:"An external authorization service asked about every authenticated request that GROUPS_ALLOWLIST and AUTHORIZATION_RULES_FILE allowed: both must allow. Empty: none. With EXTERNAL_AUTHZ_FORMAT=opa, OPA's Data API URL of the policy (http://opa:8181/v1/data/<policy path>). An error, a timeout or too many calls in flight deny (403). See docs/authorization.md#external-authorizer."`
+	ExternalAuthzFormat   string        `env:"EXTERNAL_AUTHZ_FORMAT" default:"arrikto" desc:"arrikto (the predecessor's protocol: POST {timestamp, user, request}; 2xx allows, 401/403 deny with the body as the reason) or opa (Open Policy Agent's Data API: POST {input: ...}; result true/false or {allow, reason}; no result denies)."`
+	ExternalAuthzTimeout  time.Duration `env:"EXTERNAL_AUTHZ_TIMEOUT" default:"2s" desc:"Longest wait for one answer of the external authorizer; after it the request is denied (403). 10ms to 30s."`
+	ExternalAuthzMaxCalls int           `env:"EXTERNAL_AUTHZ_MAX_CONCURRENT" default:"32" desc:"Calls to the external authorizer in flight at once per replica; a request needing another is denied at once (403). 1 to 10000."`
+	ExternalAuthzCacheTTL time.Duration `env:"EXTERNAL_AUTHZ_CACHE_TTL" default:"10s" desc:"How long a decision (allow or deny; never an error) is reused for the same user, groups, method, host, port and canonical path. 0: ask every time. At most 5m: a permission withdrawn at the authorizer stops working within this time."`
+	ExternalAuthzCacheMax int           `env:"EXTERNAL_AUTHZ_CACHE_SIZE" default:"10000" desc:"Decisions each replica keeps (as SESSION_CACHE_SIZE). 100 to 10000000."`
+	ExternalAuthzCA       string        `env:"EXTERNAL_AUTHZ_CA_BUNDLE" desc:"PEM file of CA certificates trusted for an https EXTERNAL_AUTHZ_URL, added to the system pool."`
 }
 
 // ForwardAuthVars are the variables of forward auth (nginx, Caddy, Traefik).
