@@ -48,6 +48,9 @@ type Identity struct {
 	SID      string    // sid, the provider's session
 	Nonce    string    // nonce, of the login it was issued for
 	IssuedAt time.Time // iat
+
+	// Claims are the token's verified claims (nil for a TokenReview answer).
+	Claims map[string]any
 }
 
 // Options configure an Authenticator.
@@ -60,6 +63,9 @@ type Options struct {
 	// login provider's, so that every path verifying its tokens uses one
 	// rate-limited set. An issuer listed here is not discovered again.
 	KeySets map[string]*jwks.Set
+	// Provider is the login provider's issuer: its access tokens
+	// (ACCESS_TOKEN_AUTHN=jwt) and how they are told from its ID tokens.
+	Provider *Provider
 }
 
 // Authenticator verifies bearer JWTs of the configured issuers.
@@ -89,7 +95,31 @@ func New(cfgs []*compiled, o Options) (*Authenticator, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: issuer %s: %v", ErrConfig, c.Issuer.URL, err)
 		}
-		a.issuers[c.Issuer.URL] = &issuer{c: c, client: client, opts: o, log: a.log}
+		a.issuers[c.Issuer.URL] = &issuer{c: c, entry: c, client: client, opts: o, log: a.log}
+	}
+	if p := o.Provider; p != nil {
+		pi := &providerIssuer{idAudiences: p.IDAudiences, stats: p.Stats}
+		if p.Access != nil {
+			c, err := compile(*p.Access)
+			if err != nil {
+				return nil, fmt.Errorf("%w: access tokens (ACCESS_TOKEN_AUDIENCES): %v", ErrConfig, err)
+			}
+			pi.access = c
+		}
+		is := a.issuers[p.Issuer]
+		switch {
+		case is != nil:
+		case pi.access != nil:
+			client, err := httpClient(pi.access.Issuer, o.Timeout)
+			if err != nil {
+				return nil, fmt.Errorf("%w: issuer %s: %v", ErrConfig, p.Issuer, err)
+			}
+			is = &issuer{entry: pi.access, client: client, opts: o, log: a.log}
+			a.issuers[p.Issuer] = is
+		default:
+			return a, nil // neither ID tokens nor access tokens of the provider are accepted
+		}
+		is.provider = pi
 	}
 	return a, nil
 }
@@ -148,10 +178,14 @@ func unverifiedIssuer(raw string) (string, error) {
 
 // issuer is one configured issuer with its lazily discovered keys.
 type issuer struct {
-	c      *compiled
-	client *http.Client
-	opts   Options
-	log    *zap.Logger
+	c *compiled // the entry judging its tokens; for the provider, its ID tokens (nil: not accepted)
+	// entry says where the issuer is and how to reach it: c, or for the
+	// provider's issuer without ID tokens, the access tokens' entry.
+	entry    *compiled
+	provider *providerIssuer // the login provider's issuer; nil for the others
+	client   *http.Client
+	opts     Options
+	log      *zap.Logger
 
 	mu       sync.Mutex // guards verifier and lastTry
 	verifier *oidc.IDTokenVerifier
@@ -164,33 +198,33 @@ func (is *issuer) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error
 	if is.verifier != nil {
 		return is.verifier, nil
 	}
-	if ks := is.opts.KeySets[is.c.Issuer.URL]; ks != nil {
+	if ks := is.opts.KeySets[is.entry.Issuer.URL]; ks != nil {
 		is.verifier = is.newVerifier(ks)
 		return is.verifier, nil
 	}
 	if now := is.opts.Now(); now.Sub(is.lastTry) < 5*time.Second {
-		return nil, fmt.Errorf("%w: issuer %s: discovery failed recently", ErrInvalidToken, is.c.Issuer.URL)
+		return nil, fmt.Errorf("%w: issuer %s: discovery failed recently", ErrInvalidToken, is.entry.Issuer.URL)
 	}
 	is.lastTry = is.opts.Now()
 	jwksURL, err := is.discover(ctx)
 	if err != nil {
-		is.log.Warn("issuer discovery failed", zap.String("issuer", is.c.Issuer.URL), zap.Error(err))
-		return nil, fmt.Errorf("%w: issuer %s: %v", ErrInvalidToken, is.c.Issuer.URL, err)
+		is.log.Warn("issuer discovery failed", zap.String("issuer", is.entry.Issuer.URL), zap.Error(err))
+		return nil, fmt.Errorf("%w: issuer %s: %v", ErrInvalidToken, is.entry.Issuer.URL, err)
 	}
 	is.verifier = is.newVerifier(jwks.New(jwksURL, is.client, is.opts.KeyRefetchInterval, is.log))
 	return is.verifier, nil
 }
 
 func (is *issuer) newVerifier(ks oidc.KeySet) *oidc.IDTokenVerifier {
-	return oidc.NewVerifier(is.c.Issuer.URL, ks, &oidc.Config{
+	return oidc.NewVerifier(is.entry.Issuer.URL, ks, &oidc.Config{
 		SkipClientIDCheck: true, SupportedSigningAlgs: jwks.Algorithms, Now: is.opts.Now,
 	})
 }
 
 func (is *issuer) discover(ctx context.Context) (string, error) {
-	u := is.c.Issuer.DiscoveryURL
+	u := is.entry.Issuer.DiscoveryURL
 	if u == "" {
-		u = strings.TrimSuffix(is.c.Issuer.URL, "/") + "/.well-known/openid-configuration"
+		u = strings.TrimSuffix(is.entry.Issuer.URL, "/") + "/.well-known/openid-configuration"
 	}
 	ctx, cancel := context.WithTimeout(ctx, is.opts.Timeout)
 	defer cancel()
@@ -213,8 +247,8 @@ func (is *issuer) discover(ctx context.Context) (string, error) {
 	if err := json.NewDecoder(io.LimitReader(resp.Body, jwks.MaxBytes)).Decode(&d); err != nil {
 		return "", fmt.Errorf("discovery %s: %v", u, err)
 	}
-	if d.Issuer != is.c.Issuer.URL {
-		return "", fmt.Errorf("discovery %s names issuer %q, configured %q", u, logtext.Bound(d.Issuer, 200), is.c.Issuer.URL)
+	if d.Issuer != is.entry.Issuer.URL {
+		return "", fmt.Errorf("discovery %s names issuer %q, configured %q", u, logtext.Bound(d.Issuer, 200), is.entry.Issuer.URL)
 	}
 	if d.JWKSURI == "" {
 		return "", fmt.Errorf("discovery %s has no jwks_uri", u)
@@ -231,7 +265,27 @@ func (is *issuer) authenticate(ctx context.Context, raw string) (*Identity, erro
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
-	if !audienceMatches(idt.Audience, is.c.Issuer.Audiences) {
+	c, access := is.c, false
+	if is.provider != nil {
+		if c, access, err = is.provider.profile(raw, idt.Audience, is.c); err != nil {
+			return nil, err
+		}
+	}
+	id, err := is.judge(idt, c)
+	if access {
+		if err != nil {
+			is.provider.stats.Result("rejected")
+			return nil, fmt.Errorf("%w (as an access token)", err)
+		}
+		is.provider.stats.Result("ok")
+	}
+	return id, err
+}
+
+// judge applies entry c (audience, claim rules, mappings) to a token whose
+// signature, issuer and expiry verified.
+func (is *issuer) judge(idt *oidc.IDToken, c *compiled) (*Identity, error) {
+	if !audienceMatches(idt.Audience, c.Issuer.Audiences) {
 		return nil, fmt.Errorf("%w: audience %q not accepted", ErrInvalidToken, idt.Audience)
 	}
 	var claims map[string]any
@@ -243,11 +297,11 @@ func (is *issuer) authenticate(ctx context.Context, raw string) (*Identity, erro
 	if nbf, ok := claims["nbf"].(float64); ok && is.opts.Now().Before(time.Unix(int64(nbf), 0)) {
 		return nil, fmt.Errorf("%w: not valid before %s", ErrInvalidToken, time.Unix(int64(nbf), 0).UTC().Format(time.RFC3339))
 	}
-	id, err := is.c.mapClaims(claims)
+	id, err := c.mapClaims(claims)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
-	id.Issuer, id.Expiry = idt.Issuer, idt.Expiry
+	id.Issuer, id.Expiry, id.Claims = idt.Issuer, idt.Expiry, claims
 	id.Subject, id.Nonce, id.IssuedAt = idt.Subject, idt.Nonce, idt.IssuedAt
 	id.SID, _ = claims["sid"].(string)
 	return id, nil

@@ -327,7 +327,7 @@ func Load(file string, extra []JWTAuthenticator, o Options) (*Authenticator, err
 		}
 		cfgs = append(cfgs, c)
 	}
-	if len(cfgs) == 0 {
+	if len(cfgs) == 0 && (o.Provider == nil || o.Provider.Access == nil) {
 		return nil, nil
 	}
 	return New(cfgs, o)

@@ -3,11 +3,14 @@ package check
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/authorizer"
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/credential"
+	"github.com/oidc-authservice/oidc-authservice/internal/logtext"
 	"github.com/oidc-authservice/oidc-authservice/internal/pages"
 	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
@@ -133,8 +136,10 @@ func (h *Handler) renew(q *request, live *credential.Live, cred credKind) (authe
 }
 
 // authorize decides for an authenticated principal: allow with the identity
-// headers, or 403 when the policy refuses. The cookies of v (a renewed
-// session) go out either way.
+// headers, or 403 when GROUPS_ALLOWLIST and the rules, then the external
+// authorizer (EXTERNAL_AUTHZ_URL), refuse. Both must allow, whatever the
+// front (ext_authz, forward auth) and the credential. The cookies of v (a
+// renewed session) go out either way.
 func (h *Handler) authorize(q *request, a authed, v verdict) verdict {
 	v.who = a
 	if ok, why := h.d.Policy.Decide(authz.Request{Host: q.Host, Path: q.path.canon, RawPath: q.path.raw, Method: q.Method,
@@ -144,11 +149,56 @@ func (h *Handler) authorize(q *request, a authed, v verdict) verdict {
 		f.who, f.cookies = a, v.cookies
 		return f
 	}
+	if h.d.Authorizer != nil {
+		if f, refused := h.external(q, a); refused {
+			f.who, f.cookies = a, v.cookies
+			return f
+		}
+	}
 	v.decision, v.status, v.reason = allow, http.StatusOK, sessionOK
 	if a.cred == bearerJWT {
 		v.reason = tokenOK
 	}
 	return v
+}
+
+// external asks the external authorizer about the canonical path and, when
+// the path as sent reads differently, about that reading too: the request
+// passes only when both are allowed, as with the rules. An error, a timeout
+// or saturation refuses (fail closed) with a 403 that says the decision
+// could not be made, never an allow and never a 5xx.
+func (h *Handler) external(q *request, a authed) (verdict, bool) {
+	host, port := authorizer.PortOf(q.Host, q.secure)
+	groups := a.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	in := authorizer.Input{Timestamp: h.d.Now().UTC().Format(time.RFC3339),
+		User:    authorizer.User{Name: a.User, ID: a.Subject, Groups: groups, Extra: a.Extra, Claims: a.Claims},
+		Request: authorizer.Request{Host: host, Port: port, Path: q.path.canon, Method: q.Method}}
+	paths := [2]string{q.path.canon, q.path.raw}
+	for i, p := range paths {
+		if i == 1 && (p == paths[0] || p == "") {
+			break
+		}
+		in.Request.Path = p
+		d, err := h.d.Authorizer.Decide(q.Context(), in)
+		if err != nil {
+			h.log.Warn("external authorizer could not decide: refused", q.rid(), zap.String("user", a.User), zap.Error(err))
+			return h.authorizerUnavailable(q, a.UserHeader[0]), true
+		}
+		if !d.Allowed {
+			why := d.Reason
+			if i == 1 {
+				why += " (path as sent: " + logtext.Bound(p, 128) + ")"
+			}
+			h.log.Info("not authorized by the external authorizer", q.rid(), zap.String("user", a.User), zap.String("reason", why))
+			f := h.forbidden(a.UserHeader[0], why)
+			f.reason = authorizerRefused
+			return f, true
+		}
+	}
+	return verdict{}, false
 }
 
 // forbidden is the 403 for an identity the policy refuses: a page for
@@ -160,6 +210,17 @@ func (h *Handler) forbidden(who, why string) verdict {
 		page: &pages.Data{Title: "Access denied", Message: msgNotAuthorized, Identity: who, Reason: why,
 			Link: h.o.LogoutPath, LinkText: "Sign in as someone else"},
 		body: map[string]string{"error": "forbidden", "user": who, "reason": why}}
+}
+
+// authorizerUnavailable is the 403 when the external authorizer could not
+// decide: nothing is allowed without its answer. Not a 5xx (Envoy would
+// turn it into a bare 403) and not a 401 (the user is signed in: a client
+// would only log in again).
+func (h *Handler) authorizerUnavailable(q *request, who string) verdict {
+	return verdict{decision: forbidden, reason: authorizerUnavailable, status: http.StatusForbidden, retry: "5",
+		page: &pages.Data{Title: "Access cannot be checked", Message: msgAuthorizerDown, Identity: who,
+			Reason: "the authorization service did not answer", Link: h.retryLink(q), LinkText: "Try again"},
+		body: map[string]string{"error": "forbidden", "user": who, "reason": "authorization service unavailable", "message": msgAuthorizerDown}}
 }
 
 // reasonText turns an error into a short log reason.

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/authorizer"
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/credential"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
@@ -79,6 +80,7 @@ type Deps struct {
 	Provider    *provider.Provider
 	Mapper      *identity.Mapper
 	Policy      *authz.Policy
+	Authorizer  *authorizer.Authorizer // EXTERNAL_AUTHZ_URL; nil: none
 	Pages       *pages.Pages
 	Sessions    *credential.Sessions
 	Tokens      *credential.Tokens

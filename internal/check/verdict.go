@@ -19,7 +19,7 @@ const (
 	allow     decision = iota // 200: identity headers (or anonymous for skip paths)
 	redirect                  // 302 to the provider's login page
 	deny                      // 401 (or 400): no usable credential
-	forbidden                 // 403: authenticated, refused by GROUPS_ALLOWLIST or the rules
+	forbidden                 // 403: authenticated, refused by GROUPS_ALLOWLIST, the rules or the external authorizer
 	fail                      // an error page: the login could not start
 	nDecisions
 )
@@ -32,23 +32,26 @@ func (d decision) String() string { return decisionNames[d] }
 type reason uint8
 
 const (
-	sessionOK           reason = iota // a valid session cookie (or its value as bearer)
-	tokenOK                           // a verified bearer JWT
-	skipPath                          // SKIP_AUTH_URLS or the service's own pages
-	options                           // ALLOW_UNAUTHENTICATED_OPTIONS
-	noCredentials                     // nothing presented
-	invalidSession                    // a session that is expired, forged, malformed, revoked, idle or refused at refresh
-	invalidToken                      // a bearer JWT that failed verification
-	policyRefused                     // the authorization policy refused
-	providerUnavailable               // the provider could not be reached when it had to be
-	malformed                         // a request no check should carry: malformed path, conflicting forwarded headers
-	tooLarge                          // an identity, session or token beyond what the service carries (limits.go)
-	renewal                           // a valid session whose renewal the forward-auth answer cannot carry: renewed at the start endpoint (renew.go)
+	sessionOK             reason = iota // a valid session cookie (or its value as bearer)
+	tokenOK                             // a verified bearer JWT
+	skipPath                            // SKIP_AUTH_URLS or the service's own pages
+	options                             // ALLOW_UNAUTHENTICATED_OPTIONS
+	noCredentials                       // nothing presented
+	invalidSession                      // a session that is expired, forged, malformed, revoked, idle or refused at refresh
+	invalidToken                        // a bearer JWT that failed verification
+	policyRefused                       // the authorization policy refused
+	providerUnavailable                 // the provider could not be reached when it had to be
+	malformed                           // a request no check should carry: malformed path, conflicting forwarded headers
+	tooLarge                            // an identity, session or token beyond what the service carries (limits.go)
+	renewal                             // a valid session whose renewal the forward-auth answer cannot carry: renewed at the start endpoint (renew.go)
+	authorizerRefused                   // the external authorizer refused
+	authorizerUnavailable               // the external authorizer could not decide (error, timeout, saturated): refused
 	nReasons
 )
 
 var reasonNames = [nReasons]string{"session", "token", "skip_path", "options", "no_credentials",
-	"invalid_session", "invalid_token", "policy", "provider_unavailable", "bad_request", "identity_too_large", "renewal"}
+	"invalid_session", "invalid_token", "policy", "provider_unavailable", "bad_request", "identity_too_large", "renewal",
+	"authorizer", "authorizer_unavailable"}
 
 func (r reason) String() string { return reasonNames[r] }
 
@@ -62,6 +65,7 @@ const (
 	msgProviderError  = "The identity provider refused the login."
 	msgClaimsUnusable = "Your account's identity cannot be used here."
 	msgConfirmLogout  = "Another site asked to sign you out. Sign out only if you meant to."
+	msgAuthorizerDown = "Your access cannot be checked right now: the authorization service is not available. Please try again in a moment."
 )
 
 // verdict is the answer to one request, as a value: decide and the login

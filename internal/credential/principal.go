@@ -21,6 +21,15 @@ type Principal struct {
 	UserHeader   []string
 	GroupsHeader []string
 
+	// Claims and Extra are what the verified credential said beyond the
+	// identity, kept only for the external authorizer (EXTERNAL_AUTHZ_URL):
+	// a bearer JWT's verified claims, userinfo's answer for an opaque
+	// token, the claims a session keeps; the extra attributes of
+	// AUTHENTICATION_CONFIG_FILE's mappings or of a TokenReview. Never a
+	// token.
+	Claims map[string]any
+	Extra  map[string][]string
+
 	// Upstream is the Authorization header the upstream gets for this
 	// principal: the issued token (UPSTREAM_TOKEN=issued), re-signed at
 	// half its lifetime, or the session's ID token (id_token).

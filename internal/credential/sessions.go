@@ -77,6 +77,9 @@ type SessionOptions struct {
 	// UpstreamHeaderMax (UPSTREAM_HEADER_MAX_BYTES) bounds the Authorization
 	// line of an ID token handed upstream; 0: no bound.
 	UpstreamHeaderMax int
+	// KeepClaims gives each verified session the claims it keeps
+	// (Principal.Claims), for the external authorizer.
+	KeepClaims bool
 }
 
 // ErrTooLarge: a session or a token is larger than what carries it (the
@@ -174,6 +177,9 @@ func (s *Sessions) Open(sealed string) (*Live, error) {
 
 func (s *Sessions) newLive(k cache.Key, sess *session.Session, validated int64) *Live {
 	l := &Live{Principal: newPrincipal(s.o.UserPrefix, sess.Subject, sess.User, sess.Groups, sess.Expires), Session: sess, key: k}
+	if s.o.KeepClaims {
+		l.Claims = sessionClaims(sess)
+	}
 	l.validated.Store(validated)
 	return l
 }
@@ -697,4 +703,17 @@ func jwtExpiry(raw string) int64 {
 		return 0
 	}
 	return int64(n)
+}
+
+// sessionClaims are the claims a session keeps, for the external
+// authorizer: its issuer and subject, the provider's session id and the
+// email when kept.
+func sessionClaims(sess *session.Session) map[string]any {
+	c := map[string]any{"sub": sess.Subject}
+	for k, v := range map[string]string{"iss": sess.Issuer, "sid": sess.SID, "email": sess.Email} {
+		if v != "" {
+			c[k] = v
+		}
+	}
+	return c
 }

@@ -58,6 +58,9 @@ type TokenOptions struct {
 	// ProviderIssuer is the login provider's issuer: its tokens may have
 	// been obtained for a session, and are refused once it ended.
 	ProviderIssuer string
+	// KeepClaims keeps a token's claims and extra attributes with its
+	// identity, for the external authorizer.
+	KeepClaims bool
 }
 
 // Errors of Verify besides the issuers' own (all wrap authn.ErrInvalidToken).
@@ -150,6 +153,9 @@ func (t *Tokens) Verify(ctx context.Context, raw string, rid zap.Field) (*Token,
 		sub = id.Username
 	}
 	tok = &Token{Principal: newPrincipal(t.o.UserPrefix, sub, user, groups, id.Expiry.Unix())}
+	if t.o.KeepClaims {
+		tok.Claims, tok.Extra = id.Claims, id.Extra
+	}
 	if t.revoked != nil && id.Issuer == t.o.ProviderIssuer && t.o.ProviderIssuer != "" {
 		tok.link = &tokenLink{sub: id.Subject, sid: id.SID, iat: id.IssuedAt.Unix()}
 		if id.IssuedAt.IsZero() {

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/authn"
+	"github.com/oidc-authservice/oidc-authservice/internal/authorizer"
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/check"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
@@ -39,6 +41,7 @@ type Parts struct {
 	Redis       *revocation.RedisStore // nil without REDIS_URL
 	Revocations *revocation.List
 	Policy      *authz.Policy
+	Authorizer  *authorizer.Authorizer   // nil without EXTERNAL_AUTHZ_URL
 	Bearer      *authn.Authenticator     // nil when no issuer is configured
 	Reviews     credential.Authenticator // Kubernetes TokenReview; nil unless KUBERNETES_AUTHN_ENABLED
 	Upstream    *upstreamtoken.Issuer    // nil unless UPSTREAM_TOKEN=issued
@@ -97,17 +100,19 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	p.Metrics.Sizes(p.Revocations.Len, p.Revocations.OnceLen)
 	p.Policy, err = authz.New(authz.Options{AllowAll: s.Identity.AllowAllGroups, Groups: s.Identity.AllowedGroups, RulesFile: s.Bearer.RulesFile})
 	fail("authorization", err)
+	p.Authorizer, err = externalAuthorizer(s, p.Metrics, log, now)
+	fail("EXTERNAL_AUTHZ_URL", err)
 	p.Upstream, err = p.upstreamIssuer(s, now)
 	fail("upstream token", err)
 	p.Reviews, err = tokenReviews(s, p.Metrics, p.Tracer, log, now)
 	fail("TokenReview", err)
-	if p.Provider == nil || p.Pages == nil || p.Policy == nil {
-		if s.Bearer.AuthenticationConfigFile != "" || s.Bearer.AcceptProviderIDTokens {
+	if p.Provider == nil || p.Pages == nil || p.Policy == nil || (s.Authorizer.URL != "" && p.Authorizer == nil) {
+		if s.Bearer.AuthenticationConfigFile != "" || s.Bearer.AcceptProviderIDTokens || s.Bearer.AccessTokens == "jwt" {
 			fail("bearer tokens", errors.New("not checked: the provider, pages or authorization could not be built"))
 		}
 		return p, errors.Join(errs...)
 	}
-	p.Bearer, err = bearerAuthenticator(s, p.Provider, log, now)
+	p.Bearer, err = bearerAuthenticator(s, p.Provider, p.Metrics, log, now)
 	fail("bearer tokens", err)
 	secrets := s.Sessions.Secrets
 	if s.Sessions.Generated {
@@ -164,18 +169,42 @@ func (p *Parts) upstreamIssuer(s *config.Settings, now func() time.Time) (*upstr
 	return upstreamtoken.New(keys, u.Issuer, u.Audience, u.Lifetime, now)
 }
 
+// externalAuthorizer is the client of EXTERNAL_AUTHZ_URL, or nil.
+func externalAuthorizer(s *config.Settings, m *metrics.Metrics, log *zap.Logger, now func() time.Time) (*authorizer.Authorizer, error) {
+	a := s.Authorizer
+	if a.URL == "" {
+		return nil, nil
+	}
+	var ca []byte
+	if a.CABundle != "" {
+		var err error
+		if ca, err = os.ReadFile(a.CABundle); err != nil {
+			return nil, fmt.Errorf("EXTERNAL_AUTHZ_CA_BUNDLE: %w", err)
+		}
+	}
+	return authorizer.New(authorizer.Options{URL: a.URL, Format: a.Format, Timeout: a.Timeout, MaxConcurrent: a.MaxConcurrent,
+		CacheTTL: a.CacheTTL, CacheSize: a.CacheSize, CAPEM: ca, Logger: log, Metrics: m, Now: now})
+}
+
 // bearerAuthenticator accepts the JWTs of AUTHENTICATION_CONFIG_FILE and,
-// with ACCEPT_PROVIDER_ID_TOKENS, the provider's own ID tokens, verified
-// with the provider's shared key set.
-func bearerAuthenticator(s *config.Settings, prov *provider.Provider, log *zap.Logger, now func() time.Time) (*authn.Authenticator, error) {
+// with ACCEPT_PROVIDER_ID_TOKENS, the provider's own ID tokens, and with
+// ACCESS_TOKEN_AUTHN=jwt its access tokens, verified with the provider's
+// shared key set.
+func bearerAuthenticator(s *config.Settings, prov *provider.Provider, m *metrics.Metrics, log *zap.Logger, now func() time.Time) (*authn.Authenticator, error) {
 	var extra []authn.JWTAuthenticator
 	if s.Bearer.AcceptProviderIDTokens {
 		e := authn.ProviderEntry(s.Provider.Issuer, s.Bearer.ProviderTokenAudiences, s.Identity.UserClaim, s.Identity.GroupsClaim)
 		e.AllowUnverifiedEmail = s.Identity.AllowUnverifiedEmail
 		extra = append(extra, e)
 	}
+	pv := &authn.Provider{Issuer: s.Provider.Issuer, IDAudiences: s.Bearer.ProviderTokenAudiences, Stats: m.AccessTokenStats("jwt")}
+	if s.Bearer.AccessTokens == "jwt" && len(s.Bearer.AccessAudiences) > 0 {
+		e := authn.AccessTokenEntry(s.Provider.Issuer, s.Bearer.AccessAudiences, s.Identity.UserClaim, s.Identity.GroupsClaim)
+		e.AllowUnverifiedEmail = s.Identity.AllowUnverifiedEmail
+		pv.Access = &e
+	}
 	return authn.Load(s.Bearer.AuthenticationConfigFile, extra, authn.Options{Logger: log, Now: now, Timeout: s.Provider.Timeout,
-		KeySets: map[string]*jwks.Set{s.Provider.Issuer: prov.KeySet()}})
+		KeySets: map[string]*jwks.Set{s.Provider.Issuer: prov.KeySet()}, Provider: pv})
 }
 
 // handlers builds the check and web handlers and what they share.
@@ -194,19 +223,19 @@ func (p *Parts) handlers(s *config.Settings, secrets [][]byte, groups *identity.
 		IdleTimeout: ss.IdleTimeout, RefreshBeforeExpiry: ss.RefreshBeforeExpiry, StrictValidation: ss.StrictValidation,
 		StrictInterval: ss.StrictInterval, StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget,
 		UpstreamIDToken: s.Upstream.Mode == "id_token", CacheSize: ss.CacheSize, Groups: groups, MaxCookies: ss.MaxCookies,
-		UpstreamHeaderMax: s.Identity.UpstreamHeaderMaxBytes}, codec, p.Provider, p.Revocations, p.Metrics, log, now)
+		UpstreamHeaderMax: s.Identity.UpstreamHeaderMaxBytes, KeepClaims: p.Authorizer != nil}, codec, p.Provider, p.Revocations, p.Metrics, log, now)
 	var auth credential.Authenticator
 	if p.Bearer != nil {
 		auth = p.Bearer
 	}
 	auth = credential.Chain(auth, p.Reviews)
 	tokens := credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: ss.CheckProviderBudget,
-		CacheSize: s.Bearer.CacheSize, ProviderIssuer: s.Provider.Issuer},
+		CacheSize: s.Bearer.CacheSize, ProviderIssuer: s.Provider.Issuer, KeepClaims: p.Authorizer != nil},
 		auth, mapper, p.Revocations, p.Metrics, log, now)
 	backchannel := &revocation.Backchannel{List: p.Revocations, Verifier: p.Provider, MaxAge: s.Logout.BackchannelMaxAge,
 		Timeout: s.Provider.Timeout, Metrics: p.Metrics, Log: log.Named("backchannel")}
 	deps := check.Deps{Logger: log, Cookies: cookies, Codec: codec, Provider: p.Provider, Mapper: mapper,
-		Policy: p.Policy, Pages: p.Pages, Sessions: sessions, Tokens: tokens, Revocations: p.Revocations,
+		Policy: p.Policy, Authorizer: p.Authorizer, Pages: p.Pages, Sessions: sessions, Tokens: tokens, Revocations: p.Revocations,
 		Backchannel: backchannel, Metrics: p.Metrics, Tracer: p.Tracer, Now: now, Random: rand.Reader}
 	if p.Upstream != nil {
 		deps.Upstream = p.Upstream

@@ -125,10 +125,25 @@ func (is *Issuer) withDefaults(claims map[string]any) map[string]any {
 	return c
 }
 
+// SignTyped is Sign with the JOSE header typ set to typ: "at+jwt" for an
+// access token of RFC 9068.
+func (is *Issuer) SignTyped(t testing.TB, typ string, claims map[string]any) string {
+	t.Helper()
+	is.mu.Lock()
+	key, kid := is.keys[0], is.kids[0]
+	is.mu.Unlock()
+	return signTyped(t, key, kid, typ, is.withDefaults(claims))
+}
+
 // SignWith signs claims with any RSA key and kid.
 func SignWith(t testing.TB, key *rsa.PrivateKey, kid string, claims map[string]any) string {
 	t.Helper()
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+	return signTyped(t, key, kid, "JWT", claims)
+}
+
+func signTyped(t testing.TB, key *rsa.PrivateKey, kid, typ string, claims map[string]any) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType(jose.ContentType(typ)).WithHeader("kid", kid))
 	if err != nil {
 		t.Fatal(err)
 	}
