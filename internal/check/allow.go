@@ -1,12 +1,14 @@
 package check
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
 	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/credential"
+	"github.com/oidc-authservice/oidc-authservice/internal/session"
 )
 
 // credKind is what authenticated a request.
@@ -16,6 +18,7 @@ const (
 	sessionCookie credKind = iota
 	sessionBearer          // a session value as Authorization: Bearer (older SDKs)
 	bearerJWT              // a bearer JWT of a trusted issuer
+	bearerOpaque           // the provider's opaque access token, vouched for by its userinfo endpoint
 )
 
 // authed is an authenticated principal and how; the zero value is no one.
@@ -83,7 +86,7 @@ func (h *Handler) upstreamAuth(q *request, a *authed) (auth []string, strip bool
 	switch a.cred {
 	case sessionBearer:
 		return nil, true
-	case bearerJWT:
+	case bearerJWT, bearerOpaque:
 		return nil, !h.o.KeepBearer
 	}
 	// A session cookie authenticated. A credential of this gateway in
@@ -93,8 +96,17 @@ func (h *Handler) upstreamAuth(q *request, a *authed) (auth []string, strip bool
 	switch {
 	case q.bearer == "":
 	case !credential.LooksLikeJWT(q.bearer):
-		_, err := h.d.Sessions.Open(q.bearer)
-		return nil, err == nil
+		if _, err := h.d.Sessions.Open(q.bearer); err == nil {
+			return nil, true
+		}
+		// The provider's opaque access token (ACCESS_TOKEN_AUTHN=opaque),
+		// asked about within the lookups' bounds; when they are exhausted
+		// it cannot be told, and it is removed all the same.
+		if h.d.Opaque != nil && !h.o.KeepBearer && !session.LooksSealed(q.bearer) {
+			_, err := h.d.Opaque.Verify(q.Context(), q.bearer, q.rid())
+			return nil, err == nil || errors.Is(err, credential.ErrLookupLimited)
+		}
+		return nil, false
 	case !h.o.KeepBearer:
 		_, err := h.d.Tokens.Verify(q.Context(), q.bearer, q.rid())
 		return nil, err == nil

@@ -16,7 +16,8 @@ import (
 )
 
 // authenticate finds the request's credential: the session cookie, a
-// session value sent as Authorization: Bearer (older SDKs), or a bearer JWT.
+// session value sent as Authorization: Bearer (older SDKs), a bearer JWT, or
+// the provider's opaque access token.
 // A session is then kept alive (credential.Sessions.Renew); a bearer token
 // is valid until its own expiry. Without a usable credential it returns a
 // verdict that says why (its cookies clear a session that failed), which is
@@ -67,6 +68,12 @@ func (h *Handler) authenticate(q *request) (authed, verdict) {
 		if err == nil {
 			return h.renew(q, live, sessionBearer)
 		}
+		// Not a session: the provider's opaque access token, when they are
+		// accepted. A value shaped like a sealed session (one that no
+		// longer opens) never goes to the provider.
+		if h.d.Opaque != nil && !session.LooksSealed(q.bearer) {
+			return h.opaque(q)
+		}
 		if reason == nil {
 			reason = err
 		}
@@ -76,6 +83,22 @@ func (h *Handler) authenticate(q *request) (authed, verdict) {
 	}
 	h.debug(q, "session refused", zap.String("cookie", reasonText(reason)))
 	return authed{}, verdict{reason: invalidSession, cookies: []cookieOp{clearSessionCookie}}
+}
+
+// opaque authenticates the provider's opaque access token
+// (ACCESS_TOKEN_AUTHN=opaque). A refusal is a 401, at once when the lookups
+// of new tokens are exhausted (with Retry-After).
+func (h *Handler) opaque(q *request) (authed, verdict) {
+	tok, err := h.d.Opaque.Verify(q.Context(), q.bearer, q.rid())
+	if err != nil {
+		h.log.Info("access token refused", q.rid(), zap.Error(err))
+		v := verdict{reason: invalidToken}
+		if errors.Is(err, credential.ErrLookupLimited) {
+			v.retry = "1"
+		}
+		return authed{}, v
+	}
+	return authed{Principal: &tok.Principal, cred: bearerOpaque}, verdict{}
 }
 
 // renew applies the session's life (revocation, idle timeout, refresh,
@@ -156,7 +179,7 @@ func (h *Handler) authorize(q *request, a authed, v verdict) verdict {
 		}
 	}
 	v.decision, v.status, v.reason = allow, http.StatusOK, sessionOK
-	if a.cred == bearerJWT {
+	if a.cred == bearerJWT || a.cred == bearerOpaque {
 		v.reason = tokenOK
 	}
 	return v

@@ -84,6 +84,7 @@ type Deps struct {
 	Pages       *pages.Pages
 	Sessions    *credential.Sessions
 	Tokens      *credential.Tokens
+	Opaque      *credential.Opaque // ACCESS_TOKEN_AUTHN=opaque; nil otherwise
 	Upstream    Signer // UPSTREAM_TOKEN=issued; nil otherwise
 	Revocations *revocation.List
 	Backchannel http.Handler

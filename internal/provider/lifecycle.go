@@ -64,6 +64,35 @@ func (p *Provider) Validate(ctx context.Context, accessToken string) (err error)
 	return nil
 }
 
+// ErrNoUserinfo: the provider has no userinfo endpoint.
+var ErrNoUserinfo = errors.New("provider has no userinfo endpoint")
+
+// UserInfo asks the userinfo endpoint who an access token belongs to and
+// returns the answer's claims: ErrRejected when the provider refuses the
+// token (401, 403), ErrUnavailable when it cannot say, ErrNoUserinfo when it
+// has no such endpoint, ErrNotReady before discovery.
+func (p *Provider) UserInfo(ctx context.Context, accessToken string) (map[string]any, error) {
+	d := p.d.Load()
+	switch {
+	case d == nil:
+		return nil, ErrNotReady
+	case !d.userinfo:
+		return nil, ErrNoUserinfo
+	}
+	ui, err := d.oidc.UserInfo(p.ctx(ctx), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: accessToken, TokenType: "Bearer"}))
+	if err != nil {
+		return nil, classify("userinfo", err)
+	}
+	claims := map[string]any{}
+	if err := ui.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("%w: userinfo claims: %v", ErrUnavailable, err)
+	}
+	if s, _ := claims["sub"].(string); s == "" {
+		return nil, fmt.Errorf("%w: userinfo answer without sub", ErrUnavailable)
+	}
+	return claims, nil
+}
+
 // HasUserinfo reports whether the provider advertises a userinfo endpoint.
 func (p *Provider) HasUserinfo() bool {
 	d := p.d.Load()

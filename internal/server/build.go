@@ -232,10 +232,16 @@ func (p *Parts) handlers(s *config.Settings, secrets [][]byte, groups *identity.
 	tokens := credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: ss.CheckProviderBudget,
 		CacheSize: s.Bearer.CacheSize, ProviderIssuer: s.Provider.Issuer, KeepClaims: p.Authorizer != nil},
 		auth, mapper, p.Revocations, p.Metrics, log, now)
+	var opaque *credential.Opaque
+	if s.Bearer.AccessTokens == "opaque" {
+		opaque = credential.NewOpaque(credential.OpaqueOptions{UserPrefix: s.Identity.UserPrefix, TTL: s.Bearer.AccessCacheTTL,
+			Rate: s.Bearer.AccessLookupRate, Concurrency: s.Bearer.AccessLookupConcurr, Budget: min(ss.CheckProviderBudget, s.Provider.Timeout),
+			CacheSize: s.Bearer.CacheSize, KeepClaims: p.Authorizer != nil}, p.Provider, mapper, p.Revocations, p.Metrics, log, now)
+	}
 	backchannel := &revocation.Backchannel{List: p.Revocations, Verifier: p.Provider, MaxAge: s.Logout.BackchannelMaxAge,
 		Timeout: s.Provider.Timeout, Metrics: p.Metrics, Log: log.Named("backchannel")}
 	deps := check.Deps{Logger: log, Cookies: cookies, Codec: codec, Provider: p.Provider, Mapper: mapper,
-		Policy: p.Policy, Authorizer: p.Authorizer, Pages: p.Pages, Sessions: sessions, Tokens: tokens, Revocations: p.Revocations,
+		Policy: p.Policy, Authorizer: p.Authorizer, Pages: p.Pages, Sessions: sessions, Tokens: tokens, Opaque: opaque, Revocations: p.Revocations,
 		Backchannel: backchannel, Metrics: p.Metrics, Tracer: p.Tracer, Now: now, Random: rand.Reader}
 	if p.Upstream != nil {
 		deps.Upstream = p.Upstream
