@@ -18,6 +18,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/authorizer"
 	"github.com/oidc-authservice/oidc-authservice/internal/authz"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/credential"
@@ -174,6 +175,13 @@ func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authent
 	mapper := &identity.Mapper{UserClaim: s.Identity.UserClaim, GroupsClaim: s.Identity.GroupsClaim, AllowUnverifiedEmail: s.Identity.AllowUnverifiedEmail,
 		Groups: groups}
 	ps := s.Paths
+	var az *authorizer.Authorizer
+	if a := s.Authorizer; a.URL != "" {
+		if az, err = authorizer.New(authorizer.Options{URL: a.URL, Format: a.Format, Timeout: a.Timeout, MaxConcurrent: a.MaxConcurrent,
+			CacheTTL: a.CacheTTL, CacheSize: a.CacheSize, Now: clock}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h := New(Options{
 		CallbackPath: ps.Callback, LogoutPath: ps.Logout, VerifyPath: ps.Verify, StartPath: ps.Start, SitePrefix: ps.Site,
 		BackchannelPath: ps.Backchannel, SkipPrefixes: ps.Skip, APIPrefixes: ps.API, AllowOptions: ps.AllowOptions,
@@ -190,14 +198,14 @@ func newFixtureWith(t testing.TB, env map[string]string, auth credential.Authent
 		Logger: zap.NewNop(),
 		Cookies: session.NewCookies(session.CookieOptions{Name: ss.CookieName, Domain: ss.Domain, SameSite: ss.SameSite,
 			HTTPOnly: ss.HTTPOnly, HostPrefix: ss.HostPrefix, AcceptPlain: ss.AcceptPlain, Secure: ss.Secure, MaxCookies: ss.MaxCookies}),
-		Codec: codec, Provider: p, Mapper: mapper, Policy: policy(t, s), Pages: pg,
+		Codec: codec, Provider: p, Mapper: mapper, Policy: policy(t, s), Authorizer: az, Pages: pg,
 		Sessions: credential.NewSessions(credential.SessionOptions{CookieName: ss.CookieName, UserPrefix: s.Identity.UserPrefix, IdleTimeout: ss.IdleTimeout,
 			RefreshBeforeExpiry: ss.RefreshBeforeExpiry, StrictValidation: ss.StrictValidation, StrictInterval: ss.StrictInterval,
 			StrictGrace: ss.StrictGrace, Budget: ss.CheckProviderBudget, UpstreamIDToken: s.Upstream.Mode == "id_token",
-			Groups: groups, MaxCookies: ss.MaxCookies, UpstreamHeaderMax: id.UpstreamHeaderMaxBytes},
+			Groups: groups, MaxCookies: ss.MaxCookies, UpstreamHeaderMax: id.UpstreamHeaderMaxBytes, KeepClaims: az != nil},
 			codec, p, rev, m, zap.NewNop(), clock),
-		Tokens: credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: time.Second, ProviderIssuer: s.Provider.Issuer},
-			auth, mapper, rev, m, zap.NewNop(), clock),
+		Tokens: credential.NewTokens(credential.TokenOptions{UserPrefix: s.Identity.UserPrefix, Budget: time.Second, ProviderIssuer: s.Provider.Issuer,
+			KeepClaims: az != nil}, auth, mapper, rev, m, zap.NewNop(), clock),
 		Revocations: rev,
 		Backchannel: &revocation.Backchannel{List: rev, Verifier: p, MaxAge: time.Minute, Timeout: time.Second, Metrics: m, Log: zap.NewNop()},
 		Metrics:     m, Now: clock, Random: rand.Reader,

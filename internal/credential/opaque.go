@@ -66,6 +66,7 @@ type Opaque struct {
 	ui      UserInfoer
 	mapper  *identity.Mapper
 	revoked *revocation.List // nil: nothing is ever revoked (tests)
+	metrics *metrics.Metrics
 	stats   *metrics.AccessTokenStats
 	lookups *metrics.CacheCounter
 	log     *zap.Logger
@@ -99,7 +100,7 @@ func NewOpaque(o OpaqueOptions, ui UserInfoer, mapper *identity.Mapper, revoked 
 		o.CacheSize = 20000
 	}
 	o.Rate, o.Concurrency = max(o.Rate, 1), max(o.Concurrency, 1)
-	return &Opaque{o: o, ui: ui, mapper: mapper, revoked: revoked, stats: m.AccessTokenStats("opaque"),
+	return &Opaque{o: o, ui: ui, mapper: mapper, revoked: revoked, metrics: m, stats: m.AccessTokenStats("opaque"),
 		lookups: m.CacheCounter("access_token"), log: log.Named("access_token"), now: now,
 		good: cache.New[*opaqueAnswer](o.CacheSize), bad: cache.New[*opaqueAnswer](o.CacheSize),
 		rate: newBucket(o.Rate, now()), slot: make(chan struct{}, o.Concurrency), inflight: map[cache.Key]*opaqueLookup{}}
@@ -199,14 +200,25 @@ func (o *Opaque) lookup(parent context.Context, raw string, rid zap.Field) *opaq
 		a.err = fmt.Errorf("%w: the provider could not be asked: %v", authn.ErrInvalidToken, err)
 		return a
 	}
-	id, dropped, err := o.mapper.FromClaims(claims)
-	if err != nil {
+	id, report, err := o.mapper.FromClaims(claims)
+	switch {
+	case errors.Is(err, identity.ErrTooManyGroups):
+		// As for every bearer token: counts only, never the names.
+		o.metrics.IdentityLimit("bearer", "groups", "refused")
+		o.log.Info("access token refused: its groups exceed the limits", rid, zap.String("user", id.User),
+			zap.Int("groups_received", report.Received), zap.Int("groups_filtered", report.Filtered), zap.Int("groups_unsafe", report.Unsafe), zap.Error(err))
+		fallthrough
+	case err != nil:
 		o.stats.Result("rejected")
-		a.err = fmt.Errorf("%w: userinfo's answer: %v", authn.ErrInvalidToken, err)
+		a.err = fmt.Errorf("%w: userinfo's answer: %w", authn.ErrInvalidToken, err)
 		return a
-	}
-	if len(dropped) > 0 {
-		o.log.Warn("access token groups left out: unsafe characters or too many", rid, zap.String("user", id.User), zap.Strings("groups", dropped))
+	case report.Changed():
+		if report.Truncated > 0 {
+			o.metrics.IdentityLimit("bearer", "groups", "truncated")
+		}
+		o.log.Warn("access token groups left out: unsafe names or beyond the limits (GROUPS_OVERFLOW=truncate)", rid, zap.String("user", id.User),
+			zap.Int("groups_received", report.Received), zap.Int("groups_unsafe", report.Unsafe), zap.Int("groups_truncated", report.Truncated),
+			zap.Int("groups_kept", report.Kept), zap.String("unsafe_example", report.Example))
 	}
 	sub, _ := claims["sub"].(string)
 	o.stats.Result("ok")
