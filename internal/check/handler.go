@@ -85,7 +85,7 @@ type Deps struct {
 	Sessions    *credential.Sessions
 	Tokens      *credential.Tokens
 	Opaque      *credential.Opaque // ACCESS_TOKEN_AUTHN=opaque; nil otherwise
-	Upstream    Signer // UPSTREAM_TOKEN=issued; nil otherwise
+	Upstream    Signer             // UPSTREAM_TOKEN=issued; nil otherwise
 	Revocations *revocation.List
 	Backchannel http.Handler
 	Metrics     *metrics.Metrics

@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/authorizer"
 	"github.com/oidc-authservice/oidc-authservice/internal/config"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
 	"github.com/oidc-authservice/oidc-authservice/internal/server"
@@ -81,8 +82,9 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	r.providerSection(ctx, s, p, built["provider"])
 	r.loginSection(s)
 	r.identitySection(s, built)
-	r.requestSection(s, built["bearer tokens"])
+	r.requestSection(s, p, built["bearer tokens"])
 	r.tokenReviewSection(s, built["TokenReview"])
+	r.authorizerSection(ctx, s, p, built["EXTERNAL_AUTHZ_URL"])
 	r.sessionSection(ctx, s, p, built["REDIS_URL"])
 	r.tracingSection(s, built["traces"])
 	r.section("Servers")
@@ -92,7 +94,7 @@ func Run(ctx context.Context, s *config.Settings, out io.Writer) *Report {
 	r.item("web pages", fmt.Sprintf("%s:%d", sv.Host, sv.WebPort))
 	for what, e := range built {
 		switch what {
-		case "provider", "authorization", "upstream token", "bearer tokens", "TokenReview", "REDIS_URL", "traces":
+		case "provider", "authorization", "upstream token", "bearer tokens", "TokenReview", "REDIS_URL", "traces", "EXTERNAL_AUTHZ_URL":
 		default:
 			r.problem("%v", e)
 		}
@@ -214,7 +216,7 @@ func (r *Report) identitySection(s *config.Settings, built map[string]error) {
 	}
 }
 
-func (r *Report) requestSection(s *config.Settings, bearerErr error) {
+func (r *Report) requestSection(s *config.Settings, p *server.Parts, bearerErr error) {
 	ps := s.Paths
 	r.section("Requests")
 	r.item("URL prefix", ps.Prefix)
@@ -227,6 +229,7 @@ func (r *Report) requestSection(s *config.Settings, bearerErr error) {
 		r.item("allowed redirect hosts", strings.Join(ps.AllowedRedirectHosts, ", "))
 	}
 	b := s.Bearer
+	r.accessTokens(s, p)
 	if b.AuthenticationConfigFile == "" && !b.AcceptProviderIDTokens {
 		return
 	}
@@ -236,6 +239,66 @@ func (r *Report) requestSection(s *config.Settings, bearerErr error) {
 	}
 	r.item("bearer JWTs accepted", fmt.Sprintf("provider ID tokens: %v (audiences %s); AUTHENTICATION_CONFIG_FILE: %s",
 		b.AcceptProviderIDTokens, strings.Join(b.ProviderTokenAudiences, ", "), orNone(b.AuthenticationConfigFile)))
+}
+
+// accessTokens says which of the provider's access tokens are accepted
+// (ACCESS_TOKEN_AUTHN) and whether they can be verified at all.
+func (r *Report) accessTokens(s *config.Settings, p *server.Parts) {
+	b := s.Bearer
+	switch b.AccessTokens {
+	case "":
+		r.item("provider access tokens", "not accepted (ACCESS_TOKEN_AUTHN_ENABLED=false)")
+	case "jwt":
+		if len(b.AccessAudiences) == 0 {
+			r.item("provider access tokens", "none accepted: ACCESS_TOKEN_AUTHN=jwt without an audience (ACCESS_TOKEN_AUDIENCES and AUDIENCES are empty)")
+			return
+		}
+		r.item("provider access tokens", fmt.Sprintf("JWTs signed by the provider for %s (typ at+jwt, or an audience that is not an ID token's)",
+			strings.Join(b.AccessAudiences, ", ")))
+	case "opaque":
+		r.item("provider access tokens", fmt.Sprintf("opaque, asked at userinfo, answers kept %v, at most %d new tokens per second and %d at once",
+			b.AccessCacheTTL, b.AccessLookupRate, b.AccessLookupConcurr))
+		if p != nil && p.Provider != nil && p.Provider.Ready() && !p.Provider.HasUserinfo() {
+			r.warn("ACCESS_TOKEN_AUTHN=opaque: the provider has no userinfo endpoint, so no opaque access token can be verified (every one is refused)")
+		}
+	}
+}
+
+// authorizerSection reports the external authorizer and asks it one
+// question as a reachability check: who "check-config" is does not matter,
+// an answer inside the protocol does.
+func (r *Report) authorizerSection(ctx context.Context, s *config.Settings, p *server.Parts, err error) {
+	a := s.Authorizer
+	if a.URL == "" {
+		return
+	}
+	r.section("External authorizer")
+	r.item("URL", a.URL)
+	r.item("protocol", a.Format)
+	r.item("timeout, calls at once", fmt.Sprintf("%v, %d", a.Timeout, a.MaxConcurrent))
+	if a.CacheTTL > 0 {
+		r.item("decisions reused for", a.CacheTTL)
+	} else {
+		r.item("decisions reused for", "0 (asked on every request)")
+	}
+	if err != nil || p == nil || p.Authorizer == nil {
+		if err != nil {
+			r.problem("%v", err)
+		}
+		return
+	}
+	start := time.Now()
+	d, err := p.Authorizer.Decide(ctx, authorizer.Input{Timestamp: start.UTC().Format(time.RFC3339),
+		User:    authorizer.User{Name: "check-config", Groups: []string{}},
+		Request: authorizer.Request{Host: "check-config.invalid", Port: 443, Path: "/", Method: http.MethodGet}})
+	switch {
+	case err != nil:
+		r.problem("the external authorizer did not answer within its protocol: %v (every authenticated request would be refused)", err)
+	case d.Allowed:
+		r.item("reachable", fmt.Sprintf("yes (%d ms; allowed the test question)", time.Since(start).Milliseconds()))
+	default:
+		r.item("reachable", fmt.Sprintf("yes (%d ms; refused the test question: %s)", time.Since(start).Milliseconds(), d.Reason))
+	}
 }
 
 func (r *Report) tokenReviewSection(s *config.Settings, err error) {

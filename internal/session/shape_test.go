@@ -22,7 +22,7 @@ func TestLooksSealed(t *testing.T) {
 	}
 	for _, v := range []string{
 		"", "4f1d0c0b6a0e2d6b1f3a9c8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c", // GitLab's OAuth token shape (hex)
-		"kX3dH7vQm2Lp9sT1wYz4bN6cR8eF0gJ5aU-_iO2qWxE", // node-oidc-provider's opaque token (43 base64url characters)
+		"kX3dH7vQm2Lp9sT1wYz4bN6cR8eF0gJ5aU-_iO2qWxE",       // node-oidc-provider's opaque token (43 base64url characters)
 		"glpat-xxxxxxxxxxxxxxxxxxxx", "a.b.c", "2.", "MTIz", // "123" without bars
 		strings.Repeat("A", 100),
 	} {

@@ -220,8 +220,12 @@ func TestCheckConfig(t *testing.T) {
 			"PROBLEM: UPSTREAM_TOKEN=issued without UPSTREAM_TOKEN_KEYS_FILE"},
 		{"unreachable Redis", map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"},
 			"PROBLEM: Redis not reachable"},
-		{"the predecessor's external authorizer", map[string]string{"EXTERNAL_AUTHZ_URL": "http://authorizer/auth"},
-			"EXTERNAL_AUTHZ_URL: an external authorization service is not supported"},
+		// The predecessor's external authorizer is a setting now: one that
+		// does not answer is a problem (every request would be refused).
+		{"an external authorizer that does not answer", map[string]string{"EXTERNAL_AUTHZ_URL": "http://127.0.0.1:1/auth"},
+			"PROBLEM: the external authorizer did not answer within its protocol"},
+		{"an OPA authorizer URL outside the Data API", map[string]string{"EXTERNAL_AUTHZ_URL": "http://127.0.0.1:8181/", "EXTERNAL_AUTHZ_FORMAT": "opa"},
+			"EXTERNAL_AUTHZ_URL: with EXTERNAL_AUTHZ_FORMAT=opa"},
 		// The provider cannot be built (a CA bundle that is not PEM): the
 		// bearer authenticator depending on it is reported as not checked,
 		// never as working.
