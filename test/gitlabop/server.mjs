@@ -8,12 +8,19 @@
 // end_session_endpoint. PROFILE=full adds RP-initiated and back-channel
 // logout with `sid` in ID tokens, for single-logout tests.
 //
+// Its access tokens are opaque, as GitLab's OAuth tokens are, unless
+// ACCESS_TOKEN_AUDIENCE names a resource server: then they are RFC 9068
+// JWTs (typ at+jwt) for that audience, carrying the user's email and
+// groups_direct too (a provider set up for JWT access tokens; GitLab's are
+// never JWTs).
+//
 // Test-only endpoints (127.0.0.1 only): POST /__test/revoke?sub=S revokes
 // every grant and token of S (the user revoking the application);
 // POST /__test/backchannel?sub=S&sid=X sends a back-channel logout token to
 // the client; POST /__test/groups?login=L with a JSON array sets L's direct
 // groups (an administrator added them): the ID tokens issued from then on,
-// refreshed ones too, carry them; GET /__test/healthz.
+// refreshed ones too, carry them; GET /__test/counts: how many requests each
+// endpoint got (userinfo, token, revocation); GET /__test/healthz.
 import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
@@ -26,6 +33,8 @@ const CLIENT_SECRET = env('CLIENT_SECRET', 'kubeflow-secret');
 const list = (k) => env(k, '').split(',').map((s) => s.trim()).filter(Boolean);
 const REDIRECT_URIS = list('REDIRECT_URIS');
 const full = PROFILE === 'full';
+const ACCESS_TOKEN_AUDIENCE = env('ACCESS_TOKEN_AUDIENCE', '');
+const counts = { userinfo: 0, token: 0, revocation: 0 };
 
 // Accounts by login name (ACCOUNTS_JSON or ACCOUNTS_FILE). GitLab's groups:
 // direct memberships in the ID token (groups_direct), direct and inherited
@@ -123,12 +132,27 @@ const provider = new Provider(ISSUER, {
     };
   },
   features: {
+    resourceIndicators: ACCESS_TOKEN_AUDIENCE ? {
+      enabled: true,
+      defaultResource: async () => ACCESS_TOKEN_AUDIENCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async () => ({
+        scope: SCOPES.join(' '), audience: ACCESS_TOKEN_AUDIENCE, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } },
+      }),
+    } : { enabled: false },
     devInteractions: { enabled: true },
     revocation: { enabled: true },
     introspection: { enabled: true },
     userinfo: { enabled: true },
     rpInitiatedLogout: { enabled: full },
     backchannelLogout: { enabled: full },
+  },
+  // The user's identity in JWT access tokens, as a provider set up for
+  // them adds it (RFC 9068 requires only sub).
+  async extraTokenClaims(ctx, token) {
+    if (!ACCESS_TOKEN_AUDIENCE || token.kind !== 'AccessToken') return undefined;
+    const a = bySub.get(token.accountId);
+    return a ? { email: a.email, email_verified: a.email_verified !== false, groups_direct: a.groups_direct } : undefined;
   },
   ttl: {
     IdToken: Number(env('ID_TOKEN_TTL', '120')),
@@ -152,6 +176,7 @@ const provider = new Provider(ISSUER, {
     }
     const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
     grant.addOIDCScope(SCOPES.join(' '));
+    if (ACCESS_TOKEN_AUDIENCE) grant.addResourceScope(ACCESS_TOKEN_AUDIENCE, SCOPES.join(' '));
     await grant.save();
     return grant;
   },
@@ -167,6 +192,9 @@ provider.on('server_error', (ctx, err) => console.error('server_error', err));
 
 // devInteractions accepts any login: register the account on the way in.
 provider.use(async (ctx, next) => {
+  if (ctx.path === '/me') counts.userinfo++;
+  if (ctx.path === '/token') counts.token++;
+  if (ctx.path === '/token/revocation') counts.revocation++;
   if (ctx.method === 'POST' && ctx.path.startsWith('/interaction/')) {
     const chunks = [];
     for await (const c of ctx.req) chunks.push(c);
@@ -200,6 +228,7 @@ provider.use(async (ctx, next) => {
   if (ctx.path.startsWith('/__test/')) {
     ctx.set('Cache-Control', 'no-store');
     if (ctx.path === '/__test/healthz') { ctx.body = 'ok'; return; }
+    if (ctx.path === '/__test/counts') { ctx.body = counts; return; }
     if (ctx.method === 'POST' && ctx.path === '/__test/revoke') {
       ctx.body = { revoked: revokeAccount(ctx.query.sub) };
       return;

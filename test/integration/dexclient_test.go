@@ -16,6 +16,13 @@ import (
 // token.
 func dexIDToken(t *testing.T, dex *peer.Dex) string {
 	t.Helper()
+	return dexTokens(t, dex).Extra("id_token").(string)
+}
+
+// dexTokens logs in at Dex directly as a client would and returns what the
+// token endpoint answered.
+func dexTokens(t *testing.T, dex *peer.Dex) *oauth2.Token {
+	t.Helper()
 	ctx := context.Background()
 	op, err := oidc.NewProvider(ctx, dex.Issuer)
 	if err != nil {
@@ -42,5 +49,5 @@ func dexIDToken(t *testing.T, dex *peer.Dex) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tok.Extra("id_token").(string)
+	return tok
 }

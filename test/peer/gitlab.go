@@ -1,9 +1,11 @@
 package peer
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -14,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
 )
 
 // GitLabOptions configure the GitLab-shaped provider (test/gitlabop).
@@ -29,6 +34,10 @@ type GitLabOptions struct {
 	// Accounts replace the default accounts (alice, bob, mallory), by
 	// login: sub, email, name, groups_direct (ID token), groups (userinfo).
 	Accounts map[string]GitLabAccount
+	// AccessTokenAudience makes access tokens RFC 9068 JWTs (typ at+jwt)
+	// for this audience, with the user's email and groups_direct; empty:
+	// opaque, as GitLab's.
+	AccessTokenAudience string
 }
 
 // GitLabAccount is one account of the GitLab-shaped provider.
@@ -39,6 +48,10 @@ type GitLabAccount struct {
 	GroupsDirect []string `json:"groups_direct"`
 	Groups       []string `json:"groups"`
 }
+
+// CLIRedirect is a redirect URI every GitLab-shaped provider accepts for
+// its client, for tests that play a command-line client (Tokens).
+const CLIRedirect = "http://127.0.0.1:1/cli-callback"
 
 // GitLab is a running GitLab-shaped provider.
 type GitLab struct {
@@ -96,7 +109,8 @@ func (g *GitLab) Start() {
 	env := []string{
 		"PORT=" + strconv.Itoa(g.Port), "ISSUER=" + g.Issuer, "PROFILE=" + o.Profile,
 		"CLIENT_ID=" + o.ClientID, "CLIENT_SECRET=" + o.ClientSecret,
-		"REDIRECT_URIS=" + strings.Join(o.RedirectURIs, ","),
+		"REDIRECT_URIS=" + strings.Join(append(append([]string{}, o.RedirectURIs...), CLIRedirect), ","),
+		"ACCESS_TOKEN_AUDIENCE=" + o.AccessTokenAudience,
 		"POST_LOGOUT_REDIRECT_URIS=" + strings.Join(o.PostLogoutURIs, ","),
 		"BACKCHANNEL_LOGOUT_URI=" + o.BackchannelLogoutURI,
 	}
@@ -178,6 +192,68 @@ func (g *GitLab) adminWith(path, body string) error {
 		return fmt.Errorf("%s: HTTP %d", path, resp.StatusCode)
 	}
 	return nil
+}
+
+// Counts are how many requests each of the provider's endpoints got
+// (userinfo, token, revocation) since it started.
+func (g *GitLab) Counts() (map[string]int, error) {
+	resp, err := http.Get(g.Issuer + "/__test/counts")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var c map[string]int
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Userinfo is how many userinfo requests the provider got.
+func (g *GitLab) Userinfo(t testing.TB) int {
+	t.Helper()
+	c, err := g.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c["userinfo"]
+}
+
+// Tokens plays a command-line client of the provider (the client of Opts,
+// CLIRedirect): a code flow with PKCE for login, as a user holding a GitLab
+// OAuth token has one.
+func (g *GitLab) Tokens(t testing.TB, login string) *oauth2.Token {
+	t.Helper()
+	ctx := context.Background()
+	op, err := oidc.NewProvider(ctx, g.Issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := oauth2.Config{ClientID: g.Opts.ClientID, ClientSecret: g.Opts.ClientSecret, Endpoint: op.Endpoint(), RedirectURL: CLIRedirect,
+		Scopes: []string{"openid", "profile", "email"}}
+	jar, _ := cookiejar.New(nil)
+	var code string
+	c := &http.Client{Jar: jar, Timeout: 20 * time.Second, CheckRedirect: func(r *http.Request, _ []*http.Request) error {
+		if r.URL.Host == "127.0.0.1:1" {
+			code = r.URL.Query().Get("code")
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}}
+	verifier := oauth2.GenerateVerifier()
+	resp, err := GitLabLogin(c, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), oidc.Nonce("n")), login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code == "" {
+		t.Fatalf("no code; the login ended at %s (HTTP %d)", resp.Request.URL, resp.StatusCode)
+	}
+	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 // GitLabLogin follows authURL to the provider's login form and submits it
