@@ -13,11 +13,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1362,4 +1364,362 @@ func mustReq(method, u string) *http.Request {
 		panic(err)
 	}
 	return req
+}
+
+// hostileAuthorizer is an external authorizer that misbehaves as the
+// current mode says: slow, failing, redirecting, oversized, garbage. It
+// speaks either protocol: what it answers is what the row chose.
+type hostileAuthorizer struct {
+	URL     string
+	mode    atomic.Value // string
+	allowed atomic.Int32 // calls of allowAll (where redirects lead)
+	allAll  string
+}
+
+func startHostileAuthorizer(t *testing.T) *hostileAuthorizer {
+	h := &hostileAuthorizer{}
+	h.mode.Store("ok")
+	allowAll := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.allowed.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"result": true}`)
+	}))
+	t.Cleanup(allowAll.Close)
+	h.allAll = allowAll.URL
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+		opaOK := `{"result": true}`
+		switch h.mode.Load().(string) {
+		case "ok":
+			io.WriteString(w, opaOK)
+		case "slow":
+			select {
+			case <-time.After(5 * time.Second):
+			case <-r.Context().Done():
+			}
+			io.WriteString(w, opaOK)
+		case "500":
+			w.WriteHeader(500)
+			io.WriteString(w, "internal error")
+		case "502 html":
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(502)
+			io.WriteString(w, "<html><body><h1>502 Bad Gateway</h1></body></html>")
+		case "302 to allow-all":
+			http.Redirect(w, r, h.allAll+"/allow", http.StatusFound)
+		case "307 to allow-all":
+			http.Redirect(w, r, h.allAll+"/allow", http.StatusTemporaryRedirect)
+		case "huge 200":
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"result": true, "padding": "`)
+			chunk := strings.Repeat("x", 64<<10)
+			for i := 0; i < 160; i++ { // 10 MiB
+				if _, err := io.WriteString(w, chunk); err != nil {
+					return
+				}
+			}
+			io.WriteString(w, `"}`)
+		case "huge 403 reason":
+			w.WriteHeader(403)
+			io.WriteString(w, strings.Repeat("no ", 300<<10))
+		case "long 403 reason":
+			w.WriteHeader(403)
+			io.WriteString(w, strings.Repeat("no ", 10<<10))
+		case "403 reason with markup and CRLF":
+			w.WriteHeader(403)
+			io.WriteString(w, "<script>alert(1)</script>\r\nKubeflow-Userid: admin@example.com")
+		case "reset":
+			if hj, ok := w.(http.Hijacker); ok {
+				c, _, _ := hj.Hijack()
+				if tc, ok := c.(*net.TCPConn); ok {
+					tc.SetLinger(0)
+				}
+				c.Close()
+			}
+		case "not JSON":
+			io.WriteString(w, "allow")
+		case "result a string":
+			io.WriteString(w, `{"result": "true"}`)
+		case "allow a string":
+			io.WriteString(w, `{"result": {"allow": "yes"}}`)
+		case "result null":
+			io.WriteString(w, `{"result": null}`)
+		case "no result":
+			io.WriteString(w, `{"warning": {"code": "api_usage_warning"}}`)
+		case "a list":
+			io.WriteString(w, `[true]`)
+		case "truncated":
+			w.Header().Set("Content-Length", "1000")
+			io.WriteString(w, `{"result": tr`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	h.URL = srv.URL
+	return h
+}
+
+// TestHostileAccessTokensAndAuthorizer: floods of invented bearer tokens
+// against the provider's opaque access tokens (the provider's userinfo
+// calls counted at the provider: bounded), and an external authorizer that
+// is slow or failing, of both protocols. Every row gets a definite answer,
+// never a 5xx (the gateway answers 555 when the check fails) and never an
+// allow the authorizer did not give; the logged-in user is still served
+// after every row.
+func TestHostileAccessTokensAndAuthorizer(t *testing.T) {
+	tap := &logTap{}
+	log.SetOutput(tap)
+	t.Cleanup(func() { log.SetOutput(os.Stderr) })
+
+	az := startHostileAuthorizer(t)
+	common := map[string]string{"ACCESS_TOKEN_AUTHN": "opaque", "ACCESS_TOKEN_LOOKUPS_PER_SECOND": "5", "ACCESS_TOKEN_LOOKUP_CONCURRENCY": "2",
+		"EXTERNAL_AUTHZ_TIMEOUT": "300ms", "EXTERNAL_AUTHZ_CACHE_TTL": "0s", "EXTERNAL_AUTHZ_MAX_CONCURRENT": "4"}
+	arrikto := map[string]string{"EXTERNAL_AUTHZ_URL": az.URL + "/authorize"}
+	for k, v := range common {
+		arrikto[k] = v
+	}
+	s := startGitLabService(t, peer.GitLabOptions{}, arrikto)
+	// The same service speaking OPA's protocol to the same authorizer.
+	opaEnv := map[string]string{"OIDC_PROVIDER": s.gl.Issuer, "CLIENT_ID": s.gl.Opts.ClientID, "CLIENT_SECRET": s.gl.Opts.ClientSecret,
+		"SESSION_KEYS": peer.SessionKey, "GROUPS_CLAIM": "groups", "EXTERNAL_AUTHZ_FORMAT": "opa", "EXTERNAL_AUTHZ_URL": az.URL + "/v1/data/kubeflow/authz"}
+	for k, v := range common {
+		opaEnv[k] = v
+	}
+	opaSvc := peer.StartService(t, opaEnv)
+	opaSvc.WaitReady(t, 30*time.Second)
+	cfg := extauthz.KubeflowEnvoyFilterCorrected(opaSvc.CheckURL)
+	cfg.StatusOnError = checkFailed
+	cfg.Upstream = peer.StartUpstream(t)
+	opaGateway := peer.Gateway(t, cfg)
+
+	// A logged-in user, and a GitLab OAuth token verified before the floods.
+	b := newBrowser()
+	resp, err := peer.GitLabLogin(b.Client, s.gateway+"/start?format=json", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readEcho(t, resp)
+	gw, _ := url.Parse(s.gateway)
+	var legitCookie string
+	for _, c := range b.Jar.Cookies(gw) {
+		if c.Name == "authservice_session" {
+			legitCookie = "authservice_session=" + c.Value
+		}
+	}
+	known := s.gl.Tokens(t, "bob").AccessToken
+	upstreamAs(t, bearerGet(t, s.gateway, "/api/x?format=json", known), "bob@example.com", "")
+
+	client := noFollowWith(nil)
+	send := func(t *testing.T, gateway, path string, headers ...string) *answer {
+		t.Helper()
+		req, _ := http.NewRequest("GET", gateway+path, nil)
+		req.Header.Set("Accept", "application/json")
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		return toAnswer(resp)
+	}
+	invented := func(i int) string { return fmt.Sprintf("gloas-%08d%s", i, strings.Repeat("f", 56)) }
+
+	// flood sends n invented bearer tokens (distinct unless same), with c
+	// at once, and checks every answer is a 401 and that the provider got
+	// at most the calls the bucket allows for the time it took.
+	flood := func(n, c int, same bool) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			before := s.gl.Userinfo(t)
+			start := time.Now()
+			answers := make(chan *answer, n)
+			sem := make(chan struct{}, c)
+			var wg sync.WaitGroup
+			for i := 0; i < n; i++ {
+				tok := invented(i + int(start.UnixNano()%1e6)*1000)
+				if same {
+					tok = invented(int(start.UnixNano() % 1e6))
+				}
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					req, _ := http.NewRequest("GET", s.gateway+"/api/flood", nil)
+					req.Header.Set("Authorization", "Bearer "+tok)
+					resp, err := client.Do(req)
+					if err != nil {
+						answers <- &answer{status: 0, body: []byte(err.Error())}
+						return
+					}
+					answers <- toAnswer(resp)
+				}()
+			}
+			wg.Wait()
+			close(answers)
+			took := time.Since(start)
+			limited := 0
+			for a := range answers {
+				if a.status != 401 {
+					t.Fatalf("an invented token got %s", a)
+				}
+				if a.header.Get("Retry-After") != "" {
+					limited++
+				}
+			}
+			calls := s.gl.Userinfo(t) - before
+			// The bucket: 5 at once, 5 more per second of the flood.
+			bound := 5 + int(5*took.Seconds()) + 1
+			if same {
+				bound = 1
+			}
+			t.Logf("%d invented tokens (%d at once) in %v: %d userinfo calls at the provider (bound %d), %d refused at once", n, c, took.Round(time.Millisecond), calls, bound, limited)
+			if calls > bound {
+				t.Fatalf("%d userinfo calls for %d invented tokens in %v: more than the bound %d", calls, n, took, bound)
+			}
+			return &answer{status: 401}
+		}
+	}
+	// authorizer sets the hostile authorizer's mode for one request
+	// through gateway with the legitimate session.
+	authorizer := func(mode, gateway string, headers ...string) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			az.mode.Store(mode)
+			defer az.mode.Store("ok")
+			return send(t, gateway, "/notebook/x/"+strings.ReplaceAll(mode, " ", "-"), append([]string{"Cookie", legitCookie}, headers...)...)
+		}
+	}
+	refused := expectation{"403, the authorizer could not decide", func(a *answer) bool {
+		return a.status == 403 && strings.Contains(string(a.body), "authorization service unavailable") && a.header.Get("Retry-After") != ""
+	}}
+	deniedBy := func(fragment string) expectation {
+		return expectation{"403 with a reason containing " + fragment, func(a *answer) bool {
+			var b struct{ Reason string }
+			json.Unmarshal(a.body, &b)
+			return a.status == 403 && strings.Contains(b.Reason, fragment) && len(b.Reason) <= 300 && !strings.ContainsAny(b.Reason, "\r\n")
+		}}
+	}
+	zeroCalls := func(f func(t *testing.T) *answer) func(t *testing.T) *answer {
+		return func(t *testing.T) *answer {
+			before := s.gl.Userinfo(t)
+			a := f(t)
+			if n := s.gl.Userinfo(t) - before; n != 0 {
+				t.Errorf("%d userinfo calls for a value that is no access token", n)
+			}
+			return a
+		}
+	}
+	foreignSession := sealAs(t, peer.RandomKey(), "authservice_session", &session.Session{User: "admin@example.com", Expires: time.Now().Add(time.Hour).Unix()})
+
+	rows := []hostileRow{
+		// Floods of invented bearer tokens: the provider is asked at most
+		// at the configured rate, whatever the flood.
+		{name: "300 invented opaque tokens, one after another", send: flood(300, 1, false), want: deny401},
+		{name: "300 invented opaque tokens, 50 at once", send: flood(300, 50, false), want: deny401},
+		{name: "one invented token sent 200 times, 50 at once", send: flood(200, 50, true), want: deny401},
+		{name: "the token verified before the floods still works", send: func(t *testing.T) *answer {
+			return bearerGet(t, s.gateway, "/api/after-flood?format=json", known)
+		}, want: expectation{"200 as bob", func(a *answer) bool {
+			e := a.upstreamEcho()
+			return e != nil && len(e.Headers["kubeflow-userid"]) == 1 && e.Headers["kubeflow-userid"][0] == "bob@example.com"
+		}}},
+		{name: "a bearer value with spaces", send: zeroCalls(func(t *testing.T) *answer {
+			return send(t, s.gateway, "/api/x", "Authorization", "Bearer not a token at all")
+		}), want: deny401},
+		{name: "a 5 KiB bearer value", send: zeroCalls(func(t *testing.T) *answer {
+			return send(t, s.gateway, "/api/x", "Authorization", "Bearer "+strings.Repeat("A", 5<<10))
+		}), want: deny401},
+		{name: "a session sealed with another key as bearer", send: zeroCalls(func(t *testing.T) *answer {
+			return send(t, s.gateway, "/api/x", "Authorization", "Bearer "+foreignSession)
+		}), want: deny401},
+		{name: "a JWT with invented claims as bearer", send: zeroCalls(func(t *testing.T) *answer {
+			return send(t, s.gateway, "/api/x", "Authorization", "Bearer "+jwtPart(map[string]any{"alg": "RS256"})+"."+jwtPart(map[string]any{"iss": s.gl.Issuer, "sub": "1"})+".sig")
+		}), want: deny401},
+
+		// A slow or failing authorizer of the predecessor's protocol.
+		{name: "authorizer: slower than EXTERNAL_AUTHZ_TIMEOUT", send: authorizer("slow", s.gateway), want: refused},
+		{name: "authorizer: 500", send: authorizer("500", s.gateway), want: refused},
+		{name: "authorizer: 502 with an HTML page", send: authorizer("502 html", s.gateway), want: refused},
+		{name: "authorizer: 302 to an allow-everything service", send: authorizer("302 to allow-all", s.gateway), want: refused},
+		{name: "authorizer: 307 to an allow-everything service", send: authorizer("307 to allow-all", s.gateway), want: refused},
+		{name: "authorizer: 200 with a 10 MiB body", send: authorizer("huge 200", s.gateway), want: refused},
+		// Over 64 KiB is an answer outside the protocol, whatever its status.
+		{name: "authorizer: 403 with a 900 KiB reason", send: authorizer("huge 403 reason", s.gateway), want: refused},
+		{name: "authorizer: 403 with a 30 KiB reason: cut to 256 bytes", send: authorizer("long 403 reason", s.gateway), want: deniedBy("no no no")},
+		{name: "authorizer: 403 with markup and CRLF in the reason", send: authorizer("403 reason with markup and CRLF", s.gateway), want: deniedBy("Kubeflow-Userid: admin@example.com"),
+			check: func(t *testing.T, a *answer) {
+				if a.header.Get("Kubeflow-Userid") != "" {
+					t.Errorf("an identity header on a refusal")
+				}
+			}},
+		{name: "authorizer: 403 with markup, as a page", send: authorizer("403 reason with markup and CRLF", s.gateway, "Accept", "text/html"), want: status(403),
+			check: func(t *testing.T, a *answer) {
+				if strings.Contains(string(a.body), "<script>alert(1)") {
+					t.Errorf("the authorizer's markup is on the page unescaped")
+				}
+			}},
+		{name: "authorizer: connection reset", send: authorizer("reset", s.gateway), want: refused},
+		{name: "authorizer: truncated answer", send: authorizer("truncated", s.gateway), want: refused},
+		{name: "authorizer: slow, 12 requests at once beyond EXTERNAL_AUTHZ_MAX_CONCURRENT", send: func(t *testing.T) *answer {
+			az.mode.Store("slow")
+			defer az.mode.Store("ok")
+			var wg sync.WaitGroup
+			answers := make([]*answer, 12)
+			for i := range answers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					answers[i] = send(t, s.gateway, fmt.Sprintf("/notebook/x/saturated-%d", i), "Cookie", legitCookie)
+				}()
+			}
+			wg.Wait()
+			for _, a := range answers {
+				if !refused.ok(a) {
+					return a
+				}
+			}
+			return answers[0]
+		}, want: refused},
+
+		// OPA's protocol: anything but a boolean result refuses.
+		{name: "OPA: slower than the timeout", send: authorizer("slow", opaGateway), want: refused},
+		{name: "OPA: not JSON", send: authorizer("not JSON", opaGateway), want: refused},
+		{name: "OPA: result a string", send: authorizer("result a string", opaGateway), want: refused},
+		{name: "OPA: allow a string", send: authorizer("allow a string", opaGateway), want: refused},
+		{name: "OPA: result null", send: authorizer("result null", opaGateway), want: refused},
+		{name: "OPA: no result (undefined)", send: authorizer("no result", opaGateway), want: deniedBy("no result")},
+		{name: "OPA: a JSON list", send: authorizer("a list", opaGateway), want: refused},
+		{name: "OPA: 10 MiB", send: authorizer("huge 200", opaGateway), want: refused},
+		{name: "OPA: 302 to an allow-everything service", send: authorizer("302 to allow-all", opaGateway), want: refused},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			a := row.send(t)
+			t.Logf("answer: %s", a)
+			if a.status == checkFailed {
+				t.Fatalf("the check failed (5xx, reset or timeout of the service): %s", a)
+			}
+			if a.status >= 500 || a.status == 0 {
+				t.Fatalf("5xx or no answer: %s", a)
+			}
+			if !row.want.ok(a) {
+				t.Errorf("want %s, got %s", row.want.desc, a)
+			}
+			if row.check != nil {
+				row.check(t, a)
+			}
+			resp, err := b.Get(s.gateway + "/still-served?format=json")
+			if err != nil {
+				t.Fatalf("legitimate user after this row: %v", err)
+			}
+			if e := readEcho(t, resp); e.Headers["kubeflow-userid"][0] != "alice@example.com" {
+				t.Fatalf("legitimate user after this row: upstream saw %v", e.Headers)
+			}
+		})
+	}
+	if n := az.allowed.Load(); n != 0 {
+		t.Errorf("a redirect of the authorizer was followed %d times", n)
+	}
+	if p := tap.panics(); p != "" {
+		t.Fatalf("a handler panicked:\n%s", p)
+	}
 }
