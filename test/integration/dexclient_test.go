@@ -23,6 +23,12 @@ func dexIDToken(t *testing.T, dex *peer.Dex) string {
 // token endpoint answered.
 func dexTokens(t *testing.T, dex *peer.Dex) *oauth2.Token {
 	t.Helper()
+	return dexTokensAs(t, dex, dex.Opts.User, dex.Opts.Password)
+}
+
+// dexTokensAs is dexTokens for another of Dex's users.
+func dexTokensAs(t *testing.T, dex *peer.Dex, user, password string) *oauth2.Token {
+	t.Helper()
 	ctx := context.Background()
 	op, err := oidc.NewProvider(ctx, dex.Issuer)
 	if err != nil {
@@ -40,7 +46,7 @@ func dexTokens(t *testing.T, dex *peer.Dex) *oauth2.Token {
 		return nil
 	}}
 	v := oauth2.GenerateVerifier()
-	resp, err := peer.DexLogin(c, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)), dex.Opts.User, dex.Opts.Password)
+	resp, err := peer.DexLogin(c, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)), user, password)
 	if err != nil {
 		t.Fatal(err)
 	}
