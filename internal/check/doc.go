@@ -50,7 +50,9 @@
 //	valid session (cookie or its value as      200 with USERID_HEADER and GROUPS_HEADER, Cookie
 //	  bearer): not revoked, not idle,          without the service's cookies, a renewed cookie when
 //	  refreshed or validated when due          refreshed or re-sealed; 403 page or JSON when the
-//	                                           policy refuses (rules see the canonical path); 403
+//	                                           policy refuses (rules see the canonical path), then
+//	                                           when the external authorizer refuses or cannot
+//	                                           decide (EXTERNAL_AUTHZ_URL; Retry-After); 403
 //	                                           identity_too_large, cookie cleared, when its groups
 //	                                           (sealed under other settings) or its renewal do
 //	                                           not fit (cookies; behind nginx, the verify and
@@ -63,13 +65,14 @@
 //	                                           renew.go
 //	session past STRICT_SESSION_VALIDATION     401 "provider unreachable" page; the cookie is kept
 //	  _GRACE while the provider is down
-//	bearer JWT of a trusted issuer             200 with the identity headers (never a cookie);
-//	                                           403 when the policy refuses, or JSON
-//	                                           identity_too_large for groups past the limits; a
-//	                                           provider token of a session that ended (logout,
-//	                                           back-channel) is invalid
+//	bearer JWT of a trusted issuer (the        200 with the identity headers (never a cookie);
+//	  provider's ID and access tokens told     403 when the policy or the external authorizer
+//	  apart), or the provider's opaque access  refuses, or JSON identity_too_large for groups
+//	  token (ACCESS_TOKEN_AUTHN=opaque)        past the limits; a provider token of a session
+//	                                           that ended (logout, back-channel) is invalid
 //	OPTIONS and ALLOW_UNAUTHENTICATED_OPTIONS  200, identity headers removed
-//	invalid bearer JWT                         401 JSON with WWW-Authenticate
+//	invalid bearer token                       401 JSON with WWW-Authenticate (and Retry-After when
+//	                                           new opaque tokens' lookups are exhausted)
 //	no valid session, browser navigation       302 to the provider (PKCE, state, nonce) and a
 //	  (GET/HEAD, not XHR, Accept takes HTML,   login-state cookie; 401 page with Retry-After when
 //	  not under API_PATH_PREFIXES)             the provider is not discovered yet
