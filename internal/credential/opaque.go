@@ -56,6 +56,9 @@ const unavailableTTL = 5 * time.Second
 // token: the answer, accepted or refused, is cached under the token's
 // SHA-256 for TTL (a refusal because the provider could not say, for at
 // most 5 s), so a token revoked at the provider stops working within TTL.
+// A token the service obtained for a session that logged out is refused at
+// once, whatever the provider says (the revocation list, checked on every
+// use).
 // Lookups of tokens not seen before are bounded for all tokens together:
 // at most Rate per second and Concurrency at once; a token beyond either is
 // refused at once (ErrLookupLimited, not cached), so invented tokens never
@@ -118,6 +121,10 @@ func (o *Opaque) Verify(ctx context.Context, raw string, rid zap.Field) (*Token,
 		switch {
 		case now >= a.until:
 			o.good.Delete(k)
+		case o.endedHere(&k):
+			o.good.Delete(k)
+			o.lookups.Lookup(true)
+			return nil, ErrTokenRevoked
 		case o.revoked != nil && o.revoked.Revoked("", "", a.tok.Subject, a.verified):
 			// A back-channel logout named the user after the provider
 			// vouched for the token: ask it again.
@@ -163,6 +170,12 @@ func (o *Opaque) Verify(ctx context.Context, raw string, rid zap.Field) (*Token,
 
 	l.a = o.lookup(ctx, raw, rid)
 	<-o.slot
+	if l.a.tok != nil && o.endedHere(&k) {
+		// The provider still vouches for it, but the session it was
+		// obtained for has logged out (its revocation at the provider
+		// failed, or the provider has none).
+		l.a.tok, l.a.err = nil, ErrTokenRevoked
+	}
 	if l.a.tok != nil {
 		o.good.Put(k, l.a)
 	} else {
@@ -173,6 +186,13 @@ func (o *Opaque) Verify(ctx context.Context, raw string, rid zap.Field) (*Token,
 	o.mu.Unlock()
 	close(l.done)
 	return l.a.tok, l.a.err
+}
+
+// endedHere reports whether the token (by digest k) is one the service
+// obtained for a session that has since logged out: the revocation list's
+// entry (Sessions.End), on every replica that shares the list.
+func (o *Opaque) endedHere(k *cache.Key) bool {
+	return o.revoked != nil && o.revoked.TokenRevoked((*[32]byte)(k), "", "", "", 0)
 }
 
 // lookup asks the provider once, within the budget; the call is not

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/authn"
+	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/credential"
 	"github.com/oidc-authservice/oidc-authservice/internal/identity"
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
@@ -314,5 +315,33 @@ func TestOpaqueTokenAfterBackchannelLogout(t *testing.T) {
 	}
 	if p.calls.Load() != 2 {
 		t.Fatalf("%d calls: the cached answer was used", p.calls.Load())
+	}
+}
+
+// TestOpaqueTokenOfALoggedOutSession: a token the service obtained for a
+// session that logged out (the revocation list's entry by digest) is
+// refused at once, cached or not, whatever the provider still says.
+func TestOpaqueTokenOfALoggedOutSession(t *testing.T) {
+	p := startUserinfo(t)
+	p.grant(gitlabToken, "4217", "alice@example.com")
+	c := newClock()
+	list := revocation.New(24*time.Hour, nil, c.now, zap.NewNop())
+	o := newOpaque(t, p, c, credential.OpaqueOptions{Rate: 10, Concurrency: 4}, list)
+	ctx := context.Background()
+	if _, err := o.Verify(ctx, gitlabToken, zap.Skip()); err != nil {
+		t.Fatal(err)
+	}
+	list.RevokeToken(ctx, cache.KeyOf(gitlabToken), c.now().Add(time.Hour).Unix())
+	for range 2 {
+		if _, err := o.Verify(ctx, gitlabToken, zap.Skip()); !errors.Is(err, credential.ErrTokenRevoked) {
+			t.Fatalf("the token of a logged-out session: %v", err)
+		}
+	}
+	// A token revoked before it was ever seen: asked, then refused.
+	const other = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	p.grant(other, "4217", "alice@example.com")
+	list.RevokeToken(ctx, cache.KeyOf(other), c.now().Add(time.Hour).Unix())
+	if _, err := o.Verify(ctx, other, zap.Skip()); !errors.Is(err, credential.ErrTokenRevoked) {
+		t.Fatalf("a revoked token seen for the first time: %v", err)
 	}
 }

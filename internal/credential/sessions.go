@@ -255,13 +255,22 @@ func (s *Sessions) End(ctx context.Context, l *Live, source string) {
 	}
 	s.revoked.Revoke(ctx, revocation.Session, l.Session.ID)
 	// By digest too, for the tokens that carry no nonce (providers that
-	// leave it out of refreshed ID tokens).
+	// leave it out of refreshed ID tokens) and for opaque access tokens
+	// (ACCESS_TOKEN_AUTHN=opaque), kept until the session says the access
+	// token expires, or as long as the list remembers when it does not.
 	for _, sess := range []*session.Session{l.Session, c.Session} {
 		for _, raw := range []string{sess.IDToken, sess.AccessToken} {
-			if LooksLikeJWT(raw) {
+			switch {
+			case LooksLikeJWT(raw):
 				if exp := jwtExpiry(raw); exp > 0 {
 					s.revoked.RevokeToken(ctx, cache.KeyOf(raw), exp)
 				}
+			case raw != "":
+				exp := sess.TokenExpiry
+				if exp <= 0 {
+					exp = s.now().Add(s.revoked.TTL()).Unix()
+				}
+				s.revoked.RevokeToken(ctx, cache.KeyOf(raw), exp)
 			}
 		}
 		if c == l {
