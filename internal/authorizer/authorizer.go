@@ -92,7 +92,8 @@ type Options struct {
 	Now           func() time.Time
 }
 
-// Input is what the authorizer is told: arrikto's document.
+// Input is what the authorizer is told: arrikto's document. An empty
+// Timestamp is the time of the call.
 type Input struct {
 	Timestamp string  `json:"timestamp"`
 	User      User    `json:"user"`
@@ -241,7 +242,8 @@ func (a *Authorizer) Decide(ctx context.Context, in Input) (Decision, error) {
 	a.mu.Unlock()
 
 	start := time.Now()
-	c.d, c.err = a.ask(ctx, &in)
+	asked := in // only a question asked goes to the heap
+	c.d, c.err = a.ask(ctx, &asked)
 	took := time.Since(start)
 	<-a.slots
 	switch {
@@ -265,20 +267,26 @@ func (a *Authorizer) Decide(ctx context.Context, in Input) (Decision, error) {
 }
 
 // keyOf is the cache key of a question: what the decision may depend on
-// besides the claims (docs/authorization.md says so).
+// besides the claims (docs/authorization.md says so). The fields are
+// written with their lengths, so no two questions share a key.
 func keyOf(in *Input) cache.Key {
-	h := sha256.New()
-	for _, s := range []string{in.User.Name, in.User.ID, in.Request.Method, in.Request.Host, strconv.Itoa(in.Request.Port), in.Request.Path} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
+	var buf [512]byte
+	b := buf[:0]
+	field := func(s string) {
+		b = strconv.AppendInt(b, int64(len(s)), 10)
+		b = append(b, ':')
+		b = append(b, s...)
 	}
+	field(in.User.Name)
+	field(in.User.ID)
+	field(in.Request.Method)
+	field(in.Request.Host)
+	b = strconv.AppendInt(b, int64(in.Request.Port), 10)
+	field(in.Request.Path)
 	for _, g := range in.User.Groups {
-		h.Write([]byte(g))
-		h.Write([]byte{0})
+		field(g)
 	}
-	var k cache.Key
-	h.Sum(k[:0])
-	return k
+	return sha256.Sum256(b)
 }
 
 // ask makes one call. The call is detached from the caller's cancellation
@@ -287,6 +295,9 @@ func keyOf(in *Input) cache.Key {
 func (a *Authorizer) ask(parent context.Context, in *Input) (Decision, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), a.o.Timeout)
 	defer cancel()
+	if in.Timestamp == "" {
+		in.Timestamp = a.now().UTC().Format(time.RFC3339)
+	}
 	var body []byte
 	var err error
 	if a.o.Format == FormatOPA {

@@ -3,7 +3,6 @@ package check
 import (
 	"errors"
 	"net/http"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -196,7 +195,7 @@ func (h *Handler) external(q *request, a authed) (verdict, bool) {
 	if groups == nil {
 		groups = []string{}
 	}
-	in := authorizer.Input{Timestamp: h.d.Now().UTC().Format(time.RFC3339),
+	in := authorizer.Input{
 		User:    authorizer.User{Name: a.User, ID: a.Subject, Groups: groups, Extra: a.Extra, Claims: a.Claims},
 		Request: authorizer.Request{Host: host, Port: port, Path: q.path.canon, Method: q.Method}}
 	paths := [2]string{q.path.canon, q.path.raw}

@@ -264,3 +264,36 @@ type discard struct{}
 
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (discard) Shutdown(context.Context) error                             { return nil }
+
+// A session cookie with an external authorizer whose decision is cached
+// (EXTERNAL_AUTHZ_CACHE_TTL): what the authorizer adds to the common check.
+func BenchmarkCheckSessionCookieAuthorizerCached(b *testing.B) {
+	az := newBenchAuthorizer(b)
+	f := newFixture(b, map[string]string{"EXTERNAL_AUTHZ_URL": az, "EXTERNAL_AUTHZ_CACHE_TTL": "5m"})
+	c := f.cookie(b, "user@example.com", []string{"team-a", "team-b"}, f.now.Add(time.Hour))
+	benchCheck(b, f, benchRequest("GET", "/notebook/ns/nb/lab?x=1", map[string]string{
+		"Cookie": "_ga=GA1.1.123; authservice_session=" + c + "; theme=dark",
+	}), 200)
+}
+
+// The same with every decision asked (EXTERNAL_AUTHZ_CACHE_TTL=0), of an
+// authorizer on loopback that allows at once: the round trip's cost.
+func BenchmarkCheckSessionCookieAuthorizerAsked(b *testing.B) {
+	az := newBenchAuthorizer(b)
+	f := newFixture(b, map[string]string{"EXTERNAL_AUTHZ_URL": az, "EXTERNAL_AUTHZ_CACHE_TTL": "0s"})
+	c := f.cookie(b, "user@example.com", []string{"team-a", "team-b"}, f.now.Add(time.Hour))
+	benchCheck(b, f, benchRequest("GET", "/notebook/ns/nb/lab?x=1", map[string]string{
+		"Cookie": "_ga=GA1.1.123; authservice_session=" + c + "; theme=dark",
+	}), 200)
+}
+
+// newBenchAuthorizer is an authorizer of arrikto's protocol that allows
+// everything.
+func newBenchAuthorizer(b *testing.B) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
+	}))
+	b.Cleanup(srv.Close)
+	return srv.URL + "/authorize"
+}
