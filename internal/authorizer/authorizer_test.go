@@ -269,7 +269,8 @@ func TestDecisionsCachedBriefly(t *testing.T) {
 		}
 		return d
 	}
-	if !ask(alice).Allowed || !ask(alice).Allowed || p.calls.Load() != 1 {
+	first, second := ask(alice), ask(alice)
+	if !first.Allowed || !second.Allowed || p.calls.Load() != 1 {
 		t.Fatalf("%d calls for one question asked twice", p.calls.Load())
 	}
 	// Every part of the key is a different question.
