@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-
-	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 )
 
 // Provider tells the login provider's tokens apart (ACCESS_TOKEN_AUTHN=jwt,
@@ -31,14 +29,25 @@ type Provider struct {
 	// Access is the mapping of access tokens; nil: access tokens are not
 	// accepted (ACCESS_TOKEN_AUTHN is off or opaque).
 	Access *JWTAuthenticator
-	Stats  *metrics.AccessTokenStats
+	// Stats counts access-token verifications by result ("ok",
+	// "rejected"): metrics.AccessTokenStats; nil counts nothing.
+	Stats Stats
 }
+
+// Stats records results (metrics.AccessTokenStats).
+type Stats interface{ Result(result string) }
 
 // providerIssuer is Provider compiled, on the provider's issuer.
 type providerIssuer struct {
 	idAudiences []string
 	access      *compiled // nil: no access tokens
-	stats       *metrics.AccessTokenStats
+	stats       Stats
+}
+
+func (p *providerIssuer) count(result string) {
+	if p.stats != nil {
+		p.stats.Result(result)
+	}
 }
 
 // AccessTokenEntry is the mapping of the provider's JWT access tokens:

@@ -274,10 +274,10 @@ func (is *issuer) authenticate(ctx context.Context, raw string) (*Identity, erro
 	id, err := is.judge(idt, c)
 	if access {
 		if err != nil {
-			is.provider.stats.Result("rejected")
+			is.provider.count("rejected")
 			return nil, fmt.Errorf("%w (as an access token)", err)
 		}
-		is.provider.stats.Result("ok")
+		is.provider.count("ok")
 	}
 	return id, err
 }

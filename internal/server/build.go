@@ -197,7 +197,10 @@ func bearerAuthenticator(s *config.Settings, prov *provider.Provider, m *metrics
 		e.AllowUnverifiedEmail = s.Identity.AllowUnverifiedEmail
 		extra = append(extra, e)
 	}
-	pv := &authn.Provider{Issuer: s.Provider.Issuer, IDAudiences: s.Bearer.ProviderTokenAudiences, Stats: m.AccessTokenStats("jwt")}
+	pv := &authn.Provider{Issuer: s.Provider.Issuer, IDAudiences: s.Bearer.ProviderTokenAudiences}
+	if st := m.AccessTokenStats("jwt"); st != nil {
+		pv.Stats = st
+	}
 	if s.Bearer.AccessTokens == "jwt" && len(s.Bearer.AccessAudiences) > 0 {
 		e := authn.AccessTokenEntry(s.Provider.Issuer, s.Bearer.AccessAudiences, s.Identity.UserClaim, s.Identity.GroupsClaim)
 		e.AllowUnverifiedEmail = s.Identity.AllowUnverifiedEmail
