@@ -110,7 +110,7 @@ FUZZ_TARGETS := internal/session:FuzzOpenSession internal/session:FuzzLoginState
 	internal/check:FuzzCallbackQuery internal/check:FuzzForwardedHeaders internal/check:FuzzForwardedURL internal/check:FuzzBackchannelLogoutToken \
 	internal/authn:FuzzBearerToken internal/urlpath:FuzzCanonical internal/tokenreview:FuzzAdmissible \
 	internal/session:FuzzWithoutOwn internal/session:FuzzDecodeSession internal/session:FuzzOpenAsSecurecookie \
-	internal/grpccheck:FuzzDecodeCheckRequest
+	internal/grpccheck:FuzzDecodeCheckRequest internal/authorizer:FuzzAnswer
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed corpus.
