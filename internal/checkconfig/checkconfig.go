@@ -230,11 +230,11 @@ func (r *Report) requestSection(s *config.Settings, p *server.Parts, bearerErr e
 	}
 	b := s.Bearer
 	r.accessTokens(s, p)
-	if b.AuthenticationConfigFile == "" && !b.AcceptProviderIDTokens {
-		return
-	}
 	if bearerErr != nil {
 		r.problem("%v", bearerErr)
+		return
+	}
+	if b.AuthenticationConfigFile == "" && !b.AcceptProviderIDTokens {
 		return
 	}
 	r.item("bearer JWTs accepted", fmt.Sprintf("provider ID tokens: %v (audiences %s); AUTHENTICATION_CONFIG_FILE: %s",
