@@ -73,7 +73,7 @@ istio-config: bin/istio-config ## Regenerate the gateway's Envoy configuration o
 # Rebuilt only when its module changes: cold (empty module and build caches)
 # about 4 minutes on 2 cores, then cached.
 OPA_VERSION := $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "github.com/open-policy-agent/opa") print $$(i+1)}' test/opa/go.mod)
-bin/opa-peer: test/opa/go.mod test/opa/go.sum $(wildcard test/opa/cmd/opa-peer/*.go)
+bin/opa-peer: test/opa/go.mod test/opa/go.sum $(wildcard test/opa/cmd/opa-peer/*.go) ## Build Open Policy Agent (test/opa, its own module) for the external-authorizer tests of make test (cold: about 4 min).
 	@echo "building bin/opa-peer (Open Policy Agent $(OPA_VERSION); cold: about 4 min on 2 cores)"
 	@start=$$(date +%s); cd test/opa && $(GO) build -p=2 -o ../../bin/opa-peer ./cmd/opa-peer \
 		&& echo "bin/opa-peer built in $$(( $$(date +%s) - start )) s"
