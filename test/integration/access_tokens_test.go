@@ -176,6 +176,15 @@ func TestOpaqueAccessTokenOfALoggedOutSession(t *testing.T) {
 				t.Fatalf("the session keeps no opaque access token: %.20q", at)
 			}
 			upstreamAs(t, bearerGet(t, s.gateway, "/api/x?format=json", at), "alice@example.com", "acme,acme/ml")
+			// With the session cookie as well, the token this gateway
+			// accepts does not reach the upstream either.
+			req, _ := http.NewRequest("GET", s.gateway+"/api/both?format=json", nil)
+			req.Header.Set("Authorization", "Bearer "+at)
+			resp, err = b.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			upstreamAs(t, toAnswer(resp), "alice@example.com", "acme,acme/ml")
 
 			revocations := func() int {
 				c, err := s.gl.Counts()
@@ -185,7 +194,7 @@ func TestOpaqueAccessTokenOfALoggedOutSession(t *testing.T) {
 				return c["revocation"]
 			}
 			before := revocations()
-			req, _ := http.NewRequest("POST", s.gateway+"/authservice/logout", nil)
+			req, _ = http.NewRequest("POST", s.gateway+"/authservice/logout", nil)
 			resp, err = b.Do(req)
 			if err != nil {
 				t.Fatal(err)
