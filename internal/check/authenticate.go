@@ -89,8 +89,14 @@ func (h *Handler) authenticate(q *request) (authed, verdict) {
 // of new tokens are exhausted (with Retry-After).
 func (h *Handler) opaque(q *request) (authed, verdict) {
 	tok, err := h.d.Opaque.Verify(q.Context(), q.bearer, q.rid())
+	if f, ok := overLimit(err, ""); ok {
+		// The provider vouches for the token, but its groups cannot be
+		// carried: 403 with the figures, as for a bearer JWT.
+		f.final = true
+		return authed{}, f
+	}
 	if err != nil {
-		h.log.Info("access token refused", q.rid(), zap.Error(err))
+		h.quiet.Info("access token refused", q.rid(), zap.Error(err))
 		v := verdict{reason: invalidToken}
 		if errors.Is(err, credential.ErrLookupLimited) {
 			v.retry = "1"
@@ -206,7 +212,7 @@ func (h *Handler) external(q *request, a authed) (verdict, bool) {
 		in.Request.Path = p
 		d, err := h.d.Authorizer.Decide(q.Context(), in)
 		if err != nil {
-			h.log.Warn("external authorizer could not decide: refused", q.rid(), zap.String("user", a.User), zap.Error(err))
+			h.quiet.Warn("external authorizer could not decide: refused", q.rid(), zap.String("user", a.User), zap.Error(err))
 			return h.authorizerUnavailable(q, a.UserHeader[0]), true
 		}
 		if !d.Allowed {

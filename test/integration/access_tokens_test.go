@@ -327,3 +327,23 @@ func TestAccessTokensDex(t *testing.T) {
 		})
 	}
 }
+
+// TestOpaqueAccessTokenGroups: the groups of userinfo's answer enter as
+// every other source's do: GROUPS_FILTER keeps what it matches, and groups
+// past GROUPS_MAX get a 403 identity_too_large (not a 401 that invites
+// another try), never a silent cut.
+func TestOpaqueAccessTokenGroups(t *testing.T) {
+	many := make([]string, 300)
+	for i := range many {
+		many[i] = fmt.Sprintf("acme/team-%03d", i)
+	}
+	s := startGitLabService(t, peer.GitLabOptions{Accounts: map[string]peer.GitLabAccount{
+		"alice": {Sub: "4217", Email: "alice@example.com", Name: "Alice", Groups: []string{"acme", "acme/ml", "other/x"}},
+		"crowd": {Sub: "5000", Email: "crowd@example.com", Name: "Crowd", Groups: many},
+	}}, map[string]string{"ACCESS_TOKEN_AUTHN": "opaque", "GROUPS_FILTER": "^acme(/|$)", "GROUPS_MAX": "256"})
+	upstreamAs(t, bearerGet(t, s.gateway, "/api/x?format=json", s.gl.Tokens(t, "alice").AccessToken), "alice@example.com", "acme,acme/ml")
+	a := bearerGet(t, s.gateway, "/api/x?format=json", s.gl.Tokens(t, "crowd").AccessToken)
+	if a.status != 403 || !strings.Contains(string(a.body), "identity_too_large") || a.upstreamEcho() != nil {
+		t.Fatalf("300 groups past GROUPS_MAX=256: %s", a)
+	}
+}
