@@ -47,6 +47,7 @@ import (
 	"github.com/oidc-authservice/oidc-authservice/internal/cache"
 	"github.com/oidc-authservice/oidc-authservice/internal/metrics"
 	"github.com/oidc-authservice/oidc-authservice/internal/outbound"
+	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
 )
 
 // Formats of EXTERNAL_AUTHZ_FORMAT.
@@ -89,6 +90,7 @@ type Options struct {
 	CAPEM         []byte        // extra trusted CAs for an https URL
 	Logger        *zap.Logger
 	Metrics       *metrics.Metrics
+	Tracer        *tracing.Tracer // nil: no spans; else each call is a client span "POST authorizer"
 	Now           func() time.Time
 }
 
@@ -190,6 +192,10 @@ func New(o Options) (*Authorizer, error) {
 	// A redirect is an answer outside the protocol: never followed (it
 	// could lead the request, with the user's claims, anywhere).
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	// A call made for a traced check is a client span under it, and
+	// carries its trace context (traceparent) to the authorizer, as every
+	// outbound call does; cached decisions make none.
+	client.Transport = o.Tracer.Transport(client.Transport, func(*http.Request) string { return "authorizer" })
 	a := &Authorizer{o: o, log: o.Logger.Named("authorizer"), client: client, slots: make(chan struct{}, o.MaxConcurrent),
 		stats: o.Metrics.AuthorizerStats(), now: o.Now, inflight: map[cache.Key]*call{}}
 	if o.CacheTTL > 0 {

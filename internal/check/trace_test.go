@@ -2,14 +2,19 @@ package check
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/oidc-authservice/oidc-authservice/internal/authorizer"
 	"github.com/oidc-authservice/oidc-authservice/internal/tracing"
 )
 
@@ -143,5 +148,66 @@ func TestGRPCCheckSpans(t *testing.T) {
 			attrs["oidc_authservice.reason"] != want.reason || attrs["http.response.status_code"] != want.status {
 			t.Errorf("span %d: attributes %v", i, attrs)
 		}
+	}
+}
+
+// TestCheckSpansAuthorizer: a call to the external authorizer made for a
+// traced check is a client span "POST authorizer" under the check's span,
+// and the authorizer receives the trace context; a decision reused from the
+// cache makes no call and no span; the span carries no claim or user id.
+func TestCheckSpansAuthorizer(t *testing.T) {
+	const traceID, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	var mu sync.Mutex
+	var got []string // traceparent of each call
+	az := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		got = append(got, r.Header.Get("traceparent"))
+		mu.Unlock()
+	}))
+	defer az.Close()
+	f := newFixture(t, nil)
+	exp := tracetest.NewInMemoryExporter()
+	tr, err := tracing.New(tracing.Options{Exporter: exp, Sampler: "parentbased_always_on", ServiceName: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h.d.Tracer = tr
+	f.h.d.Authorizer, err = authorizer.New(authorizer.Options{URL: az.URL + "/authorize", CacheTTL: time.Minute, Tracer: tr, Now: func() time.Time { return f.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := f.cookie(t, "user@example.com", []string{"team-a"}, f.now.Add(time.Hour))
+	hdr := map[string]string{"Cookie": "authservice_session=" + valid, "traceparent": "00-" + traceID + "-" + parent + "-01"}
+	for range 2 { // the second is answered from the decision cache
+		if w := f.do("GET", "/notebook/ns/?q=1", hdr); w.Code != 200 {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+	}
+	tr.Flush(context.Background())
+	spans := exp.GetSpans()
+	var checks, calls []tracetest.SpanStub
+	for _, s := range spans {
+		switch s.Name {
+		case "check":
+			checks = append(checks, s)
+		case "POST authorizer":
+			calls = append(calls, s)
+		}
+		for _, a := range s.Attributes {
+			if v := a.Value.String(); strings.Contains(v, "user@example.com") || strings.Contains(v, valid) || strings.Contains(v, "q=1") {
+				t.Errorf("span %s: attribute %s = %q", s.Name, a.Key, v)
+			}
+		}
+	}
+	if len(checks) != 2 || len(calls) != 1 || len(got) != 1 {
+		t.Fatalf("%d check spans, %d authorizer spans, %d calls: %v", len(checks), len(calls), len(got), spans)
+	}
+	c := calls[0]
+	if c.SpanKind != trace.SpanKindClient || c.Parent.SpanID() != checks[0].SpanContext.SpanID() || c.SpanContext.TraceID().String() != traceID {
+		t.Errorf("authorizer span: kind %v, parent %s, trace %s", c.SpanKind, c.Parent.SpanID(), c.SpanContext.TraceID())
+	}
+	if want := "00-" + traceID + "-" + c.SpanContext.SpanID().String() + "-01"; got[0] != want {
+		t.Errorf("the authorizer got traceparent %q, want %q", got[0], want)
 	}
 }

@@ -70,8 +70,11 @@ var ErrNoUserinfo = errors.New("provider has no userinfo endpoint")
 // UserInfo asks the userinfo endpoint who an access token belongs to and
 // returns the answer's claims: ErrRejected when the provider refuses the
 // token (401, 403), ErrUnavailable when it cannot say, ErrNoUserinfo when it
-// has no such endpoint, ErrNotReady before discovery.
-func (p *Provider) UserInfo(ctx context.Context, accessToken string) (map[string]any, error) {
+// has no such endpoint, ErrNotReady before discovery. Its span is "access
+// token lookup" (the userinfo call is its child).
+func (p *Provider) UserInfo(ctx context.Context, accessToken string) (_ map[string]any, err error) {
+	ctx, span := p.span(ctx, "access token lookup")
+	defer func() { endSpan(span, err) }()
 	d := p.d.Load()
 	switch {
 	case d == nil:

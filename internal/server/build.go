@@ -100,7 +100,7 @@ func Build(s *config.Settings, version string, log *zap.Logger) (*Parts, error) 
 	p.Metrics.Sizes(p.Revocations.Len, p.Revocations.OnceLen)
 	p.Policy, err = authz.New(authz.Options{AllowAll: s.Identity.AllowAllGroups, Groups: s.Identity.AllowedGroups, RulesFile: s.Bearer.RulesFile})
 	fail("authorization", err)
-	p.Authorizer, err = externalAuthorizer(s, p.Metrics, log, now)
+	p.Authorizer, err = externalAuthorizer(s, p.Metrics, p.Tracer, log, now)
 	fail("EXTERNAL_AUTHZ_URL", err)
 	p.Upstream, err = p.upstreamIssuer(s, now)
 	fail("upstream token", err)
@@ -170,7 +170,7 @@ func (p *Parts) upstreamIssuer(s *config.Settings, now func() time.Time) (*upstr
 }
 
 // externalAuthorizer is the client of EXTERNAL_AUTHZ_URL, or nil.
-func externalAuthorizer(s *config.Settings, m *metrics.Metrics, log *zap.Logger, now func() time.Time) (*authorizer.Authorizer, error) {
+func externalAuthorizer(s *config.Settings, m *metrics.Metrics, tr *tracing.Tracer, log *zap.Logger, now func() time.Time) (*authorizer.Authorizer, error) {
 	a := s.Authorizer
 	if a.URL == "" {
 		return nil, nil
@@ -183,7 +183,7 @@ func externalAuthorizer(s *config.Settings, m *metrics.Metrics, log *zap.Logger,
 		}
 	}
 	return authorizer.New(authorizer.Options{URL: a.URL, Format: a.Format, Timeout: a.Timeout, MaxConcurrent: a.MaxConcurrent,
-		CacheTTL: a.CacheTTL, CacheSize: a.CacheSize, CAPEM: ca, Logger: log, Metrics: m, Now: now})
+		CacheTTL: a.CacheTTL, CacheSize: a.CacheSize, CAPEM: ca, Logger: log, Metrics: m, Tracer: tr, Now: now})
 }
 
 // bearerAuthenticator accepts the JWTs of AUTHENTICATION_CONFIG_FILE and,
