@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/oidc-authservice/oidc-authservice/internal/provider"
-	"github.com/oidc-authservice/oidc-authservice/test/extauthz"
 	"github.com/oidc-authservice/oidc-authservice/test/peer"
 )
 
@@ -42,11 +41,7 @@ func startGitLabService(t *testing.T, o peer.GitLabOptions, env map[string]strin
 	}
 	svc := peer.StartService(t, e)
 	svc.WaitReady(t, 30*time.Second)
-	cfg := extauthz.KubeflowEnvoyFilterCorrected(svc.CheckURL)
-	cfg.StatusOnError = checkFailed
-	cfg.Upstream = peer.StartUpstream(t)
-	cfg.Routes = []extauthz.Route{{Prefix: "/authservice/site/", Upstream: svc.WebURL}}
-	peer.GatewayAt(t, cfg, port)
+	peer.KubeflowGatewayAt(t, sentinelGateway, svc.CheckURL, svc.WebURL, 0, port)
 	return &gitlabService{gl: g, svc: svc, gateway: gateway}
 }
 

@@ -1486,10 +1486,7 @@ func TestHostileAccessTokensAndAuthorizer(t *testing.T) {
 	}
 	opaSvc := peer.StartService(t, opaEnv)
 	opaSvc.WaitReady(t, 30*time.Second)
-	cfg := extauthz.KubeflowEnvoyFilterCorrected(opaSvc.CheckURL)
-	cfg.StatusOnError = checkFailed
-	cfg.Upstream = peer.StartUpstream(t)
-	opaGateway := peer.Gateway(t, cfg)
+	opaGateway := peer.KubeflowGateway(t, sentinelGateway, opaSvc.CheckURL, opaSvc.WebURL, 0)
 
 	// A logged-in user, and a GitLab OAuth token verified before the floods.
 	b := newBrowser()
