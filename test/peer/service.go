@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,11 +34,36 @@ type Service struct {
 }
 
 // StartService runs the service with env (on top of an empty environment
-// for every configuration variable) on free ports. It does not wait for
+// for every configuration variable) on free ports (others when a port is
+// taken before the service listens on it). It does not wait for
 // readiness: use WaitReady.
 func StartService(t testing.TB, env map[string]string) *Service {
 	t.Helper()
-	ports := [4]int{FreePort(t), FreePort(t), FreePort(t), FreePort(t)}
+	for attempt := 1; ; attempt++ {
+		svc, err := startService(t, env)
+		if err == nil {
+			return svc
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
+			t.Fatalf("service did not start: %v", err)
+		}
+		// A port FreePort gave was taken by someone else (another test's
+		// peer, another process) before the service listened: other ports.
+		t.Logf("service did not start (%v): again on other ports", err)
+	}
+}
+
+// servicePorts are the check, probe, web and gRPC ports of a service to start.
+var servicePorts = func(t testing.TB) [4]int {
+	return [4]int{FreePort(t), FreePort(t), FreePort(t), FreePort(t)}
+}
+
+// startService starts the service once; an error says why it did not
+// start: it exited (a port taken meanwhile: EADDRINUSE), or no health
+// answer within 10 s.
+func startService(t testing.TB, env map[string]string) (*Service, error) {
+	t.Helper()
+	ports := servicePorts(t)
 	all := map[string]string{"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
 		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]),
 		"GRPC_PORT": strconv.Itoa(ports[3]), "LOG_LEVEL": "debug"}
@@ -59,11 +86,24 @@ func StartService(t testing.TB, env map[string]string) *Service {
 		svc.GRPCAddr = fmt.Sprintf("127.0.0.1:%d", s.Servers.GRPCPort)
 	}
 	go func() { svc.done <- server.Run(ctx, s, "dev", log) }()
-	t.Cleanup(svc.Stop)
-	if err := WaitHTTP(svc.ProbeURL+"/healthz", 10*time.Second); err != nil {
-		t.Fatalf("service did not start: %v", err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case err := <-svc.done:
+			cancel()
+			return nil, fmt.Errorf("it exited: %w", err)
+		default:
+		}
+		err := WaitHTTP(svc.ProbeURL+"/healthz", 200*time.Millisecond)
+		if err == nil {
+			t.Cleanup(svc.Stop)
+			return svc, nil
+		}
+		if time.Now().After(deadline) {
+			svc.Stop()
+			return nil, fmt.Errorf("no answer from /healthz in 10s: %w", err)
+		}
 	}
-	return svc
 }
 
 // ArtifactsDir is test/artifacts/<test name>, where tests leave logs and
