@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/oidc-authservice/oidc-authservice/internal/authorizer"
 )
 
@@ -146,5 +148,23 @@ func TestExternalAuthorizer(t *testing.T) {
 	last := az.questions()[len(az.questions())-1]
 	if fa.Code != 403 || last.Request.Host != "kf.example.com" || last.Request.Port != 8443 || last.Request.Method != "DELETE" || last.Request.Path != "/denied/y" {
 		t.Errorf("forward auth: %d, asked %+v", fa.Code, last.Request)
+	}
+
+	// The gRPC front (GRPC_PORT) goes through the same decision: asked,
+	// refused with the authorizer's reason, allowed.
+	for _, c := range []struct {
+		path, decision, reason string
+		status                 int
+	}{{"/denied/z", "forbidden", "authorizer", 403}, {"/broken", "forbidden", "authorizer_unavailable", 403}, {"/notebook/z", "allow", "session", 200}} {
+		r := httptest.NewRequest("GET", c.path, nil)
+		r.Host = "kubeflow.example.com"
+		r.Header.Set("Cookie", "authservice_session="+valid)
+		r.Header.Set("Accept", "application/json")
+		var a Answer
+		f.h.ServeGRPC(&a, r, propagation.MapCarrier{})
+		last := az.questions()[len(az.questions())-1]
+		if a.Status != c.status || a.Decision != c.decision || a.Reason != c.reason || last.Request.Path != c.path {
+			t.Errorf("gRPC %s: %d %s/%s %s, asked about %s", c.path, a.Status, a.Decision, a.Reason, a.Body, last.Request.Path)
+		}
 	}
 }
