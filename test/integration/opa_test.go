@@ -100,7 +100,7 @@ func TestOPAKubeflowNamespaces(t *testing.T) {
 	}
 	m := scrape(t, svc)
 	if m[`oidc_authservice_authorizer_decisions_total{result="allow"}`] < 5 || m[`oidc_authservice_authorizer_decisions_total{result="deny"}`] < 4 ||
-		m[`oidc_authservice_checks_total{decision="forbidden",reason="authorizer"}`] < 4 {
+		m[`oidc_authservice_checks_total{decision="forbidden",protocol="http",reason="authorizer"}`] < 4 {
 		t.Errorf("metrics: %v", keysWith(m, "authorizer"))
 	}
 
