@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,9 +54,18 @@ func StartService(t testing.TB, env map[string]string) *Service {
 	}
 }
 
-// servicePorts are the check, probe, web and gRPC ports of a service to start.
+// servicePorts are the check, probe, web and gRPC ports of a service to
+// start, four different ones (the kernel may hand a port FreePort just
+// closed out again: the configuration would refuse the repetition).
 var servicePorts = func(t testing.TB) [4]int {
-	return [4]int{FreePort(t), FreePort(t), FreePort(t), FreePort(t)}
+	var p [4]int
+	for i := 0; i < len(p); i++ {
+		p[i] = FreePort(t)
+		if slices.Contains(p[:i], p[i]) {
+			i--
+		}
+	}
+	return p
 }
 
 // startService starts the service once; an error says why it did not
