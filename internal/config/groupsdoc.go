@@ -16,7 +16,8 @@ is opened, so a new filter takes effect without a new login), a bearer token of 
 2. only the groups ` + "`GROUPS_FILTER`" + ` or ` + "`GROUPS_FILTER_PREFIXES`" + ` keep stay (neither set: all);
 3. at most ` + "`GROUPS_MAX`" + ` groups, joined with commas at most as long as one header line of
    ` + "`UPSTREAM_HEADER_MAX_BYTES`" + ` allows (8,171 bytes for ` + "`kubeflow-groups`" + ` by default, less with
-   ` + "`UPSTREAM_TOKEN=issued`" + `, whose token carries them twice: about 2,100 bytes); beyond that the identity is refused
+   ` + "`UPSTREAM_TOKEN=issued`" + `, whose token carries them twice: 2,140 bytes, counted as its JSON writes them,
+   ` + "`\"`" + ` and ` + "`\\`" + ` 2 bytes each, U+2028 and U+2029 6); beyond that the identity is refused
    (` + "`GROUPS_OVERFLOW=refuse`" + `: a login gets a page, an API client JSON ` + "`identity_too_large`" + `, both
    with the counts and these settings) or the first groups that fit are kept
    (` + "`GROUPS_OVERFLOW=truncate`" + `). Either way ` + "`oidc_authservice_identity_limits_total`" + ` counts it

@@ -24,7 +24,7 @@ var ErrTooManyGroups = errors.New("more groups than the service forwards")
 type OverflowError struct {
 	Received  int // groups the provider or token listed
 	Groups    int // left after sanitizing and GROUPS_FILTER
-	Bytes     int // those joined with commas
+	Bytes     int // those joined with commas (as GroupsPolicy.Size measures)
 	MaxGroups int // GROUPS_MAX
 	MaxBytes  int // the longest joined value the groups header may carry (0: none)
 }
@@ -49,6 +49,7 @@ type GroupsPolicy struct {
 	max         int
 	maxBytes    int
 	truncate    bool
+	json        bool
 	fingerprint string
 }
 
@@ -64,6 +65,12 @@ type GroupsOptions struct {
 	Max      int  // groups kept at most; 0: DefaultMaxGroups
 	MaxBytes int  // the kept groups joined with commas, at most; 0: no bound
 	Truncate bool // beyond the limits keep the first groups that fit, instead of refusing
+	// JSON measures the names for MaxBytes as a JSON string carries them
+	// (JSONLen: each " and \ 2 bytes, U+2028 and U+2029 6), not as a
+	// header does: with UPSTREAM_TOKEN=issued the token carries them so,
+	// and never shorter than in the header. User ids are measured so too
+	// (MaxUserID).
+	JSON bool
 }
 
 // NewGroupsPolicy builds the policy.
@@ -71,7 +78,7 @@ func NewGroupsPolicy(o GroupsOptions) *GroupsPolicy {
 	if o.Max <= 0 {
 		o.Max = DefaultMaxGroups
 	}
-	p := &GroupsPolicy{filter: o.Filter, prefixes: o.Prefixes, max: o.Max, maxBytes: o.MaxBytes, truncate: o.Truncate}
+	p := &GroupsPolicy{filter: o.Filter, prefixes: o.Prefixes, max: o.Max, maxBytes: o.MaxBytes, truncate: o.Truncate, json: o.JSON}
 	// What a session sealed under this policy records, so that one sealed
 	// under another (an older release, another filter) is filtered again
 	// when it is opened.
@@ -82,6 +89,9 @@ func NewGroupsPolicy(o GroupsOptions) *GroupsPolicy {
 	h.Write([]byte{0})
 	h.Write([]byte(strings.Join(o.Prefixes, "\x00")))
 	fmt.Fprintf(h, "\x00%d\x00%d\x00%t", p.max, p.maxBytes, p.truncate)
+	if p.json {
+		h.Write([]byte("\x00json"))
+	}
 	p.fingerprint = hex.EncodeToString(h.Sum(nil)[:6])
 	return p
 }
@@ -89,8 +99,35 @@ func NewGroupsPolicy(o GroupsOptions) *GroupsPolicy {
 // Fingerprint names the policy: equal for equal settings.
 func (p *GroupsPolicy) Fingerprint() string { return p.fingerprint }
 
-// MaxBytes is the longest comma-joined value kept (0: no bound).
+// MaxBytes is the longest comma-joined value kept (0: no bound), measured
+// by Size.
 func (p *GroupsPolicy) MaxBytes() int { return p.maxBytes }
+
+// Size is how many bytes s counts for the limits: its length, or with the
+// JSON option its JSONLen.
+func (p *GroupsPolicy) Size(s string) int {
+	if p.json {
+		return JSONLen(s)
+	}
+	return len(s)
+}
+
+// JSONLen is the length of s inside a JSON string as the issued tokens
+// write it (encoding/json without HTML escaping) for s with no control
+// character and valid UTF-8 (what checkValue lets through): each " and \
+// takes 2 bytes, U+2028 and U+2029 6 (\u2028), every other byte 1.
+func JSONLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			n++
+		case c == 0xe2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xa8 || s[i+2] == 0xa9):
+			n += 3 // 3 bytes of UTF-8, 6 escaped
+		}
+	}
+	return n
+}
 
 // Keeps reports whether the filter keeps the group g.
 func (p *GroupsPolicy) Keeps(g string) bool {
@@ -114,7 +151,7 @@ type GroupsReport struct {
 	Filtered  int    // left out by GROUPS_FILTER
 	Truncated int    // left out beyond the limits (GROUPS_OVERFLOW=truncate)
 	Kept      int    // forwarded
-	Bytes     int    // the kept groups joined with commas
+	Bytes     int    // the kept groups joined with commas (measured by Size)
 	Example   string // the first unsafe name, bounded, to show what was wrong
 }
 
@@ -143,14 +180,14 @@ func (p *GroupsPolicy) Apply(groups []string) ([]string, GroupsReport, error) {
 		}
 		out = append(out, g)
 	}
-	bytes := joinedLen(out)
+	bytes := p.joinedLen(out)
 	if len(out) > p.max || (p.maxBytes > 0 && bytes > p.maxBytes) {
 		if !p.truncate {
 			return nil, r, &OverflowError{Received: r.Received, Groups: len(out), Bytes: bytes, MaxGroups: p.max, MaxBytes: p.maxBytes}
 		}
 		n, b := 0, 0
 		for _, g := range out {
-			next := b + len(g)
+			next := b + p.Size(g)
 			if n > 0 {
 				next++
 			}
@@ -166,10 +203,10 @@ func (p *GroupsPolicy) Apply(groups []string) ([]string, GroupsReport, error) {
 	return out, r, nil
 }
 
-func joinedLen(groups []string) int {
+func (p *GroupsPolicy) joinedLen(groups []string) int {
 	n := 0
 	for _, g := range groups {
-		n += len(g)
+		n += p.Size(g)
 	}
 	if len(groups) > 1 {
 		n += len(groups) - 1

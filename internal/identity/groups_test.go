@@ -1,8 +1,11 @@
 package identity
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"regexp"
 	"strings"
 	"testing"
@@ -113,5 +116,64 @@ func TestCleanAppliesThePolicy(t *testing.T) {
 	}
 	if _, _, err := m.Clean("a\nb", nil); !errors.Is(err, ErrBadUserID) {
 		t.Fatalf("bad user: %v", err)
+	}
+}
+
+// JSONLen is what the issued tokens' encoder (encoding/json without HTML
+// escaping) writes between the quotes, for every name checkValue lets
+// through: the groups' bound with UPSTREAM_TOKEN=issued relies on it.
+func TestJSONLenIsTheEncodersLength(t *testing.T) {
+	alphabet := []rune{'a', 'Z', '0', ' ', '<', '>', '&', '"', '\\', '/', '\'', 0x7f + 1, 'é', '\u2027', '\u2028', '\u2029', '\u202a', '€', '😀', 0xe2}
+	r := rand.New(rand.NewPCG(1, 2))
+	cases := []string{`"`, `\`, "\u2028", "\u2029", "<>&", "a\u2028b\u2029c"}
+	for i := 0; i < 2000; i++ {
+		var b strings.Builder
+		for n := r.IntN(12) + 1; n > 0; n-- {
+			b.WriteRune(alphabet[r.IntN(len(alphabet))])
+		}
+		cases = append(cases, b.String())
+	}
+	for _, s := range cases {
+		if checkValue(s, MaxGroupName) != nil {
+			continue
+		}
+		var buf bytes.Buffer
+		e := json.NewEncoder(&buf)
+		e.SetEscapeHTML(false)
+		if err := e.Encode(s); err != nil {
+			t.Fatal(err)
+		}
+		if want := buf.Len() - len("\"\"\n"); JSONLen(s) != want {
+			t.Fatalf("JSONLen(%q) = %d, the encoder writes %d: %s", s, JSONLen(s), want, buf.Bytes())
+		}
+	}
+}
+
+// With the JSON option (UPSTREAM_TOKEN=issued) the bound counts names as
+// the token carries them, and so does the user id's MaxUserID.
+func TestGroupsBoundMeasuredAsJSON(t *testing.T) {
+	names := []string{`a"b`, `c\d`, "e\u2028f", "<&>"}
+	raw := NewGroupsPolicy(GroupsOptions{MaxBytes: 17})
+	escaped := NewGroupsPolicy(GroupsOptions{MaxBytes: 17, JSON: true})
+	if raw.Fingerprint() == escaped.Fingerprint() {
+		t.Fatal("the same fingerprint for both measures: sessions sealed under one would not be bounded again under the other")
+	}
+	// 3+3+5+3 bytes and 3 commas raw: 17; escaped 4+4+8+3+3: 22.
+	if out, r, err := raw.Apply(names); err != nil || len(out) != 4 || r.Bytes != 17 {
+		t.Fatalf("raw: %v %+v %v", out, r, err)
+	}
+	var oe *OverflowError
+	if _, _, err := escaped.Apply(names); !errors.As(err, &oe) || oe.Bytes != 22 || oe.MaxBytes != 17 {
+		t.Fatalf("escaped: %v", err)
+	}
+	user := strings.Repeat(`"`, MaxUserID/2)
+	if _, _, err := (&Mapper{Groups: raw}).Clean(user, nil); err != nil {
+		t.Fatalf("a user id of %d bytes (%d escaped) without issued tokens: %v", len(user), JSONLen(user), err)
+	}
+	if _, _, err := (&Mapper{Groups: escaped}).Clean(user, nil); err != nil {
+		t.Fatalf("a user id of %d bytes escaped: %v", JSONLen(user), err)
+	}
+	if _, _, err := (&Mapper{Groups: escaped}).Clean(user+"x", nil); !errors.Is(err, ErrBadUserID) {
+		t.Fatalf("a user id of %d bytes escaped: %v", JSONLen(user+"x"), err)
 	}
 }

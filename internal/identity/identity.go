@@ -94,7 +94,7 @@ func (m *Mapper) FromClaims(claims map[string]any) (id Identity, report GroupsRe
 		return id, report, fmt.Errorf("%w: %v", ErrEmailUnverified, v)
 	}
 	user = m.Transform(user)
-	if err := checkValue(user, MaxUserID); err != nil {
+	if err := m.checkUser(user); err != nil {
 		return id, report, fmt.Errorf("%w: %v", ErrBadUserID, err)
 	}
 	groups, err := groupsOf(claims[m.GroupsClaim])
@@ -137,6 +137,20 @@ func groupsOf(raw any) ([]string, error) {
 	return out, nil
 }
 
+// checkUser refuses a user id that cannot be forwarded: checkValue's
+// rules, and MaxUserID as the groups policy measures (with issued tokens,
+// JSON-escaped: the token's sub and email carry it so, and its room for the
+// groups is reckoned with a user id of MaxUserID bytes there).
+func (m *Mapper) checkUser(user string) error {
+	if err := checkValue(user, MaxUserID); err != nil {
+		return err
+	}
+	if n := m.Policy().Size(user); n > MaxUserID {
+		return fmt.Errorf("longer than %d bytes in the issued token's JSON (%d: each \" and \\ counts 2, U+2028 and U+2029 6)", MaxUserID, n)
+	}
+	return nil
+}
+
 // checkValue refuses what cannot travel in a header value unchanged:
 // control characters (CR, LF, NUL, ...), invalid UTF-8 and oversize values.
 func checkValue(v string, limit int) error {
@@ -160,7 +174,7 @@ func checkValue(v string, limit int) error {
 // policy as at login.
 func (m *Mapper) Clean(user string, groups []string) (Identity, GroupsReport, error) {
 	user = m.Transform(user)
-	if err := checkValue(user, MaxUserID); err != nil {
+	if err := m.checkUser(user); err != nil {
 		return Identity{}, GroupsReport{}, fmt.Errorf("%w: %v", ErrBadUserID, err)
 	}
 	out, report, err := m.Policy().Apply(groups)

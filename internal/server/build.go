@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -264,25 +265,13 @@ func (p *Parts) groupsPolicy(s *config.Settings) (*identity.GroupsPolicy, error)
 	id := s.Identity
 	maxBytes := id.GroupsHeaderMaxBytes()
 	if p.Upstream != nil {
-		// The token's other claims, for the longest user id, signed: what
-		// the groups are added to, base64url-encoded, twice: as a JSON list
-		// (each name quoted: 2 bytes more per group than in the header)
-		// and comma-joined in groups_csv (as in the header), the claim
-		// Istio maps to a header (Envoy's jwt_authn writes a list claim as
-		// the base64 of its JSON).
-		base, _, err := p.Upstream.Sign(id.UserPrefix+strings.Repeat("x", identity.MaxUserID-1)+"@", nil)
-		if err != nil {
-			return nil, fmt.Errorf("signing a probe token: %w", err)
-		}
-		room := (id.UpstreamHeaderMaxBytes - len("Authorization: Bearer \r\n") - len(base)) * 3 / 4
-		maxBytes = min(maxBytes, (room-2*id.GroupsMax-2)/2)
-		if maxBytes < 64 {
-			return nil, fmt.Errorf("UPSTREAM_HEADER_MAX_BYTES=%d leaves %d bytes for the groups of issued tokens (UPSTREAM_TOKEN=issued, GROUPS_MAX=%d): raise it or lower GROUPS_MAX",
-				id.UpstreamHeaderMaxBytes, max(maxBytes, 0), id.GroupsMax)
+		var err error
+		if maxBytes, err = issuedGroupsBound(p.Upstream, id); err != nil {
+			return nil, err
 		}
 	}
 	g := identity.NewGroupsPolicy(identity.GroupsOptions{Filter: id.GroupsFilter, Prefixes: id.GroupsFilterPrefixes, Max: id.GroupsMax,
-		MaxBytes: maxBytes, Truncate: id.GroupsTruncate})
+		MaxBytes: maxBytes, Truncate: id.GroupsTruncate, JSON: p.Upstream != nil})
 	if p.Policy != nil {
 		var errs []error
 		for _, named := range p.Policy.NamedGroups() {
@@ -295,6 +284,34 @@ func (p *Parts) groupsPolicy(s *config.Settings) (*identity.GroupsPolicy, error)
 		}
 	}
 	return g, nil
+}
+
+// issuedGroupsBound is the longest joined groups value, measured as the
+// issued token's JSON writes it (identity.JSONLen), that keeps the token's
+// header line within UPSTREAM_HEADER_MAX_BYTES (and the groups headers
+// within theirs) with up to GROUPS_MAX groups. The token's other claims are
+// those of the longest user id (MaxUserID bytes, JSON-escaped as the mapper
+// measures it, with an @: in sub and email), signed. The groups are
+// carried twice: N names as a JSON list add their escaped lengths plus 2
+// quotes each and N-1 commas, and groups_csv (the claim Istio maps to a
+// header: Envoy's jwt_authn writes a list claim as the base64 of its JSON)
+// adds the escaped joined value: together twice the joined value plus 2N.
+func issuedGroupsBound(u *upstreamtoken.Issuer, id config.Identity) (int, error) {
+	base, _, err := u.Sign(id.UserPrefix+strings.Repeat("x", identity.MaxUserID-1)+"@", nil)
+	if err != nil {
+		return 0, fmt.Errorf("signing a probe token: %w", err)
+	}
+	parts := strings.Split(base, ".")
+	// What the payload may take of the line (base64url characters), then
+	// the most payload bytes that encode within it, less the probe's.
+	avail := id.UpstreamHeaderMaxBytes - len("Authorization: Bearer \r\n") - len(base) + len(parts[1])
+	room := avail*3/4 - base64.RawURLEncoding.DecodedLen(len(parts[1]))
+	maxBytes := min(id.GroupsHeaderMaxBytes(), (room-2*id.GroupsMax)/2)
+	if maxBytes < 64 {
+		return 0, fmt.Errorf("UPSTREAM_HEADER_MAX_BYTES=%d leaves %d bytes for the groups of issued tokens (UPSTREAM_TOKEN=issued, GROUPS_MAX=%d): raise it or lower GROUPS_MAX",
+			id.UpstreamHeaderMaxBytes, max(maxBytes, 0), id.GroupsMax)
+	}
+	return maxBytes, nil
 }
 
 // checkOptions are the settings the check reads.

@@ -10,6 +10,7 @@
 package upstreamtoken
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -192,7 +193,7 @@ func (i *Issuer) Sign(sub string, groups []string) (string, time.Time, error) {
 	claims["groups_csv"] = strings.Join(groups, ",")
 	k := i.keys[0]
 	header, _ := json.Marshal(map[string]string{"alg": k.alg, "kid": k.kid, "typ": "JWT"})
-	payload, err := json.Marshal(claims)
+	payload, err := encodeClaims(claims)
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -214,4 +215,19 @@ func (i *Issuer) Sign(sub string, groups []string) (string, time.Time, error) {
 		return "", time.Time{}, err
 	}
 	return input + "." + enc.EncodeToString(sig), exp, nil
+}
+
+// encodeClaims is the claims' JSON without HTML escaping: json.Marshal
+// would write each <, > and & of a name as \u003c (6 bytes), and the
+// groups' bound (identity.JSONLen) counts what remains escaped: " and \
+// (2 bytes) and U+2028, U+2029 (6). The token is base64url-encoded, never
+// put into HTML.
+func encodeClaims(claims map[string]any) ([]byte, error) {
+	var b bytes.Buffer
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(false)
+	if err := e.Encode(claims); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
