@@ -787,6 +787,18 @@ func TestEveryGeneratedLayout(t *testing.T) {
 				if c.Header.Get("X-Request-Id") == "" {
 					t.Error("the check got no X-Request-Id")
 				}
+				// And the client's trace context, W3C and B3
+				// (docs/operations.md, Traces).
+				trace := []string{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate", "vendor=x",
+					"b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1", "x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736",
+					"x-b3-spanid", "00f067aa0ba902b7", "x-b3-parentspanid", "0a1b2c3d4e5f6071", "x-b3-sampled", "1", "x-b3-flags", "1"}
+				f.get(t, "/pipeline/", trace...)
+				c = f.lastCheck.Load()
+				for i := 0; i < len(trace); i += 2 {
+					if got := c.Header.Get(trace[i]); got != trace[i+1] {
+						t.Errorf("the check got %s %q, want %q", trace[i], got, trace[i+1])
+					}
+				}
 			}
 			// The service's logout reaches it (checked, or routed to it:
 			// Kubeflow's oauth2-proxy VirtualService of the swaps).

@@ -59,6 +59,17 @@ func everyGRPCLayout(t *testing.T, f *envoyFixture) {
 		h.GetHeaders()[":authority"] != h.GetHost() || h.GetHeaders()["x-request-id"] == "" || h.GetHeaders()["x-forwarded-proto"] != "http" {
 		t.Errorf("the CheckRequest: %v", h)
 	}
+	// Every header, the client's trace context (W3C and B3) included
+	// (docs/operations.md, Traces).
+	trace := []string{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate", "vendor=x",
+		"b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1", "x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736",
+		"x-b3-spanid", "00f067aa0ba902b7", "x-b3-parentspanid", "0a1b2c3d4e5f6071", "x-b3-sampled", "1", "x-b3-flags", "1"}
+	f.get(t, "/pipeline/", trace...)
+	for i, got := 0, f.lastGRPC.Load().GetAttributes().GetRequest().GetHttp().GetHeaders(); i < len(trace); i += 2 {
+		if got[trace[i]] != trace[i+1] {
+			t.Errorf("the CheckRequest's %s: %q, want %q", trace[i], got[trace[i]], trace[i+1])
+		}
+	}
 	n := f.grpcChecks.Load()
 	f.get(t, "/oauth2/sign_out")
 	f.get(t, "/authservice/logout")

@@ -714,6 +714,11 @@ func checkGRPCService(where string, ea *extauthzv3.ExtAuthz, svc *corev1.Service
 	return errs
 }
 
+// traceHeaders are the client's trace context (W3C and B3), which every
+// gateway the project configures passes to the check so that the check's
+// span joins the client's trace (docs/operations.md, Traces).
+var traceHeaders = []string{"traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"}
+
 // checkHeaderSets: what the gateway passes, per docs/kubeflow.md.
 // deny == nil means every header goes to the client on deny.
 func checkHeaderSets(where string, s settings, req, up, ok, deny []string) []error {
@@ -726,6 +731,7 @@ func checkHeaderSets(where string, s settings, req, up, ok, deny []string) []err
 		}
 	}
 	need(req, "headers to the check", "cookie", "authorization", "accept", "x-requested-with", "x-forwarded-proto")
+	need(req, "headers to the check", traceHeaders...)
 	need(up, "headers upstream on allow", s.get("USERID_HEADER"), s.get("GROUPS_HEADER"))
 	if s.get("UPSTREAM_TOKEN") != "none" {
 		need(up, "headers upstream on allow", "authorization")

@@ -523,6 +523,16 @@ func checkGatewayAuth(v *kubeflowView) []error {
 				bad("provider %s does not send %s to the check", name, h)
 			}
 		}
+		// Where the provider is ours (it sends accept, which Kubeflow's
+		// own never lists: the recommended layout's kubeflow-istio-install,
+		// kubeflow-jwt), the client's trace context reaches the check too.
+		if inc := lower(p.GetIncludeRequestHeadersInCheck()); slices.Contains(inc, "accept") {
+			for _, h := range traceHeaders {
+				if !slices.Contains(inc, h) {
+					bad("provider %s does not send %s to the check (docs/operations.md, Traces)", name, h)
+				}
+			}
+		}
 		if deny := lower(p.GetHeadersToDownstreamOnDeny()); len(deny) > 0 && !slices.Contains(deny, "set-cookie") {
 			bad("provider %s does not pass set-cookie on deny: the login state cookie would be lost", name)
 		}
@@ -574,6 +584,14 @@ func checkGatewayAuth(v *kubeflowView) []error {
 		for _, h := range []string{strings.ToLower(v.settings.Identity.UserHeader), strings.ToLower(v.settings.Identity.GroupsHeader)} {
 			if !slices.Contains(up, h) {
 				bad("%s does not let %s through on allow", o.id(), h)
+			}
+		}
+		// Ours (it passes accept): the client's trace context too.
+		if req, _ := exactHeaders("allowed_headers", firstMatcher(ea.GetAllowedHeaders(), ea.GetHttpService().GetAuthorizationRequest().GetAllowedHeaders())); slices.Contains(req, "accept") {
+			for _, h := range traceHeaders {
+				if !slices.Contains(req, h) {
+					bad("%s does not pass %s to the check (docs/operations.md, Traces)", o.id(), h)
+				}
 			}
 		}
 		ours++
