@@ -141,22 +141,18 @@ func TestForwardAuthRenewalReachesTheBrowser(t *testing.T) {
 // query's status parameter names (default 200), and returns its URL.
 func statusUpstream(t *testing.T) string {
 	t.Helper()
-	port := peer.FreePort(t)
+	l := peer.Listen(t)
 	echo := upstream.Handler("")
-	srv := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), ReadHeaderTimeout: 5 * time.Second,
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if n, err := strconv.Atoi(r.URL.Query().Get("status")); err == nil && n >= 200 && n < 600 {
 				w = &statusWriter{ResponseWriter: w, status: n}
 			}
 			echo.ServeHTTP(w, r)
 		})}
-	go srv.ListenAndServe()
+	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	u := fmt.Sprintf("http://127.0.0.1:%d", port)
-	if err := peer.WaitHTTP(u+"/", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return u
+	return "http://" + l.Addr().String()
 }
 
 // statusWriter answers with its status whatever the handler writes.

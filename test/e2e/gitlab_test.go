@@ -34,9 +34,10 @@ type gitlabSetup struct {
 
 func startGitLabSetup(t *testing.T, o peer.GitLabOptions, env map[string]string) *gitlabSetup {
 	t.Helper()
-	return startGitLabSetupAt(t, peer.FreePort(t), o, env)
+	return startGitLabSetupAt(t, peer.ReservePort(t), o, env)
 }
 
+// startGitLabSetupAt: the gateway on port, one of peer.ReservePort.
 func startGitLabSetupAt(t *testing.T, port int, o peer.GitLabOptions, env map[string]string) *gitlabSetup {
 	t.Helper()
 	gateway := fmt.Sprintf("http://127.0.0.1:%d", port)

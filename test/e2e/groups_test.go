@@ -106,7 +106,13 @@ func loginWithGroups(t *testing.T, c groupsCase, gunicorn string) groupsOutcome 
 func loginWithGroupsEnv(t *testing.T, c groupsCase, gunicorn string, extra map[string]string) groupsOutcome {
 	t.Helper()
 	groups := peer.GroupNames(c.n)
+	// The front's port, named to the provider before the front starts: the
+	// gateway of this process serves on the listener ReservePort keeps;
+	// nginx is told a free one.
 	port := peer.FreePort(t)
+	if c.front == "envoy" {
+		port = peer.ReservePort(t)
+	}
 	front := fmt.Sprintf("http://127.0.0.1:%d", port)
 	var env map[string]string
 	var dex *peer.Dex
@@ -301,7 +307,7 @@ func TestGroupsWithLimitsRaised(t *testing.T) {
 // the provider's session: the end-session endpoint with client_id only (no
 // return address, which the provider could not check without the hint).
 func TestIDTokenKeptOnlyForLogoutDroppedWhenTooLarge(t *testing.T) {
-	port := peer.FreePort(t)
+	port := peer.ReservePort(t)
 	gateway := fmt.Sprintf("http://127.0.0.1:%d", port)
 	s := startGitLabSetupAt(t, port, peer.GitLabOptions{Profile: "full", PostLogoutURIs: []string{gateway + "/authservice/site/after_logout"},
 		Accounts: map[string]peer.GitLabAccount{"alice": {Sub: "4217", Email: "alice@example.com", Name: "Alice",

@@ -127,7 +127,7 @@ func introspect(t *testing.T, g *peer.GitLab, token string) bool {
 }
 
 func TestLogoutRevokesTokensAndEndsProviderSession(t *testing.T) {
-	port := peer.FreePort(t)
+	port := peer.ReservePort(t)
 	gateway := fmt.Sprintf("http://127.0.0.1:%d", port)
 	s := startGitLabSetupAt(t, port, peer.GitLabOptions{Profile: "full", PostLogoutURIs: []string{gateway + "/authservice/site/after_logout"}}, nil)
 	c := newClient()
@@ -186,15 +186,15 @@ func (c *capture) last() string { c.mu.Lock(); defer c.mu.Unlock(); return c.bod
 
 func TestBackchannelLogoutAcrossReplicasWithRedis(t *testing.T) {
 	redisURL := peer.StartRedis(t)
-	port, webA := peer.FreePort(t), peer.FreePort(t)
+	port, webA := peer.ReservePort(t), peer.FreePort(t)
 	gatewayA := fmt.Sprintf("http://127.0.0.1:%d", port)
 	// The provider posts logout tokens to a capturing proxy in front of
 	// replica A's web server.
 	cap := &capture{}
 	target, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", webA))
 	rp := httputil.NewSingleHostReverseProxy(target)
-	capPort := peer.FreePort(t)
-	capSrv := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", capPort), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	capL := peer.Listen(t)
+	capSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		cap.mu.Lock()
 		cap.body = string(b)
@@ -203,9 +203,9 @@ func TestBackchannelLogoutAcrossReplicasWithRedis(t *testing.T) {
 		r.ContentLength = int64(len(b))
 		rp.ServeHTTP(w, r)
 	})}
-	go capSrv.ListenAndServe()
+	go capSrv.Serve(capL)
 	t.Cleanup(func() { capSrv.Close() })
-	backchannel := fmt.Sprintf("http://127.0.0.1:%d/authservice/oidc/backchannel-logout", capPort)
+	backchannel := fmt.Sprintf("http://%s/authservice/oidc/backchannel-logout", capL.Addr())
 
 	// UPSTREAM_TOKEN=id_token: every upstream gets the user's ID token,
 	// which the bearer path accepts until the session is logged out.

@@ -49,6 +49,7 @@ type faultProxy struct {
 	rp     *httputil.ReverseProxy
 
 	mu      sync.Mutex
+	pending net.Listener // listening since newFaultProxy, until the first Up
 	srv     *http.Server
 	faults  map[string]fault // by path below /dex ("/token", "/keys", ...); "" for every path
 	delay   time.Duration
@@ -56,11 +57,20 @@ type faultProxy struct {
 	release chan struct{}
 }
 
+// newFaultProxy listens at once, on a port of FreePort (outside the
+// kernel's ephemeral range, so that no other listener or connection takes
+// it while the proxy is down), and serves once Up is called.
 func newFaultProxy(t *testing.T, dexPort int) *faultProxy {
-	port := peer.FreePort(t)
+	var l net.Listener
+	for l == nil {
+		var err error
+		if l, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", peer.FreePort(t))); err != nil {
+			t.Logf("fault proxy: %v; another port", err)
+		}
+	}
 	target, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", dexPort))
 	p := &faultProxy{
-		addr: fmt.Sprintf("127.0.0.1:%d", port), URL: fmt.Sprintf("http://127.0.0.1:%d", port), target: target,
+		addr: l.Addr().String(), URL: "http://" + l.Addr().String(), target: target, pending: l,
 		faults: map[string]fault{}, hits: map[string]int{}, release: make(chan struct{}),
 	}
 	p.rp = &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }}
@@ -68,7 +78,7 @@ func newFaultProxy(t *testing.T, dexPort int) *faultProxy {
 	return p
 }
 
-// Up listens (again) on the proxy's port.
+// Up serves on the proxy's port (again: listening anew).
 func (p *faultProxy) Up(t *testing.T) {
 	t.Helper()
 	p.mu.Lock()
@@ -76,9 +86,9 @@ func (p *faultProxy) Up(t *testing.T) {
 	if p.srv != nil {
 		return
 	}
-	var l net.Listener
-	var err error
-	for i := 0; i < 50; i++ {
+	l, err := p.pending, error(nil)
+	p.pending = nil
+	for i := 0; l == nil && i < 50; i++ {
 		if l, err = net.Listen("tcp", p.addr); err == nil {
 			break
 		}
@@ -96,6 +106,10 @@ func (p *faultProxy) Down() {
 	p.mu.Lock()
 	srv := p.srv
 	p.srv = nil
+	if p.pending != nil {
+		p.pending.Close()
+		p.pending = nil
+	}
 	p.mu.Unlock()
 	if srv != nil {
 		srv.Close()

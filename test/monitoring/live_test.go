@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -378,27 +377,24 @@ scrape_configs:
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := peer.FreePort(t)
-	logf, err := os.Create(filepath.Join(peer.ArtifactsDir(t), "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address=127.0.0.1:"+strconv.Itoa(port), "--web.console.templates=", "--web.console.libraries=")
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	peer.Require(t, "prometheus", cmd.Start())
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait(); logf.Close() })
+	// Started again on another port if its own was taken meanwhile.
+	port := peer.StartOnFreePorts(t, "prometheus", "prometheus.log", 1, func(ports []int) *exec.Cmd {
+		os.RemoveAll(filepath.Join(dir, "data"))
+		cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
+			"--web.listen-address=127.0.0.1:"+strconv.Itoa(ports[0]), "--web.console.templates=", "--web.console.libraries=")
+		cmd.Dir = dir
+		return cmd
+	}, func(ports []int) func() error {
+		return peer.HTTPReady(fmt.Sprintf("http://127.0.0.1:%d/-/ready", ports[0]))
+	}, 30*time.Second)[0]
 	u := fmt.Sprintf("http://127.0.0.1:%d", port)
-	peer.Require(t, "prometheus", peer.WaitHTTP(u+"/-/ready", 30*time.Second))
 	// Wait for a first scrape.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		if res, err := promQuery(u, "oidc_authservice_build_info"); err == nil && len(res) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Prometheus did not scrape the service (log: %s)", logf.Name())
+			t.Fatalf("Prometheus did not scrape the service (log: %s)", filepath.Join(peer.ArtifactsDir(t), "prometheus.log"))
 		}
 	}
 	return u

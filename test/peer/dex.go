@@ -53,7 +53,7 @@ type Dex struct {
 	URL    string // where it is reached: http://127.0.0.1:<port>/dex
 	Port   int
 	Opts   DexOptions
-	cmd    *exec.Cmd
+	proc   *process
 	t      testing.TB
 }
 
@@ -111,16 +111,34 @@ func NewDex(t testing.TB, o DexOptions) *Dex {
 	return d
 }
 
-// StartDex starts a Dex and waits for its discovery document.
+// StartDex starts a Dex and waits for its discovery document. On a port
+// it chose (o.Port 0) it starts Dex again on another when that one was
+// taken meanwhile.
 func StartDex(t testing.TB, o DexOptions) *Dex {
+	t.Helper()
 	d := NewDex(t, o)
-	d.Start()
+	if o.Port != 0 {
+		d.Start()
+		return d
+	}
+	OnFreePorts(t, "dex", 1, func(ports []int) error {
+		d.Port, d.Opts.Port = ports[0], ports[0]
+		d.URL = fmt.Sprintf("http://127.0.0.1:%d/dex", d.Port)
+		if o.Issuer == "" {
+			d.Issuer = d.URL
+		}
+		return d.start()
+	})
 	return d
 }
 
-// Start runs the prepared Dex.
+// Start runs the prepared Dex (again: on the same port).
 func (d *Dex) Start() {
 	d.t.Helper()
+	Require(d.t, "dex", d.start())
+}
+
+func (d *Dex) start() error {
 	o := d.Opts
 	args := []string{"-addr", "127.0.0.1:" + strconv.Itoa(d.Port), "-issuer", d.Issuer,
 		"-client-id", o.ClientID, "-client-secret", o.ClientSecret, "-user", o.User, "-password", o.Password}
@@ -167,35 +185,33 @@ func (d *Dex) Start() {
 	bin, _ := DexBinary()
 	cmd := exec.Command(bin, args...)
 	stdout, _ := cmd.StdoutPipe()
+	var also io.Writer
 	if testing.Verbose() {
-		cmd.Stderr = os.Stderr
+		also = os.Stderr
 	}
-	if err := cmd.Start(); err != nil {
-		Require(d.t, "dex", err)
+	p, err := startProcess(d.t, cmd, "", also, syscall.SIGTERM)
+	if err != nil {
+		return err
 	}
-	d.cmd = cmd
+	d.proc = p
 	if err := waitLine(stdout, "dex-runner ready", 60*time.Second); err != nil {
+		select {
+		case <-p.done:
+			err = p.exited("dex")
+		case <-time.After(time.Second):
+		}
 		d.Stop()
-		Require(d.t, "dex", err)
+		return err
 	}
-	Require(d.t, "dex", WaitHTTP(d.URL+"/.well-known/openid-configuration", 30*time.Second))
+	return WaitHTTP(d.URL+"/.well-known/openid-configuration", 30*time.Second)
 }
 
 // Stop ends the Dex process; safe to call twice.
 func (d *Dex) Stop() {
-	if d.cmd == nil || d.cmd.Process == nil {
-		return
+	if d.proc != nil {
+		d.proc.stop()
+		d.proc = nil
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { d.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		d.cmd.Process.Kill()
-		<-done
-	}
-	d.cmd = nil
 }
 
 // DexLogin follows url (through a gateway or straight to Dex) to Dex's

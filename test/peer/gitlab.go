@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -58,7 +59,7 @@ type GitLab struct {
 	Issuer string
 	Port   int
 	Opts   GitLabOptions
-	cmd    *exec.Cmd
+	proc   *process
 	t      testing.TB
 }
 
@@ -90,12 +91,18 @@ func StartGitLab(t testing.TB, o GitLabOptions) *GitLab {
 	if o.ClientID == "" {
 		o.ClientID, o.ClientSecret = "kubeflow", "kubeflow-secret"
 	}
-	if o.Port == 0 {
-		o.Port = FreePort(t)
-	}
 	g := &GitLab{Issuer: fmt.Sprintf("http://127.0.0.1:%d", o.Port), Port: o.Port, Opts: o, t: t}
 	t.Cleanup(g.Stop)
-	g.Start()
+	if o.Port != 0 {
+		g.Start()
+		return g
+	}
+	// On a port of its choosing: again on another if it was taken.
+	OnFreePorts(t, "gitlab-shaped provider", 1, func(ports []int) error {
+		g.Port, g.Opts.Port = ports[0], ports[0]
+		g.Issuer = fmt.Sprintf("http://127.0.0.1:%d", g.Port)
+		return g.start()
+	})
 	return g
 }
 
@@ -103,6 +110,10 @@ func StartGitLab(t testing.TB, o GitLabOptions) *GitLab {
 // lives in memory and does not survive a restart.
 func (g *GitLab) Start() {
 	g.t.Helper()
+	Require(g.t, "gitlab-shaped provider", g.start())
+}
+
+func (g *GitLab) start() error {
 	o := g.Opts
 	cmd := exec.Command("node", "server.mjs")
 	cmd.Dir = gitlabDir()
@@ -130,34 +141,33 @@ func (g *GitLab) Start() {
 	}
 	cmd.Env = append(os.Environ(), env...)
 	stdout, _ := cmd.StdoutPipe()
+	var also io.Writer
 	if testing.Verbose() {
-		cmd.Stderr = os.Stderr
+		also = os.Stderr
 	}
-	if err := cmd.Start(); err != nil {
-		Require(g.t, "gitlab-shaped provider", err)
+	p, err := startProcess(g.t, cmd, "", also, syscall.SIGTERM)
+	if err != nil {
+		return err
 	}
-	g.cmd = cmd
+	g.proc = p
 	if err := waitLine(stdout, "gitlabop ready", 30*time.Second); err != nil {
+		select {
+		case <-p.done:
+			err = p.exited("gitlab-shaped provider")
+		case <-time.After(time.Second):
+		}
 		g.Stop()
-		Require(g.t, "gitlab-shaped provider", err)
+		return err
 	}
+	return nil
 }
 
 // Stop ends the provider; safe to call twice.
 func (g *GitLab) Stop() {
-	if g.cmd == nil || g.cmd.Process == nil {
-		return
+	if g.proc != nil {
+		g.proc.stop()
+		g.proc = nil
 	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { g.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		g.cmd.Process.Kill()
-		<-done
-	}
-	g.cmd = nil
 }
 
 // Revoke revokes every grant and token of the subject, as a GitLab user

@@ -48,24 +48,20 @@ func StartGunicorn(t testing.TB) string {
 	if err := os.WriteFile(filepath.Join(dir, "echo.py"), []byte(echoWSGI), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := FreePort(t)
-	cmd := exec.Command(bin, "--bind", fmt.Sprintf("127.0.0.1:%d", port), "--workers", "1", "--chdir", dir,
-		"--error-logfile", "-", "--access-logfile", "-", "echo:application")
-	cmd.Stdout, cmd.Stderr = logFile(t, "gunicorn.log"), logFile(t, "gunicorn.log")
-	Require(t, "gunicorn", cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
+	var url string
+	OnFreePorts(t, "gunicorn", 1, func(ports []int) error {
+		url = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+		cmd := exec.Command(bin, "--bind", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--workers", "1", "--chdir", dir,
+			"--error-logfile", "-", "--access-logfile", "-", "echo:application")
+		p, err := startProcess(t, cmd, "gunicorn.log", nil, syscall.SIGTERM)
+		if err != nil {
+			return err
 		}
+		// gunicorn retries a taken port for 5 s ("Connection in use"),
+		// then exits.
+		return p.waitReady("gunicorn", answers200(url+"/"), 20*time.Second, ports[0])
 	})
-	Require(t, "gunicorn", WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", port), 20*time.Second))
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
+	return url
 }
 
 // GroupNames, KubeflowGroups and KubeflowGroupsFilter: see test/groupnames.

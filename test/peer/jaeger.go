@@ -40,8 +40,10 @@ func StartJaeger(t testing.TB) *Jaeger {
 	bin, err := JaegerBinary()
 	Require(t, "jaeger (bin/jaeger)", err)
 	dir := t.TempDir()
-	grpcPort, httpPort, queryPort, queryGRPC, health := FreePort(t), FreePort(t), FreePort(t), FreePort(t), FreePort(t)
-	cfg := fmt.Sprintf(`service:
+	var j *Jaeger
+	OnFreePorts(t, "jaeger", 5, func(ports []int) error {
+		grpcPort, httpPort, queryPort, queryGRPC, health := ports[0], ports[1], ports[2], ports[3], ports[4]
+		cfg := fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
   pipelines:
     traces:
@@ -84,25 +86,32 @@ exporters:
   jaeger_storage_exporter:
     trace_storage: memstore
 `, health, queryPort, queryGRPC, grpcPort, httpPort)
-	file := filepath.Join(dir, "jaeger.yaml")
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	log, err := os.Create(filepath.Join(ArtifactsDir(t), "jaeger.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config", file)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	Require(t, "jaeger", cmd.Start())
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait(); log.Close() })
-	j := &Jaeger{OTLPHTTP: fmt.Sprintf("http://127.0.0.1:%d", httpPort), OTLPGRPC: fmt.Sprintf("http://127.0.0.1:%d", grpcPort),
-		Query: fmt.Sprintf("http://127.0.0.1:%d", queryPort)}
-	Require(t, "jaeger", WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/status", health), 60*time.Second))
-	for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", grpcPort), fmt.Sprintf("127.0.0.1:%d", httpPort), fmt.Sprintf("127.0.0.1:%d", queryPort)} {
-		Require(t, "jaeger", WaitTCP(addr, 30*time.Second))
-	}
+		file := filepath.Join(dir, "jaeger.yaml")
+		if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := startProcess(t, exec.Command(bin, "--config", file), "jaeger.log", nil, syscall.SIGTERM)
+		if err != nil {
+			return err
+		}
+		ready := func() error {
+			if err := answers200(fmt.Sprintf("http://127.0.0.1:%d/status", health))(); err != nil {
+				return err
+			}
+			for _, port := range []int{grpcPort, httpPort, queryPort} {
+				if err := dialable(fmt.Sprintf("127.0.0.1:%d", port))(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := p.waitReady("jaeger", ready, 60*time.Second, ports...); err != nil {
+			return err
+		}
+		j = &Jaeger{OTLPHTTP: fmt.Sprintf("http://127.0.0.1:%d", httpPort), OTLPGRPC: fmt.Sprintf("http://127.0.0.1:%d", grpcPort),
+			Query: fmt.Sprintf("http://127.0.0.1:%d", queryPort)}
+		return nil
+	})
 	return j
 }
 

@@ -162,14 +162,12 @@ func LayoutGatewayAt(t testing.TB, gw GatewayLayout, checkURL, webURL string, de
 	return GatewayHandlerAt(t, g, port)
 }
 
-// StartUpstream runs the demo upstream and returns its URL.
+// StartUpstream runs the demo upstream on a port the kernel picks and
+// returns its URL.
 func StartUpstream(t testing.TB) string {
-	port := FreePort(t)
-	srv := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Handler: upstream.Handler(""), ReadHeaderTimeout: 5 * time.Second}
-	go srv.ListenAndServe()
+	l := Listen(t)
+	srv := &http.Server{Handler: upstream.Handler(""), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	if err := WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", port), 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
+	return "http://" + l.Addr().String()
 }

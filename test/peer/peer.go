@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -56,17 +55,6 @@ func RandomSecret() string {
 	return hex.EncodeToString(b)
 }
 
-// FreePort returns a port free on 127.0.0.1 at the time of the call.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // RepoRoot is the folder holding the main go.mod.
 func RepoRoot() string {
 	dir, _ := os.Getwd()
@@ -99,22 +87,24 @@ func WaitHTTP(url string, timeout time.Duration) error {
 	return fmt.Errorf("not ready after %s: %v", timeout, last)
 }
 
-// waitLine reads r until a line starts with prefix.
+// waitLine reads r until a line starts with prefix; an error when r ends
+// first (the program exited) or the timeout passes.
 func waitLine(r io.Reader, prefix string, timeout time.Duration) error {
-	found := make(chan struct{})
+	found := make(chan error, 1)
 	go func() {
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			if strings.HasPrefix(sc.Text(), prefix) {
-				close(found)
+				found <- nil
 				io.Copy(io.Discard, r)
 				return
 			}
 		}
+		found <- fmt.Errorf("the output ended without a %q line", prefix)
 	}()
 	select {
-	case <-found:
-		return nil
+	case err := <-found:
+		return err
 	case <-time.After(timeout):
 		return fmt.Errorf("no %q line after %s", prefix, timeout)
 	}

@@ -1,11 +1,13 @@
 package peer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -31,11 +33,13 @@ func StartCaddy(t testing.TB, tg ForwardAuthTargets) string {
 	t.Helper()
 	bin, err := exec.LookPath("caddy")
 	Require(t, "caddy (apt-get install caddy)", err)
-	port := FreePort(t)
 	dir := t.TempDir()
 	doc := recipe(t, "caddy")
 	sub := strings.NewReplacer("authservice:8080", tg.Service, "app:80", tg.Upstream)
-	conf := fmt.Sprintf(`{
+	var url string
+	start := func(ports []int) error {
+		port := ports[0]
+		conf := fmt.Sprintf(`{
 	admin off
 	auto_https off
 }
@@ -52,15 +56,18 @@ http://127.0.0.1:%d {
 	}
 }
 `, port, tg.Dex, sub.Replace(block(t, doc, "handle /authservice/* {")), sub.Replace(block(t, doc, "handle {")))
-	file := filepath.Join(dir, "Caddyfile")
-	os.WriteFile(file, []byte(conf), 0o644)
-	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	cmd.Stdout, cmd.Stderr = logFile(t, "caddy.log"), logFile(t, "caddy.log")
-	Require(t, "caddy", cmd.Start())
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	Require(t, "caddy", waitPort(port))
+		file := filepath.Join(dir, "Caddyfile")
+		os.WriteFile(file, []byte(conf), 0o644)
+		cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
+		cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+		p, err := startProcess(t, cmd, "caddy.log", nil, syscall.SIGKILL)
+		if err != nil {
+			return err
+		}
+		url = fmt.Sprintf("http://127.0.0.1:%d", port)
+		return p.waitReady("caddy", dialable(fmt.Sprintf("127.0.0.1:%d", port)), 10*time.Second, port)
+	}
+	OnFreePorts(t, "caddy", 1, start)
 	return url
 }
 
@@ -74,10 +81,6 @@ func StartNginx(t testing.TB, tg ForwardAuthTargets) string {
 		bin, err = exec.LookPath("/usr/sbin/nginx")
 	}
 	Require(t, "nginx (apt-get install nginx-light)", err)
-	port := tg.Port
-	if port == 0 {
-		port = FreePort(t)
-	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777)
 	doc := recipe(t, "nginx")
@@ -112,7 +115,10 @@ func StartNginx(t testing.TB, tg ForwardAuthTargets) string {
 	if os.Geteuid() == 0 {
 		user = "user root;"
 	}
-	conf := fmt.Sprintf(`%s
+	var url string
+	start := func(ports []int) error {
+		port := ports[0]
+		conf := fmt.Sprintf(`%s
 worker_processes 1;
 daemon off;
 pid %[2]s/nginx.pid;
@@ -146,14 +152,30 @@ http {
 	}
 }
 `, user, dir, port, tg.Dex, location("location /authservice/ {"), verify, location("location @oidc_login {"), app)
-	file := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(file, []byte(conf), 0o644)
-	cmd := exec.Command(bin, "-c", file, "-p", dir)
-	cmd.Stdout, cmd.Stderr = logFile(t, "nginx.log"), logFile(t, "nginx.log")
-	Require(t, "nginx", cmd.Start())
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	Require(t, "nginx", waitPort(port))
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
+		file := filepath.Join(dir, "nginx.conf")
+		os.WriteFile(file, []byte(conf), 0o644)
+		// nginx writes a failed bind to its error_log.
+		os.Remove(filepath.Join(dir, "error.log"))
+		cmd := exec.Command(bin, "-c", file, "-p", dir)
+		p, err := startProcess(t, cmd, "nginx.log", nil, syscall.SIGTERM)
+		if err != nil {
+			return err
+		}
+		if err := p.waitReady("nginx", dialable(fmt.Sprintf("127.0.0.1:%d", port)), 10*time.Second, port); err != nil {
+			if b, _ := os.ReadFile(filepath.Join(dir, "error.log")); portTaken(string(b)) && !errors.Is(err, ErrPortTaken) {
+				err = fmt.Errorf("%w: %v", ErrPortTaken, err)
+			}
+			return err
+		}
+		url = fmt.Sprintf("http://127.0.0.1:%d", port)
+		return nil
+	}
+	if tg.Port != 0 {
+		Require(t, "nginx", start([]int{tg.Port}))
+	} else {
+		OnFreePorts(t, "nginx", 1, start)
+	}
+	return url
 }
 
 func logFile(t testing.TB, name string) *os.File {
@@ -163,8 +185,4 @@ func logFile(t testing.TB, name string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
-}
-
-func waitPort(port int) error {
-	return WaitTCP(fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
 }

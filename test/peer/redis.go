@@ -21,7 +21,7 @@ import (
 type Redis struct {
 	URL  string // redis://127.0.0.1:<port>/0
 	Addr string // 127.0.0.1:<port>
-	cmd  *exec.Cmd
+	proc *process
 }
 
 // StartRedis runs a redis-server on a free port and returns its redis://
@@ -30,36 +30,47 @@ func StartRedis(t testing.TB) string { return RunRedis(t).URL }
 
 // RunRedis runs a redis-server on a free port; args are added to its
 // command line.
-func RunRedis(t testing.TB, args ...string) *Redis { return RunRedisAt(t, FreePort(t), args...) }
+func RunRedis(t testing.TB, args ...string) *Redis {
+	t.Helper()
+	var r *Redis
+	OnFreePorts(t, "redis-server", 1, func(ports []int) (err error) {
+		r, err = runRedis(t, ports[0], args...)
+		return err
+	})
+	return r
+}
 
 // RunRedisAt runs a redis-server on port (a restart of one that was
 // killed, empty: nothing is persisted).
 func RunRedisAt(t testing.TB, port int, args ...string) *Redis {
+	t.Helper()
+	r, err := runRedis(t, port, args...)
+	Require(t, "redis-server", err)
+	return r
+}
+
+func runRedis(t testing.TB, port int, args ...string) (*Redis, error) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	Require(t, "redis-server (apt-get install redis-server)", err)
 	// Its own folder: a replica's first sync writes an RDB file there.
 	cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", t.TempDir()}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	Require(t, "redis-server", cmd.Start())
-	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
+	p, err := startProcess(t, cmd, "", nil, syscall.SIGKILL)
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), proc: p}
 	r.URL = "redis://" + r.Addr + "/0"
-	t.Cleanup(r.Kill)
-	Require(t, "redis-server", WaitTCP(r.Addr, 10*time.Second))
-	return r
+	if err := p.waitReady("redis-server", dialable(r.Addr), 10*time.Second, port); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // Kill ends the server at once (SIGKILL: no goodbye to its clients); safe
 // to call twice.
-func (r *Redis) Kill() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	r.cmd.Process.Kill()
-	r.cmd.Wait()
-	r.cmd = nil
-}
+func (r *Redis) Kill() { r.proc.stop() }
 
 // WaitTCP waits until addr accepts connections.
 func WaitTCP(addr string, timeout time.Duration) error {
@@ -103,9 +114,10 @@ func StartSentinel(t testing.TB) *Sentinel {
 	s.Replica = RunRedis(t, append(auth, "--replicaof", "127.0.0.1", masterPort)...)
 	dir := t.TempDir()
 	for i := range 3 {
-		port := FreePort(t)
-		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
-		text := fmt.Sprintf(`port %d
+		OnFreePorts(t, "redis-sentinel", 1, func(ports []int) error {
+			port := ports[0]
+			conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
+			text := fmt.Sprintf(`port %d
 bind 127.0.0.1
 dir %s
 sentinel monitor %s 127.0.0.1 %s 2
@@ -116,17 +128,20 @@ sentinel parallel-syncs %s 1
 requirepass %s
 sentinel sentinel-pass %s
 `, port, dir, s.MasterName, masterPort, s.MasterName, RedisPassword, s.MasterName, s.MasterName, s.MasterName, SentinelPassword, SentinelPassword)
-		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, conf)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		cmd.Stdout, cmd.Stderr = logFile(t, fmt.Sprintf("sentinel-%d.log", i)), logFile(t, fmt.Sprintf("sentinel-%d.err", i))
-		Require(t, "redis-sentinel", cmd.Start())
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		Require(t, "redis-sentinel", WaitTCP(addr, 10*time.Second))
-		s.Addrs = append(s.Addrs, addr)
+			if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			p, err := startProcess(t, exec.Command(bin, conf), fmt.Sprintf("sentinel-%d.log", i), nil, syscall.SIGKILL)
+			if err != nil {
+				return err
+			}
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			if err := p.waitReady("redis-sentinel", dialable(addr), 10*time.Second, port); err != nil {
+				return err
+			}
+			s.Addrs = append(s.Addrs, addr)
+			return nil
+		})
 	}
 	// Every Sentinel sees the replica and the two other Sentinels.
 	deadline := time.Now().Add(30 * time.Second)
@@ -170,10 +185,18 @@ func StartCluster(t testing.TB, n int) []string {
 	dir := t.TempDir()
 	var addrs []string
 	for i := range n {
-		r := RunRedis(t, "--requirepass", RedisPassword, "--masterauth", RedisPassword, "--cluster-enabled", "yes",
-			"--cluster-port", strconv.Itoa(FreePort(t)), "--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
-			"--cluster-node-timeout", "2000", "--dir", dir)
-		addrs = append(addrs, r.Addr)
+		// The node's port and its cluster bus port.
+		OnFreePorts(t, "redis-server (cluster node)", 2, func(ports []int) error {
+			conf := filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i))
+			os.Remove(conf)
+			r, err := runRedis(t, ports[0], "--requirepass", RedisPassword, "--masterauth", RedisPassword, "--cluster-enabled", "yes",
+				"--cluster-port", strconv.Itoa(ports[1]), "--cluster-config-file", conf,
+				"--cluster-node-timeout", "2000", "--dir", dir)
+			if err == nil {
+				addrs = append(addrs, r.Addr)
+			}
+			return err
+		})
 	}
 	cmd := exec.Command(cli, append(append([]string{"--no-auth-warning", "-a", RedisPassword, "--cluster", "create"}, addrs...), "--cluster-yes")...)
 	if out, err := cmd.CombinedOutput(); err != nil {

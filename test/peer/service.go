@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,45 +34,24 @@ type Service struct {
 }
 
 // StartService runs the service with env (on top of an empty environment
-// for every configuration variable) on free ports (others when a port is
-// taken before the service listens on it). It does not wait for
-// readiness: use WaitReady.
+// for every configuration variable) on free ports. It does not wait for
+// readiness: use WaitReady. When a port it chose was taken before the
+// service listened, it starts the service again on others.
 func StartService(t testing.TB, env map[string]string) *Service {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		svc, err := startService(t, env)
-		if err == nil {
-			return svc
-		}
-		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
-			t.Fatalf("service did not start: %v", err)
-		}
-		// A port FreePort gave was taken by someone else (another test's
-		// peer, another process) before the service listened: other ports.
-		t.Logf("service did not start (%v): again on other ports", err)
-	}
+	var svc *Service
+	OnFreePorts(t, "the service", 4, func(ports []int) (err error) {
+		svc, err = startService(t, env, ports)
+		return err
+	})
+	return svc
 }
 
-// servicePorts are the check, probe, web and gRPC ports of a service to
-// start, four different ones (the kernel may hand a port FreePort just
-// closed out again: the configuration would refuse the repetition).
-var servicePorts = func(t testing.TB) [4]int {
-	var p [4]int
-	for i := 0; i < len(p); i++ {
-		p[i] = FreePort(t)
-		if slices.Contains(p[:i], p[i]) {
-			i--
-		}
-	}
-	return p
-}
-
-// startService starts the service once; an error says why it did not
-// start: it exited (a port taken meanwhile: EADDRINUSE), or no health
-// answer within 10 s.
-func startService(t testing.TB, env map[string]string) (*Service, error) {
+// startService runs the service on ports (check, probe, web, gRPC) unless
+// env names them, and waits until it listens and is alive: ErrPortTaken
+// when a port was taken.
+func startService(t testing.TB, env map[string]string, ports []int) (*Service, error) {
 	t.Helper()
-	ports := servicePorts(t)
 	all := map[string]string{"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
 		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]),
 		"GRPC_PORT": strconv.Itoa(ports[3]), "LOG_LEVEL": "debug"}
@@ -84,7 +62,15 @@ func startService(t testing.TB, env map[string]string) (*Service, error) {
 	if err != nil {
 		t.Fatalf("configuration: %v", err)
 	}
-	log := serviceLogger(t)
+	// Its "starting" line comes once it listens on all its ports.
+	listening := make(chan struct{})
+	var once sync.Once
+	log := serviceLogger(t).WithOptions(zap.Hooks(func(e zapcore.Entry) error {
+		if e.LoggerName == "" && e.Message == "starting" {
+			once.Do(func() { close(listening) })
+		}
+		return nil
+	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	svc := &Service{
 		CheckURL: fmt.Sprintf("http://127.0.0.1:%d", s.Servers.CheckPort),
@@ -96,24 +82,23 @@ func startService(t testing.TB, env map[string]string) (*Service, error) {
 		svc.GRPCAddr = fmt.Sprintf("127.0.0.1:%d", s.Servers.GRPCPort)
 	}
 	go func() { svc.done <- server.Run(ctx, s, "dev", log) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case err := <-svc.done:
-			cancel()
-			return nil, fmt.Errorf("it exited: %w", err)
-		default:
+	select {
+	case <-listening:
+	case err := <-svc.done:
+		cancel()
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w: %v", ErrPortTaken, err)
 		}
-		err := WaitHTTP(svc.ProbeURL+"/healthz", 200*time.Millisecond)
-		if err == nil {
-			t.Cleanup(svc.Stop)
-			return svc, nil
-		}
-		if time.Now().After(deadline) {
-			svc.Stop()
-			return nil, fmt.Errorf("no answer from /healthz in 10s: %w", err)
-		}
+		t.Fatalf("service did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("service did not start listening within 30 s")
 	}
+	t.Cleanup(svc.Stop)
+	if err := WaitHTTP(svc.ProbeURL+"/healthz", 10*time.Second); err != nil {
+		t.Fatalf("service did not start: %v", err)
+	}
+	return svc, nil
 }
 
 // ArtifactsDir is test/artifacts/<test name>, where tests leave logs and
@@ -160,18 +145,18 @@ func (s *Service) Stop() {
 }
 
 // Gateway starts an Envoy-faithful gateway in front of the check server.
-func Gateway(t testing.TB, cfg extauthz.Config) string { return GatewayAt(t, cfg, FreePort(t)) }
+func Gateway(t testing.TB, cfg extauthz.Config) string { return GatewayAt(t, cfg, 0) }
 
-// GatewayAt starts the gateway on a given port (for providers that need
-// the absolute redirect URI before the gateway exists).
+// GatewayAt starts the gateway on a given port (0: any; for providers that
+// need the absolute redirect URI before the gateway exists, one of
+// ReservePort).
 func GatewayAt(t testing.TB, cfg extauthz.Config, port int) string {
 	t.Helper()
-	srv, l, err := extauthz.Serve(cfg, fmt.Sprintf("127.0.0.1:%d", port))
+	p, err := extauthz.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + l.Addr().String()
+	return GatewayHandlerAt(t, p, port)
 }
 
 // OpenSession opens a session cookie sealed with SessionKey, so tests can
@@ -193,10 +178,11 @@ func OpenSession(t testing.TB, value string) *session.Session {
 // port and returns its URL.
 func GatewayHandler(t testing.TB, h http.Handler) string { return GatewayHandlerAt(t, h, 0) }
 
-// GatewayHandlerAt serves a gateway on a given port (0: a free one).
+// GatewayHandlerAt serves a gateway on a given port (0: any; a port of
+// ReservePort: its listener).
 func GatewayHandlerAt(t testing.TB, h http.Handler, port int) string {
 	t.Helper()
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	l, err := listenAt(port)
 	if err != nil {
 		t.Fatal(err)
 	}
