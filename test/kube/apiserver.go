@@ -148,8 +148,19 @@ var errExited = errors.New("kube-peer exited")
 
 // launch starts the peer and waits for /readyz; it returns an error
 // wrapping errExited, with the API server's complaint, when the process
-// ends first.
+// ends first. When it ends because one of its ports was taken, it is
+// started again on others.
 func launch(t testing.TB, o Options) (*APIServer, error) {
+	t.Helper()
+	var a *APIServer
+	err := retryPorts(t, "kube-apiserver", func() (err error) {
+		a, err = launchOnce(t, o)
+		return err
+	})
+	return a, err
+}
+
+func launchOnce(t testing.TB, o Options) (*APIServer, error) {
 	t.Helper()
 	bin, err := PeerBinary()
 	Require(t, "kube-apiserver (bin/kube-peer)", err)
@@ -196,6 +207,9 @@ func launch(t testing.TB, o Options) (*APIServer, error) {
 	}
 	if err := a.waitReady(90 * time.Second); err != nil {
 		a.Stop()
+		if b, _ := os.ReadFile(logFile.Name()); errors.Is(err, errExited) && portTaken(string(b)) {
+			return nil, fmt.Errorf("%w (log: %s)", errPortTaken, logFile.Name())
+		}
 		if errors.Is(err, errExited) {
 			return nil, fmt.Errorf("%w: %s", errExited, complaint(logFile.Name()))
 		}
@@ -362,18 +376,6 @@ func (a *APIServer) anonymousClient() *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(a.CAPEM)
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-}
-
-// FreePort returns a port free on 127.0.0.1 at the time of the call.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
 }
 
 // ArtifactsDir is test/artifacts/<test name>, where logs are left for

@@ -1,12 +1,13 @@
 package kube
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -59,6 +60,7 @@ type Service struct {
 	ProbeURL string // /readyz, /metrics
 	LogFile  string
 	probe    string
+	env      map[string]string
 	cmd      *exec.Cmd
 	done     chan struct{}
 }
@@ -79,14 +81,10 @@ func StartService(t testing.TB, env map[string]string) *Service {
 // stub provider is started unless env names OIDC_PROVIDER.
 func LaunchService(t testing.TB, env map[string]string) *Service {
 	t.Helper()
-	bin := productBinary(t, "oidc-authservice")
-	ports := []int{FreePort(t), FreePort(t), FreePort(t), FreePort(t)}
 	all := map[string]string{
 		"CLIENT_ID": "kubeflow-oidc-authservice", "CLIENT_SECRET": "secret",
 		"SESSION_KEYS": randomKey(), "ACCEPT_PROVIDER_ID_TOKENS": "false",
-		"SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": strconv.Itoa(ports[0]),
-		"READINESS_PROBE_PORT": strconv.Itoa(ports[1]), "WEB_SERVER_PORT": strconv.Itoa(ports[2]),
-		"GRPC_PORT": strconv.Itoa(ports[3]), "LOG_LEVEL": "debug", "PATH": os.Getenv("PATH"),
+		"SERVER_HOSTNAME": "127.0.0.1", "LOG_LEVEL": "debug", "PATH": os.Getenv("PATH"),
 	}
 	if _, ok := env["OIDC_PROVIDER"]; !ok {
 		all["OIDC_PROVIDER"] = stubProvider(t)
@@ -94,17 +92,34 @@ func LaunchService(t testing.TB, env map[string]string) *Service {
 	for k, v := range env {
 		all[k] = v
 	}
-	s := &Service{CheckURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), probe: fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]),
-		ProbeURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		done:     make(chan struct{})}
-	// One file per service: a test may run several.
+	s := &Service{env: all}
+	s.launch(t)
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// launch starts the process on ports of FreePort.
+func (s *Service) launch(t testing.TB) {
+	t.Helper()
+	bin := productBinary(t, "oidc-authservice")
+	ports := []int{FreePort(t), FreePort(t), FreePort(t), FreePort(t)}
+	s.CheckURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	s.probe = fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1])
+	s.ProbeURL = fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	s.done = make(chan struct{})
+	// One file per process: a test may run several.
 	log, err := os.CreateTemp(ArtifactsDir(t), "service-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.LogFile = log.Name()
 	s.cmd = exec.Command(bin)
-	for k, v := range all {
+	env := map[string]string{"SERVER_PORT": strconv.Itoa(ports[0]), "READINESS_PROBE_PORT": strconv.Itoa(ports[1]),
+		"WEB_SERVER_PORT": strconv.Itoa(ports[2]), "GRPC_PORT": strconv.Itoa(ports[3])}
+	for k, v := range s.env {
+		env[k] = v
+	}
+	for k, v := range env {
 		if v != "" {
 			s.cmd.Env = append(s.cmd.Env, k+"="+v)
 		}
@@ -114,16 +129,58 @@ func LaunchService(t testing.TB, env map[string]string) *Service {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.cmd.Wait(); log.Close(); close(s.done) }()
-	t.Cleanup(s.Stop)
-	return s
+	done := s.done
+	go func() { s.cmd.Wait(); log.Close(); close(done) }()
 }
 
-// WaitReady waits until /readyz answers 200.
+// WaitReady waits until /readyz answers 200. A service that exited because
+// a port was taken (another process took it after FreePort) is started
+// again on others.
 func (s *Service) WaitReady(t testing.TB) {
 	t.Helper()
-	if err := waitHTTP(s.probe, 60*time.Second, s.done); err != nil {
+	err := retryPorts(t, "the service", func() error {
+		err := s.waitListening(60 * time.Second)
+		if err != nil && s.exited() && portTaken(s.Log()) {
+			old := s.LogFile
+			s.launch(t)
+			return fmt.Errorf("%w: %v (log: %s)", errPortTaken, err, old)
+		}
+		if err != nil {
+			return err
+		}
+		return waitHTTP(s.probe, 60*time.Second, s.done)
+	})
+	if err != nil {
 		t.Fatalf("service not ready: %v\n%s", err, s.Log())
+	}
+}
+
+// waitListening waits for the service's "starting" line, which it logs
+// once it listens on its ports (before that, what answers on them
+// could be another process).
+func (s *Service) waitListening(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if l := s.Log(); strings.Contains(l, `"msg":"starting"`) || strings.Contains(l, "\tstarting\t") {
+			return nil
+		}
+		if s.exited() {
+			return fmt.Errorf("the process exited")
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no \"starting\" line after %s", timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// exited reports whether the process has ended.
+func (s *Service) exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -141,23 +198,16 @@ func (s *Service) WaitExit(t testing.TB, timeout time.Duration) int {
 
 // StartGateway puts the demo upstream behind an Envoy-faithful gateway
 // (deploy/overlays/kubeflow's EnvoyFilter as Istio builds it) in front of
-// the service; args are added to the gateway's (e.g. -dex http://...).
+// the service; args are added to the gateway's (e.g. -dex http://...). Both
+// listen on a port the kernel picks and print the address they got.
 func (s *Service) StartGateway(t testing.TB, args ...string) {
 	t.Helper()
-	up := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	startProgram(t, productBinary(t, "demo-upstream"), "-listen", up)
-	gw := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	up := startProgram(t, productBinary(t, "demo-upstream"), "-listen", "127.0.0.1:0")
 	// The gateway of deploy/overlays/kubeflow on Kubeflow 1.9.0 (our
 	// EnvoyFilter with TokenReview), as Istio's translation builds it
 	// (test/extauthz, test/istio/testdata/envoy).
-	startProgram(t, productBinary(t, "extauthz-proxy"), append([]string{"-listen", gw, "-check", s.CheckURL,
-		"-layout", "v1.9.0_kubeflow", "-upstream", "http://" + up}, args...)...)
-	for _, addr := range []string{up, gw} {
-		if err := waitListening(addr, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Gateway = "http://" + gw
+	s.Gateway = startProgram(t, productBinary(t, "extauthz-proxy"), append([]string{"-listen", "127.0.0.1:0", "-check", s.CheckURL,
+		"-layout", "v1.9.0_kubeflow", "-upstream", up}, args...)...)
 }
 
 // Metric is the value of one series of the service's /metrics, written as
@@ -183,15 +233,45 @@ func (s *Service) Metric(t testing.TB, series string) float64 {
 	return 0
 }
 
-// startProgram runs a helper program until the test ends.
-func startProgram(t testing.TB, bin string, args ...string) {
+// startProgram runs a helper program of the product's module (the demo
+// upstream, the gateway) until the test ends, and returns the URL it
+// printed once listening ("... listening on http://127.0.0.1:<port>").
+func startProgram(t testing.TB, bin string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if _, u, ok := strings.Cut(sc.Text(), " listening on "); ok {
+				found <- strings.Fields(u)[0]
+				io.Copy(io.Discard, stdout)
+				return
+			}
+		}
+		close(found)
+	}()
+	select {
+	case u, ok := <-found:
+		if !ok {
+			t.Fatalf("%s exited without listening: %s", filepath.Base(bin), stderr.String())
+		}
+		return u
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not say where it listens within 30 s", filepath.Base(bin))
+		return ""
+	}
 }
 
 // Stop ends the service; safe to call twice.
@@ -273,21 +353,6 @@ func stubProvider(t testing.TB) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
-}
-
-func waitListening(addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing listens on %s after %s: %v", addr, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func waitHTTP(url string, timeout time.Duration, exited <-chan struct{}) error {

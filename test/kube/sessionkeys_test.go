@@ -301,18 +301,43 @@ func dexRunner(t *testing.T, clientSecret string) int {
 	if _, err := os.Stat(bin); err != nil {
 		Require(t, "dex (bin/dex-runner)", fmt.Errorf("%s is missing: run `make bin/dex-runner`", bin))
 	}
-	port := FreePort(t)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, "-addr", addr, "-issuer", "http://"+addr+"/dex", "-client-secret", clientSecret,
-		"-redirect-uri", "/authservice/oidc/callback")
-	log, _ := os.CreateTemp(ArtifactsDir(t), "dex-*.log")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		Require(t, "dex (bin/dex-runner)", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); log.Close() })
-	if err := waitHTTP("http://"+addr+"/dex/.well-known/openid-configuration", 60*time.Second, nil); err != nil {
+	var port int
+	err := retryPorts(t, "dex", func() error {
+		port = FreePort(t)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		cmd := exec.Command(bin, "-addr", addr, "-issuer", "http://"+addr+"/dex", "-client-secret", clientSecret,
+			"-redirect-uri", "/authservice/oidc/callback")
+		log, _ := os.CreateTemp(ArtifactsDir(t), "dex-*.log")
+		cmd.Stdout, cmd.Stderr = log, log
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			Require(t, "dex (bin/dex-runner)", err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-done; log.Close() })
+		// "dex-runner ready" comes once it listens (before, what answers on
+		// the port could be another process).
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			b, _ := os.ReadFile(log.Name())
+			if strings.Contains(string(b), "dex-runner ready") {
+				break
+			}
+			select {
+			case <-done:
+				if portTaken(string(b)) {
+					return fmt.Errorf("%w (log: %s)", errPortTaken, log.Name())
+				}
+				return fmt.Errorf("dex-runner exited (log: %s)", log.Name())
+			default:
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("dex-runner not ready after 60 s (log: %s)", log.Name())
+			}
+		}
+		return waitHTTP("http://"+addr+"/dex/.well-known/openid-configuration", 60*time.Second, done)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return port
