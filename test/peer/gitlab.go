@@ -2,6 +2,8 @@ package peer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -73,20 +75,7 @@ func gitlabDir() string { return filepath.Join(RepoRoot(), "test", "gitlabop") }
 // StartGitLab installs node-oidc-provider once (npm ci) and starts it.
 func StartGitLab(t testing.TB, o GitLabOptions) *GitLab {
 	t.Helper()
-	npmOnce.Do(func() {
-		if _, err := exec.LookPath("node"); err != nil {
-			npmErr = fmt.Errorf("node not found (apt-get install nodejs npm): %v", err)
-			return
-		}
-		if _, err := os.Stat(filepath.Join(gitlabDir(), "node_modules", "oidc-provider")); err == nil {
-			return
-		}
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = gitlabDir()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			npmErr = fmt.Errorf("npm ci in test/gitlabop: %v: %s", err, out)
-		}
-	})
+	npmOnce.Do(func() { npmErr = installGitLabProvider(gitlabDir()) })
 	Require(t, "gitlab-shaped provider (node-oidc-provider)", npmErr)
 	if o.ClientID == "" {
 		o.ClientID, o.ClientSecret = "kubeflow", "kubeflow-secret"
@@ -277,4 +266,42 @@ func GitLabLogin(c *http.Client, authURL, login string) (*http.Response, error) 
 		return resp, fmt.Errorf("%w: ended at %s (HTTP %d)", ErrNoForm, resp.Request.URL, resp.StatusCode)
 	}
 	return SubmitForm(c, resp, url.Values{"login": {login}, "password": {"any"}})
+}
+
+// installGitLabProvider runs npm ci in dir (test/gitlabop) unless a completed
+// install of the same package-lock.json is there. go test runs the packages
+// that start this provider as separate processes at the same time, and npm ci
+// begins by deleting node_modules: an exclusive lock on a file beside it
+// serialises the installs across processes, and a stamp written only after a
+// successful npm ci (holding the lock file's hash) tells a finished install
+// from one still extracting or one of another lock file.
+func installGitLabProvider(dir string) error {
+	if _, err := exec.LookPath("node"); err != nil {
+		return fmt.Errorf("node not found (apt-get install nodejs npm): %v", err)
+	}
+	lockfile, err := os.ReadFile(filepath.Join(dir, "package-lock.json"))
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(lockfile)
+	want := hex.EncodeToString(sum[:])
+	stamp := filepath.Join(dir, "node_modules", ".oidc-authservice-installed")
+	lock, err := os.OpenFile(filepath.Join(dir, ".npm-install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("locking test/gitlabop for npm ci: %v", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if got, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(got)) == want {
+		return nil
+	}
+	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("npm ci in test/gitlabop: %v: %s", err, out)
+	}
+	return os.WriteFile(stamp, []byte(want+"\n"), 0o644)
 }
