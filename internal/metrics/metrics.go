@@ -89,6 +89,13 @@ func New(version string) *Metrics {
 	m.identityLimits = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "identity_limits_total",
 		Help: "Identities, sessions and tokens that exceeded what the service carries, by where (login, refresh, session, bearer), " +
 			"what (groups, session, id_token, access_token) and action (refused, truncated, dropped)."}, []string{"source", "limit", "action"})
+	// The refusals start at 0, so that increase() over an alert's window sees
+	// the first one (a series born at 1 shows no increase).
+	for _, l := range [][3]string{{"login", "groups", "refused"}, {"login", "session", "refused"}, {"login", "id_token", "refused"},
+		{"login", "forward_auth_answer", "refused"}, {"refresh", "session", "refused"}, {"refresh", "id_token", "refused"}, {"refresh", "forward_auth_answer", "refused"},
+		{"session", "groups", "refused"}, {"bearer", "groups", "refused"}} {
+		m.identityLimits.WithLabelValues(l[:]...)
+	}
 	m.sessionBytes = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "session_cookie_bytes",
 		Help:    "Size of the sessions sealed (logins and renewals), all cookies together; one cookie holds 3,800 bytes.",
 		Buckets: []float64{500, 1000, 2000, 3800, 7600, 11400, 15200, 30400}})

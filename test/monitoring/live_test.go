@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -44,19 +45,28 @@ type live struct {
 const saIssuer = "https://kubernetes.default.svc.cluster.local"
 
 // startLive runs Dex, Redis and the service with every part the dashboard
-// shows switched on: Redis, TokenReview, refresh, strict validation and the
-// access log. The TokenReview API server is an address nothing listens on
-// (test/kube holds TokenReview to a real kube-apiserver, its metrics
-// included): every review is "unavailable", as when the API server is down.
+// shows switched on: Redis, TokenReview, refresh, strict validation, the
+// access log, an external authorizer and opaque access tokens. The
+// TokenReview API server is an address nothing listens on (test/kube holds
+// TokenReview to a real kube-apiserver, its metrics included): every
+// review is "unavailable", as when the API server is down.
 func startLive(t *testing.T) *live {
 	t.Helper()
 	l := &live{}
 	l.redis = peer.RunRedis(t)
+	// big@example.com is in more groups than GROUPS_MAX (256) keeps: its
+	// login is refused.
+	big := make([]string, 300)
+	for i := range big {
+		big[i] = fmt.Sprintf("big-team-%03d", i)
+	}
 	// Tokens live 8 s and are refreshed 6 s before they expire: a refresh
 	// every 2 s of use.
-	l.dex = peer.StartDex(t, peer.DexOptions{Groups: "team-a", IDTokenTTL: 8 * time.Second})
+	l.dex = peer.StartDex(t, peer.DexOptions{Groups: "team-a", IDTokenTTL: 8 * time.Second,
+		ExtraUsers: []string{"big@example.com:12341234:" + strings.Join(big, ";")}})
 	env := peer.KubeflowEnv(l.dex)
 	for k, v := range map[string]string{
+		"EXTERNAL_AUTHZ_URL": externalAuthorizer(t), "ACCESS_TOKEN_AUTHN": "opaque",
 		"OIDC_SCOPES": "openid profile email groups offline_access", "REFRESH_BEFORE_EXPIRY": "6s",
 		"STRICT_SESSION_VALIDATION": "true", "STRICT_SESSION_VALIDATION_INTERVAL": "1s",
 		"ACCESS_LOG": "true", "REDIS_URL": l.redis.URL,
@@ -70,6 +80,30 @@ func startLive(t *testing.T) *live {
 	l.svc.WaitReady(t, 30*time.Second)
 	l.gateway = peer.KubeflowGateway(t, peer.EnvoyFilterLayout, l.svc.CheckURL, l.svc.WebURL, l.dex.Port)
 	return l
+}
+
+// externalAuthorizer is an external authorizer in the predecessor's
+// protocol that allows every request but those under /authz-broken/, which
+// it answers with a 500 (an error: the service refuses them).
+func externalAuthorizer(t *testing.T) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Request struct {
+				Path string `json:"path"`
+			} `json:"request"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if strings.HasPrefix(in.Request.Path, "/authz-broken/") {
+			http.Error(w, "broken", http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // serviceAccountDir writes what a pod has mounted for TokenReview: a CA
@@ -120,8 +154,9 @@ func get(t *testing.T, c *http.Client, u string, header map[string]string) int {
 // traffic makes every counter the dashboard and the rules read move: a
 // login, allowed requests (cache hits), refreshes and strict validations,
 // a forged cookie, a replayed login link, a service-account token the API
-// server cannot review, a logout; then Redis and the provider go away and
-// the service meets both.
+// server cannot review, requests the external authorizer cannot decide on,
+// an invented access token, a login with too many groups, a logout; then
+// Redis and the provider go away and the service meets both.
 func (l *live) traffic(t *testing.T) {
 	t.Helper()
 	noRedirect := func(c *http.Client) *http.Client {
@@ -161,6 +196,27 @@ func (l *live) traffic(t *testing.T) {
 		"Authorization": "Bearer " + serviceAccountToken("system:serviceaccount:kubeflow:pipeline-runner")}); code != 401 {
 		t.Fatalf("service-account token without an API server: %d", code)
 	}
+	// The external authorizer fails for these paths: refused (403).
+	for i := range 3 {
+		if code := get(t, b, fmt.Sprintf("%s/authz-broken/%d?format=json", l.gateway, i), nil); code != 403 {
+			t.Fatalf("a request the external authorizer cannot decide on: %d", code)
+		}
+	}
+	// An invented opaque access token: Dex's userinfo refuses it.
+	if code := get(t, http.DefaultClient, l.gateway+"/api/x", map[string]string{"Accept": "application/json",
+		"Authorization": "Bearer invented-opaque-token-0001"}); code != 401 {
+		t.Fatalf("invented access token: %d", code)
+	}
+	// A user in more groups than the service forwards: the login is refused.
+	resp, err = peer.DexLogin(newBrowser(), l.gateway+"/big/?format=json", "big@example.com", "12341234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 {
+		t.Fatalf("login with 300 groups: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
 	if code := get(t, noRedirect(b), l.gateway+"/authservice/logout", nil); code != 302 {
 		t.Fatalf("logout: %d", code)
 	}
@@ -184,10 +240,15 @@ func (l *live) traffic(t *testing.T) {
 	if code := get(t, noRedirect(b2), l.gateway+"/authservice/logout", nil); code != 302 {
 		t.Fatalf("logout without Redis: %d", code)
 	}
-	// The provider goes away: the next refresh of the third session fails.
+	// The provider goes away: the next refresh of the third session fails,
+	// and a new access token cannot be looked up.
 	l.dex.Stop()
 	time.Sleep(2500 * time.Millisecond)
 	get(t, b3, l.gateway+"/third/?format=json", nil)
+	if code := get(t, http.DefaultClient, l.gateway+"/api/x", map[string]string{"Accept": "application/json",
+		"Authorization": "Bearer invented-opaque-token-0002"}); code != 401 {
+		t.Fatalf("access token with the provider down: %d", code)
+	}
 }
 
 // exported reads /metrics: metric name → label names seen on its series.
@@ -237,12 +298,14 @@ func exported(t *testing.T, probeURL string) map[string]map[string]bool {
 // TestLive runs the service with real Dex, Redis and traffic, scraped by a
 // real Prometheus server loaded with the PrometheusRule's rules:
 //   - every series a panel or a rule queries is on /metrics, with every
-//     label the query matches or groups by;
+//     label the query matches or groups by, and every series of the
+//     service's own is read by a panel or a rule;
 //   - Prometheus evaluates every panel query and every variable's selector
 //     with data, and every rule without error;
 //   - the alerts for what the test broke (TokenReview without an API
-//     server, Redis gone with a logout not shared) are active, those for
-//     what works are not.
+//     server, Redis gone with a logout not shared, the external authorizer
+//     failing, access tokens the provider cannot check, a user refused for
+//     too many groups) are active, those for what works are not.
 func TestLive(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	peer.Require(t, "prometheus (apt-get install prometheus)", err)
@@ -269,6 +332,22 @@ func TestLive(t *testing.T) {
 					t.Errorf("%s: %s has no label %q (it has %v)", q.Where, name, lbl, sortedKeys(have))
 				}
 			}
+		}
+	}
+
+	// And the converse: every series of the service's own is on the
+	// dashboard or in a rule (a histogram by any of its series).
+	read := map[string]bool{}
+	for _, q := range queries(t) {
+		u, _ := uses(q.Expr)
+		for name := range u {
+			read[strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")] = true
+		}
+	}
+	for _, name := range sortedKeys(got) {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+		if strings.HasPrefix(name, "oidc_authservice_") && !read[base] && !read[name] {
+			t.Errorf("%s is exported but no panel or rule reads it", name)
 		}
 	}
 
@@ -322,6 +401,9 @@ func TestLive(t *testing.T) {
 	if n != len(want.alerts()) {
 		t.Errorf("Prometheus loaded %d rules, the PrometheusRule has %d alerts", n, len(want.alerts()))
 	}
+	broken := []string{"OIDCAuthserviceTokenReviewUnavailable", "OIDCAuthserviceRedisSubscriptionDown", "OIDCAuthserviceRedisErrors",
+		"OIDCAuthserviceRevocationsUnshared", "OIDCAuthserviceAuthorizerFailing", "OIDCAuthserviceAccessTokensUnverifiable",
+		"OIDCAuthserviceIdentitiesRefused"}
 	active := map[string]bool{}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Second) {
 		var alerts struct {
@@ -336,13 +418,15 @@ func TestLive(t *testing.T) {
 		for _, a := range alerts.Data.Alerts {
 			active[a.Labels["alertname"]] = true
 		}
-		if (active["OIDCAuthserviceTokenReviewUnavailable"] && active["OIDCAuthserviceRedisSubscriptionDown"] &&
-			active["OIDCAuthserviceRedisErrors"] && active["OIDCAuthserviceRevocationsUnshared"]) || time.Now().After(deadline) {
+		all := true
+		for _, a := range broken {
+			all = all && active[a]
+		}
+		if all || time.Now().After(deadline) {
 			break
 		}
 	}
-	for _, a := range []string{"OIDCAuthserviceTokenReviewUnavailable", "OIDCAuthserviceRedisSubscriptionDown", "OIDCAuthserviceRedisErrors",
-		"OIDCAuthserviceRevocationsUnshared"} {
+	for _, a := range broken {
 		if !active[a] {
 			t.Errorf("%s is not pending or firing; active: %v", a, sortedKeys(active))
 		}
