@@ -68,6 +68,37 @@ func (o outcome) pct(p float64) float64 {
 	return float64(o.lat[min(len(o.lat)-1, int(float64(len(o.lat))*p))])
 }
 
+// tally gathers what the workers of one run measured.
+type tally struct {
+	mu    sync.Mutex
+	out   outcome
+	ru0   time.Duration
+	start time.Time
+}
+
+// startTally starts the clock and the CPU count of a run.
+func startTally() *tally { return &tally{ru0: rusage(), start: time.Now()} }
+
+// add merges what one worker measured.
+func (t *tally) add(lat []uint32, errs int, firstErr string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.out.lat = append(t.out.lat, lat...)
+	t.out.errors += errs
+	if t.out.firstErr == "" {
+		t.out.firstErr = firstErr
+	}
+}
+
+// done stops the clock once every worker has been added.
+func (t *tally) done() outcome {
+	t.out.elapsed = time.Since(t.start)
+	t.out.genCPU = rusage() - t.ru0
+	t.out.requests = len(t.out.lat)
+	slices.Sort(t.out.lat)
+	return t.out
+}
+
 const workers = 2 // threads, as wrk -t2
 
 // conn is one connection of a worker.
@@ -86,11 +117,8 @@ type conn struct {
 func (l *load) run() outcome {
 	var next atomic.Int64
 	var stop atomic.Bool
-	var mu sync.Mutex
-	var out outcome
 	var wg sync.WaitGroup
-	ru0 := rusage()
-	start := time.Now()
+	tl := startTally()
 	if l.total == 0 {
 		time.AfterFunc(l.dur, func() { stop.Store(true) })
 	}
@@ -99,23 +127,10 @@ func (l *load) run() outcome {
 		if w < l.conns%workers {
 			n++
 		}
-		wg.Go(func() {
-			lat, errs, firstErr := l.worker(n, &next, &stop)
-			mu.Lock()
-			out.lat = append(out.lat, lat...)
-			out.errors += errs
-			if out.firstErr == "" {
-				out.firstErr = firstErr
-			}
-			mu.Unlock()
-		})
+		wg.Go(func() { tl.add(l.worker(n, &next, &stop)) })
 	}
 	wg.Wait()
-	out.elapsed = time.Since(start)
-	out.genCPU = rusage() - ru0
-	out.requests = len(out.lat)
-	slices.Sort(out.lat)
-	return out
+	return tl.done()
 }
 
 // worker runs one epoll loop over n connections until stop (or the total)

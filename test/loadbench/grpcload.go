@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,8 +53,6 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (rawCodec) Name() string { return "proto" }
 
 func (l *grpcLoad) run() outcome {
-	var out outcome
-	var mu sync.Mutex
 	var stop atomic.Bool
 	clients := make([]*grpc.ClientConn, l.conns)
 	for i := range clients {
@@ -64,15 +61,13 @@ func (l *grpcLoad) run() outcome {
 		c, err := grpc.NewClient("passthrough:///"+l.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
 		if err != nil {
-			out.errors, out.firstErr = 1, err.Error()
-			return out
+			return outcome{errors: 1, firstErr: err.Error()}
 		}
 		defer c.Close()
 		c.Connect()
 		clients[i] = c
 	}
-	ru0 := rusage()
-	start := time.Now()
+	tl := startTally()
 	time.AfterFunc(l.dur, func() { stop.Store(true) })
 	var wg sync.WaitGroup
 	for _, c := range clients {
@@ -98,22 +93,12 @@ func (l *grpcLoad) run() outcome {
 						errs++
 					}
 				}
-				mu.Lock()
-				out.lat = append(out.lat, lat...)
-				out.errors += errs
-				if out.firstErr == "" {
-					out.firstErr = firstErr
-				}
-				mu.Unlock()
+				tl.add(lat, errs, firstErr)
 			})
 		}
 	}
 	wg.Wait()
-	out.elapsed = time.Since(start)
-	out.genCPU = rusage() - ru0
-	out.requests = len(out.lat)
-	slices.Sort(out.lat)
-	return out
+	return tl.done()
 }
 
 // envoyCheckRequest is the CheckRequest Envoy's ext_authz filter sends for

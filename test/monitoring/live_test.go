@@ -165,6 +165,10 @@ func (l *live) traffic(t *testing.T) {
 		return &cc
 	}
 	json := map[string]string{"Accept": "application/json"}
+	// An API call with a bearer token, as a client without a session makes.
+	bearer := func(token string) int {
+		return get(t, http.DefaultClient, l.gateway+"/api/x", map[string]string{"Accept": "application/json", "Authorization": "Bearer " + token})
+	}
 	if code := get(t, http.DefaultClient, l.gateway+"/api/anything", json); code != 401 {
 		t.Fatalf("anonymous API call: %d", code)
 	}
@@ -192,8 +196,7 @@ func (l *live) traffic(t *testing.T) {
 	if code := get(t, noRedirect(b), l.gateway+"/authservice/oidc/callback?code=c&state="+strings.Repeat("s", 43), nil); code != 400 {
 		t.Fatalf("callback without its login state: %d", code)
 	}
-	if code := get(t, http.DefaultClient, l.gateway+"/api/x", map[string]string{"Accept": "application/json",
-		"Authorization": "Bearer " + serviceAccountToken("system:serviceaccount:kubeflow:pipeline-runner")}); code != 401 {
+	if code := bearer(serviceAccountToken("system:serviceaccount:kubeflow:pipeline-runner")); code != 401 {
 		t.Fatalf("service-account token without an API server: %d", code)
 	}
 	// The external authorizer fails for these paths: refused (403).
@@ -203,8 +206,7 @@ func (l *live) traffic(t *testing.T) {
 		}
 	}
 	// An invented opaque access token: Dex's userinfo refuses it.
-	if code := get(t, http.DefaultClient, l.gateway+"/api/x", map[string]string{"Accept": "application/json",
-		"Authorization": "Bearer invented-opaque-token-0001"}); code != 401 {
+	if code := bearer("invented-opaque-token-0001"); code != 401 {
 		t.Fatalf("invented access token: %d", code)
 	}
 	// A user in more groups than the service forwards: the login is refused.
@@ -245,8 +247,7 @@ func (l *live) traffic(t *testing.T) {
 	l.dex.Stop()
 	time.Sleep(2500 * time.Millisecond)
 	get(t, b3, l.gateway+"/third/?format=json", nil)
-	if code := get(t, http.DefaultClient, l.gateway+"/api/x", map[string]string{"Accept": "application/json",
-		"Authorization": "Bearer invented-opaque-token-0002"}); code != 401 {
+	if code := bearer("invented-opaque-token-0002"); code != 401 {
 		t.Fatalf("access token with the provider down: %d", code)
 	}
 }
