@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -71,6 +72,23 @@ func runRedis(t testing.TB, port int, args ...string) (*Redis, error) {
 // Kill ends the server at once (SIGKILL: no goodbye to its clients); safe
 // to call twice.
 func (r *Redis) Kill() { r.proc.stop() }
+
+// Alive reports whether the server is still running.
+func (r *Redis) Alive() bool {
+	select {
+	case <-r.proc.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Pause stops the server (SIGSTOP) until Resume: it neither answers nor
+// closes its connections, as a node that hangs.
+func (r *Redis) Pause() { r.proc.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server run again (SIGCONT).
+func (r *Redis) Resume() { r.proc.cmd.Process.Signal(syscall.SIGCONT) }
 
 // WaitTCP waits until addr accepts connections.
 func WaitTCP(addr string, timeout time.Duration) error {
@@ -178,45 +196,183 @@ func (s *Sentinel) CurrentMaster(ctx context.Context) (string, error) {
 // StartCluster runs a Redis Cluster of n masters (no replicas), with a
 // password, created by `redis-cli --cluster create … --cluster-yes`, and
 // returns its nodes' host:port once every node says cluster_state:ok.
-func StartCluster(t testing.TB, n int) []string {
+func StartCluster(t testing.TB, n int) []string { return StartClusterReplicas(t, n, 0).Addrs }
+
+// Cluster is a Redis Cluster of StartClusterReplicas: its nodes with
+// their handles, to kill one, stop it for a while or start it again.
+type Cluster struct {
+	Addrs []string // every node's host:port, in the order they were started
+	Nodes []*Redis // the same nodes
+	args  [][]string
+}
+
+// StartClusterReplicas runs a Redis Cluster of masters, each with
+// replicas replicas (`--cluster-replicas`), with a password and a node
+// timeout of 2 s, and returns once every node says cluster_state:ok and
+// every replica has synchronised with its master.
+func StartClusterReplicas(t testing.TB, masters, replicas int) *Cluster {
 	t.Helper()
 	cli, err := exec.LookPath("redis-cli")
 	Require(t, "redis-cli (apt-get install redis-tools)", err)
 	dir := t.TempDir()
-	var addrs []string
-	for i := range n {
+	c := &Cluster{}
+	for i := range masters * (1 + replicas) {
 		// The node's port and its cluster bus port.
 		OnFreePorts(t, "redis-server (cluster node)", 2, func(ports []int) error {
 			conf := filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i))
 			os.Remove(conf)
-			r, err := runRedis(t, ports[0], "--requirepass", RedisPassword, "--masterauth", RedisPassword, "--cluster-enabled", "yes",
+			args := []string{"--requirepass", RedisPassword, "--masterauth", RedisPassword, "--cluster-enabled", "yes",
 				"--cluster-port", strconv.Itoa(ports[1]), "--cluster-config-file", conf,
-				"--cluster-node-timeout", "2000", "--dir", dir)
+				"--cluster-node-timeout", "2000", "--dir", dir}
+			r, err := runRedis(t, ports[0], args...)
 			if err == nil {
-				addrs = append(addrs, r.Addr)
+				c.Addrs, c.Nodes, c.args = append(c.Addrs, r.Addr), append(c.Nodes, r), append(c.args, args)
 			}
 			return err
 		})
 	}
-	cmd := exec.Command(cli, append(append([]string{"--no-auth-warning", "-a", RedisPassword, "--cluster", "create"}, addrs...), "--cluster-yes")...)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	create := append(append([]string{"--no-auth-warning", "-a", RedisPassword, "--cluster", "create"}, c.Addrs...),
+		"--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	if out, err := exec.Command(cli, create...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for _, a := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: a, Password: RedisPassword})
+	c.WaitOK(t, 30*time.Second, "")
+	return c
+}
+
+// Node is the handle of the node at addr (nil: none).
+func (c *Cluster) Node(addr string) *Redis {
+	for i, a := range c.Addrs {
+		if a == addr {
+			return c.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// Restart starts the node at addr again on its port with its cluster
+// configuration file, empty (nothing is persisted): it rejoins the
+// cluster, as a replica of the master that replaced it.
+func (c *Cluster) Restart(t testing.TB, addr string) {
+	t.Helper()
+	for i, a := range c.Addrs {
+		if a == addr {
+			port, _ := strconv.Atoi(a[strings.LastIndexByte(a, ':')+1:])
+			c.Nodes[i] = RunRedisAt(t, port, c.args[i]...)
+			return
+		}
+	}
+	t.Fatalf("no cluster node %s", addr)
+}
+
+func (c *Cluster) client(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, Password: RedisPassword, DialTimeout: time.Second, ReadTimeout: time.Second})
+}
+
+// MasterOf is the address of the master that serves key's slot, as a
+// running node says (CLUSTER KEYSLOT, CLUSTER SLOTS).
+func (c *Cluster) MasterOf(ctx context.Context, key string) (string, error) {
+	var last error
+	for i, a := range c.Addrs {
+		if !c.Nodes[i].Alive() {
+			continue
+		}
+		cl := c.client(a)
+		slot, err := cl.ClusterKeySlot(ctx, key).Result()
+		var slots []redis.ClusterSlot
+		if err == nil {
+			slots, err = cl.ClusterSlots(ctx).Result()
+		}
+		cl.Close()
+		if err != nil {
+			last = err
+			continue
+		}
+		for _, s := range slots {
+			if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
+				return s.Nodes[0].Addr, nil
+			}
+		}
+		return "", fmt.Errorf("node %s: no master serves slot %d", a, slot)
+	}
+	return "", fmt.Errorf("no cluster node answers: %v", last)
+}
+
+// Subscribers lists the running nodes that hold a pub/sub connection
+// (CLIENT LIST TYPE pubsub), with how many.
+func (c *Cluster) Subscribers(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{}
+	for i, a := range c.Addrs {
+		if !c.Nodes[i].Alive() {
+			continue
+		}
+		cl := c.client(a)
+		list, err := cl.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Text()
+		cl.Close()
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", a, err)
+		}
+		for line := range strings.Lines(list) {
+			if strings.TrimSpace(line) != "" {
+				out[a]++
+			}
+		}
+	}
+	return out, nil
+}
+
+// WaitOK waits until every running node says cluster_state:ok, serves no
+// slot from gone (a killed master's address; "": none) and, if it is a
+// replica, has synchronised with its master.
+func (c *Cluster) WaitOK(t testing.TB, timeout time.Duration, gone string) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(timeout)
+	for i, a := range c.Addrs {
+		if !c.Nodes[i].Alive() {
+			continue
+		}
+		cl := c.client(a)
 		for {
-			info, err := c.ClusterInfo(context.Background()).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
+			err := clusterReady(ctx, cl, gone)
+			if err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
-				c.Close()
-				t.Fatalf("cluster node %s: %v %s", a, err, info)
+				cl.Close()
+				t.Fatalf("cluster node %s: %v", a, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		c.Close()
+		cl.Close()
 	}
-	return addrs
+}
+
+func clusterReady(ctx context.Context, cl *redis.Client, gone string) error {
+	info, err := cl.ClusterInfo(ctx).Result()
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(info, "cluster_state:ok") {
+		return fmt.Errorf("not ok: %s", strings.Fields(info)[0])
+	}
+	if gone != "" {
+		slots, err := cl.ClusterSlots(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for _, s := range slots {
+			if len(s.Nodes) > 0 && s.Nodes[0].Addr == gone {
+				return fmt.Errorf("slots %d-%d still served by %s", s.Start, s.End, gone)
+			}
+		}
+	}
+	repl, err := cl.Info(ctx, "replication").Result()
+	if err != nil {
+		return err
+	}
+	if strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up") {
+		return errors.New("replica not synchronised with its master yet")
+	}
+	return nil
 }
