@@ -219,3 +219,50 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatalf("%d revocations still unshared", n)
 	}
 }
+
+// clusterFailoverBound is the worst delay for a revocation to reach the
+// other replicas across the failover of a Redis Cluster master: the
+// cluster's detection and promotion (the node timeout, 2 s here, 15 s by
+// default, then the replica's election after 0.5 to 1 s), then at most
+// shareRetry (2 s) for the replica that made it to publish it again after
+// re-reading the slot map and subscribeBackoff (2 s) for the others to
+// resubscribe and reload. 20 s covers the test's failover with room for
+// a loaded machine; go-redis left alone re-reads its slot map only once
+// it is a minute old.
+const clusterFailoverBound = 20 * time.Second
+
+// TestClusterFailover: two replicas share revocations through a Redis
+// Cluster of three masters with a replica each; the master of the
+// revocation list's slot is killed. A revocation made right after reaches
+// the other replica once the cluster has promoted the dead master's
+// replica, and one made after the promotion reaches it at once.
+func TestClusterFailover(t *testing.T) {
+	cl := peer.StartClusterReplicas(t, 3, 1)
+	o := revocation.RedisOptions{URL: "redis://:" + peer.RedisPassword + "@", ClusterAddrs: cl.Addrs[:2], KeyPrefix: "ha"}
+	a, b := startReplica(t, o), startReplica(t, o)
+	subscribed(t, a, b)
+	ctx := context.Background()
+	master, err := cl.MasterOf(ctx, "ha:revoked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Node(master).Kill()
+	killed := time.Now()
+	if err := a.l.Revoke(ctx, revocation.Session, "during"); err == nil {
+		t.Log("the revocation made right after the kill was published within its 2 s")
+	}
+	took, ok := b.knows("during", clusterFailoverBound)
+	if !ok {
+		t.Fatalf("a revocation made during the failover did not reach the other replica within %v (%d unshared)",
+			clusterFailoverBound, a.l.Unshared())
+	}
+	t.Logf("during the failover: the other replica knew after %v", took.Round(time.Millisecond))
+	cl.WaitOK(t, 30*time.Second, master)
+	t.Logf("replica promoted %v after the kill", time.Since(killed).Round(time.Millisecond))
+	a.l.Revoke(ctx, revocation.Session, "after")
+	if took, ok := b.knows("after", 5*time.Second); !ok {
+		t.Fatal("a revocation after the failover did not reach the other replica")
+	} else {
+		t.Logf("after the failover: the other replica knew after %v", took.Round(time.Millisecond))
+	}
+}

@@ -121,7 +121,7 @@ func (r *RedisStore) Close() error { return r.c.Close() }
 
 // Ping checks the connection.
 func (r *RedisStore) Ping(ctx context.Context) error {
-	return r.Metrics.Op(metrics.RedisPing, r.c.Ping(ctx).Err())
+	return r.op(metrics.RedisPing, r.c.Ping(ctx).Err())
 }
 
 func member(k Kind, value string) string { return string(k) + ":" + value }
@@ -135,13 +135,13 @@ func (r *RedisStore) Publish(ctx context.Context, k Kind, value string, at time.
 	pipe.ZAdd(ctx, r.key, redis.Z{Score: float64(at.Unix()), Member: m})
 	pipe.Publish(ctx, r.chann, strconv.FormatInt(at.Unix(), 10)+" "+m)
 	_, err := pipe.Exec(ctx)
-	return r.Metrics.Op(metrics.RedisPublish, err)
+	return r.op(metrics.RedisPublish, err)
 }
 
 // Load implements Store; it also drops entries older than since.
 func (r *RedisStore) Load(ctx context.Context, since time.Time) ([]Entry, error) {
 	out, err := r.load(ctx, since)
-	return out, r.Metrics.Op(metrics.RedisLoad, err)
+	return out, r.op(metrics.RedisLoad, err)
 }
 
 func (r *RedisStore) load(ctx context.Context, since time.Time) ([]Entry, error) {
@@ -175,7 +175,7 @@ func (r *RedisStore) Subscribe(ctx context.Context, ready func(), fn func(Entry)
 		if ctx.Err() != nil {
 			return nil
 		}
-		return r.Metrics.Op(metrics.RedisSubscribe, err)
+		return r.op(metrics.RedisSubscribe, err)
 	}
 	r.Metrics.Op(metrics.RedisSubscribe, nil)
 	r.Metrics.Subscribed(true)
@@ -193,12 +193,12 @@ func (r *RedisStore) Subscribe(ctx context.Context, ready func(), fn func(Entry)
 			pinged = false
 		case errors.As(err, &ne) && ne.Timeout() && !pinged:
 			if err := sub.Ping(ctx); err != nil {
-				return r.Metrics.Op(metrics.RedisSubscribe, fmt.Errorf("subscription lost: %w", err))
+				return r.op(metrics.RedisSubscribe, fmt.Errorf("subscription lost: %w", err))
 			}
 			pinged = true
 			continue
 		default:
-			return r.Metrics.Op(metrics.RedisSubscribe, fmt.Errorf("subscription lost: %w", err))
+			return r.op(metrics.RedisSubscribe, fmt.Errorf("subscription lost: %w", err))
 		}
 		m, ok := msg.(*redis.Message)
 		if !ok {
@@ -215,6 +215,23 @@ func (r *RedisStore) Subscribe(ctx context.Context, ready func(), fn func(Entry)
 	}
 }
 
+// op records the outcome of an operation and, in a Cluster, has the
+// client read the slot map again after a failure. go-redis does so by
+// itself only on a MOVED answer or once its map is a minute old
+// (ClusterStateReloadInterval); a master that died answers nothing, and a
+// transaction (Publish) is retried on the same node, so without this the
+// service would dial the dead master for up to a minute after the cluster
+// had promoted its replica. The reload runs in the background, one at a
+// time; the next attempt (shareRetry, subscribeBackoff) uses the new map.
+func (r *RedisStore) op(operation string, err error) error {
+	if err != nil {
+		if c, ok := r.c.(*redis.ClusterClient); ok {
+			c.ReloadState(context.Background())
+		}
+	}
+	return r.Metrics.Op(operation, err)
+}
+
 // subscriptionCheck is how long a quiet subscription waits before it
 // checks its connection.
 const subscriptionCheck = 5 * time.Second
@@ -224,7 +241,7 @@ func (r *RedisStore) Remember(ctx context.Context, key string, ttl time.Duration
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	fresh, err := r.c.SetNX(ctx, r.prefix+":once:"+key, 1, ttl).Result()
-	return fresh, r.Metrics.Op(metrics.RedisRemember, err)
+	return fresh, r.op(metrics.RedisRemember, err)
 }
 
 func parseMember(m string, at int64) (Entry, bool) {
