@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -265,4 +266,54 @@ func TestClusterFailover(t *testing.T) {
 	} else {
 		t.Logf("after the failover: the other replica knew after %v", took.Round(time.Millisecond))
 	}
+}
+
+// TestClusterFailoverLostWrite: a failover can lose what the old master
+// acknowledged but had not yet passed to its replica. Here the replica of
+// the revocation list's master is stopped, a revocation is published (the
+// master takes it, the other replica hears it), the master is killed and
+// the replica, resumed without it, is promoted. The replica that made the
+// revocation publishes it again after the failover, so a replica started
+// afterwards loads it from the new master.
+func TestClusterFailoverLostWrite(t *testing.T) {
+	cl := peer.StartClusterReplicas(t, 3, 1)
+	o := revocation.RedisOptions{URL: "redis://:" + peer.RedisPassword + "@", ClusterAddrs: cl.Addrs[:2]}
+	a, b := startReplica(t, o), startReplica(t, o)
+	subscribed(t, a, b)
+	ctx := context.Background()
+	// The default names: the list's slot and the channel's are on two
+	// masters, so the failover of the list's master need not touch the
+	// replicas' subscriptions.
+	master, err := cl.MasterOf(ctx, "oidc-authservice:revoked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := cl.MasterOf(ctx, "oidc-authservice:revocations"); err != nil || ch == master {
+		t.Fatalf("the channel's master %s (%v) is the list's", ch, err)
+	}
+	replica := cl.ReplicaOf(t, master)
+	// The replica stops, and the master drops its replication link (what
+	// was sent before sits in the stopped replica's socket and would still
+	// arrive): what the master takes now reaches no replica.
+	cl.Node(replica).Pause()
+	mc := redis.NewClient(&redis.Options{Addr: master, Password: peer.RedisPassword})
+	defer mc.Close()
+	if err := mc.ClientKillByFilter(ctx, "TYPE", "replica").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.l.Revoke(ctx, revocation.Session, "unreplicated"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.knows("unreplicated", 5*time.Second); !ok {
+		t.Fatal("the revocation did not reach the other replica before the failover")
+	}
+	cl.Node(master).Kill()
+	cl.Node(replica).Resume()
+	cl.WaitOK(t, 30*time.Second, master)
+	c := startReplica(t, o)
+	took, ok := c.knows("unreplicated", clusterFailoverBound)
+	if !ok {
+		t.Fatalf("a revocation the failover lost was not published again: a replica started after it does not know it after %v", clusterFailoverBound)
+	}
+	t.Logf("a replica started after the failover knew the revocation the failover lost after %v", took.Round(time.Millisecond))
 }

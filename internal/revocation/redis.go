@@ -168,8 +168,22 @@ func (r *RedisStore) load(ctx context.Context, since time.Time) ([]Entry, error)
 // caller knowing it must resync. A quiet channel is checked with a PING
 // every subscriptionCheck; no answer within another subscriptionCheck
 // counts as lost.
+//
+// In a Cluster, go-redis subscribes through the master of the first
+// channel's slot. The first channel is the list's own name (nobody
+// publishes on it), so the subscription is held by the master that holds
+// the list: its failover, which may lose what it had acknowledged but not
+// yet passed to its replica, ends the subscription, and subscribing again
+// reloads the list and publishes this replica's recent revocations again,
+// as after a Sentinel failover. (Through the channel's own master, on
+// another node, the subscription would outlive that failover and nothing
+// would be published again.)
 func (r *RedisStore) Subscribe(ctx context.Context, ready func(), fn func(Entry)) error {
-	sub := r.c.Subscribe(ctx, r.chann)
+	channels := []string{r.chann}
+	if r.mode == "cluster" {
+		channels = []string{r.key, r.chann}
+	}
+	sub := r.c.Subscribe(ctx, channels...)
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -201,7 +215,7 @@ func (r *RedisStore) Subscribe(ctx context.Context, ready func(), fn func(Entry)
 			return r.op(metrics.RedisSubscribe, fmt.Errorf("subscription lost: %w", err))
 		}
 		m, ok := msg.(*redis.Message)
-		if !ok {
+		if !ok || m.Channel != r.chann {
 			continue
 		}
 		at, member, found := strings.Cut(m.Payload, " ")

@@ -298,6 +298,28 @@ func (c *Cluster) MasterOf(ctx context.Context, key string) (string, error) {
 	return "", fmt.Errorf("no cluster node answers: %v", last)
 }
 
+// ReplicaOf is the address of a replica of the master at addr (CLUSTER
+// REPLICAS, go-redis' ClusterSlaves).
+func (c *Cluster) ReplicaOf(t testing.TB, addr string) string {
+	t.Helper()
+	cl := c.client(addr)
+	defer cl.Close()
+	id, err := cl.ClusterMyID(context.Background()).Result()
+	if err != nil {
+		t.Fatalf("cluster node %s: %v", addr, err)
+	}
+	lines, err := cl.ClusterSlaves(context.Background(), id).Result()
+	if err != nil || len(lines) == 0 {
+		t.Fatalf("cluster node %s: no replica (%v)", addr, err)
+	}
+	// "<id> <ip:port@cport> slave <master id> …"
+	f := strings.Fields(lines[0])
+	if len(f) < 2 {
+		t.Fatalf("cluster node %s: CLUSTER REPLICAS: %q", addr, lines[0])
+	}
+	return strings.SplitN(f[1], "@", 2)[0]
+}
+
 // Subscribers lists the running nodes that hold a pub/sub connection
 // (CLIENT LIST TYPE pubsub), with how many.
 func (c *Cluster) Subscribers(ctx context.Context) (map[string]int, error) {
