@@ -317,3 +317,49 @@ func TestClusterFailoverLostWrite(t *testing.T) {
 	}
 	t.Logf("a replica started after the failover knew the revocation the failover lost after %v", took.Round(time.Millisecond))
 }
+
+// TestClusterSubscribeThroughListMaster: while the revocation list's
+// master is down (before the cluster has noticed), a subscription fails
+// rather than being made through another node (the channel's master),
+// where it would outlive the failover and nothing would be published
+// again (TestClusterFailoverLostWrite).
+func TestClusterSubscribeThroughListMaster(t *testing.T) {
+	cl := peer.StartClusterReplicas(t, 3, 1)
+	s, err := revocation.NewRedisStore(revocation.RedisOptions{URL: "redis://:" + peer.RedisPassword + "@", ClusterAddrs: cl.Addrs[:2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	master, err := cl.MasterOf(ctx, "oidc-authservice:revoked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := cl.MasterOf(ctx, "oidc-authservice:revocations"); err != nil || ch == master {
+		t.Fatalf("the channel's master %s (%v) is the list's", ch, err)
+	}
+	if _, err := s.Load(ctx, time.Now()); err != nil { // the slot map
+		t.Fatal(err)
+	}
+	cl.Node(master).Kill()
+	killed := time.Now()
+	// The node timeout is 2 s: until then no node names another master.
+	attempts := 0
+	for ; time.Since(killed) < 1500*time.Millisecond; attempts++ {
+		sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		up := false
+		err := s.Subscribe(sctx, func() { up = true; cancel() }, func(revocation.Entry) {})
+		cancel()
+		if up {
+			t.Fatalf("attempt %d: subscribed while the list's master %s is down: not through it", attempts, master)
+		}
+		if err == nil && time.Since(killed) < 1500*time.Millisecond {
+			t.Fatalf("attempt %d: no error", attempts)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%d attempts failed while the list's master was down", attempts)
+	if attempts < 5 {
+		t.Fatalf("only %d attempts", attempts)
+	}
+}

@@ -183,8 +183,17 @@ func (r *RedisStore) Subscribe(ctx context.Context, ready func(), fn func(Entry)
 	if r.mode == "cluster" {
 		channels = []string{r.key, r.chann}
 	}
-	sub := r.c.Subscribe(ctx, channels...)
+	// Subscribed here rather than by c.Subscribe, which drops the error:
+	// after a failed first attempt go-redis would connect again with its
+	// channels in map order, through either node.
+	sub := r.c.Subscribe(ctx)
 	defer sub.Close()
+	if err := sub.Subscribe(ctx, channels...); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return r.op(metrics.RedisSubscribe, err)
+	}
 	if _, err := sub.Receive(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
