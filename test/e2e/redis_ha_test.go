@@ -195,3 +195,111 @@ func TestLogoutAcrossCluster(t *testing.T) {
 	}
 	p.end(t)
 }
+
+// clusterFailoverBound is how long a logout made on one replica may take
+// to end the session on the other across the failover of a Redis Cluster
+// node, from the logout request. The cluster: a master unreachable for the
+// node timeout (2 s here, 15 s by default) is flagged failing once the other
+// masters agree (gossip, within about a second), then its replica waits
+// 0.5 to 1 s and is elected (milliseconds): about 4 s. The service re-reads
+// the slot map after every failed command, retries a publication Redis did
+// not take every 2 s (shareRetry) and a lost subscription every 2 s
+// (subscribeBackoff), and reloads the list once subscribed again: about
+// 4 + 2 + 2 = 8 s at worst (measured: 6 to 7.6 s); 30 s leaves room for a
+// loaded machine. A panic in the service fails the test (the services run
+// in the test's process; one in a check is a transport error the probe
+// counts).
+const clusterFailoverBound = 30 * time.Second
+
+// TestLogoutAcrossClusterFailover: two replicas share revocations through
+// a Redis Cluster of three masters with a replica each. First the master
+// of the revocation list's slot is killed; then (the killed node back as
+// a replica) the node the replicas' subscriptions are connected to; then
+// a master that holds neither (the channel's slot's). Right
+// after each kill, and again once the cluster has promoted a replica, a
+// logout on one replica ends the copied session on the other within
+// clusterFailoverBound; every check with a live session on both replicas
+// is answered 200 throughout.
+func TestLogoutAcrossClusterFailover(t *testing.T) {
+	cl := peer.StartClusterReplicas(t, 3, 1)
+	dex := peer.StartDex(t, peer.DexOptions{})
+	key := peer.RandomKey()
+	env := map[string]string{"REDIS_URL": "redis://:" + peer.RedisPassword + "@", "REDIS_CLUSTER_ADDRS": strings.Join(cl.Addrs[:2], ",")}
+	a, b := startHAReplica(t, dex, key, env), startHAReplica(t, dex, key, env)
+	ctx := t.Context()
+	// The names of internal/revocation (REDIS_KEY_PREFIX's default).
+	const list, channel = "oidc-authservice:revoked", "oidc-authservice:revocations"
+
+	_, live := loggedIn(t, b.gateway)
+	p := probe(live, a.gateway, b.gateway)
+	c, s := loggedIn(t, a.gateway)
+	t.Logf("before any failure: the other replica refused the logged-out session after %v",
+		logoutAndWatch(t, c, s, a.gateway, b.gateway, 5*time.Second).Round(time.Millisecond))
+
+	failover := func(phase, victim string) {
+		t.Helper()
+		c1, s1 := loggedIn(t, a.gateway)
+		c2, s2 := loggedIn(t, b.gateway)
+		cl.Node(victim).Kill()
+		killed := time.Now()
+		t.Logf("%s: killed %s; right after: the other replica refused the logged-out session after %v", phase, victim,
+			logoutAndWatch(t, c1, s1, a.gateway, b.gateway, clusterFailoverBound).Round(time.Millisecond))
+		cl.WaitOK(t, 30*time.Second, victim)
+		t.Logf("%s: a replica promoted, cluster_state:ok on every node %v after the kill", phase, time.Since(killed).Round(time.Millisecond))
+		t.Logf("%s: after the promotion: the other replica refused the logged-out session after %v", phase,
+			logoutAndWatch(t, c2, s2, b.gateway, a.gateway, clusterFailoverBound).Round(time.Millisecond))
+	}
+
+	listMaster, err := cl.MasterOf(ctx, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	channelMaster, err := cl.MasterOf(ctx, channel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs, err := cl.Subscribers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the list's master %s, the channel's master %s, subscriptions %v", listMaster, channelMaster, subs)
+	failover("the list's master", listMaster)
+
+	// The killed node comes back (empty) as the new master's replica; then
+	// the node holding the subscriptions dies.
+	cl.Restart(t, listMaster)
+	cl.WaitOK(t, 30*time.Second, "")
+	var subscribed string
+	for deadline := time.Now().Add(clusterFailoverBound); subscribed == "" || len(subs) != 1; time.Sleep(200 * time.Millisecond) {
+		if subs, err = cl.Subscribers(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for addr, n := range subs {
+			if n == 2 {
+				subscribed = addr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replicas' subscriptions are not on one node: %v", subs)
+		}
+	}
+	if listMaster, err = cl.MasterOf(ctx, list); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the list's master now %s, subscriptions %v", listMaster, subs)
+	failover("the subscriptions' node", subscribed)
+
+	// A master that holds neither: while its slots have no master the
+	// cluster refuses every key (cluster-require-full-coverage).
+	if channelMaster, err = cl.MasterOf(ctx, channel); err != nil {
+		t.Fatal(err)
+	}
+	if subs, err = cl.Subscribers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if listMaster, err = cl.MasterOf(ctx, list); err != nil || listMaster == channelMaster || subs[channelMaster] > 0 {
+		t.Fatalf("the channel's master %s, the list's %s (%v), subscriptions %v", channelMaster, listMaster, err, subs)
+	}
+	failover("another master (the channel's)", channelMaster)
+	p.end(t)
+}
