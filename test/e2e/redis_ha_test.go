@@ -205,7 +205,7 @@ func TestLogoutAcrossCluster(t *testing.T) {
 // the slot map after every failed command, retries a publication Redis did
 // not take every 2 s (shareRetry) and a lost subscription every 2 s
 // (subscribeBackoff), and reloads the list once subscribed again: about
-// 4 + 2 + 2 = 8 s at worst (measured: 6 to 7.6 s); 30 s leaves room for a
+// 4 + 2 + 2 = 8 s (measured: 6.0 to 8.1 s); 30 s leaves room for a
 // loaded machine. A panic in the service fails the test (the services run
 // in the test's process; one in a check is a transport error the probe
 // counts).

@@ -269,8 +269,19 @@ func (c *Cluster) client(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: addr, Password: RedisPassword, DialTimeout: time.Second, ReadTimeout: time.Second})
 }
 
+// shardNode is the host:port of a node of shard in role ("master" or
+// "replica") not known to have failed ("": none).
+func shardNode(shard redis.ClusterShard, role string) string {
+	for _, n := range shard.Nodes {
+		if n.Role == role && n.Health != "fail" {
+			return net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+		}
+	}
+	return ""
+}
+
 // MasterOf is the address of the master that serves key's slot, as a
-// running node says (CLUSTER KEYSLOT, CLUSTER SLOTS).
+// running node says (CLUSTER KEYSLOT, CLUSTER SHARDS).
 func (c *Cluster) MasterOf(ctx context.Context, key string) (string, error) {
 	var last error
 	for i, a := range c.Addrs {
@@ -279,18 +290,20 @@ func (c *Cluster) MasterOf(ctx context.Context, key string) (string, error) {
 		}
 		cl := c.client(a)
 		slot, err := cl.ClusterKeySlot(ctx, key).Result()
-		var slots []redis.ClusterSlot
+		var shards []redis.ClusterShard
 		if err == nil {
-			slots, err = cl.ClusterSlots(ctx).Result()
+			shards, err = cl.ClusterShards(ctx).Result()
 		}
 		cl.Close()
 		if err != nil {
 			last = err
 			continue
 		}
-		for _, s := range slots {
-			if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
-				return s.Nodes[0].Addr, nil
+		for _, sh := range shards {
+			for _, r := range sh.Slots {
+				if m := shardNode(sh, "master"); r.Start <= slot && slot <= r.End && m != "" {
+					return m, nil
+				}
 			}
 		}
 		return "", fmt.Errorf("node %s: no master serves slot %d", a, slot)
@@ -298,26 +311,25 @@ func (c *Cluster) MasterOf(ctx context.Context, key string) (string, error) {
 	return "", fmt.Errorf("no cluster node answers: %v", last)
 }
 
-// ReplicaOf is the address of a replica of the master at addr (CLUSTER
-// REPLICAS, go-redis' ClusterSlaves).
+// ReplicaOf is the address of a replica of the master at addr, as it
+// says (CLUSTER SHARDS).
 func (c *Cluster) ReplicaOf(t testing.TB, addr string) string {
 	t.Helper()
 	cl := c.client(addr)
 	defer cl.Close()
-	id, err := cl.ClusterMyID(context.Background()).Result()
+	shards, err := cl.ClusterShards(context.Background()).Result()
 	if err != nil {
 		t.Fatalf("cluster node %s: %v", addr, err)
 	}
-	lines, err := cl.ClusterSlaves(context.Background(), id).Result()
-	if err != nil || len(lines) == 0 {
-		t.Fatalf("cluster node %s: no replica (%v)", addr, err)
+	for _, sh := range shards {
+		if shardNode(sh, "master") == addr {
+			if r := shardNode(sh, "replica"); r != "" {
+				return r
+			}
+		}
 	}
-	// "<id> <ip:port@cport> slave <master id> …"
-	f := strings.Fields(lines[0])
-	if len(f) < 2 {
-		t.Fatalf("cluster node %s: CLUSTER REPLICAS: %q", addr, lines[0])
-	}
-	return strings.SplitN(f[1], "@", 2)[0]
+	t.Fatalf("cluster node %s: no replica", addr)
+	return ""
 }
 
 // Subscribers lists the running nodes that hold a pub/sub connection
@@ -379,13 +391,13 @@ func clusterReady(ctx context.Context, cl *redis.Client, gone string) error {
 		return fmt.Errorf("not ok: %s", strings.Fields(info)[0])
 	}
 	if gone != "" {
-		slots, err := cl.ClusterSlots(ctx).Result()
+		shards, err := cl.ClusterShards(ctx).Result()
 		if err != nil {
 			return err
 		}
-		for _, s := range slots {
-			if len(s.Nodes) > 0 && s.Nodes[0].Addr == gone {
-				return fmt.Errorf("slots %d-%d still served by %s", s.Start, s.End, gone)
+		for _, sh := range shards {
+			if len(sh.Slots) > 0 && shardNode(sh, "master") == gone {
+				return fmt.Errorf("slots %v still served by %s", sh.Slots, gone)
 			}
 		}
 	}
