@@ -39,10 +39,11 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request, f front) {
 	}
 	orig, err := h.forwarded(r)
 	if err != nil {
-		h.serve(w, r, forwardAuth, f, func(q *request) verdict {
-			h.quiet.Info("forward-auth request refused", q.rid(), zap.String("proxy", h.o.ForwardAuthProxy), zap.Error(err))
-			return badRequest("the forward-auth request does not describe the original request: " + err.Error())
-		})
+		h.serve(w, r, forwardAuth, f, &refusal{
+			v: badRequest("the forward-auth request does not describe the original request: " + err.Error()),
+			log: func(rid zap.Field) {
+				h.quiet.Info("forward-auth request refused", rid, zap.String("proxy", h.o.ForwardAuthProxy), zap.Error(err))
+			}})
 		return
 	}
 	h.check(w, orig, forwardAuth, f)

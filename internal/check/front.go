@@ -129,10 +129,9 @@ func (h *Handler) RefuseGRPC(a *Answer, r *http.Request, trace propagation.TextM
 		r, span = h.traceStart(r, trace, frontGRPC)
 		defer span.End()
 	}
-	h.serve(a, r, extAuthz, frontGRPC, func(q *request) verdict {
-		h.quiet.Info("refused: gRPC check request malformed", q.rid(), zap.Int("status", status), zap.String("why", why))
-		v := badRequest(why)
-		v.status = status
-		return v
-	})
+	v := badRequest(why)
+	v.status = status
+	h.serve(a, r, extAuthz, frontGRPC, &refusal{v: v, log: func(rid zap.Field) {
+		h.quiet.Info("refused: gRPC check request malformed", rid, zap.Int("status", status), zap.String("why", why))
+	}})
 }

@@ -196,15 +196,33 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, f front, carrier
 // check answers for r, read top to bottom: classify the request once,
 // authenticate its credential, authorize the principal, write the answer.
 func (h *Handler) check(w http.ResponseWriter, r *http.Request, m mode, f front) {
-	h.serve(w, r, m, f, h.decide)
+	h.serve(w, r, m, f, nil)
 }
 
-// serve classifies, decides with decide, answers, and records the check
-// (counter, latency, access log): every answer of a check goes through it.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, m mode, f front, decide func(*request) verdict) {
+// refusal is the answer to a request its front refused before any
+// decision (a forward-auth request that does not describe the original
+// one, a gRPC CheckRequest that cannot be translated): the verdict, and
+// the log line saying why, given the request's id.
+type refusal struct {
+	v   verdict
+	log func(rid zap.Field)
+}
+
+// serve classifies, decides (h.decide, or pre's verdict when the front
+// refused the request), answers, and records the check (counter, latency,
+// access log): every answer of a check goes through it. decide is called
+// directly, not through a function value, so that the request stays on the
+// stack (the hot path allocates nothing for it).
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, m mode, f front, pre *refusal) {
 	start := time.Since(h.epoch)
 	q := h.classify(r, m, f)
-	v := decide(&q)
+	var v verdict
+	if pre != nil {
+		pre.log(q.rid())
+		v = pre.v
+	} else {
+		v = h.decide(&q)
+	}
 	h.answer(w, &q, &v)
 	h.counters[f][v.decision][v.reason].Add(time.Since(h.epoch) - start)
 	if h.d.Tracer != nil {

@@ -26,6 +26,10 @@ import (
 // and the settings that matter. retry is the page's "try again" link ("":
 // none). It returns false when err is no such error.
 func overLimit(err error, retry string) (verdict, bool) {
+	if err == nil {
+		// The hot path (a verified credential): nothing allocated.
+		return verdict{}, false
+	}
 	var (
 		oe    *identity.OverflowError
 		tl    *credential.TooLargeError
