@@ -384,22 +384,34 @@ func opaDecision(status int, body []byte) (Decision, error) {
 	case "false":
 		return Decision{Reason: "denied by the policy"}, nil
 	}
-	var obj struct {
-		Allow  *bool   `json:"allow"`
-		Reason *string `json:"reason"`
-	}
+	// Keys are matched exactly (encoding/json would take "Allow" for
+	// "allow"): only {"allow": true} allows.
+	var obj map[string]json.RawMessage
 	if bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) && json.Unmarshal(raw, &obj) == nil {
-		switch {
-		case obj.Allow == nil:
-			return Decision{Reason: "the policy's result has no allow"}, nil
-		case *obj.Allow:
-			return Decision{Allowed: true}, nil
+		var (
+			allow  *bool
+			reason *string
+			bad    bool
+		)
+		if a, ok := obj["allow"]; ok {
+			bad = bad || json.Unmarshal(a, &allow) != nil
 		}
-		r := "denied by the policy"
-		if obj.Reason != nil && Reason(*obj.Reason) != "" {
-			r = Reason(*obj.Reason)
+		if rr, ok := obj["reason"]; ok {
+			bad = bad || json.Unmarshal(rr, &reason) != nil
 		}
-		return Decision{Reason: r}, nil
+		if !bad {
+			switch {
+			case allow == nil:
+				return Decision{Reason: "the policy's result has no allow"}, nil
+			case *allow:
+				return Decision{Allowed: true}, nil
+			}
+			r := "denied by the policy"
+			if reason != nil && Reason(*reason) != "" {
+				r = Reason(*reason)
+			}
+			return Decision{Reason: r}, nil
+		}
 	}
 	return Decision{}, fmt.Errorf("%w: OPA's result is neither a boolean nor {\"allow\": boolean, \"reason\": string}", ErrUnavailable)
 }
